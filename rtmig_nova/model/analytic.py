@@ -1,0 +1,291 @@
+"""Analytic stochastic model of QEMU pre-copy (the ``precopy`` model).
+
+How the randomness is propagated
+--------------------------------
+Pages are independent Poisson writers, so given an epoch's length T the pages
+dirtied in it are independent Bernoulli variables and their count is
+Poisson-binomial.  Under the ``sync`` dirty log the next pending count depends
+on the past only through the current pending count n (the epoch length is a
+function of n), so the pending counts form a Markov chain on n.  The model
+propagates the *distribution* of n round by round:
+
+* the survivors (paths that have not yet converged) are held as a few cells,
+  each with its probability mass, the mean and variance of n in it, and the
+  mean and variance of the time elapsed so far;
+* from each cell the epoch is computed exactly as QEMU runs it (pending check
+  every 100 ms window, sync when fewer than threshold pages remain, remaining
+  pages carried over); the new pending count is Poisson-binomial, taken as
+  normal with the exact mean and variance (continuity-corrected at the
+  threshold); within-cell spread is carried through the local slope;
+* the mass that falls below the threshold converges this round: it gives
+  mixture components of downtime and total time; the rest is re-binned into
+  cells for the next round.
+
+Which pages are pending is summarised by the expected share of each rate bin
+(mean field).  That is exact in expectation for the ``sync`` log and an
+approximation for the ``clear`` log and for the carried-over pages; both are
+checked against the page-level simulator (:mod:`.montecarlo`) in the tests.
+Page addresses are taken to be independent of rates, which is all a rate
+histogram can say.
+"""
+
+import numpy as np
+from scipy import special
+
+from rtmig_nova.model.distribution import Distribution
+from rtmig_nova.model.precopy import PAGE_HEADER_BYTES, ZERO_PAGE_BYTES
+from rtmig_nova.model.prediction import Prediction
+
+CELLS = 24          # cells for a survivor distribution that needs shape
+SPAN = 7.0          # cells cover mean +- SPAN standard deviations
+STOP_CELLS = 4      # cells for the converging part (downtime shape)
+MASS_EPS = 1e-13    # survivor mass below this is dropped
+
+
+class _Bins:
+    """Rate bins including the two rate-0 bins (zero pages, idle pages)."""
+
+    def __init__(self, profile):
+        ps = profile.page_size
+        self.rates = np.concatenate(([0.0, 0.0], profile.rates))
+        self.counts = np.concatenate(
+            ([profile.zero_pages, profile.idle_pages - profile.zero_pages],
+             profile.counts)).astype(np.float64)
+        self.cost = np.concatenate(
+            ([ZERO_PAGE_BYTES, ps + PAGE_HEADER_BYTES],
+             np.full(profile.rates.size, ps + PAGE_HEADER_BYTES))
+        ).astype(np.float64)
+        self.total = self.counts.sum()
+        self.active = self.rates > 0
+
+
+def _epoch(bins, st, n, phi):
+    """One epoch from pending counts ``n`` (shape (G,)) of composition
+    ``phi`` (share of pending pages per bin, sums to 1).
+
+    Returns (T seconds, mean next pending, variance, next pending per bin
+    (G, bins), bytes of the next pending set (G,)).
+    """
+    bw, dt = st["bandwidth"], st["check_interval"]
+    window, h = bw * dt, st["threshold"]
+    n = np.maximum(n, 0.0)
+    a = np.minimum(phi[None, :] * n[:, None], bins.counts[None, :])
+    if st["order"] == "rate":
+        # Bins are in increasing rate order: cold pages go first.
+        cum_pages = np.cumsum(a, axis=1)
+        cum_bytes = np.cumsum(a * bins.cost[None, :], axis=1)
+        npend = cum_pages[:, -1]
+        total_bytes = cum_bytes[:, -1]
+        # Bytes to send the first (n - h) pages, piecewise linear.
+        x = np.maximum(npend - h, 0.0)
+        j = np.array([np.searchsorted(cp, xi, side="left")
+                      for cp, xi in zip(cum_pages, x)])
+        j = np.minimum(j, bins.rates.size - 1)
+        rows = np.arange(n.size)
+        prev_p = np.where(j > 0, cum_pages[rows, j - 1], 0.0)
+        prev_b = np.where(j > 0, cum_bytes[rows, j - 1], 0.0)
+        need = prev_b + (x - prev_p) * bins.cost[j]
+    else:
+        npend = a.sum(axis=1)
+        mean_cost = (a * bins.cost).sum(axis=1) / np.maximum(npend, 1e-300)
+        total_bytes = npend * mean_cost
+        need = np.maximum(npend - h, 0.0) * mean_cost
+    # The first check (every window of bytes) at which fewer than h pages
+    # remain; or every page is sent before it.
+    checks = np.floor(need / window) + 1.0
+    sent_bytes = np.minimum(checks * window, total_bytes)
+    exhausted = checks * window >= total_bytes
+    T = np.where(exhausted, total_bytes / bw, checks * dt)
+
+    if st["order"] == "rate":
+        lo_b = cum_bytes - a * bins.cost[None, :]
+        sent_b = np.clip((sent_bytes[:, None] - lo_b) /
+                         bins.cost[None, :], 0.0, a)
+        t0 = lo_b / bw
+        t1 = np.minimum(cum_bytes, sent_bytes[:, None]) / bw
+    else:
+        frac = np.where(total_bytes > 0, sent_bytes /
+                        np.maximum(total_bytes, 1e-300), 1.0)
+        sent_b = a * frac[:, None]
+        t0 = np.zeros_like(a)
+        t1 = np.broadcast_to((sent_bytes / bw)[:, None], a.shape)
+    rem_b = a - sent_b
+
+    lam = bins.rates[None, :]
+    lt = lam * T[:, None]
+    p = -np.expm1(-lt)
+    if st["dirty_log"] == "clear":
+        # A page sent at s (uniform in [t0, t1]) is dirty again if written in
+        # (s, T]: average of 1 - exp(-lam (T - s)).
+        width = np.maximum(t1 - t0, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g = 1.0 - (np.exp(-lam * (T[:, None] - t1)) -
+                       np.exp(-lam * (T[:, None] - t0))) / (lam * width)
+        point = 1.0 - np.exp(-lam * (T[:, None] - t1))
+        g = np.where((width * lam) > 1e-9, g, point)
+        g = np.where(bins.active[None, :], g, 0.0)
+    else:
+        g = p
+    others = np.maximum(bins.counts[None, :] - a, 0.0)
+    new_b = rem_b + others * p + sent_b * g
+    var = (others * p * (1 - p) + sent_b * g * (1 - g)).sum(axis=1)
+    new_bytes = (new_b * bins.cost[None, :]).sum(axis=1)
+    return T, new_b.sum(axis=1), var, new_b, new_bytes
+
+
+def _normal_cells(mu, sd, edges):
+    """Mass, mean and variance of N(mu, sd^2) (components along axis 0) in
+    each interval between ``edges`` (along axis 1)."""
+    sd = np.maximum(sd, 1e-12)[:, None]
+    z = (edges[None, :] - mu[:, None]) / sd
+    cdf = special.ndtr(z)
+    pdf = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    with np.errstate(invalid="ignore"):
+        zpdf = np.where(np.isfinite(z), z * pdf, 0.0)
+    mass = np.diff(cdf, axis=1)
+    dpdf = -np.diff(pdf, axis=1)            # pdf(a) - pdf(b)
+    dzpdf = -np.diff(zpdf, axis=1)          # a pdf(a) - b pdf(b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(mass > 1e-300, dpdf / mass, 0.0)
+        m = mu[:, None] + sd * r
+        v = sd ** 2 * np.maximum(1 + np.where(mass > 1e-300,
+                                              dzpdf / mass, 0.0) - r * r,
+                                 0.0)
+    # Tails far beyond the mean: fall back to the interval midpoint.
+    mid = 0.5 * (edges[:-1] + edges[1:])
+    bad = ~np.isfinite(m)
+    if bad.any():
+        m = np.where(bad, np.broadcast_to(mid, m.shape), m)
+        v = np.where(bad, 0.0, v)
+    return mass, m, v
+
+
+def _pool(mass, mean, var, s_mean, s_var):
+    """Combine source components (axis 0) per destination cell (axis 1):
+    total mass, and mixture mean/variance of n and of elapsed time."""
+    w = mass.sum(axis=0)
+    ok = w > 0
+    ws = np.where(ok, w, 1.0)
+    mn = (mass * mean).sum(axis=0) / ws
+    vn = (mass * (var + mean ** 2)).sum(axis=0) / ws - mn ** 2
+    ms = (mass * s_mean[:, None]).sum(axis=0) / ws
+    vs = (mass * (s_var[:, None] + s_mean[:, None] ** 2)).sum(axis=0) / ws \
+        - ms ** 2
+    return w, mn, np.maximum(vn, 0.0), ms, np.maximum(vs, 0.0), ok
+
+
+def predict(profile, settings, horizon=None, model_name="precopy"):
+    """Distributions of total time, downtime, bytes and rounds.
+
+    :param horizon: seconds; if given, stop following paths once they have
+        all run longer than this (used by the planner: their exact time past
+        the deadline does not matter).  The rest is reported as not
+        converged.
+    """
+    bins = _Bins(profile)
+    bw = settings.bandwidth
+    st = {"bandwidth": bw, "check_interval": settings.check_interval,
+          "threshold": settings.threshold_pages(profile.page_size),
+          "order": settings.order, "dirty_log": settings.dirty_log}
+    # Converge iff the integer pending count < h, i.e. <= ceil(h) - 1; the
+    # normal approximation is continuity-corrected at ceil(h) - 1/2.
+    boundary = np.ceil(st["threshold"]) - 0.5
+
+    # Survivor cells at the start of an epoch.
+    w = np.array([1.0])
+    n_mean = np.array([bins.total])
+    n_var = np.array([0.0])
+    s_mean = np.array([0.0])
+    s_var = np.array([0.0])
+    phi = bins.counts / bins.total
+
+    comps = {"total_m": [], "total_v": [], "down_m": [], "down_v": [],
+             "w": [], "round": []}
+    for rnd in range(1, settings.max_rounds + 1):
+        T, mu, var, new_b, new_bytes = _epoch(bins, st, n_mean, phi)
+        if n_mean.size > 1:
+            slope = np.gradient(mu, n_mean) if np.ptp(n_mean) > 0 else \
+                np.zeros_like(mu)
+        else:
+            eps = max(np.sqrt(n_var[0]), 1e-6 * n_mean[0], 1e-3)
+            _, mu2, _, _, _ = _epoch(bins, st, n_mean + eps, phi)
+            slope = (mu2 - mu) / eps
+        sd = np.sqrt(var + slope ** 2 * n_var)
+        src_s_mean = s_mean + T
+        src_s_var = s_var
+        cost = new_bytes / np.maximum(mu, 1e-300)
+
+        # Converging part: pending below the threshold.
+        lo = min(float((mu - SPAN * np.maximum(sd, 1e-9)).min()), boundary)
+        stop_edges = np.linspace(min(lo, boundary - 1e-9), boundary,
+                                 STOP_CELLS + 1)
+        stop_edges[0] = -np.inf
+        sm, sn, sv = _normal_cells(mu, sd, stop_edges)
+        sm = sm * w[:, None]
+        keep = sm > MASS_EPS * 1e-3
+        if keep.any():
+            pages = np.maximum(sn, 0.0)
+            down_m = pages * cost[:, None] / bw + settings.switchover_time
+            down_v = sv * (cost[:, None] / bw) ** 2
+            comps["w"].append(sm[keep])
+            comps["down_m"].append(down_m[keep])
+            comps["down_v"].append(down_v[keep])
+            comps["total_m"].append((src_s_mean[:, None] + down_m)[keep])
+            comps["total_v"].append((src_s_var[:, None] + down_v)[keep])
+            comps["round"].append(np.full(keep.sum(), float(rnd)))
+
+        # Surviving part: re-bin into cells for the next epoch.
+        hi = float((mu + SPAN * sd).max())
+        surv_lo = max(boundary, float((mu - SPAN * sd).min()))
+        if hi <= surv_lo:
+            w = np.zeros(0)
+            break
+        narrow = (hi - surv_lo) < 1.0 or \
+            (surv_lo > boundary and (sd <= 1e-9).all())
+        ncell = 1 if narrow else CELLS
+        edges = np.linspace(surv_lo, hi, ncell + 1)
+        edges[0] = boundary
+        edges[-1] = np.inf
+        cm, cn, cv = _normal_cells(mu, sd, edges)
+        cm = cm * w[:, None]
+        # Mean-field composition of the survivors' pending set.
+        surv = 1.0 - special.ndtr((boundary - mu) / np.maximum(sd, 1e-12))
+        comp = ((w * surv)[:, None] * new_b).sum(axis=0)
+        if comp.sum() > 0:
+            phi = comp / comp.sum()
+        w, n_mean, n_var, s_mean, s_var, ok = _pool(
+            cm, cn, cv, src_s_mean, src_s_var)
+        w, n_mean, n_var, s_mean, s_var = \
+            w[ok], n_mean[ok], n_var[ok], s_mean[ok], s_var[ok]
+        big = w > MASS_EPS
+        w, n_mean, n_var, s_mean, s_var = \
+            w[big], n_mean[big], n_var[big], s_mean[big], s_var[big]
+        if w.size == 0:
+            break
+        if horizon is not None and \
+                (s_mean - SPAN * np.sqrt(s_var)).min() > horizon:
+            break
+    defect = float(w.sum()) if w.size else 0.0
+    return _prediction(comps, defect, settings, profile, model_name)
+
+
+def _prediction(comps, defect, settings, profile, model_name):
+    bw = settings.bandwidth
+    if comps["w"]:
+        cw = np.concatenate(comps["w"])
+        tm, tv = np.concatenate(comps["total_m"]), np.concatenate(
+            comps["total_v"])
+        dm, dv = np.concatenate(comps["down_m"]), np.concatenate(
+            comps["down_v"])
+        rd = np.concatenate(comps["round"])
+    else:
+        cw = tm = tv = dm = dv = rd = np.zeros(0)
+    defect = max(defect, 1.0 - cw.sum())
+    total = Distribution(tm, np.sqrt(tv), cw, defect)
+    so = settings.switchover_time
+    return Prediction(
+        total_time=total,
+        downtime=Distribution(dm, np.sqrt(dv), cw, defect),
+        bytes_sent=total.scaled(bw, -so * bw),
+        rounds=Distribution(rd, 0.0, cw, defect),
+        settings=settings, model=model_name, coarse=profile.coarse)

@@ -1,0 +1,132 @@
+"""Probability distributions of migration outcomes.
+
+One representation serves every model: a mixture of normal components (a
+component with zero spread is a point mass) plus a *defect*, the probability
+that the quantity is infinite (the migration did not converge).  An empirical
+sample is a mixture of equally weighted point masses.
+"""
+
+import numpy as np
+from scipy import special
+
+# Below this, non-converged probability mass is numerical residue: it does not
+# make the mean infinite.
+DEFECT_TOLERANCE = 1e-9
+
+
+class Distribution:
+    """A possibly defective distribution on the real line.
+
+    :param means, sds, weights: the normal components (sds may be 0)
+    :param defect: probability of +inf (not converged)
+    """
+
+    def __init__(self, means, sds, weights, defect=0.0):
+        self.means = np.atleast_1d(np.asarray(means, dtype=np.float64))
+        self.sds = np.broadcast_to(np.asarray(sds, dtype=np.float64),
+                                   self.means.shape).copy()
+        w = np.broadcast_to(np.asarray(weights, dtype=np.float64),
+                            self.means.shape).copy()
+        keep = w > 0
+        self.means, self.sds, w = self.means[keep], self.sds[keep], w[keep]
+        self.defect = float(min(max(defect, 0.0), 1.0))
+        total = w.sum()
+        # Normalise the finite part to 1 - defect (absorbs rounding drift).
+        self.weights = w * ((1.0 - self.defect) / total) if total > 0 else w
+        if total <= 0:
+            self.defect = 1.0
+
+    @classmethod
+    def empirical(cls, samples):
+        """From samples; ``inf`` samples count as not converged."""
+        s = np.asarray(samples, dtype=np.float64).ravel()
+        if s.size == 0:
+            raise ValueError("no samples")
+        fin = np.isfinite(s)
+        return cls(s[fin], 0.0, np.ones(fin.sum()),
+                   defect=1.0 - fin.mean())
+
+    @classmethod
+    def point(cls, value):
+        if not np.isfinite(value):
+            return cls([], [], [], defect=1.0)
+        return cls([value], [0.0], [1.0])
+
+    @property
+    def converged(self):
+        """Probability that the quantity is finite."""
+        return 1.0 - self.defect
+
+    @property
+    def mean(self):
+        if self.defect > DEFECT_TOLERANCE or self.means.size == 0:
+            return float("inf")
+        return float(np.dot(self.weights, self.means) / self.weights.sum())
+
+    @property
+    def std(self):
+        if self.defect > DEFECT_TOLERANCE or self.means.size == 0:
+            return float("inf")
+        w = self.weights / self.weights.sum()
+        m = np.dot(w, self.means)
+        return float(np.sqrt(max(np.dot(w, self.sds ** 2 +
+                                        (self.means - m) ** 2), 0.0)))
+
+    def cdf(self, x):
+        """P(X <= x); vectorised over ``x``."""
+        x = np.asarray(x, dtype=np.float64)
+        z = np.subtract.outer(x, self.means)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.where(self.sds > 0,
+                         special.ndtr(z / np.where(self.sds > 0, self.sds, 1)),
+                         (z >= 0).astype(np.float64))
+        return p @ self.weights
+
+    def quantile(self, q):
+        """Smallest x with P(X <= x) >= q (``inf`` beyond the converged
+        mass); vectorised over ``q``."""
+        qa = np.asarray(q, dtype=np.float64)
+        if ((qa <= 0) | (qa >= 1) | ~np.isfinite(qa)).any():
+            raise ValueError("quantile level must be in (0, 1)")
+        flat = qa.ravel()
+        out = np.full(flat.shape, np.inf)
+        ok = flat <= self.converged * (1 - 1e-12)
+        if ok.any() and self.means.size:
+            out[ok] = self._finite_quantile(flat[ok])
+        out = out.reshape(qa.shape)
+        return float(out) if out.ndim == 0 else out
+
+    def _finite_quantile(self, q):
+        if not (self.sds > 0).any():
+            order = np.argsort(self.means, kind="stable")
+            cum = np.cumsum(self.weights[order])
+            i = np.searchsorted(cum, q * (1 - 1e-12), side="left")
+            return self.means[order][np.minimum(i, order.size - 1)]
+        lo = np.full(q.shape, (self.means - 9 * self.sds).min())
+        hi = np.full(q.shape, (self.means + 9 * self.sds).max())
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            below = self.cdf(mid) < q
+            lo = np.where(below, mid, lo)
+            hi = np.where(below, hi, mid)
+            if (hi - lo <= 1e-12 * np.maximum(np.abs(hi), 1e-300)).all():
+                break
+        return hi
+
+    def scaled(self, a, b=0.0):
+        """The distribution of a X + b (a > 0)."""
+        return Distribution(a * self.means + b, a * self.sds, self.weights,
+                            self.defect)
+
+    def summary(self, quantiles=(0.5, 0.95, 0.99)):
+        """Plain-dict summary: mean, std, quantiles, converged probability."""
+        d = {"mean": self.mean, "std": self.std,
+             "converged": self.converged}
+        for q in quantiles:
+            d[f"p{round(q * 100):d}"] = self.quantile(q)
+        return d
+
+    def __repr__(self):
+        return (f"<Distribution mean={self.mean:.6g} "
+                f"p95={self.quantile(0.95):.6g} "
+                f"converged={self.converged:.4f}>")

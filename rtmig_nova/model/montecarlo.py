@@ -1,0 +1,133 @@
+"""Page-level Monte-Carlo simulation of QEMU's pre-copy migration.
+
+Each run follows the algorithm of :mod:`rtmig_nova.model.precopy` page by
+page: a pending bitmap, a cursor, the send order, a pending check every
+``check_interval`` of sending, a bitmap sync when fewer than the threshold's
+worth of pages are left, and the write process of every active page sampled
+exactly (its first write after a given instant is exponential, by the
+memorylessness of the Poisson process).  It is the reference the analytic
+model is validated against, and slow where that one is fast.
+"""
+
+import numpy as np
+
+from rtmig_nova.model.distribution import Distribution
+from rtmig_nova.model.precopy import PAGE_HEADER_BYTES, ZERO_PAGE_BYTES
+from rtmig_nova.model.prediction import Prediction
+
+
+class _Guest:
+    """Per-page data shared by all runs."""
+
+    def __init__(self, profile, settings, rng):
+        rates = profile.page_rates_array(rng)
+        self.n = rates.size
+        self.rates = rates
+        zero = np.zeros(self.n, dtype=bool)
+        if profile.zero_pages:
+            # Which idle pages hold zeros is not recorded: draw them.
+            idle = np.flatnonzero(rates == 0)
+            zero[rng.choice(idle, profile.zero_pages, replace=False)] = True
+        self.cost = np.where(zero, ZERO_PAGE_BYTES,
+                             profile.page_size + PAGE_HEADER_BYTES)
+        self.active = np.flatnonzero(rates > 0)
+        self.active_rates = rates[self.active]
+        if settings.order == "rate":
+            # Rank of each page in increasing-rate order (ties by address).
+            self.rank = np.empty(self.n, dtype=np.int64)
+            self.rank[np.argsort(rates, kind="stable")] = np.arange(self.n)
+        self.threshold = settings.threshold_pages(profile.page_size)
+
+
+def _send_order(guest, settings, pending_idx, cursor):
+    """Pending page ids (ascending address) in the order they are sent."""
+    if settings.order == "rate":
+        return pending_idx[np.argsort(guest.rank[pending_idx])]
+    split = np.searchsorted(pending_idx, cursor)
+    return np.concatenate((pending_idx[split:], pending_idx[:split]))
+
+
+def _epoch(guest, settings, seq):
+    """Send pages in order ``seq`` until the pending check says sync.
+
+    Returns (pages sent, epoch length seconds, bytes sent, start time of each
+    sent page within the epoch in seconds).
+    """
+    bw = settings.bandwidth
+    cost = guest.cost[seq]
+    cum = np.cumsum(cost)
+    total = float(cum[-1])
+    window = settings.window_bytes()
+    n_checks = max(int(np.ceil(total / window)), 1)
+    sent_at = np.searchsorted(cum, window * np.arange(1, n_checks + 1),
+                              side="right")
+    hit = np.flatnonzero(seq.size - sent_at < guest.threshold)
+    # The last check always finds every page sent, so hit is never empty
+    # unless the threshold is 0 pages; then QEMU syncs when none is left.
+    k = hit[0] if hit.size else n_checks - 1
+    sent = int(sent_at[k])
+    if sent >= seq.size:
+        sent, length, nbytes = seq.size, total / bw, total
+    else:
+        length = (k + 1) * settings.check_interval
+        nbytes = float(cum[sent - 1]) if sent else 0.0
+    starts = (cum[:sent] - cost[:sent]) / bw
+    return sent, length, nbytes, starts
+
+
+def _run(guest, settings, rng, first):
+    """One migration.  Returns (total s, downtime s, bytes, rounds)."""
+    bw = settings.bandwidth
+    elapsed, nbytes = 0.0, 0.0
+    seq, sent, length, ebytes, starts = first
+    for rnd in range(1, settings.max_rounds + 1):
+        elapsed += length
+        nbytes += ebytes
+        # Pages written during the epoch: first write after the epoch start
+        # (sync) or, with a cleared log, after the page's own send.
+        first_write = rng.standard_exponential(guest.active.size) \
+            / guest.active_rates
+        if settings.dirty_log == "clear" and sent:
+            window = np.full(guest.n, length)
+            window[seq[:sent]] = length - starts
+            written = guest.active[first_write < window[guest.active]]
+        else:
+            written = guest.active[first_write < length]
+        pending_idx = np.union1d(seq[sent:], written)
+        if pending_idx.size < guest.threshold:
+            stop_bytes = float(guest.cost[pending_idx].sum())
+            downtime = stop_bytes / bw + settings.switchover_time
+            return elapsed + downtime, downtime, nbytes + stop_bytes, rnd
+        cursor = seq[sent - 1] + 1 if sent else (seq[0] if seq.size else 0)
+        seq = _send_order(guest, settings, pending_idx, cursor)
+        sent, length, ebytes, starts = _epoch(guest, settings, seq)
+    return np.inf, np.inf, np.inf, np.inf
+
+
+def simulate(profile, settings, runs=1000, seed=None, progress=None,
+             model_name="montecarlo"):
+    """Simulate ``runs`` migrations of ``profile`` under ``settings``.
+
+    :param progress: optional callable ``progress(done, total)``
+    :returns: a :class:`Prediction` of empirical distributions
+    """
+    if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) \
+            or runs < 1:
+        raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
+    rng = np.random.default_rng(seed)
+    guest = _Guest(profile, settings, rng)
+    # The first pass is the same in every run: all pages from address 0.
+    seq = np.arange(guest.n) if settings.order == "address" else \
+        np.argsort(guest.rank)
+    first = (seq,) + _epoch(guest, settings, seq)
+    out = np.empty((runs, 4))
+    for i in range(runs):
+        out[i] = _run(guest, settings, rng, first)
+        if progress is not None:
+            progress(i + 1, runs)
+    return Prediction(
+        total_time=Distribution.empirical(out[:, 0]),
+        downtime=Distribution.empirical(out[:, 1]),
+        bytes_sent=Distribution.empirical(out[:, 2]),
+        rounds=Distribution.empirical(out[:, 3]),
+        settings=settings, model=model_name, coarse=profile.coarse)

@@ -1,0 +1,132 @@
+"""QEMU's pre-copy RAM migration algorithm, as the models see it.
+
+Written from QEMU 7.2 (the version Debian 12 ships), ``migration/ram.c`` and
+``migration/migration.c``:
+
+* Setup (``ram_save_setup`` / ``ram_init_bitmaps``): every page is marked
+  dirty and dirty logging starts.
+* Sending (``ram_save_iterate`` -> ``ram_find_and_save_block``): pages whose
+  bit is set in the migration bitmap are sent in address order from a cursor
+  that carries on across syncs and wraps at the end of RAM.  A page costs an
+  8-byte header (``save_page_header``) plus the page; a page that is all
+  zero bytes costs the header plus one byte (``save_zero_page_to_file``).
+* Rate limit: at most ``max-bandwidth / 10`` bytes per 100 ms window
+  (``BUFFER_DELAY``); the migration thread checks the pending size once per
+  window (``migration_iteration_run``).
+* Bitmap sync (``ram_save_pending``): only when the pages still to send,
+  times the page size, fall below ``threshold_size`` = measured bandwidth x
+  ``downtime-limit`` (``migration_update_counters``).  The sync ORs the pages
+  dirtied since the previous sync into the bitmap; the pages not yet sent stay
+  set.  So a "round" (an *epoch* here) ends early, with some pages still
+  pending, not after a complete pass.
+* Convergence (``migration_iteration_run``): if, after that sync, the pending
+  size is still below the threshold, the guest is stopped and the rest is sent
+  (``migration_completion`` -> ``ram_save_complete``): the downtime.
+* There is no round limit in QEMU: a migration that never converges runs until
+  cancelled.  The models stop at ``max_rounds`` and report the mass left as
+  "does not converge".
+
+Two dirty-log semantics are modelled (``dirty_log``):
+
+``"sync"``
+    A page is dirty at a sync if it was written at any time since the previous
+    sync, whenever it was sent in between.  This is TCG's dirty tracking and
+    KVM without manual dirty-log protection.
+``"clear"``
+    KVM_CLEAR_DIRTY_LOG (``migration_clear_memory_region_dirty_bitmap``): the
+    dirty log of a page is cleared just before it is sent, so only writes
+    after its send count.  Send order then matters.  QEMU clears in chunks of
+    ``2**clear-bitmap-shift`` pages (1 GiB by default); the model clears per
+    page, the limit of a small shift.
+
+Two send orders are modelled (``order``): ``"address"`` (QEMU's) and
+``"rate"``, the proposal of Checconi, Cucinotta and Stein (VHPC 2009): each
+round sends pages in increasing order of write rate, hot pages last.
+"""
+
+import dataclasses
+import math
+
+# Bytes on the wire (QEMU 7.2 migration/ram.c).
+PAGE_HEADER_BYTES = 8        # save_page_header: be64 offset | flags
+ZERO_PAGE_BYTES = 9          # header + the fill byte (RAM_SAVE_FLAG_ZERO)
+# migration.c BUFFER_DELAY: the rate-limit window and pending-check period.
+CHECK_INTERVAL = 0.1         # seconds
+# migration.c defaults (QMP downtime-limit is in ms, max-bandwidth in bytes/s)
+QEMU_DEFAULT_DOWNTIME_LIMIT = 0.3    # seconds
+QEMU_DEFAULT_MAX_BANDWIDTH = 128 * 2**20  # bytes/s (MAX_THROTTLE)
+
+DIRTY_LOGS = ("sync", "clear")
+ORDERS = ("address", "rate")
+
+
+def _positive(name, value):
+    try:
+        ok = math.isfinite(value) and value > 0
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _nonneg(name, value):
+    try:
+        ok = math.isfinite(value) and value >= 0
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a finite number >= 0, "
+                         f"got {value!r}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationSettings:
+    """What a migration is run with.
+
+    :ivar bandwidth: migration rate limit and link rate, bytes/s
+    :ivar downtime_limit: QEMU's downtime-limit, seconds
+    :ivar dirty_log: ``"sync"`` or ``"clear"`` (see module doc)
+    :ivar order: ``"address"`` or ``"rate"``
+    :ivar check_interval: pending-size check period, seconds (QEMU: 0.1)
+    :ivar switchover_time: fixed extra downtime for device state and the
+        switch to the destination, seconds
+    :ivar max_rounds: rounds after which a migration counts as not converging
+    """
+    bandwidth: float
+    downtime_limit: float
+    dirty_log: str = "sync"
+    order: str = "address"
+    check_interval: float = CHECK_INTERVAL
+    switchover_time: float = 0.0
+    max_rounds: int = 200
+
+    def __post_init__(self):
+        object.__setattr__(self, "bandwidth",
+                           _positive("bandwidth", self.bandwidth))
+        object.__setattr__(self, "downtime_limit",
+                           _positive("downtime_limit", self.downtime_limit))
+        object.__setattr__(self, "check_interval",
+                           _positive("check_interval", self.check_interval))
+        object.__setattr__(self, "switchover_time",
+                           _nonneg("switchover_time", self.switchover_time))
+        if self.dirty_log not in DIRTY_LOGS:
+            raise ValueError(f"dirty_log must be one of {DIRTY_LOGS}, "
+                             f"got {self.dirty_log!r}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, "
+                             f"got {self.order!r}")
+        if isinstance(self.max_rounds, bool) or \
+                not isinstance(self.max_rounds, int) or self.max_rounds < 1:
+            raise ValueError(f"max_rounds must be an integer >= 1, "
+                             f"got {self.max_rounds!r}")
+
+    def threshold_pages(self, page_size):
+        """QEMU converges when pending pages x page size < bandwidth x
+        downtime-limit; this is that bound in pages (not necessarily whole)."""
+        return self.bandwidth * self.downtime_limit / page_size
+
+    def window_bytes(self):
+        """Bytes sent between two pending checks."""
+        return self.bandwidth * self.check_interval

@@ -1,0 +1,423 @@
+"""The write behaviour of a guest's memory: a :class:`DirtyProfile`.
+
+Every guest page is modelled as an independent Poisson write process with its
+own rate (writes/s).  Pages with rate 0 are *idle* (never written while
+observed); some of them may hold only zero bytes, which QEMU sends as a short
+marker instead of a full page.
+
+A profile is stored as a histogram of rates: the distinct rates (or narrow
+log-spaced bins of them, see :data:`BIN_MANTISSA_BITS`) with the number of
+pages at each, so a 64 GiB guest costs kilobytes.  The file format is
+documented in ``docs/profile-format.md``.
+"""
+
+import gzip
+import json
+import math
+
+import numpy as np
+
+FORMAT_NAME = "rtmig-dirty-profile"
+FORMAT_VERSION = 1
+RATE_UNIT = "writes/s"
+PAGE_SIZE_UNIT = "bytes"
+
+# Rates are binned on a log scale with this many mantissa bits per octave
+# (2**5 = 32 bins per doubling, relative width < 2.2%).  The bin keeps the mean
+# of its rates; the error this makes in P(page written in T) = 1 - exp(-rate*T)
+# is second order in the bin width, far below the model's other errors.
+BIN_MANTISSA_BITS = 5
+_SHIFT = 52 - BIN_MANTISSA_BITS
+
+
+class ProfileError(ValueError):
+    """A profile or profile file is invalid; the message is one line."""
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_rates(name, rates):
+    try:
+        arr = np.asarray(rates, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numbers (writes/s)") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a one-dimensional array")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: a profile needs at least one page")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if (arr < 0).any():
+        raise ValueError(f"{name} contains negative rates")
+    return arr
+
+
+def bin_rates(rates):
+    """Histogram of non-negative per-page rates (writes/s).
+
+    Returns ``(bin_rates, bin_counts, idle_pages)``: the mean rate of each
+    non-empty log bin (ascending), the pages in it, and the count of pages with
+    rate exactly 0.  Linear in the number of pages; no sort.
+    """
+    rates = np.ascontiguousarray(rates, dtype=np.float64)
+    # The IEEE-754 bit pattern of a positive double is monotone in its value:
+    # dropping low mantissa bits gives a log-spaced bin index without log().
+    keys = rates.view(np.int64) >> _SHIFT
+    counts = np.bincount(keys)
+    idle = int(counts[0]) if counts.size else 0
+    # Subnormal rates (< 2.2e-308 writes/s) share key 0 with zero; treat as 0.
+    counts[0] = 0
+    sums = np.bincount(keys, weights=rates)
+    nz = np.flatnonzero(counts)
+    return sums[nz] / counts[nz], counts[nz].astype(np.int64), idle
+
+
+class DirtyProfile:
+    """Write behaviour of a guest's memory (immutable).
+
+    :ivar rates: distinct page write rates, writes/s, ascending, all > 0
+    :ivar counts: pages at each rate
+    :ivar idle_pages: pages never written (rate 0), zero pages included
+    :ivar zero_pages: idle pages whose content is all zero bytes
+    :ivar page_size: bytes per page
+    :ivar metadata: free-form provenance (``source``, ``coarse``, ...)
+    :ivar page_rates: per-page rates in guest address order (writes/s) when
+        the profile was built from them, else ``None``; not stored in files.
+    """
+
+    def __init__(self, rates, counts, idle_pages=0, zero_pages=0,
+                 page_size=4096, metadata=None, page_rates=None):
+        page_size = _check_positive_int("page_size", page_size)
+        rates = np.asarray(rates, dtype=np.float64)
+        counts = np.asarray(counts)
+        if rates.ndim != 1 or counts.shape != rates.shape:
+            raise ValueError("rates and counts must be 1-D arrays of the "
+                             "same length")
+        if rates.size:
+            if not np.isfinite(rates).all() or (rates <= 0).any():
+                raise ValueError("rates must be finite and > 0 writes/s "
+                                 "(count never-written pages as idle_pages)")
+            if not np.issubdtype(counts.dtype, np.integer) and not \
+                    np.array_equal(counts, np.floor(counts)):
+                raise ValueError("counts must be whole numbers of pages")
+            if (counts < 0).any():
+                raise ValueError("counts must be >= 0 pages")
+        counts = counts.astype(np.int64)
+        for name, val in (("idle_pages", idle_pages),
+                          ("zero_pages", zero_pages)):
+            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) \
+                    or val < 0:
+                raise ValueError(f"{name} must be an integer >= 0, "
+                                 f"got {val!r}")
+        if zero_pages > idle_pages:
+            raise ValueError("zero_pages cannot exceed idle_pages: a zero "
+                             "page is one that is never written")
+        keep = counts > 0
+        order = np.argsort(rates[keep], kind="stable")
+        self.rates = rates[keep][order]
+        self.counts = counts[keep][order]
+        self.idle_pages = int(idle_pages)
+        self.zero_pages = int(zero_pages)
+        self.page_size = page_size
+        self.metadata = dict(metadata or {})
+        if self.total_pages == 0:
+            raise ValueError("profile is empty: it has no pages")
+        if page_rates is not None and len(page_rates) != self.total_pages:
+            raise ValueError("page_rates does not match the histogram")
+        self.page_rates = page_rates
+        self.rates.setflags(write=False)
+        self.counts.setflags(write=False)
+
+    # -- constructors -----------------------------------------------------
+
+    @classmethod
+    def from_rates(cls, rates, page_size=4096, zero_pages=0, metadata=None):
+        """Profile from per-page write rates (writes/s; 0 = never written),
+        in guest address order.  ``zero_pages`` of the never-written pages
+        hold only zero bytes."""
+        arr = _check_rates("rates", rates)
+        brates, bcounts, idle = bin_rates(arr)
+        meta = {"source": "rates", "coarse": False}
+        meta.update(metadata or {})
+        arr.setflags(write=False)
+        return cls(brates, bcounts, idle, zero_pages, page_size, meta,
+                   page_rates=arr)
+
+    @classmethod
+    def from_histogram(cls, rates, counts, idle_pages=0, zero_pages=0,
+                       page_size=4096, metadata=None):
+        """Profile from a histogram: ``counts[i]`` pages written at
+        ``rates[i]`` writes/s, plus ``idle_pages`` never written."""
+        arr = _check_rates("rates", rates) if len(rates) else \
+            np.zeros(0, dtype=np.float64)
+        cnt = np.asarray(counts)
+        if cnt.shape != arr.shape:
+            raise ValueError("counts must have one entry per rate")
+        if (arr == 0).any():
+            idle_pages = int(idle_pages) + int(cnt[arr == 0].sum())
+            cnt, arr = cnt[arr > 0], arr[arr > 0]
+        meta = {"source": "histogram", "coarse": False}
+        meta.update(metadata or {})
+        return cls(arr, cnt, idle_pages, zero_pages, page_size, meta)
+
+    @classmethod
+    def from_observations(cls, observations, intervals, total_pages,
+                          page_size=4096, zero_pages=0, metadata=None):
+        """Maximum-likelihood rates from observed dirty page sets.
+
+        :param observations: one entry per observed interval: the indices of
+            the pages found dirty (written at least once) in that interval,
+            or a boolean array over all pages.
+        :param intervals: the length of each interval, seconds (a scalar if
+            all are equal).
+        :param total_pages: pages in the guest.
+
+        A page dirty in k of m intervals of equal length tau has the MLE rate
+        ``-ln(1 - k/m) / tau``; with unequal lengths the score equation is
+        solved by Newton's method.  A page dirty in every interval has an
+        unbounded MLE; it gets the rate for k = m - 1/2 (a standard
+        continuity correction), i.e. "hotter than the intervals can resolve".
+        """
+        total_pages = _check_positive_int("total_pages", total_pages)
+        obs = [np.flatnonzero(o) if np.asarray(o).dtype == bool
+               else np.asarray(o, dtype=np.int64) for o in observations]
+        if not obs:
+            raise ValueError("observations is empty: need at least one "
+                             "observed interval")
+        m = len(obs)
+        tau = np.broadcast_to(np.asarray(intervals, dtype=np.float64),
+                              (m,)).copy() if np.ndim(intervals) == 0 else \
+            np.asarray(intervals, dtype=np.float64)
+        if tau.shape != (m,):
+            raise ValueError("intervals must be one length (seconds) per "
+                             "observation")
+        if not np.isfinite(tau).all() or (tau <= 0).any():
+            raise ValueError("intervals must be finite and > 0 seconds")
+        for o in obs:
+            if o.size and (o.min() < 0 or o.max() >= total_pages):
+                raise ValueError("observations contain page indices outside "
+                                 f"0..{total_pages - 1}")
+        k = np.zeros(total_pages, dtype=np.float64)
+        for o in obs:
+            k[np.unique(o)] += 1.0
+        rates = _mle_rates(obs, tau, k, total_pages)
+        meta = {"source": "observations", "coarse": False,
+                "observed_intervals": m,
+                "observed_seconds": float(tau.sum())}
+        meta.update(metadata or {})
+        return cls.from_rates(rates, page_size, zero_pages, meta)
+
+    @classmethod
+    def from_aggregate_rate(cls, memory_bytes, dirty_rate, page_size=4096,
+                            working_set_bytes=None, metadata=None):
+        """Coarse fallback from one aggregate dirty rate (bytes/s).
+
+        The rate is spread evenly over the working set (default: all of
+        memory), so that ``dirty_rate / page_size`` pages/s are written.  This
+        loses the hot/cold structure the model exists to capture: the profile
+        is flagged ``coarse`` and every prediction from it says so.
+        """
+        memory_bytes = _check_positive_int("memory_bytes", memory_bytes)
+        page_size = _check_positive_int("page_size", page_size)
+        if not (isinstance(dirty_rate, (int, float, np.number))
+                and math.isfinite(dirty_rate) and dirty_rate >= 0):
+            raise ValueError("dirty_rate must be a finite number >= 0 "
+                             "bytes/s")
+        pages = memory_bytes // page_size
+        if pages == 0:
+            raise ValueError("memory_bytes is smaller than one page")
+        ws = pages if working_set_bytes is None else \
+            _check_positive_int("working_set_bytes",
+                                working_set_bytes) // page_size
+        if not 0 < ws <= pages:
+            raise ValueError("working_set_bytes must be between one page "
+                             "and memory_bytes")
+        meta = {"source": "aggregate", "coarse": True,
+                "aggregate_dirty_rate_bytes_per_s": float(dirty_rate)}
+        meta.update(metadata or {})
+        if dirty_rate == 0:
+            return cls([], [], pages, 0, page_size, meta)
+        per_page = dirty_rate / page_size / ws
+        return cls([per_page], [ws], pages - ws, 0, page_size, meta)
+
+    # -- derived quantities -----------------------------------------------
+
+    @property
+    def total_pages(self):
+        return int(self.counts.sum()) + self.idle_pages
+
+    @property
+    def memory_bytes(self):
+        """Guest RAM, bytes."""
+        return self.total_pages * self.page_size
+
+    @property
+    def active_pages(self):
+        """Pages with a write rate > 0."""
+        return int(self.counts.sum())
+
+    @property
+    def write_rate(self):
+        """Total page writes per second over all pages."""
+        return float(np.dot(self.rates, self.counts))
+
+    @property
+    def coarse(self):
+        return bool(self.metadata.get("coarse", False))
+
+    def dirty_pages(self, interval):
+        """Expected distinct pages written in ``interval`` seconds."""
+        return float(np.dot(self.counts,
+                            -np.expm1(-self.rates * float(interval))))
+
+    def dirty_rate(self, interval=1.0):
+        """Aggregate dirty rate, bytes/s, as a sampler of ``interval``
+        seconds sees it (distinct pages written / interval x page size)."""
+        return self.dirty_pages(interval) * self.page_size / interval
+
+    def page_rates_array(self, rng=None):
+        """Per-page rates in address order (writes/s).  A histogram profile
+        has no addresses: its pages are laid out in a random order drawn
+        from ``rng`` (seeded generator or seed)."""
+        if self.page_rates is not None:
+            return self.page_rates
+        arr = np.repeat(np.concatenate(([0.0], self.rates)),
+                        np.concatenate(([self.idle_pages], self.counts)))
+        np.random.default_rng(rng).shuffle(arr)
+        return arr
+
+    def __repr__(self):
+        return (f"<DirtyProfile {self.memory_bytes / 2**20:.0f} MiB, "
+                f"{self.active_pages} active / {self.total_pages} pages, "
+                f"{self.rates.size} rate bins, "
+                f"source={self.metadata.get('source')}>")
+
+    # -- files --------------------------------------------------------------
+
+    def to_dict(self):
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "page_size": {"value": self.page_size, "unit": PAGE_SIZE_UNIT},
+            "rate_unit": RATE_UNIT,
+            "idle_pages": self.idle_pages,
+            "zero_pages": self.zero_pages,
+            "histogram": {"rates": [float(r) for r in self.rates],
+                          "pages": [int(c) for c in self.counts]},
+            "metadata": self.metadata,
+        }
+
+    def save(self, path):
+        """Write the profile as JSON (gzip-compressed if ``path`` ends in
+        ``.gz``)."""
+        text = json.dumps(self.to_dict(), indent=1, sort_keys=True)
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "wt", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+    @classmethod
+    def from_dict(cls, doc, origin="profile"):
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+            raise ProfileError(f"{origin}: not an rtmig dirty profile "
+                               f"(no \"format\": \"{FORMAT_NAME}\")")
+        if doc.get("version") != FORMAT_VERSION:
+            raise ProfileError(f"{origin}: unsupported profile version "
+                               f"{doc.get('version')!r} (this build reads "
+                               f"{FORMAT_VERSION})")
+        try:
+            ps = doc["page_size"]
+            if not isinstance(ps, dict) or ps.get("unit") != PAGE_SIZE_UNIT:
+                raise ProfileError(f"{origin}: page_size must be given in "
+                                   f"{PAGE_SIZE_UNIT}")
+            if doc["rate_unit"] != RATE_UNIT:
+                raise ProfileError(f"{origin}: rate_unit is "
+                                   f"{doc['rate_unit']!r}, expected "
+                                   f"{RATE_UNIT!r}")
+            hist = doc["histogram"]
+            rates, pages = hist["rates"], hist["pages"]
+            if not isinstance(rates, list) or not isinstance(pages, list):
+                raise ProfileError(f"{origin}: histogram rates and pages "
+                                   "must be lists")
+            if not all(isinstance(c, int) and not isinstance(c, bool)
+                       for c in pages):
+                raise ProfileError(f"{origin}: histogram pages must be "
+                                   "whole numbers")
+            return cls.from_histogram(
+                np.asarray(rates, dtype=np.float64), np.asarray(
+                    pages, dtype=np.int64),
+                doc["idle_pages"], doc["zero_pages"], ps["value"],
+                doc.get("metadata") or {})
+        except ProfileError:
+            raise
+        except KeyError as e:
+            raise ProfileError(f"{origin}: missing field {e}") from None
+        except (TypeError, ValueError) as e:
+            raise ProfileError(f"{origin}: {e}") from None
+
+    @classmethod
+    def load(cls, path):
+        """Read a profile file (JSON, optionally gzip-compressed).  Any
+        problem raises :class:`ProfileError` with a one-line message."""
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
+        try:
+            if raw[:2] == b"\x1f\x8b":
+                raw = gzip.decompress(raw)
+            doc = json.loads(raw.decode("utf-8"))
+        except (OSError, EOFError, UnicodeDecodeError, ValueError):
+            raise ProfileError(f"{path}: not a profile file (not JSON or "
+                               "gzip-compressed JSON)") from None
+        return cls.from_dict(doc, origin=str(path))
+
+
+def _mle_rates(obs, tau, k, total_pages):
+    """Per-page MLE of Poisson rates (writes/s) from interval observations."""
+    m = len(obs)
+    rates = np.zeros(total_pages)
+    seen = k > 0
+    if np.all(tau == tau[0]):
+        kk = np.minimum(k[seen], m - 0.5)
+        rates[seen] = -np.log1p(-kk / m) / tau[0]
+        return rates
+    # Unequal intervals: maximise sum_i d_i log(1-e^{-l t_i}) - (1-d_i) l t_i.
+    # Score: sum_{dirty i} t_i / expm1(l t_i) - sum_{clean i} t_i = 0.
+    idx = np.flatnonzero(seen)
+    pos = np.full(total_pages, -1)
+    pos[idx] = np.arange(idx.size)
+    clean_time = np.full(idx.size, tau.sum())
+    for o, t in zip(obs, tau):
+        clean_time[pos[np.unique(o)]] -= t
+    # Pages dirty in every interval: continuity correction as above, using
+    # the mean interval.
+    full = clean_time <= 1e-12 * tau.sum()
+    clean_time[full] = 0.5 * tau.mean()
+    # Start from the equal-interval estimate with the mean interval.
+    kk = np.minimum(k[idx], m - 0.5)
+    lam = -np.log1p(-kk / m) / tau.mean()
+    for _ in range(60):
+        g = -clean_time.copy()
+        dg = np.zeros(idx.size)
+        for o, t in zip(obs, tau):
+            j = pos[np.unique(o)]
+            x = lam[j] * t
+            em1 = np.expm1(x)
+            g[j] += t / em1
+            dg[j] -= t * t * np.exp(x) / (em1 * em1)
+        step = g / dg
+        new = lam - step
+        # Newton on a convex-decreasing score: keep iterates positive.
+        new = np.where(new > 0, new, lam / 2)
+        done = np.abs(new - lam) <= 1e-10 * lam
+        lam = new
+        if done.all():
+            break
+    rates[idx] = lam
+    return rates
