@@ -9,9 +9,9 @@ sample is a mixture of equally weighted point masses.
 import numpy as np
 from scipy import special
 
-# Below this, non-converged probability mass is numerical residue: it does not
-# make the mean infinite.
-DEFECT_TOLERANCE = 1e-9
+# Below this, non-converged probability mass is treated as residue: the mean
+# and std are those of the converged part instead of infinite.
+DEFECT_TOLERANCE = 1e-6
 
 
 class Distribution:

@@ -315,7 +315,12 @@ class DirtyProfile:
     def save(self, path):
         """Write the profile as JSON (gzip-compressed if ``path`` ends in
         ``.gz``)."""
-        text = json.dumps(self.to_dict(), indent=1, sort_keys=True)
+        doc = self.to_dict()
+        hist = doc.pop("histogram")
+        # One line per list keeps the file small and diffable.
+        text = json.dumps(doc, indent=1, sort_keys=True)[:-2] + \
+            ',\n "histogram": {\n  "rates": ' + json.dumps(hist["rates"]) + \
+            ',\n  "pages": ' + json.dumps(hist["pages"]) + "\n }\n}"
         opener = gzip.open if str(path).endswith(".gz") else open
         with opener(path, "wt", encoding="utf-8") as f:
             f.write(text + "\n")

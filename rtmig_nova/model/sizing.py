@@ -1,0 +1,244 @@
+"""Sizing a migration's reservations: the inverse of the model.
+
+Given a deadline T, a downtime bound D and a confidence p, find the least
+bandwidth B and the downtime-limit setting d such that
+P(total time <= T and downtime <= D) >= p, and the CPU the migration thread
+needs to push B.
+
+The downtime-limit is chosen first, because it bounds the downtime by
+construction: QEMU stops only when the pending pages times the page size are
+below B x d, so the stop-and-copy sends fewer than B d / page_size pages of
+page_size + 8 bytes and lasts less than d (page_size + 8) / page_size plus
+the switch-over time.  The largest d that keeps that within D is the best
+choice (a higher threshold converges sooner), rounded down to whole
+milliseconds because QEMU and libvirt take the limit in ms.  Then
+P(downtime <= D) = P(converged), and B is the least bandwidth with
+P(total <= T) >= p, found by bisection on the model's prediction.
+"""
+
+import dataclasses
+import math
+
+from rtmig_nova.model import variants
+from rtmig_nova.model.baselines import first_pass_bytes
+from rtmig_nova.model.precopy import (MigrationSettings, PAGE_HEADER_BYTES,
+                                      _positive)
+
+MIB = 2 ** 20
+# Default CPU time the migration thread spends per page sent, seconds (zero
+# check, copy into the socket, TCP): 2.5 us, about 1.6 GB/s of 4 KiB pages
+# on one core.  Calibrated per host by the testbed (rtmig experiment).
+DEFAULT_CPU_COST_PER_PAGE = 2.5e-6
+DEFAULT_CPU_MARGIN = 1.25
+DEFAULT_DEADLINE_PERIOD = 0.01          # seconds (SCHED_DEADLINE period)
+DEFAULT_CGROUP_PERIOD_US = 100000       # microseconds (CFS default period)
+SCHED_DEADLINE_MIN_RUNTIME_NS = 1024    # kernel: runtime >= 1 << DL_SCALE
+
+
+@dataclasses.dataclass
+class CpuReservation:
+    """CPU for the migration thread, as a share of one CPU and in the two
+    forms the enforcement layer applies."""
+    share: float                 # fraction of one CPU
+    runtime_ns: int              # SCHED_DEADLINE runtime, ns
+    deadline_ns: int             # SCHED_DEADLINE deadline, ns
+    period_ns: int               # SCHED_DEADLINE period, ns
+    quota_us: int                # cgroup CPU quota, us
+    cgroup_period_us: int        # cgroup CPU period, us
+
+
+@dataclasses.dataclass
+class Plan:
+    """The reservations a migration needs.
+
+    :ivar feasible: whether the request can be met
+    :ivar reason: why not (empty if feasible)
+    :ivar bandwidth: migration bandwidth, bytes/s (whole MiB/s, libvirt's
+        unit); for an infeasible plan, the link capacity (the best there is)
+    :ivar downtime_limit: QEMU downtime-limit to set, seconds (whole ms)
+    :ivar cpu: :class:`CpuReservation` for ``bandwidth``
+    :ivar probability: P(total <= deadline and downtime <= max_downtime)
+        at ``bandwidth``
+    :ivar prediction: the model's prediction at ``bandwidth``
+    """
+    feasible: bool
+    reason: str
+    bandwidth: float
+    downtime_limit: float
+    cpu: CpuReservation
+    probability: float
+    prediction: object
+    deadline: float
+    max_downtime: float
+    confidence: float
+    link_capacity: float
+
+    @property
+    def cpu_share(self):
+        """Share of one CPU the migration thread needs."""
+        return self.cpu.share
+
+    def to_dict(self):
+        return {
+            "feasible": self.feasible,
+            "reason": self.reason,
+            "bandwidth_bytes_per_s": self.bandwidth,
+            "downtime_limit_s": self.downtime_limit,
+            "probability": self.probability,
+            "cpu": dataclasses.asdict(self.cpu),
+            "request": {"deadline_s": self.deadline,
+                        "max_downtime_s": self.max_downtime,
+                        "confidence": self.confidence,
+                        "link_capacity_bytes_per_s": self.link_capacity},
+            "prediction": self.prediction.to_dict()
+            if self.prediction is not None else None,
+        }
+
+
+def cpu_reservation(bandwidth, page_size, cpu_cost_per_page,
+                    margin=DEFAULT_CPU_MARGIN,
+                    deadline_period=DEFAULT_DEADLINE_PERIOD,
+                    cgroup_period_us=DEFAULT_CGROUP_PERIOD_US):
+    """CPU share for sending ``bandwidth`` bytes/s of full pages.
+
+    share = pages/s x CPU s/page x margin; zero pages cost the same CPU (the
+    zero check) but fewer bytes, so full pages give the bound per byte.
+    """
+    pages_per_s = bandwidth / (page_size + PAGE_HEADER_BYTES)
+    share = pages_per_s * cpu_cost_per_page * margin
+    period_ns = int(round(deadline_period * 1e9))
+    runtime_ns = max(int(math.ceil(min(share, 1.0) * period_ns)),
+                     SCHED_DEADLINE_MIN_RUNTIME_NS)
+    quota_us = max(int(math.ceil(min(share, 1.0) * cgroup_period_us)), 1000)
+    return CpuReservation(share=share, runtime_ns=min(runtime_ns, period_ns),
+                          deadline_ns=period_ns, period_ns=period_ns,
+                          quota_us=min(quota_us, cgroup_period_us),
+                          cgroup_period_us=int(cgroup_period_us))
+
+
+def plan(profile, deadline, max_downtime, confidence=0.95,
+         link_capacity=None, cpu_cost_per_page=DEFAULT_CPU_COST_PER_PAGE,
+         model="precopy", cpu_margin=DEFAULT_CPU_MARGIN,
+         deadline_period=DEFAULT_DEADLINE_PERIOD,
+         cgroup_period_us=DEFAULT_CGROUP_PERIOD_US,
+         bandwidth_step=MIB, **settings):
+    """Least reservations that meet a deadline and a downtime bound.
+
+    :param deadline: seconds for the whole migration
+    :param max_downtime: seconds the guest may be stopped
+    :param confidence: required probability, in (0, 1)
+    :param link_capacity: bytes/s the migration link can carry
+    :param cpu_cost_per_page: migration-thread CPU seconds per page sent
+    :param bandwidth_step: bandwidth granularity, bytes/s (libvirt sets
+        migration speed in whole MiB/s)
+    :param settings: further :class:`MigrationSettings` fields (dirty_log,
+        order, check_interval, switchover_time, max_rounds)
+    :returns: a :class:`Plan`; an infeasible request is a plan with
+        ``feasible=False`` and a ``reason``, not an exception
+    """
+    deadline = _positive("deadline", deadline)
+    max_downtime = _positive("max_downtime", max_downtime)
+    if link_capacity is None:
+        raise ValueError("link_capacity is required (bytes/s)")
+    link_capacity = _positive("link_capacity", link_capacity)
+    try:
+        ok = 0 < confidence < 1
+    except TypeError:
+        ok = False
+    if not ok or math.isnan(confidence):
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if not (isinstance(cpu_cost_per_page, (int, float))
+            and math.isfinite(cpu_cost_per_page) and cpu_cost_per_page >= 0):
+        raise ValueError("cpu_cost_per_page must be a finite number >= 0 "
+                         "seconds")
+    bandwidth_step = _positive("bandwidth_step", bandwidth_step)
+    predictor = variants.get(model)
+    ps = profile.page_size
+    switchover = float(settings.get("switchover_time", 0.0))
+
+    def cpu(bw):
+        return cpu_reservation(bw, ps, cpu_cost_per_page, cpu_margin,
+                               deadline_period, cgroup_period_us)
+
+    def infeasible(reason, bw=link_capacity, limit=None, pred=None, prob=0.0):
+        return Plan(False, reason, bw, limit if limit is not None else 0.0,
+                    cpu(bw), prob, pred, deadline, max_downtime,
+                    confidence, link_capacity)
+
+    # Largest downtime-limit whose worst-case stop-and-copy fits in D.
+    limit_ms = math.floor((max_downtime - switchover) * ps /
+                          (ps + PAGE_HEADER_BYTES) * 1000 + 1e-9)
+    if limit_ms < 1:
+        return infeasible(
+            f"max_downtime {max_downtime:g} s leaves no room for a QEMU "
+            f"downtime-limit of at least 1 ms after the switch-over time "
+            f"{switchover:g} s")
+    limit = limit_ms / 1000.0
+
+    def settings_for(bw):
+        return MigrationSettings(bandwidth=bw, downtime_limit=limit,
+                                 **settings)
+
+    def success(pred):
+        # Downtime is within D whenever the migration converges (see module
+        # doc), so the joint probability is P(total <= T).
+        return float(pred.total_time.cdf(deadline))
+
+    first_pass = first_pass_bytes(profile)
+    if first_pass / link_capacity > deadline:
+        return infeasible(
+            f"the first pass alone ({first_pass / MIB:.1f} MiB) takes "
+            f"{first_pass / link_capacity:.3g} s at the link capacity, more "
+            f"than the deadline {deadline:g} s")
+    best = predictor.predict(profile, settings_for(link_capacity))
+    p_best = success(best)
+    if p_best < confidence:
+        if best.converges < confidence:
+            hot = profile.dirty_pages(max(limit, settings_for(
+                link_capacity).check_interval)) * ps
+            reason = (f"at the link capacity ({link_capacity / MIB:.1f} "
+                      f"MiB/s) the migration converges with probability "
+                      f"{best.converges:.3f} < {confidence:g}: about "
+                      f"{hot / MIB:.2f} MiB are re-dirtied per round, more "
+                      f"than {link_capacity * limit / MIB:.2f} MiB "
+                      f"(link x downtime-limit {limit_ms} ms) can be sent "
+                      f"within the downtime bound")
+        else:
+            reason = (f"at the link capacity ({link_capacity / MIB:.1f} "
+                      f"MiB/s) P(total <= {deadline:g} s) is only "
+                      f"{p_best:.3f} < {confidence:g} (p"
+                      f"{round(confidence * 100)} total time "
+                      f"{best.total_time.quantile(confidence):.3g} s)")
+        return infeasible(reason, limit=limit, pred=best, prob=p_best)
+
+    # Bisection on log bandwidth: below first_pass / deadline nothing works.
+    lo = first_pass / deadline
+    hi = link_capacity
+    while hi / lo > 1 + 1e-3 and hi - lo > bandwidth_step / 4:
+        mid = math.sqrt(lo * hi)
+        pred = predictor.predict(profile, settings_for(mid), horizon=deadline)
+        if success(pred) >= confidence:
+            hi = mid
+        else:
+            lo = mid
+    # Round up to the enforcement granularity; the model is not exactly
+    # monotone in B (rounds end on 100 ms windows), so verify and step up.
+    bw = min(math.ceil(hi / bandwidth_step) * bandwidth_step, link_capacity)
+    while True:
+        pred = predictor.predict(profile, settings_for(bw))
+        prob = success(pred)
+        if prob >= confidence or bw >= link_capacity:
+            break
+        bw = min(bw + bandwidth_step, link_capacity)
+    if prob < confidence:
+        pred, prob, bw = best, p_best, link_capacity
+    res = cpu(bw)
+    if res.share > 1.0:
+        return Plan(False,
+                    f"the migration thread needs {res.share:.2f} CPUs to "
+                    f"send {bw / MIB:.1f} MiB/s at {cpu_cost_per_page:g} "
+                    f"s/page (margin {cpu_margin:g}); one thread has one CPU",
+                    bw, limit, res, prob, pred, deadline, max_downtime,
+                    confidence, link_capacity)
+    return Plan(True, "", bw, limit, res, prob, pred, deadline,
+                max_downtime, confidence, link_capacity)

@@ -1,0 +1,68 @@
+"""The model variants, by name.
+
+Each variant is a class with a ``name`` and ``predict(profile, settings,
+**options) -> Prediction``.  They are published as stevedore plugins in the
+``rtmig_nova.models`` namespace (see setup.cfg); this module is their pure
+implementation and also offers them by name without stevedore.
+"""
+
+from rtmig_nova.model import analytic
+from rtmig_nova.model import baselines
+from rtmig_nova.model import montecarlo
+
+
+class PrecopyModel:
+    """Per-page stochastic model of QEMU pre-copy (the default)."""
+    name = "precopy"
+
+    def predict(self, profile, settings, horizon=None):
+        return analytic.predict(profile, settings, horizon=horizon,
+                                model_name=self.name)
+
+
+class GeometricModel:
+    """Average-dirty-rate geometric model (Liu et al., HPDC 2011)."""
+    name = "geometric"
+
+    def predict(self, profile, settings, horizon=None):
+        return baselines.geometric(profile, settings)
+
+
+class QemuEstimateModel:
+    """QEMU's expected-downtime estimate (remaining / bandwidth)."""
+    name = "qemu-estimate"
+
+    def predict(self, profile, settings, horizon=None):
+        return baselines.qemu_estimate(profile, settings)
+
+
+class MonteCarloModel:
+    """Page-level Monte-Carlo simulation (slow; the reference)."""
+    name = "montecarlo"
+
+    def __init__(self, runs=1000, seed=None, progress=None):
+        self.runs, self.seed, self.progress = runs, seed, progress
+
+    def predict(self, profile, settings, horizon=None):
+        return montecarlo.simulate(profile, settings, runs=self.runs,
+                                   seed=self.seed, progress=self.progress,
+                                   model_name=self.name)
+
+
+BUILTIN = {cls.name: cls for cls in
+           (PrecopyModel, GeometricModel, QemuEstimateModel,
+            MonteCarloModel)}
+
+
+def get(model):
+    """A model instance from a name or an instance (returned as is)."""
+    if isinstance(model, str):
+        try:
+            return BUILTIN[model]()
+        except KeyError:
+            raise ValueError(f"model must be one of {sorted(BUILTIN)}, "
+                             f"got {model!r}") from None
+    if not callable(getattr(model, "predict", None)):
+        raise ValueError("model must be a model name or have a predict() "
+                         "method")
+    return model
