@@ -57,24 +57,43 @@ def _check_rates(name, rates):
     return arr
 
 
-def bin_rates(rates):
+_CHUNK = 1 << 18            # pages per chunk: bounded temporary memory
+_NKEYS = 1 << (63 - _SHIFT)  # keys of non-negative doubles
+_NONFINITE_KEY = 0x7FF << BIN_MANTISSA_BITS  # exponent all ones: inf, NaN
+
+
+def bin_rates(rates, name="rates"):
     """Histogram of non-negative per-page rates (writes/s).
 
     Returns ``(bin_rates, bin_counts, idle_pages)``: the mean rate of each
     non-empty log bin (ascending), the pages in it, and the count of pages with
-    rate exactly 0.  Linear in the number of pages; no sort.
+    rate exactly 0.  Validates as it goes (ValueError naming ``name``).
+    One pass in chunks, no sort: 16 Mi pages take about 0.1 s.
     """
     rates = np.ascontiguousarray(rates, dtype=np.float64)
-    # The IEEE-754 bit pattern of a positive double is monotone in its value:
-    # dropping low mantissa bits gives a log-spaced bin index without log().
-    keys = rates.view(np.int64) >> _SHIFT
-    counts = np.bincount(keys)
-    idle = int(counts[0]) if counts.size else 0
-    # Subnormal rates (< 2.2e-308 writes/s) share key 0 with zero; treat as 0.
+    counts = np.zeros(_NKEYS, dtype=np.int64)
+    sums = np.zeros(_NKEYS)
+    buf = np.empty(min(_CHUNK, rates.size), dtype=np.int64)
+    for start in range(0, rates.size, _CHUNK):
+        x = rates[start:start + _CHUNK]
+        # The IEEE-754 bit pattern of a non-negative double is monotone in
+        # its value: dropping low mantissa bits gives a log-spaced bin index
+        # without calling log().  Sign bit set: negative (or -0.0, or -NaN).
+        keys = np.right_shift(x.view(np.int64), _SHIFT, out=buf[:x.size])
+        if keys.min() < 0:
+            if (x < 0).any():
+                raise ValueError(f"{name} contains negative rates")
+            x = np.abs(x)
+            keys = np.right_shift(x.view(np.int64), _SHIFT, out=keys)
+        if keys.max() >= _NONFINITE_KEY:
+            raise ValueError(f"{name} contains NaN or infinite values")
+        counts += np.bincount(keys, minlength=_NKEYS)
+        sums += np.bincount(keys, weights=x, minlength=_NKEYS)
+    # Key 0 holds 0 and subnormal rates (< 2.3e-308 writes/s): idle pages.
+    idle = int(counts[0])
     counts[0] = 0
-    sums = np.bincount(keys, weights=rates)
     nz = np.flatnonzero(counts)
-    return sums[nz] / counts[nz], counts[nz].astype(np.int64), idle
+    return sums[nz] / counts[nz], counts[nz], idle
 
 
 class DirtyProfile:
@@ -139,14 +158,21 @@ class DirtyProfile:
     def from_rates(cls, rates, page_size=4096, zero_pages=0, metadata=None):
         """Profile from per-page write rates (writes/s; 0 = never written),
         in guest address order.  ``zero_pages`` of the never-written pages
-        hold only zero bytes."""
-        arr = _check_rates("rates", rates)
+        hold only zero bytes.  The profile keeps a read-only view of
+        ``rates`` (for the page-level simulator), not a copy."""
+        arr = np.asarray(rates, dtype=np.float64)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError("rates must be a non-empty one-dimensional "
+                             "array of per-page rates (writes/s)")
         brates, bcounts, idle = bin_rates(arr)
         meta = {"source": "rates", "coarse": False}
         meta.update(metadata or {})
-        arr.setflags(write=False)
+        # A read-only view, not a copy (a 64 GiB guest has 128 MiB of rates):
+        # the caller must not modify the array afterwards.
+        view = arr.view()
+        view.setflags(write=False)
         return cls(brates, bcounts, idle, zero_pages, page_size, meta,
-                   page_rates=arr)
+                   page_rates=view)
 
     @classmethod
     def from_histogram(cls, rates, counts, idle_pages=0, zero_pages=0,

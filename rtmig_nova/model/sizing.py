@@ -211,19 +211,32 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
                       f"{best.total_time.quantile(confidence):.3g} s)")
         return infeasible(reason, limit=limit, pred=best, prob=p_best)
 
-    # Bisection on log bandwidth: below first_pass / deadline nothing works.
-    lo = first_pass / deadline
-    hi = link_capacity
-    while hi / lo > 1 + 1e-3 and hi - lo > bandwidth_step / 4:
-        mid = math.sqrt(lo * hi)
-        pred = predictor.predict(profile, settings_for(mid), horizon=deadline)
-        if success(pred) >= confidence:
-            hi = mid
+    # Search the least bandwidth in a bracket [lo (fails), hi (succeeds)].
+    # Away from the convergence cliff the p-quantile of the total time is
+    # close to (bytes sent) / B, so the root is near B x Q_p(B) / T; aim half
+    # a step past it, to the side not yet bracketed, so that the bracket
+    # closes from both ends in a few predictions.  Where that says nothing
+    # (not converged) or falls outside the bracket, bisect in log B.  Below
+    # first_pass / deadline nothing can succeed.
+    lo, hi = first_pass / deadline, link_capacity
+    guess = hi * best.total_time.quantile(confidence) / deadline \
+        - bandwidth_step / 2
+    while hi - lo > bandwidth_step and hi / lo > 1 + 1e-4:
+        if not (math.isfinite(guess) and lo < guess < hi):
+            guess = math.sqrt(lo * hi)
+        pred = predictor.predict(profile, settings_for(guess),
+                                 horizon=deadline)
+        ok = success(pred) >= confidence
+        if ok:
+            hi = guess
         else:
-            lo = mid
+            lo = guess
+        root = guess * pred.total_time.quantile(confidence) / deadline
+        guess = root - bandwidth_step / 2 if ok else root + bandwidth_step / 2
     # Round up to the enforcement granularity; the model is not exactly
     # monotone in B (rounds end on 100 ms windows), so verify and step up.
-    bw = min(math.ceil(hi / bandwidth_step) * bandwidth_step, link_capacity)
+    bw = min((math.floor(lo / bandwidth_step) + 1) * bandwidth_step,
+             link_capacity)
     while True:
         pred = predictor.predict(profile, settings_for(bw))
         prob = success(pred)
