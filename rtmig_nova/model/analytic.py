@@ -42,11 +42,11 @@ STOP_CELLS = 4      # cells for the converging part (downtime shape)
 MASS_EPS = 1e-13    # survivor mass below this is dropped
 
 
-# The model computes on rate bins of 2**-COMPUTE_BITS octave (about 9%
-# wide), each at the page-weighted mean rate of the profile bins it merges.
-# P(written in T) = 1 - exp(-rate T) is concave in the rate, so merging errs
-# only by the rate spread inside a bin, second order: under 0.1% of the
-# dirty count (checked against full resolution in the tests).
+# The model computes on rate bins of 2**-COMPUTE_BITS octave (at most
+# 1/8 = 12.5% wide), each at the page-weighted mean rate of the profile bins
+# it merges.  The bin keeps the exact total rate; P(written in T) =
+# 1 - exp(-rate T) is smooth in the rate, so the spread inside a bin errs
+# only to second order (checked against full resolution in the tests).
 COMPUTE_BITS = 3
 
 
@@ -80,97 +80,130 @@ class _Bins:
         self.active = self.rates > 0
 
 
-def _schedule(bins, st, n, phi):
-    """How an epoch from pending counts ``n`` (shape (G,)) of composition
-    ``phi`` is sent: pending pages per bin ``a``, the check (1, 2, ...) at
-    which QEMU syncs, whether the pending set ran out first, the epoch length
-    T (s), the bytes sent, and (rate order) the cumulative bytes per bin."""
+class _Pending:
+    """Mean-field make-up of the pending set: per rate bin, the share of
+    pending pages *carried* over unsent from the previous epoch and the share
+    *fresh* (dirtied since); ``rho``, the share of the address space the
+    carried pages lie in.
+
+    In address order the cursor carries on from where the sync found it, so
+    the next epoch first sweeps the stretch of addresses holding the carried
+    pages (with the fresh pages that fall in it), then the rest.
+    """
+
+    def __init__(self, carried, fresh, rho):
+        self.carried, self.fresh, self.rho = carried, fresh, rho
+
+    @property
+    def share(self):
+        return self.carried + self.fresh
+
+
+def _groups(bins, st, n, pend):
+    """Pending pages per send group and bin, shape (G, groups, bins), in send
+    order: address order has two groups (the carried stretch, the rest);
+    rate order one group per bin, coldest first."""
+    a = np.minimum(pend.share[None, :] * n[:, None], bins.counts[None, :])
+    scale = np.where(pend.share > 0, a / np.maximum(
+        pend.share[None, :] * n[:, None], 1e-300), 0.0)
+    if st["order"] == "rate":
+        k = bins.rates.size
+        groups = np.zeros((n.size, k, k))
+        idx = np.arange(k)
+        groups[:, idx, idx] = a
+        return a, groups
+    first = (pend.carried + pend.rho * pend.fresh)[None, :] * n[:, None]
+    rest = ((1.0 - pend.rho) * pend.fresh)[None, :] * n[:, None]
+    return a, np.stack((first * scale, rest * scale), axis=1)
+
+
+def _schedule(bins, st, n, pend):
+    """How an epoch from pending counts ``n`` (shape (G,)) is sent.
+
+    Returns the pending pages per group and bin, the bytes sent from each
+    group, the group's start and end of sending (s), the check (1, 2, ...)
+    at which QEMU syncs, whether the pending set ran out first, and the
+    epoch length T (s).
+    """
     bw, dt = st["bandwidth"], st["check_interval"]
     window, h = bw * dt, st["threshold"]
     n = np.maximum(n, 0.0)
-    a = np.minimum(phi[None, :] * n[:, None], bins.counts[None, :])
-    cum_bytes = None
-    if st["order"] == "rate":
-        # Bins are in increasing rate order: cold pages go first.
-        cum_pages = np.cumsum(a, axis=1)
-        cum_bytes = np.cumsum(a * bins.cost[None, :], axis=1)
-        npend = cum_pages[:, -1]
-        total_bytes = cum_bytes[:, -1]
-        # Bytes to send the first (n - h) pages, piecewise linear.
-        x = np.maximum(npend - h, 0.0)
-        j = np.minimum((cum_pages < x[:, None]).sum(axis=1),
-                       bins.rates.size - 1)
-        rows = np.arange(n.size)
-        prev_p = np.where(j > 0, cum_pages[rows, j - 1], 0.0)
-        prev_b = np.where(j > 0, cum_bytes[rows, j - 1], 0.0)
-        need = prev_b + (x - prev_p) * bins.cost[j]
-    else:
-        npend = a.sum(axis=1)
-        mean_cost = (a * bins.cost).sum(axis=1) / np.maximum(npend, 1e-300)
-        total_bytes = npend * mean_cost
-        need = np.maximum(npend - h, 0.0) * mean_cost
+    a, groups = _groups(bins, st, n, pend)
+    g_pages = groups.sum(axis=2)                         # (G, groups)
+    g_bytes = (groups * bins.cost).sum(axis=2)
+    cum_pages = np.cumsum(g_pages, axis=1)
+    cum_bytes = np.cumsum(g_bytes, axis=1)
+    total_bytes = cum_bytes[:, -1]
+    # Bytes to send the first (n - h) pages: piecewise linear over groups.
+    x = np.maximum(cum_pages[:, -1] - h, 0.0)
+    j = np.minimum((cum_pages < x[:, None]).sum(axis=1), g_pages.shape[1] - 1)
+    rows = np.arange(n.size)
+    prev_p = np.where(j > 0, cum_pages[rows, np.maximum(j - 1, 0)], 0.0)
+    prev_b = np.where(j > 0, cum_bytes[rows, np.maximum(j - 1, 0)], 0.0)
+    per_page = g_bytes[rows, j] / np.maximum(g_pages[rows, j], 1e-300)
+    need = prev_b + (x - prev_p) * per_page
     # The first check (every window of bytes) at which fewer than h pages
     # remain; or every page is sent before it.
     checks = np.floor(need / window) + 1.0
     sent_bytes = np.minimum(checks * window, total_bytes)
     exhausted = checks * window >= total_bytes
     T = np.where(exhausted, total_bytes / bw, checks * dt)
-    return a, checks, exhausted, T, sent_bytes, total_bytes, cum_bytes
+    lo_b = cum_bytes - g_bytes
+    g_sent = np.clip(sent_bytes[:, None] - lo_b, 0.0, g_bytes)
+    t0 = lo_b / bw
+    t1 = (lo_b + g_sent) / bw
+    return a, groups, g_bytes, g_sent, t0, t1, checks, exhausted, T
 
 
-def _smooth(bins, st, lo, hi, phi):
+def _smooth(bins, st, lo, hi, pend):
     """True if the epoch schedule is the same (same check, same way of
     ending) for every pending count in [lo, hi]: the next pending count is
     then a smooth function of n there and one cell represents it."""
-    _, checks, exhausted, _, _, _, _ = _schedule(
-        bins, st, np.array([lo, hi]), phi)
+    sched = _schedule(bins, st, np.array([lo, hi]), pend)
+    checks, exhausted = sched[6], sched[7]
     return checks[0] == checks[1] and exhausted[0] == exhausted[1]
 
 
-def _epoch(bins, st, n, phi):
-    """One epoch from pending counts ``n`` (shape (G,)) of composition
-    ``phi`` (share of pending pages per bin, sums to 1).
+def _epoch(bins, st, n, pend):
+    """One epoch from pending counts ``n`` (shape (G,)).
 
     Returns (T seconds, mean next pending, variance, next pending per bin
-    (G, bins), bytes of the next pending set (G,)).
+    (G, bins), pages left unsent per bin (G, bins), bytes of the next pending
+    set (G,)).
     """
-    bw = st["bandwidth"]
-    a, checks, exhausted, T, sent_bytes, total_bytes, cum_bytes = \
-        _schedule(bins, st, n, phi)
-    if st["order"] == "rate":
-        lo_b = cum_bytes - a * bins.cost[None, :]
-        sent_b = np.clip((sent_bytes[:, None] - lo_b) /
-                         bins.cost[None, :], 0.0, a)
-        t0 = lo_b / bw
-        t1 = np.minimum(cum_bytes, sent_bytes[:, None]) / bw
-    else:
-        frac = np.where(total_bytes > 0, sent_bytes /
-                        np.maximum(total_bytes, 1e-300), 1.0)
-        sent_b = a * frac[:, None]
-        t0 = np.zeros_like(a)
-        t1 = np.broadcast_to((sent_bytes / bw)[:, None], a.shape)
+    a, groups, g_bytes, g_sent, t0, t1, _, _, T = _schedule(bins, st, n,
+                                                             pend)
+    frac = np.where(g_bytes > 0, g_sent / np.maximum(g_bytes, 1e-300), 0.0)
+    sent_gb = groups * frac[:, :, None]                  # (G, groups, bins)
+    sent_b = sent_gb.sum(axis=1)
     rem_b = a - sent_b
 
     lam = bins.rates[None, :]
-    lt = lam * T[:, None]
-    p = -np.expm1(-lt)
+    p = -np.expm1(-lam * T[:, None])
     if st["dirty_log"] == "clear":
-        # A page sent at s (uniform in [t0, t1]) is dirty again if written in
-        # (s, T]: average of 1 - exp(-lam (T - s)).
-        width = np.maximum(t1 - t0, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            g = 1.0 - (np.exp(-lam * (T[:, None] - t1)) -
-                       np.exp(-lam * (T[:, None] - t0))) / (lam * width)
-        point = 1.0 - np.exp(-lam * (T[:, None] - t1))
-        g = np.where((width * lam) > 1e-9, g, point)
-        g = np.where(bins.active[None, :], g, 0.0)
+        # A page sent at s, uniform over its group's sending interval
+        # [t0, t1], is dirty again if written in (s, T]: the average of
+        # 1 - exp(-lam (T - s)) over the interval.
+        lam3 = bins.rates[None, None, :]
+        end = T[:, None, None]
+        a0, a1 = t0[:, :, None], t1[:, :, None]
+        width = a1 - a0
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            g = 1.0 - (np.exp(-lam3 * (end - a1)) -
+                       np.exp(-lam3 * (end - a0))) / (lam3 * width)
+        point = -np.expm1(-lam3 * (end - a1))
+        g = np.where(width * lam3 > 1e-9, g, point)
+        g = np.where(bins.active[None, None, :], g, 0.0)
+        dirty_sent = (sent_gb * g).sum(axis=1)
+        var_sent = (sent_gb * g * (1 - g)).sum(axis=1)
     else:
-        g = p
+        dirty_sent = sent_b * p
+        var_sent = dirty_sent * (1 - p)
     others = np.maximum(bins.counts[None, :] - a, 0.0)
-    new_b = rem_b + others * p + sent_b * g
-    var = (others * p * (1 - p) + sent_b * g * (1 - g)).sum(axis=1)
+    new_b = rem_b + others * p + dirty_sent
+    var = (others * p * (1 - p) + var_sent).sum(axis=1)
     new_bytes = (new_b * bins.cost[None, :]).sum(axis=1)
-    return T, new_b.sum(axis=1), var, new_b, new_bytes
+    return T, new_b.sum(axis=1), var, new_b, rem_b, new_bytes
 
 
 def _normal_cells(mu, sd, edges):
@@ -237,7 +270,8 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     n_var = np.array([0.0])
     s_mean = np.array([0.0])
     s_var = np.array([0.0])
-    phi = bins.counts / bins.total
+    pend = _Pending(np.zeros_like(bins.counts), bins.counts / bins.total,
+                    0.0)
 
     comps = {"total_m": [], "total_v": [], "down_m": [], "down_v": [],
              "w": [], "round": []}
@@ -246,15 +280,17 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     while rnd < settings.max_rounds:
         rnd += 1
         mass_in = w.sum()
-        T, mu, var, new_b, new_bytes = _epoch(bins, st, n_mean, phi)
+        T, mu, var, new_b, rem_b, new_bytes = _epoch(bins, st, n_mean, pend)
         if n_mean.size > 1:
             slope = np.gradient(mu, n_mean) if np.ptp(n_mean) > 0 else \
                 np.zeros_like(mu)
         else:
             eps = max(np.sqrt(n_var[0]), 1e-6 * n_mean[0], 1e-3)
-            _, mu2, _, _, _ = _epoch(bins, st, n_mean + eps, phi)
+            mu2 = _epoch(bins, st, n_mean + eps, pend)[1]
             slope = (mu2 - mu) / eps
-        sd = np.sqrt(var + slope ** 2 * n_var)
+        # A floor of 1/1000 page keeps deterministic counts (all pages at
+        # p = 0 or 1) inside the cell arithmetic.
+        sd = np.maximum(np.sqrt(var + slope ** 2 * n_var), 1e-3)
         src_s_mean = s_mean + T
         src_s_var = s_var
         cost = new_bytes / np.maximum(mu, 1e-300)
@@ -285,14 +321,19 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
             break
         # Mean-field composition of the survivors' pending set.
         surv = 1.0 - special.ndtr((boundary - mu) / np.maximum(sd, 1e-12))
-        comp = ((w * surv)[:, None] * new_b).sum(axis=0)
+        ws = (w * surv)[:, None]
+        comp = (ws * new_b).sum(axis=0)
         if comp.sum() > 0:
-            phi = comp / comp.sum()
+            carried = (ws * rem_b).sum(axis=0)
+            rho = carried.sum() / max(float((ws[:, 0] * n_mean).sum()),
+                                      1e-300)
+            pend = _Pending(carried / comp.sum(),
+                            (comp - carried) / comp.sum(), min(rho, 1.0))
         # One cell when the survivors are all far above the threshold and
         # their next epoch is the same schedule for all of them; otherwise
         # cells that resolve the threshold and the 100 ms steps.
         far = float((mu - SPAN * sd).min()) > boundary + 0.5
-        ncell = 1 if far and _smooth(bins, st, surv_lo, hi, phi) else CELLS
+        ncell = 1 if far and _smooth(bins, st, surv_lo, hi, pend) else CELLS
         edges = np.linspace(surv_lo, hi, ncell + 1)
         edges[0] = boundary
         edges[-1] = np.inf

@@ -23,7 +23,7 @@ RATE_UNIT = "writes/s"
 PAGE_SIZE_UNIT = "bytes"
 
 # Rates are binned on a log scale with this many mantissa bits per octave
-# (2**5 = 32 bins per doubling, relative width < 2.2%).  The bin keeps the mean
+# (2**5 = 32 bins per doubling, relative width at most 1/32 = 3.1%).  The bin keeps the mean
 # of its rates; the error this makes in P(page written in T) = 1 - exp(-rate*T)
 # is second order in the bin width, far below the model's other errors.
 BIN_MANTISSA_BITS = 5
