@@ -1,0 +1,129 @@
+import math
+
+import numpy as np
+import pytest
+
+from rtmig_nova.model import DirtyProfile, plan, predict, simulate
+from rtmig_nova.model import sizing
+from rtmig_nova.model.baselines import first_pass_bytes
+
+MIB = 2 ** 20
+
+
+@pytest.fixture(scope="module")
+def guest():
+    rng = np.random.default_rng(1)
+    rates = np.zeros(16384)                       # 64 MiB
+    hot = rng.choice(16384, 2000, replace=False)
+    rates[hot] = 10 ** rng.uniform(-1, 2, hot.size)
+    return DirtyProfile.from_rates(rates, zero_pages=4000)
+
+
+@pytest.mark.parametrize("deadline", [0.6, 1.0, 2.0])
+def test_plan_meets_the_request_and_is_least(guest, deadline):
+    pl = plan(guest, deadline=deadline, max_downtime=0.05, confidence=0.95,
+              link_capacity=1e9)
+    assert pl.feasible, pl.reason
+    assert pl.reason == ""
+    # Whole MiB/s and whole ms, as libvirt and QEMU take them.
+    assert pl.bandwidth % MIB == 0
+    assert pl.downtime_limit * 1000 == pytest.approx(
+        round(pl.downtime_limit * 1000))
+    pred = pl.prediction
+    assert pred.total_time.cdf(deadline) >= 0.95
+    assert pl.probability >= 0.95
+    # Downtime is bounded by construction.
+    assert pred.downtime.quantile(0.999) <= 0.05
+    # One step less bandwidth does not meet the deadline.
+    below = predict(guest, pl.bandwidth - MIB, pl.downtime_limit)
+    assert below.total_time.cdf(deadline) < 0.95
+
+
+def test_plan_holds_in_the_page_level_simulation(guest):
+    pl = plan(guest, deadline=1.0, max_downtime=0.05, confidence=0.95,
+              link_capacity=1e9)
+    mc = simulate(guest, pl.bandwidth, pl.downtime_limit, runs=400, seed=5)
+    ok = np.mean((mc.total_time.means <= 1.0) &
+                 (mc.downtime.means <= 0.05))
+    # 400 runs: 3 standard errors of a 0.95 proportion is about 0.033.
+    assert ok >= 0.95 - 0.033
+
+
+def test_more_confidence_needs_no_less_bandwidth(guest):
+    lo = plan(guest, deadline=1.0, max_downtime=0.05, confidence=0.5,
+              link_capacity=1e9)
+    hi = plan(guest, deadline=1.0, max_downtime=0.05, confidence=0.999,
+              link_capacity=1e9)
+    assert hi.bandwidth >= lo.bandwidth
+
+
+def test_cpu_reservation_forms(guest):
+    pl = plan(guest, deadline=1.0, max_downtime=0.05, link_capacity=1e9,
+              cpu_cost_per_page=4e-6, cpu_margin=1.5, deadline_period=0.02,
+              cgroup_period_us=50000)
+    share = pl.bandwidth / (4096 + 8) * 4e-6 * 1.5
+    assert pl.cpu_share == pytest.approx(share)
+    assert pl.cpu.period_ns == 20_000_000 == pl.cpu.deadline_ns
+    assert pl.cpu.runtime_ns == math.ceil(share * 20_000_000)
+    assert pl.cpu.cgroup_period_us == 50000
+    assert pl.cpu.quota_us == math.ceil(share * 50000)
+
+
+def test_infeasible_first_pass(guest):
+    pl = plan(guest, deadline=0.1, max_downtime=0.05, link_capacity=100e6)
+    assert not pl.feasible and "first pass" in pl.reason
+    assert first_pass_bytes(guest) / 100e6 > 0.1
+
+
+def test_infeasible_hot_set(guest):
+    pl = plan(guest, deadline=10, max_downtime=0.05, link_capacity=30e6)
+    assert not pl.feasible
+    assert "converges with probability" in pl.reason
+    assert "re-dirtied" in pl.reason
+    assert pl.bandwidth == 30e6 and pl.prediction is not None
+
+
+def test_infeasible_deadline_at_link_capacity(guest):
+    # The first pass fits, but not the rounds after it.
+    t_first = first_pass_bytes(guest) / 60e6
+    pl = plan(guest, deadline=t_first * 1.01, max_downtime=0.05,
+              link_capacity=60e6)
+    assert not pl.feasible and "P(total <=" in pl.reason
+
+
+def test_infeasible_switchover_and_cpu(guest):
+    pl = plan(guest, deadline=10, max_downtime=0.01, link_capacity=1e9,
+              switchover_time=0.0095)
+    assert not pl.feasible and "downtime-limit of at least 1 ms" in pl.reason
+    pl = plan(guest, deadline=1.0, max_downtime=0.05, link_capacity=1e9,
+              cpu_cost_per_page=1e-3)
+    assert not pl.feasible and "CPUs" in pl.reason
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(deadline=0), "deadline"),
+    (dict(deadline=-1), "deadline"),
+    (dict(deadline=float("nan")), "deadline"),
+    (dict(max_downtime=0), "max_downtime"),
+    (dict(max_downtime=float("inf")), "max_downtime"),
+    (dict(confidence=0), "confidence"),
+    (dict(confidence=1), "confidence"),
+    (dict(confidence=1.5), "confidence"),
+    (dict(confidence=float("nan")), "confidence"),
+    (dict(link_capacity=0), "link_capacity"),
+    (dict(link_capacity=None), "link_capacity"),
+    (dict(cpu_cost_per_page=-1), "cpu_cost_per_page"),
+    (dict(model="nope"), "model"),
+])
+def test_bad_plan_input_names_the_argument(guest, kw, name):
+    args = dict(deadline=1.0, max_downtime=0.05, confidence=0.95,
+                link_capacity=1e9)
+    args.update(kw)
+    with pytest.raises(ValueError, match=name):
+        plan(guest, **args)
+
+
+def test_cpu_reservation_floor_values():
+    res = sizing.cpu_reservation(1.0, 4096, 1e-9)
+    assert res.runtime_ns == sizing.SCHED_DEADLINE_MIN_RUNTIME_NS
+    assert res.quota_us == 1000
