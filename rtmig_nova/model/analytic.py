@@ -169,7 +169,7 @@ def _epoch(bins, st, n, pend):
 
     Returns (T seconds, mean next pending, variance, next pending per bin
     (G, bins), pages left unsent per bin (G, bins), bytes of the next pending
-    set (G,)).
+    set (G,), share of the address space the unsent pages lie in (G,)).
     """
     a, groups, g_bytes, g_sent, t0, t1, _, _, T = _schedule(bins, st, n,
                                                              pend)
@@ -203,7 +203,20 @@ def _epoch(bins, st, n, pend):
     new_b = rem_b + others * p + dirty_sent
     var = (others * p * (1 - p) + var_sent).sum(axis=1)
     new_bytes = (new_b * bins.cost[None, :]).sum(axis=1)
-    return T, new_b.sum(axis=1), var, new_b, rem_b, new_bytes
+    # Address order: the unsent pages are the end of the sweep; the share of
+    # the address space they lie in is next epoch's ``rho`` (pending pages
+    # are spread evenly within each group's stretch).
+    rho = np.zeros(n.size)
+    if st["order"] == "address":
+        g_pages = groups.sum(axis=2)
+        left = rem_b.sum(axis=1)
+        g1, g2 = g_pages[:, 0], g_pages[:, 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = np.where(left <= g2,
+                           left / g2 * (1.0 - pend.rho),
+                           (1.0 - pend.rho) + (left - g2) / g1 * pend.rho)
+        rho = np.clip(np.nan_to_num(rho), 0.0, 1.0)
+    return T, new_b.sum(axis=1), var, new_b, rem_b, new_bytes, rho
 
 
 def _normal_cells(mu, sd, edges):
@@ -280,7 +293,8 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     while rnd < settings.max_rounds:
         rnd += 1
         mass_in = w.sum()
-        T, mu, var, new_b, rem_b, new_bytes = _epoch(bins, st, n_mean, pend)
+        T, mu, var, new_b, rem_b, new_bytes, rho = _epoch(bins, st, n_mean,
+                                                          pend)
         if n_mean.size > 1:
             slope = np.gradient(mu, n_mean) if np.ptp(n_mean) > 0 else \
                 np.zeros_like(mu)
@@ -325,10 +339,9 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         comp = (ws * new_b).sum(axis=0)
         if comp.sum() > 0:
             carried = (ws * rem_b).sum(axis=0)
-            rho = carried.sum() / max(float((ws[:, 0] * n_mean).sum()),
-                                      1e-300)
             pend = _Pending(carried / comp.sum(),
-                            (comp - carried) / comp.sum(), min(rho, 1.0))
+                            (comp - carried) / comp.sum(),
+                            float((ws[:, 0] * rho).sum() / ws.sum()))
         # One cell when the survivors are all far above the threshold and
         # their next epoch is the same schedule for all of them; otherwise
         # cells that resolve the threshold and the 100 ms steps.
@@ -356,7 +369,9 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         mass_out = w.sum()
         wn = w / mass_out
         elapsed = np.array([np.dot(wn, s_mean), np.dot(wn, s_var)])
-        state = np.array([np.dot(wn, n_mean), np.dot(wn, n_var),
+        mean_n = np.dot(wn, n_mean)
+        state = np.array([mean_n,
+                          np.dot(wn, n_var + (n_mean - mean_n) ** 2),
                           1.0 - mass_out / mass_in, np.nan, np.nan])
         if prev is not None:
             state[3:] = elapsed - prev_elapsed   # time added by this round

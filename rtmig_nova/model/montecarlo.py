@@ -93,7 +93,10 @@ def _run(guest, settings, rng, first):
             written = guest.active[first_write < window[guest.active]]
         else:
             written = guest.active[first_write < length]
-        pending_idx = np.union1d(seq[sent:], written)
+        mask = np.zeros(guest.n, dtype=bool)
+        mask[seq[sent:]] = True
+        mask[written] = True
+        pending_idx = np.flatnonzero(mask)
         if pending_idx.size < guest.threshold:
             stop_bytes = float(guest.cost[pending_idx].sum())
             downtime = stop_bytes / bw + settings.switchover_time
