@@ -80,41 +80,47 @@ class _Bins:
         self.active = self.rates > 0
 
 
-class _Pending:
-    """Mean-field make-up of the pending set: per rate bin, the share of
-    pending pages *carried* over unsent from the previous epoch and the share
-    *fresh* (dirtied since); ``rho``, the share of the address space the
-    carried pages lie in.
+MAX_STRETCHES = 8   # address stretches tracked in address order
 
-    In address order the cursor carries on from where the sync found it, so
-    the next epoch first sweeps the stretch of addresses holding the carried
-    pages (with the fresh pages that fall in it), then the rest.
+
+class _Pending:
+    """Mean-field make-up of the pending set.
+
+    Address order: the circle of guest addresses, from the cursor on, as
+    ``frac.size`` stretches in sweep order; ``frac[i]`` is the share of the
+    address space stretch i covers and ``share[i, b]`` the share of all
+    pending pages that are rate-bin-b pages in it.  QEMU's cursor carries on
+    from where a sync found it, so the pages left unsent are swept first in
+    the next epoch and the stretch just swept (holding only pages dirtied
+    since) comes last; pending density differs from stretch to stretch.
+    Pages of a bin are spread evenly over the addresses.
+
+    Rate order: one stretch; pages are sent by rate, not address.
     """
 
-    def __init__(self, carried, fresh, rho):
-        self.carried, self.fresh, self.rho = carried, fresh, rho
-
-    @property
-    def share(self):
-        return self.carried + self.fresh
+    def __init__(self, frac, share):
+        self.frac, self.share = frac, share
 
 
 def _groups(bins, st, n, pend):
-    """Pending pages per send group and bin, shape (G, groups, bins), in send
-    order: address order has two groups (the carried stretch, the rest);
+    """Pending pages per bin, shape (G, bins), and per send group and bin,
+    shape (G, groups, bins), in send order: address order's stretches, or in
     rate order one group per bin, coldest first."""
-    a = np.minimum(pend.share[None, :] * n[:, None], bins.counts[None, :])
-    scale = np.where(pend.share > 0, a / np.maximum(
-        pend.share[None, :] * n[:, None], 1e-300), 0.0)
+    groups = pend.share[None, :, :] * n[:, None, None]
+    # No bin can have more pending pages than it has pages.
+    a = groups.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        over = np.where(bins.counts > 0, a / bins.counts, 1.0)
+    over = np.maximum(np.nan_to_num(over, nan=1.0), 1.0)
+    groups = groups / over[:, None, :]
+    a = a / over
     if st["order"] == "rate":
         k = bins.rates.size
-        groups = np.zeros((n.size, k, k))
+        diag = np.zeros((n.size, k, k))
         idx = np.arange(k)
-        groups[:, idx, idx] = a
-        return a, groups
-    first = (pend.carried + pend.rho * pend.fresh)[None, :] * n[:, None]
-    rest = ((1.0 - pend.rho) * pend.fresh)[None, :] * n[:, None]
-    return a, np.stack((first * scale, rest * scale), axis=1)
+        diag[:, idx, idx] = a
+        return a, diag
+    return a, groups
 
 
 def _schedule(bins, st, n, pend):
@@ -167,9 +173,8 @@ def _smooth(bins, st, lo, hi, pend):
 def _epoch(bins, st, n, pend):
     """One epoch from pending counts ``n`` (shape (G,)).
 
-    Returns (T seconds, mean next pending, variance, next pending per bin
-    (G, bins), pages left unsent per bin (G, bins), bytes of the next pending
-    set (G,), share of the address space the unsent pages lie in (G,)).
+    Returns (T seconds, mean and variance of the next pending count, bytes
+    of the next pending set), each of shape (G,).
     """
     a, groups, g_bytes, g_sent, t0, t1, _, _, T = _schedule(bins, st, n,
                                                              pend)
@@ -203,20 +208,80 @@ def _epoch(bins, st, n, pend):
     new_b = rem_b + others * p + dirty_sent
     var = (others * p * (1 - p) + var_sent).sum(axis=1)
     new_bytes = (new_b * bins.cost[None, :]).sum(axis=1)
-    # Address order: the unsent pages are the end of the sweep; the share of
-    # the address space they lie in is next epoch's ``rho`` (pending pages
-    # are spread evenly within each group's stretch).
-    rho = np.zeros(n.size)
-    if st["order"] == "address":
-        g_pages = groups.sum(axis=2)
-        left = rem_b.sum(axis=1)
-        g1, g2 = g_pages[:, 0], g_pages[:, 1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rho = np.where(left <= g2,
-                           left / g2 * (1.0 - pend.rho),
-                           (1.0 - pend.rho) + (left - g2) / g1 * pend.rho)
-        rho = np.clip(np.nan_to_num(rho), 0.0, 1.0)
-    return T, new_b.sum(axis=1), var, new_b, rem_b, new_bytes, rho
+    return T, new_b.sum(axis=1), var, new_bytes
+
+
+def _advance(bins, st, n, pend):
+    """The make-up of the pending set after an epoch from ``n`` (a scalar,
+    the survivors' mean pending count): a new :class:`_Pending`."""
+    a, groups, g_bytes, g_sent, t0, t1, _, exhausted, T = _schedule(
+        bins, st, np.array([n]), pend)
+    lam = bins.rates
+    p = -np.expm1(-lam * T[0])
+    d = groups[0]                                   # (groups, bins)
+    if st["order"] == "rate":
+        sent = d * np.where(g_bytes[0] > 0, g_sent[0] / np.maximum(
+            g_bytes[0], 1e-300), 1.0)[:, None]
+        g = _resend_prob(bins, st, T[0], t0[0], t1[0])
+        new = (d - sent + sent * g).sum(axis=0) + \
+            np.maximum(bins.counts - a[0], 0) * p
+        tot = new.sum()
+        return _Pending(np.ones(1), (new / tot)[None, :] if tot > 0 else
+                        pend.share)
+    # Share of each stretch swept: pending bytes sent, or, for a stretch with
+    # nothing pending, whether the sweep went past it.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma = np.where(g_bytes[0] > 0, g_sent[0] / g_bytes[0], 0.0)
+    before = np.cumsum(g_bytes[0]) - g_bytes[0]
+    sent_bytes = g_sent[0].sum()
+    empty = g_bytes[0] <= 0
+    sigma = np.where(empty, (before < sent_bytes) | exhausted[0], sigma)
+    sigma = np.clip(sigma, 0.0, 1.0)
+    pages = pend.frac[:, None] * bins.counts[None, :]   # all pages, by bin
+    g = _resend_prob(bins, st, T[0], t0[0], t1[0])        # (groups, bins)
+    # Unsent parts stay pending and gain the pages written meanwhile.
+    u = d * (1 - sigma)[:, None]
+    u_new = u + np.maximum(pages * (1 - sigma)[:, None] - u, 0) * p
+    # Swept parts hold the pages written during the epoch (after their send
+    # for the pages sent, under the cleared log).
+    s_sent = d * sigma[:, None]
+    s_new = np.maximum(pages * sigma[:, None] - s_sent, 0) * p + s_sent * g
+    frac = np.concatenate((pend.frac * (1 - sigma), pend.frac * sigma))
+    dens = np.concatenate((u_new, s_new))
+    frac, dens = _merge_stretches(frac, dens)
+    tot = dens.sum()
+    if tot <= 0:
+        return pend
+    return _Pending(frac, dens / tot)
+
+
+def _resend_prob(bins, st, T, t0, t1):
+    """Probability that a page sent uniformly in [t0, t1] (s, per group) is
+    pending at the next sync, per group and bin."""
+    lam = bins.rates[None, :]
+    if st["dirty_log"] != "clear":
+        return np.broadcast_to(-np.expm1(-lam * T), (t0.size, lam.size))
+    a0, a1 = t0[:, None], t1[:, None]
+    width = a1 - a0
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        g = 1.0 - (np.exp(-lam * (T - a1)) - np.exp(-lam * (T - a0))) / \
+            (lam * width)
+    g = np.where(width * lam > 1e-9, g, -np.expm1(-lam * (T - a1)))
+    return np.where(bins.active[None, :], g, 0.0)
+
+
+def _merge_stretches(frac, dens):
+    """Drop empty stretches and merge neighbours (the pair covering the
+    least address space) down to MAX_STRETCHES."""
+    keep = frac > 1e-12
+    frac, dens = frac[keep], dens[keep]
+    while frac.size > MAX_STRETCHES:
+        i = int(np.argmin(frac[:-1] + frac[1:]))
+        frac = np.concatenate((frac[:i], [frac[i] + frac[i + 1]],
+                               frac[i + 2:]))
+        dens = np.concatenate((dens[:i], dens[i:i + 1] + dens[i + 1:i + 2],
+                               dens[i + 2:]))
+    return frac, dens
 
 
 def _normal_cells(mu, sd, edges):
@@ -283,8 +348,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     n_var = np.array([0.0])
     s_mean = np.array([0.0])
     s_var = np.array([0.0])
-    pend = _Pending(np.zeros_like(bins.counts), bins.counts / bins.total,
-                    0.0)
+    pend = _Pending(np.ones(1), (bins.counts / bins.total)[None, :])
 
     comps = {"total_m": [], "total_v": [], "down_m": [], "down_v": [],
              "w": [], "round": []}
@@ -293,8 +357,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     while rnd < settings.max_rounds:
         rnd += 1
         mass_in = w.sum()
-        T, mu, var, new_b, rem_b, new_bytes, rho = _epoch(bins, st, n_mean,
-                                                          pend)
+        T, mu, var, new_bytes = _epoch(bins, st, n_mean, pend)
         if n_mean.size > 1:
             slope = np.gradient(mu, n_mean) if np.ptp(n_mean) > 0 else \
                 np.zeros_like(mu)
@@ -333,15 +396,13 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         if hi <= surv_lo:
             w = np.zeros(0)
             break
-        # Mean-field composition of the survivors' pending set.
+        # Mean-field make-up of the survivors' pending set, advanced from
+        # their mean pending count.
         surv = 1.0 - special.ndtr((boundary - mu) / np.maximum(sd, 1e-12))
-        ws = (w * surv)[:, None]
-        comp = (ws * new_b).sum(axis=0)
-        if comp.sum() > 0:
-            carried = (ws * rem_b).sum(axis=0)
-            pend = _Pending(carried / comp.sum(),
-                            (comp - carried) / comp.sum(),
-                            float((ws[:, 0] * rho).sum() / ws.sum()))
+        ws = w * surv
+        if ws.sum() > 0:
+            pend = _advance(bins, st, float(np.dot(ws, n_mean) / ws.sum()),
+                            pend)
         # One cell when the survivors are all far above the threshold and
         # their next epoch is the same schedule for all of them; otherwise
         # cells that resolve the threshold and the 100 ms steps.
