@@ -71,3 +71,31 @@ def test_agreement_check_can_fail():
         st.bandwidth * 1.3, st.downtime_limit, max_rounds=st.max_rounds))
     fails, _ = model_cases.agreement(wrong, m)
     assert fails
+
+
+def test_slow_first_passage_case():
+    # A 256 MiB video-server-like guest (8-frame 1080p ring at 25 fps)
+    # shuffled over its addresses, at a bandwidth where convergence takes
+    # about 15 rounds of small per-round stop probability: the regime where
+    # the carried-over pages of QEMU's continuing cursor dominate.
+    import numpy as np
+
+    from rtmig_nova.model import DirtyProfile, MigrationSettings
+
+    pages = 2 ** 16
+    rng = np.random.default_rng(3)
+    rates = np.zeros(pages)
+    ring = 8 * -(-(1920 * 1080 * 3 // 2) // 4096)
+    rates[:ring] = 25.0 / 8
+    rates[ring:ring + 64] = 200.0
+    bg = rng.choice(np.arange(ring + 64, pages), pages * 6 // 100,
+                    replace=False)
+    rates[bg] = np.exp(rng.normal(np.log(0.01), 1.5, bg.size))
+    rng.shuffle(rates)
+    prof = DirtyProfile.from_rates(rates, zero_pages=pages // 3)
+    st = MigrationSettings(43 * 2 ** 20, 0.299)
+    a = analytic.predict(prof, st)
+    m = montecarlo.simulate(prof, st, runs=RUNS, seed=2)
+    assert m.rounds.mean > 10
+    fails, nums = model_cases.agreement(a, m)
+    assert not fails, (fails, nums)
