@@ -80,6 +80,94 @@ class _Bins:
         self.active = self.rates > 0
 
 
+LAYOUT_CHUNKS = 256  # address chunks of the per-page layout table
+
+
+class _Layout:
+    """Where each rate bin's pages lie in the guest address space.
+
+    ``cum[k, b]``: pages of bin b below address fraction k / K, for the
+    chunk boundaries k = 0..K; linear in between.  A profile given as a
+    histogram has no addresses: one chunk, every bin spread evenly.  With
+    per-page rates the table is built from them (once per profile).
+    """
+
+    def __init__(self, cum):
+        self.cum = cum
+        self.k = cum.shape[0] - 1
+        self.total = cum[-1]
+
+    @classmethod
+    def for_profile(cls, profile, bins, bits=COMPUTE_BITS):
+        if profile.page_rates is None or profile.total_pages < 2:
+            return cls(np.stack((np.zeros_like(bins.counts), bins.counts)))
+        cache = profile.__dict__.setdefault("_layout_cache", {})
+        key = (bits, LAYOUT_CHUNKS)
+        if key not in cache:
+            cache[key] = cls(_layout_table(profile.page_rates, bins, bits))
+        return cache[key]
+
+    def at(self, x):
+        """Cumulative pages per bin at address fractions ``x`` (any real;
+        the address space repeats with period 1), shape x.shape + (bins,)."""
+        x = np.asarray(x, dtype=np.float64)
+        turns = np.floor(x)
+        pos = (x - turns) * self.k
+        j = np.minimum(pos.astype(np.int64), self.k - 1)
+        lo = self.cum[j]
+        return lo + (pos - j)[..., None] * (self.cum[j + 1] - lo) + \
+            turns[..., None] * self.total
+
+    def pages(self, x0, length):
+        """Pages per bin in [x0, x0 + length)."""
+        return self.at(np.asarray(x0) + np.asarray(length)) - self.at(x0)
+
+    def cut(self, x0, length, weight, target):
+        """Address fraction in [x0, x0 + length] below which the pages,
+        weighted per bin by ``weight`` (bytes per page of the bin), sum to
+        ``target`` bytes."""
+        k = self.k
+        inner = np.arange(np.floor(x0 * k) + 1, np.ceil((x0 + length) * k))
+        xs = np.concatenate(([x0], inner / k, [x0 + length]))
+        xs = xs[(xs >= x0) & (xs <= x0 + length)]
+        c = (self.at(xs) - self.at(x0)) @ weight
+        i = int(np.clip(np.searchsorted(c, target), 1, xs.size - 1))
+        span = c[i] - c[i - 1]
+        f = (target - c[i - 1]) / span if span > 0 else 1.0
+        return xs[i - 1] + np.clip(f, 0.0, 1.0) * (xs[i] - xs[i - 1])
+
+
+def _layout_table(page_rates, bins, bits, block=1 << 18):
+    """Cumulative per-bin page counts over LAYOUT_CHUNKS address chunks from
+    per-page rates: one pass in blocks (bounded temporary memory)."""
+    n = page_rates.size
+    k = min(LAYOUT_CHUNKS, n)
+    nb = bins.rates.size
+    shift = 52 - bits
+    # Compute bin of a page from its rate's bit pattern: a lookup table over
+    # the possible keys (0 = rate 0: the idle column, split below).
+    lookup = np.zeros(1 << (63 - shift), dtype=np.int64)
+    bin_keys = bins.rates[2:].view(np.int64) >> shift
+    lookup[bin_keys] = np.arange(2, nb)
+    lookup[0] = 1
+    counts = np.zeros(k * nb, dtype=np.int64)
+    buf = np.empty(min(block, n), dtype=np.int64)
+    for start in range(0, n, block):
+        x = np.abs(page_rates[start:start + block])
+        keys = np.right_shift(x.view(np.int64), shift, out=buf[:x.size])
+        idx = lookup[keys]
+        chunk = (np.arange(start, start + x.size) * k) // n
+        idx += chunk * nb
+        counts += np.bincount(idx, minlength=k * nb)
+    table = counts.reshape(k, nb).astype(np.float64)
+    # Zero pages are some of the idle pages: spread them alike.
+    idle = bins.counts[0] + bins.counts[1]
+    if idle > 0:
+        table[:, 0] = table[:, 1] * (bins.counts[0] / idle)
+        table[:, 1] -= table[:, 0]
+    return np.concatenate((np.zeros((1, nb)), np.cumsum(table, axis=0)))
+
+
 MAX_STRETCHES = 8   # address stretches tracked in address order
 
 
@@ -87,19 +175,52 @@ class _Pending:
     """Mean-field make-up of the pending set.
 
     Address order: the circle of guest addresses, from the cursor on, as
-    ``frac.size`` stretches in sweep order; ``frac[i]`` is the share of the
-    address space stretch i covers and ``share[i, b]`` the share of all
-    pending pages that are rate-bin-b pages in it.  QEMU's cursor carries on
-    from where a sync found it, so the pages left unsent are swept first in
-    the next epoch and the stretch just swept (holding only pages dirtied
-    since) comes last; pending density differs from stretch to stretch.
-    Pages of a bin are spread evenly over the addresses.
+    stretches in sweep order.  Stretch i starts at address fraction
+    ``x0[i]`` and covers ``length[i]`` of the address space; ``q[i, b]`` is
+    the share of its rate-bin-b pages that are pending, ``pending[i, b]``
+    their number and ``share`` the same as a share of all pending pages.
+    QEMU's cursor carries on from where a sync found it, so the pages left
+    unsent are swept first in the next epoch and the stretch just swept
+    (holding only pages dirtied since) comes last.  Within a stretch the
+    pending pages of a bin are spread like the bin's pages (see
+    :class:`_Layout`).
 
     Rate order: one stretch; pages are sent by rate, not address.
     """
 
-    def __init__(self, frac, share):
-        self.frac, self.share = frac, share
+    def __init__(self, layout, x0, length, q):
+        self.layout, self.x0, self.length, self.q = layout, x0, length, q
+        self.pending = q * layout.pages(x0, length)
+        total = self.pending.sum()
+        self.share = self.pending / total if total > 0 else self.pending
+        self._curves = {}
+
+    def sent_pages(self, i, frac, cost):
+        """Pending pages per bin of stretch i that an address sweep from its
+        start has sent once ``frac`` (array) of its pending bytes are sent:
+        shape frac.shape + (bins,).  Follows the layout, so a hot cluster at
+        the start of a stretch is sent before the rest of it."""
+        if i not in self._curves:
+            k = self.layout.k
+            x0, x1 = self.x0[i], self.x0[i] + self.length[i]
+            inner = np.arange(np.floor(x0 * k) + 1, np.ceil(x1 * k)) / k
+            xs = np.concatenate(([x0], inner[(inner > x0) & (inner < x1)],
+                                 [x1]))
+            pages = self.q[i] * (self.layout.at(xs) - self.layout.at(x0))
+            self._curves[i] = (pages, pages @ cost)
+        pages, c = self._curves[i]
+        t = frac * c[-1]
+        j = np.clip(np.searchsorted(c, t), 1, c.size - 1)
+        span = c[j] - c[j - 1]
+        f = np.where(span > 0, (t - c[j - 1]) / np.where(span > 0, span, 1),
+                     1.0)
+        return pages[j - 1] + np.clip(f, 0, 1)[..., None] * \
+            (pages[j] - pages[j - 1])
+
+    @classmethod
+    def everything(cls, layout):
+        return cls(layout, np.zeros(1), np.ones(1),
+                   np.ones((1, layout.total.size)))
 
 
 def _groups(bins, st, n, pend):
@@ -180,6 +301,15 @@ def _epoch(bins, st, n, pend):
                                                              pend)
     frac = np.where(g_bytes > 0, g_sent / np.maximum(g_bytes, 1e-300), 0.0)
     sent_gb = groups * frac[:, :, None]                  # (G, groups, bins)
+    if st["order"] == "address" and pend.layout.k > 1:
+        # The stretch where the sync came is swept in address order.
+        for i in range(groups.shape[1]):
+            cells = (frac[:, i] > 0) & (frac[:, i] < 1)
+            if cells.any():
+                scale = groups[cells, i].sum(axis=1) / max(
+                    pend.pending[i].sum(), 1e-300)
+                sent_gb[cells, i] = pend.sent_pages(
+                    i, frac[cells, i], bins.cost) * scale[:, None]
     sent_b = sent_gb.sum(axis=1)
     rem_b = a - sent_b
 
@@ -216,43 +346,51 @@ def _advance(bins, st, n, pend):
     the survivors' mean pending count): a new :class:`_Pending`."""
     a, groups, g_bytes, g_sent, t0, t1, _, exhausted, T = _schedule(
         bins, st, np.array([n]), pend)
-    lam = bins.rates
-    p = -np.expm1(-lam * T[0])
-    d = groups[0]                                   # (groups, bins)
+    p = -np.expm1(-bins.rates * T[0])
+    g = _resend_prob(bins, st, T[0], t0[0], t1[0])        # (groups, bins)
+    d = groups[0]
     if st["order"] == "rate":
         sent = d * np.where(g_bytes[0] > 0, g_sent[0] / np.maximum(
             g_bytes[0], 1e-300), 1.0)[:, None]
-        g = _resend_prob(bins, st, T[0], t0[0], t1[0])
         new = (d - sent + sent * g).sum(axis=0) + \
             np.maximum(bins.counts - a[0], 0) * p
-        tot = new.sum()
-        return _Pending(np.ones(1), (new / tot)[None, :] if tot > 0 else
-                        pend.share)
-    # Share of each stretch swept: pending bytes sent, or, for a stretch with
-    # nothing pending, whether the sweep went past it.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sigma = np.where(g_bytes[0] > 0, g_sent[0] / g_bytes[0], 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = np.where(bins.counts > 0, new / bins.counts, 0.0)
+        return _Pending(pend.layout, np.zeros(1), np.ones(1),
+                        np.minimum(q, 1.0)[None, :])
+    # Each stretch is swept whole, in part (the one where the sync came) or
+    # not at all.
     before = np.cumsum(g_bytes[0]) - g_bytes[0]
     sent_bytes = g_sent[0].sum()
-    empty = g_bytes[0] <= 0
-    sigma = np.where(empty, (before < sent_bytes) | exhausted[0], sigma)
-    sigma = np.clip(sigma, 0.0, 1.0)
-    pages = pend.frac[:, None] * bins.counts[None, :]   # all pages, by bin
-    g = _resend_prob(bins, st, T[0], t0[0], t1[0])        # (groups, bins)
-    # Unsent parts stay pending and gain the pages written meanwhile.
-    u = d * (1 - sigma)[:, None]
-    u_new = u + np.maximum(pages * (1 - sigma)[:, None] - u, 0) * p
-    # Swept parts hold the pages written during the epoch (after their send
-    # for the pages sent, under the cleared log).
-    s_sent = d * sigma[:, None]
-    s_new = np.maximum(pages * sigma[:, None] - s_sent, 0) * p + s_sent * g
-    frac = np.concatenate((pend.frac * (1 - sigma), pend.frac * sigma))
-    dens = np.concatenate((u_new, s_new))
-    frac, dens = _merge_stretches(frac, dens)
-    tot = dens.sum()
-    if tot <= 0:
-        return pend
-    return _Pending(frac, dens / tot)
+    if exhausted[0]:
+        partial = pend.x0.size
+    else:
+        ahead = np.flatnonzero((before + g_bytes[0] > sent_bytes) &
+                               (g_bytes[0] > 0))
+        partial = int(ahead[0]) if ahead.size else pend.x0.size
+    # For groups scaled to n (not the stretch's own count), q scales too.
+    scale = d.sum() / max(pend.pending.sum(), 1e-300)
+    q = np.minimum(pend.q * scale, 1.0)
+    x0, length = pend.x0, pend.length
+    after_unsent = q + (1 - q) * p                  # pending, not sent
+    after_swept = (1 - q) * p + q * g               # swept stretches
+    parts = []                                      # (x0, length, q)
+    swept = [(x0[i], length[i], after_swept[i]) for i in range(partial)]
+    if partial < x0.size:
+        i = partial
+        cut = pend.layout.cut(x0[i], length[i], q[i] * bins.cost,
+                              sent_bytes - before[i])
+        parts.append((cut, x0[i] + length[i] - cut, after_unsent[i]))
+        parts += [(x0[j], length[j], after_unsent[j])
+                  for j in range(i + 1, x0.size)]
+        swept.append((x0[i], cut - x0[i], after_swept[i]))
+    parts += swept
+    nx0 = np.array([pt[0] for pt in parts]) % 1.0
+    nlen = np.array([pt[1] for pt in parts])
+    nq = np.array([pt[2] for pt in parts])
+    nx0, nlen, nq = _merge_stretches(pend.layout, nx0, nlen, nq)
+    new = _Pending(pend.layout, nx0, nlen, nq)
+    return new if new.pending.sum() > 0 else pend
 
 
 def _resend_prob(bins, st, T, t0, t1):
@@ -270,18 +408,24 @@ def _resend_prob(bins, st, T, t0, t1):
     return np.where(bins.active[None, :], g, 0.0)
 
 
-def _merge_stretches(frac, dens):
+def _merge_stretches(layout, x0, length, q):
     """Drop empty stretches and merge neighbours (the pair covering the
-    least address space) down to MAX_STRETCHES."""
-    keep = frac > 1e-12
-    frac, dens = frac[keep], dens[keep]
-    while frac.size > MAX_STRETCHES:
-        i = int(np.argmin(frac[:-1] + frac[1:]))
-        frac = np.concatenate((frac[:i], [frac[i] + frac[i + 1]],
-                               frac[i + 2:]))
-        dens = np.concatenate((dens[:i], dens[i:i + 1] + dens[i + 1:i + 2],
-                               dens[i + 2:]))
-    return frac, dens
+    least address space) down to MAX_STRETCHES; a merged stretch keeps the
+    pending pages of both."""
+    keep = length > 1e-12
+    x0, length, q = x0[keep], length[keep], q[keep]
+    while x0.size > MAX_STRETCHES:
+        i = int(np.argmin(length[:-1] + length[1:]))
+        pages = layout.pages(x0[i:i + 2], length[i:i + 2])
+        both = pages.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            qm = np.where(both > 0, (q[i:i + 2] * pages).sum(axis=0) / both,
+                          q[i:i + 2].mean(axis=0))
+        x0 = np.delete(x0, i + 1)
+        length = np.concatenate((length[:i], [length[i] + length[i + 1]],
+                                 length[i + 2:]))
+        q = np.concatenate((q[:i], qm[None, :], q[i + 2:]))
+    return x0, length, q
 
 
 def _normal_cells(mu, sd, edges):
@@ -348,7 +492,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     n_var = np.array([0.0])
     s_mean = np.array([0.0])
     s_var = np.array([0.0])
-    pend = _Pending(np.ones(1), (bins.counts / bins.total)[None, :])
+    pend = _Pending.everything(_Layout.for_profile(profile, bins))
 
     comps = {"total_m": [], "total_v": [], "down_m": [], "down_v": [],
              "w": [], "round": []}
