@@ -137,31 +137,44 @@ class _Layout:
         return xs[i - 1] + np.clip(f, 0.0, 1.0) * (xs[i] - xs[i - 1])
 
 
+LAYOUT_SAMPLE = 1 << 22    # pages read for the layout table at most
+
+
 def _layout_table(page_rates, bins, bits, block=1 << 18):
     """Cumulative per-bin page counts over LAYOUT_CHUNKS address chunks from
-    per-page rates: one pass in blocks (bounded temporary memory)."""
+    per-page rates, in blocks (bounded temporary memory).  Guests over
+    LAYOUT_SAMPLE pages are read at a stride (every 4th page of 64 GiB);
+    each bin's column is then scaled to its exact page count."""
     n = page_rates.size
     k = min(LAYOUT_CHUNKS, n)
     nb = bins.rates.size
     shift = 52 - bits
+    stride = max(1, -(-n // LAYOUT_SAMPLE))
     # Compute bin of a page from its rate's bit pattern: a lookup table over
-    # the possible keys (0 = rate 0: the idle column, split below).
+    # every key a non-negative double can have (key 0: rate 0, the idle
+    # column, split below; -0.0's key wraps to index 0 too).
     lookup = np.zeros(1 << (63 - shift), dtype=np.int64)
     bin_keys = bins.rates[2:].view(np.int64) >> shift
     lookup[bin_keys] = np.arange(2, nb)
     lookup[0] = 1
     counts = np.zeros(k * nb, dtype=np.int64)
-    buf = np.empty(min(block, n), dtype=np.int64)
-    for start in range(0, n, block):
-        x = np.abs(page_rates[start:start + block])
+    sampled = page_rates[::stride]
+    m = sampled.size
+    buf = np.empty(min(block, m), dtype=np.int64)
+    for start in range(0, m, block):
+        x = sampled[start:start + block]
         keys = np.right_shift(x.view(np.int64), shift, out=buf[:x.size])
         idx = lookup[keys]
-        chunk = (np.arange(start, start + x.size) * k) // n
-        idx += chunk * nb
+        idx += ((np.arange(start, start + x.size) * stride * k) // n) * nb
         counts += np.bincount(idx, minlength=k * nb)
     table = counts.reshape(k, nb).astype(np.float64)
     # Zero pages are some of the idle pages: spread them alike.
+    table[:, 0] = 0.0
+    col = table.sum(axis=0)
     idle = bins.counts[0] + bins.counts[1]
+    want = bins.counts.copy()
+    want[1] = idle
+    table *= np.where(col > 0, want / np.where(col > 0, col, 1), 0.0)
     if idle > 0:
         table[:, 0] = table[:, 1] * (bins.counts[0] / idle)
         table[:, 1] -= table[:, 0]

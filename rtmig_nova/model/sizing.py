@@ -212,15 +212,15 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         return infeasible(reason, limit=limit, pred=best, prob=p_best)
 
     # Search the least bandwidth in a bracket [lo (fails), hi (succeeds)].
-    # Away from the convergence cliff the p-quantile of the total time is
-    # close to (bytes sent) / B, so the root is near B x Q_p(B) / T; aim half
-    # a step past it, to the side not yet bracketed, so that the bracket
-    # closes from both ends in a few predictions.  Where that says nothing
-    # (not converged) or falls outside the bracket, bisect in log B.  Below
-    # first_pass / deadline nothing can succeed.
+    # The p-quantile of the total time is about (bytes sent) / B, and fewer
+    # bytes are sent at a higher bandwidth, so B x Q_p(B) / T is a lower
+    # bound of the root after a success and an upper bound after a failure:
+    # aim half a step inside it.  Where that says nothing (not converged) or
+    # falls outside the bracket, bisect in log B.  Below first_pass /
+    # deadline nothing can succeed.
     lo, hi = first_pass / deadline, link_capacity
     guess = hi * best.total_time.quantile(confidence) / deadline \
-        - bandwidth_step / 2
+        + bandwidth_step / 2
     while hi - lo > bandwidth_step and hi / lo > 1 + 1e-4:
         if not (math.isfinite(guess) and lo < guess < hi):
             guess = math.sqrt(lo * hi)
@@ -231,8 +231,9 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
             hi = guess
         else:
             lo = guess
-        root = guess * pred.total_time.quantile(confidence) / deadline
-        guess = root - bandwidth_step / 2 if ok else root + bandwidth_step / 2
+        bound = guess * pred.total_time.quantile(confidence) / deadline
+        guess = bound + bandwidth_step / 2 if ok else \
+            bound - bandwidth_step / 2
     # Round up to the enforcement granularity; the model is not exactly
     # monotone in B (rounds end on 100 ms windows), so verify and step up.
     bw = min((math.floor(lo / bandwidth_step) + 1) * bandwidth_step,
