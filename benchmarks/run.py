@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Speed and memory benchmarks of the model (run on demand, not in CI).
+
+    python benchmarks/run.py            # all, results in benchmarks/results/
+    python benchmarks/run.py plan_hist  # one
+
+Targets (issue #2): plan() for a 64 GiB guest given as 16,777,216 per-page
+rates <= 250 ms and <= 1 GiB extra memory on one core; as a rate histogram
+<= 5 ms; the Monte-Carlo simulator: 1,000 runs of a 1 GiB guest < 10 s.
+Numbers are medians of repeated runs, wall clock, one thread.
+"""
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, os.pardir))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+
+from guests import GIB, video_server_rates  # noqa: E402
+from rtmig_nova.model import DirtyProfile, plan, simulate  # noqa: E402
+
+REQUEST = dict(deadline=120.0, max_downtime=0.3, confidence=0.95,
+               link_capacity=1.25e9)      # 10 Gbit/s
+
+
+def _median_time(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times), out
+
+
+def bench_plan_rates():
+    rates, zero = video_server_rates(64 * GIB)
+
+    def run():
+        prof = DirtyProfile.from_rates(rates, zero_pages=zero)
+        return plan(prof, **REQUEST)
+
+    med, best, pl = _median_time(run, 5)
+    tracemalloc.start()
+    run()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"what": "from_rates + plan, 64 GiB guest, 16,777,216 per-page "
+                    "rates",
+            "median_s": med, "min_s": best, "peak_extra_bytes": peak,
+            "target_s": 0.25, "target_bytes": 2 ** 30,
+            "bandwidth_MiB_s": pl.bandwidth / 2 ** 20,
+            "feasible": pl.feasible}
+
+
+def bench_plan_hist():
+    rates, zero = video_server_rates(64 * GIB)
+    full = DirtyProfile.from_rates(rates, zero_pages=zero)
+    hist = DirtyProfile.from_histogram(full.rates, full.counts,
+                                       full.idle_pages, full.zero_pages)
+    med, best, pl = _median_time(lambda: plan(hist, **REQUEST), 20)
+    return {"what": "plan, 64 GiB guest as a rate histogram "
+                    f"({hist.rates.size} bins)",
+            "median_s": med, "min_s": best, "target_s": 0.005,
+            "bandwidth_MiB_s": pl.bandwidth / 2 ** 20}
+
+
+def bench_montecarlo():
+    rates, zero = video_server_rates(1 * GIB)
+    prof = DirtyProfile.from_rates(rates, zero_pages=zero)
+    pl = plan(prof, deadline=30.0, max_downtime=0.3, link_capacity=1.25e9)
+    t = time.perf_counter()
+    sim = simulate(prof, pl.bandwidth, pl.downtime_limit, runs=1000, seed=1)
+    el = time.perf_counter() - t
+    return {"what": "simulate 1000 runs, 1 GiB guest, "
+                    f"{pl.bandwidth / 2 ** 20:.0f} MiB/s, "
+                    f"{sim.rounds.mean:.1f} rounds on average",
+            "seconds": el, "target_s": 10.0}
+
+
+BENCHES = {"plan_rates": bench_plan_rates, "plan_hist": bench_plan_hist,
+           "montecarlo": bench_montecarlo}
+
+
+def main(argv):
+    names = argv or list(BENCHES)
+    results = {"machine": {"python": platform.python_version(),
+                           "numpy": np.__version__,
+                           "cpu": platform.processor() or platform.machine(),
+                           "cores": os.cpu_count()}}
+    for name in names:
+        res = BENCHES[name]()
+        results[name] = res
+        print(f"{name:12s} {json.dumps(res)}", flush=True)
+    out = os.path.join(HERE, "results")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "latest.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

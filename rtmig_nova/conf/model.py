@@ -1,0 +1,176 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Options of the ``[rtmig]`` group: the migration model and reservation."""
+
+from oslo_config import cfg
+
+rtmig_group = cfg.OptGroup(
+    'rtmig',
+    title='Real-time live migration options',
+    help="""
+Options of rtmig-nova, which predicts how a QEMU/KVM pre-copy live migration
+of a guest with a given dirty-page profile proceeds (rounds, transferred
+bytes, downtime) and which CPU share the migration thread must be reserved so
+that the prediction holds.
+""")
+
+model_opts = [
+    cfg.StrOpt(
+        'model',
+        default='precopy',
+        help="""
+Model that predicts a migration.
+
+The value is the name of a plugin in the stevedore namespace
+``rtmig_nova.models``; the package provides ``precopy``, ``geometric``,
+``qemu-estimate`` and ``montecarlo``.  Unit: none (a plugin name).
+"""),
+    cfg.StrOpt(
+        'dirty_log',
+        default='sync',
+        choices=[
+            ('sync', 'The dirty bitmap is synced once per round (TCG, and '
+                     'KVM without manual dirty-log protection): a page '
+                     'written after the sync is sent again next round.'),
+            ('clear', 'KVM_CLEAR_DIRTY_LOG: the dirty log of a page is '
+                      'cleared just before the page is sent, so only writes '
+                      'after that moment make it dirty again.'),
+        ],
+        help="""
+How the hypervisor tracks dirty pages during pre-copy.
+
+Unit: none (one of the choices).  It decides from which moment a page's
+writes count towards the next round.
+"""),
+    cfg.StrOpt(
+        'send_order',
+        default='address',
+        choices=[
+            ('address', "QEMU's order: pages are sent by increasing guest "
+                        "physical address."),
+            ('rate', 'Pages are sent by increasing dirtying rate, so the '
+                     'hottest pages go last (Checconi et al. 2009).'),
+        ],
+        help="""
+Order in which the dirty pages of a round are sent.
+
+Unit: none (one of the choices).
+"""),
+    cfg.FloatOpt(
+        'check_interval',
+        default=0.1,
+        min=0.001,
+        help="""
+Period, in seconds, at which QEMU checks the pending bytes against the
+downtime limit (its BUFFER_DELAY, 100 ms in QEMU).
+
+Unit: seconds.
+"""),
+    cfg.FloatOpt(
+        'switchover_time',
+        default=0.0,
+        min=0.0,
+        help="""
+Fixed part of the downtime, in seconds: the time to transfer device state
+and to switch the guest over to the destination, added to the time to send
+the last round of dirty pages.
+
+Unit: seconds.
+"""),
+    cfg.IntOpt(
+        'max_rounds',
+        default=200,
+        min=1,
+        help="""
+Largest number of pre-copy rounds the model simulates before it declares that
+the migration does not converge.
+
+Unit: rounds (a count).
+"""),
+    cfg.FloatOpt(
+        'confidence',
+        default=0.95,
+        min=0.5,
+        max=0.999999,
+        help="""
+Probability with which the predicted downtime and migration time must hold:
+the models report this quantile of their distributions.
+
+Unit: probability (a fraction between 0.5 and 0.999999).
+"""),
+    cfg.FloatOpt(
+        'cpu_cost_per_page',
+        default=2.5e-06,
+        min=0.0,
+        help="""
+CPU time, in seconds, that the migration thread spends per page it sends
+(scanning, copying, and the socket write).  Calibrate it on the host with
+``rtmig experiment calibrate`` (to come in a later release).
+
+Unit: seconds of CPU time per page.
+"""),
+    cfg.FloatOpt(
+        'cpu_margin',
+        default=1.25,
+        min=1.0,
+        help="""
+Safety factor applied to the computed CPU share of the migration thread
+before it is reserved.
+
+Unit: none (a factor, at least 1.0).
+"""),
+    cfg.FloatOpt(
+        'deadline_period',
+        default=0.01,
+        min=0.0001,
+        help="""
+Period, in seconds, of the SCHED_DEADLINE reservation of the migration
+thread; its runtime is the reserved CPU share times this period.  Linux
+refuses periods below ``kernel.sched_deadline_period_min_us`` (100 us by
+default).
+
+Unit: seconds.
+"""),
+    cfg.IntOpt(
+        'cgroup_period',
+        default=100000,
+        min=1000,
+        max=1000000,
+        help="""
+CPU bandwidth period of the cgroup that holds the migration thread when the
+reservation is made with the cgroup CPU controller (cpu.max); the quota is
+the reserved CPU share times this period.
+
+Unit: microseconds.
+"""),
+    cfg.StrOpt(
+        'default_profile',
+        default='builtin:default',
+        help="""
+Dirty-page profile used when none is given.  ``builtin:NAME`` names a
+profile shipped in the package (``builtin:default`` is
+``rtmig_nova/data/default-profile.json``); any other value is a path to a
+profile file.
+
+Unit: none (a profile reference).
+"""),
+]
+
+
+def register_opts(conf):
+    conf.register_group(rtmig_group)
+    conf.register_opts(model_opts, group=rtmig_group)
+
+
+def list_opts():
+    return {rtmig_group: model_opts}
