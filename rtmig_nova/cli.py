@@ -613,7 +613,7 @@ def plan_lines(ref, profile, pl, cpu_cost, cpu_margin, predictor):
     bw_note = "" if pl.feasible else "  (the link capacity: the best there is)"
     out.append(f"Bandwidth:       {pl.bandwidth / 2**20:.1f} MiB/s "
                f"({pl.bandwidth:.0f} bytes/s){bw_note}")
-    if pl.downtime_limit > 0:
+    if pl.downtime_limit:
         out.append(f"Downtime limit:  {pl.downtime_limit * 1000:.0f} ms")
     else:
         out.append("Downtime limit:  none")

@@ -676,9 +676,13 @@ def _prediction(comps, defect, settings, profile, model_name):
     defect = max(defect, 1.0 - cw.sum())
     total = Distribution(tm, np.sqrt(tv), cw, defect)
     so = settings.switchover_time
+    # The stop-and-copy sends at most ceil(threshold) - 1 full pages.
+    most = (np.ceil(settings.threshold_pages(profile.page_size)) - 1) * \
+        (profile.page_size + PAGE_HEADER_BYTES) / bw
     return Prediction(
         total_time=total,
-        downtime=Distribution(dm, np.sqrt(dv), cw, defect),
+        downtime=Distribution(dm, np.sqrt(dv), cw, defect,
+                              (so, so + max(most, 0.0))),
         bytes_sent=total.scaled(bw, -so * bw),
         rounds=Distribution(rd, 0.0, cw, defect),
         settings=settings, model=model_name, coarse=profile.coarse)

@@ -19,9 +19,14 @@ class Distribution:
 
     :param means, sds, weights: the normal components (sds may be 0)
     :param defect: probability of +inf (not converged)
+    :param support: (lo, hi) the quantity cannot leave; component tails
+        beyond it are clipped onto it (e.g. a downtime that the algorithm
+        bounds, approximated by normals)
     """
 
-    def __init__(self, means, sds, weights, defect=0.0):
+    def __init__(self, means, sds, weights, defect=0.0,
+                 support=(-np.inf, np.inf)):
+        self.lo, self.hi = (float(v) for v in support)
         self.means = np.atleast_1d(np.asarray(means, dtype=np.float64))
         self.sds = np.broadcast_to(np.asarray(sds, dtype=np.float64),
                                    self.means.shape).copy()
@@ -46,6 +51,36 @@ class Distribution:
         return cls(s[fin], 0.0, np.ones(fin.sum()),
                    defect=1.0 - fin.mean())
 
+    def _clipped_moments(self):
+        """Mean and second moment of each component clipped to the
+        support."""
+        m, sd = self.means, self.sds
+        if not (np.isfinite(self.lo) or np.isfinite(self.hi)):
+            return m, sd ** 2 + m ** 2
+        pos = sd > 0
+        s_ = np.where(pos, sd, 1.0)
+        a = (self.lo - m) / s_
+        b = (self.hi - m) / s_
+        pa, pb = special.ndtr(a), special.ndtr(b)
+        da = np.where(np.isfinite(a), np.exp(-0.5 * a * a), 0.0) / np.sqrt(
+            2 * np.pi)
+        db = np.where(np.isfinite(b), np.exp(-0.5 * b * b), 0.0) / np.sqrt(
+            2 * np.pi)
+        lo = self.lo if np.isfinite(self.lo) else 0.0
+        hi = self.hi if np.isfinite(self.hi) else 0.0
+        mid = pb - pa
+        first = lo * pa + hi * (1 - pb) + m * mid + s_ * (da - db)
+        # E[X^2; a < Z < b] for X = m + s Z.
+        with np.errstate(invalid="ignore"):
+            az = np.where(np.isfinite(a), a * da, 0.0)
+            bz = np.where(np.isfinite(b), b * db, 0.0)
+        inner2 = (m ** 2 + s_ ** 2) * mid + 2 * m * s_ * (da - db) + \
+            s_ ** 2 * (az - bz)
+        second = lo ** 2 * pa + hi ** 2 * (1 - pb) + inner2
+        clip_m = np.clip(m, self.lo, self.hi)
+        return (np.where(pos, first, clip_m),
+                np.where(pos, second, clip_m ** 2))
+
     @classmethod
     def point(cls, value):
         if not np.isfinite(value):
@@ -61,26 +96,30 @@ class Distribution:
     def mean(self):
         if self.defect > DEFECT_TOLERANCE or self.means.size == 0:
             return float("inf")
-        return float(np.dot(self.weights, self.means) / self.weights.sum())
+        m, _ = self._clipped_moments()
+        return float(np.dot(self.weights, m) / self.weights.sum())
 
     @property
     def std(self):
         if self.defect > DEFECT_TOLERANCE or self.means.size == 0:
             return float("inf")
         w = self.weights / self.weights.sum()
-        m = np.dot(w, self.means)
-        return float(np.sqrt(max(np.dot(w, self.sds ** 2 +
-                                        (self.means - m) ** 2), 0.0)))
+        m1, m2 = self._clipped_moments()
+        mean = np.dot(w, m1)
+        return float(np.sqrt(max(np.dot(w, m2) - mean ** 2, 0.0)))
 
     def cdf(self, x):
         """P(X <= x); vectorised over ``x``."""
         x = np.asarray(x, dtype=np.float64)
+        below = x < self.lo
+        above = x >= self.hi
         z = np.subtract.outer(x, self.means)
         with np.errstate(divide="ignore", invalid="ignore"):
             p = np.where(self.sds > 0,
                          special.ndtr(z / np.where(self.sds > 0, self.sds, 1)),
                          (z >= 0).astype(np.float64))
-        return p @ self.weights
+        out = p @ self.weights
+        return np.where(below, 0.0, np.where(above, self.converged, out))
 
     def quantile(self, q):
         """Smallest x with P(X <= x) >= q (``inf`` beyond the converged
@@ -93,7 +132,8 @@ class Distribution:
         ok = flat <= self.converged * (1 - 1e-12)
         if ok.any() and self.means.size:
             out[ok] = self._finite_quantile(flat[ok])
-        out = out.reshape(qa.shape)
+        out = np.where(np.isfinite(out), np.clip(out, self.lo, self.hi),
+                       out).reshape(qa.shape)
         return float(out) if out.ndim == 0 else out
 
     def _finite_quantile(self, q):
@@ -116,7 +156,7 @@ class Distribution:
     def scaled(self, a, b=0.0):
         """The distribution of a X + b (a > 0)."""
         return Distribution(a * self.means + b, a * self.sds, self.weights,
-                            self.defect)
+                            self.defect, (a * self.lo + b, a * self.hi + b))
 
     def summary(self, quantiles=(0.5, 0.95, 0.99)):
         """Plain-dict summary: mean, std, quantiles, converged probability."""

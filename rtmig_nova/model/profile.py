@@ -294,7 +294,13 @@ class DirtyProfile:
 
     @property
     def coarse(self):
+        """True if only an aggregate dirty rate was known."""
         return bool(self.metadata.get("coarse", False))
+
+    @property
+    def synthetic(self):
+        """True if the profile was made up, not captured from a guest."""
+        return bool(self.metadata.get("synthetic", False))
 
     def dirty_pages(self, interval):
         """Expected distinct pages written in ``interval`` seconds."""

@@ -55,7 +55,8 @@ class Plan:
     :ivar reason: why not (empty if feasible)
     :ivar bandwidth: migration bandwidth, bytes/s (whole MiB/s, libvirt's
         unit); for an infeasible plan, the link capacity (the best there is)
-    :ivar downtime_limit: QEMU downtime-limit to set, seconds (whole ms)
+    :ivar downtime_limit: QEMU downtime-limit to set, seconds (whole ms);
+        ``None`` when the request fails before one can be chosen
     :ivar cpu: :class:`CpuReservation` for ``bandwidth``
     :ivar probability: P(total <= deadline and downtime <= max_downtime)
         at ``bandwidth``
@@ -72,6 +73,10 @@ class Plan:
     max_downtime: float
     confidence: float
     link_capacity: float
+    model: str = "precopy"
+    settings: dict = dataclasses.field(default_factory=dict)
+    cpu_cost_per_page: float = DEFAULT_CPU_COST_PER_PAGE
+    cpu_margin: float = DEFAULT_CPU_MARGIN
 
     @property
     def cpu_share(self):
@@ -89,7 +94,11 @@ class Plan:
             "request": {"deadline_s": self.deadline,
                         "max_downtime_s": self.max_downtime,
                         "confidence": self.confidence,
-                        "link_capacity_bytes_per_s": self.link_capacity},
+                        "link_capacity_bytes_per_s": self.link_capacity,
+                        "cpu_cost_per_page_s": self.cpu_cost_per_page,
+                        "cpu_margin": self.cpu_margin,
+                        "model": self.model,
+                        "settings": dict(self.settings)},
             "prediction": self.prediction.to_dict()
             if self.prediction is not None else None,
         }
@@ -160,10 +169,16 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         return cpu_reservation(bw, ps, cpu_cost_per_page, cpu_margin,
                                deadline_period, cgroup_period_us)
 
+    model_name = getattr(predictor, "name", type(predictor).__name__)
+
+    def result(feasible, reason, bw, limit, pred, prob):
+        return Plan(feasible, reason, bw, limit, cpu(bw), prob, pred,
+                    deadline, max_downtime, confidence, link_capacity,
+                    model_name, dict(settings), cpu_cost_per_page,
+                    cpu_margin)
+
     def infeasible(reason, bw=link_capacity, limit=None, pred=None, prob=0.0):
-        return Plan(False, reason, bw, limit if limit is not None else 0.0,
-                    cpu(bw), prob, pred, deadline, max_downtime,
-                    confidence, link_capacity)
+        return result(False, reason, bw, limit, pred, prob)
 
     # Largest downtime-limit whose worst-case stop-and-copy fits in D.
     limit_ms = math.floor((max_downtime - switchover) * ps /
@@ -189,7 +204,7 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         return infeasible(
             f"the first pass alone ({first_pass / MIB:.1f} MiB) takes "
             f"{first_pass / link_capacity:.3g} s at the link capacity, more "
-            f"than the deadline {deadline:g} s")
+            f"than the deadline {deadline:g} s", limit=limit)
     best = predictor.predict(profile, settings_for(link_capacity))
     p_best = success(best)
     if p_best < confidence:
@@ -248,11 +263,8 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         pred, prob, bw = best, p_best, link_capacity
     res = cpu(bw)
     if res.share > 1.0:
-        return Plan(False,
-                    f"the migration thread needs {res.share:.2f} CPUs to "
-                    f"send {bw / MIB:.1f} MiB/s at {cpu_cost_per_page:g} "
-                    f"s/page (margin {cpu_margin:g}); one thread has one CPU",
-                    bw, limit, res, prob, pred, deadline, max_downtime,
-                    confidence, link_capacity)
-    return Plan(True, "", bw, limit, res, prob, pred, deadline,
-                max_downtime, confidence, link_capacity)
+        return infeasible(
+            f"the migration thread needs {res.share:.2f} CPUs to send "
+            f"{bw / MIB:.1f} MiB/s at {cpu_cost_per_page:g} s/page (margin "
+            f"{cpu_margin:g}); one thread has one CPU", bw, limit, pred, prob)
+    return result(True, "", bw, limit, pred, prob)

@@ -1,9 +1,14 @@
 """The model variants, by name.
 
-Each variant is a class with a ``name`` and ``predict(profile, settings,
-**options) -> Prediction``.  They are published as stevedore plugins in the
-``rtmig_nova.models`` namespace (see setup.cfg); this module is their pure
-implementation and also offers them by name without stevedore.
+Each variant is a class with a ``name`` and a method
+``predict(profile, settings, horizon=None) -> Prediction`` (``settings`` a
+:class:`~rtmig_nova.model.precopy.MigrationSettings`; ``horizon`` seconds
+after which a predictor may stop following paths and report them as not
+converged).  Constructors take keyword arguments only and must work with
+none; the simulator's are ``runs``, ``seed`` and ``progress``.  The variants
+are published as stevedore plugins in the ``rtmig_nova.models`` namespace
+(see setup.cfg); third-party models follow the same contract.  This module
+is their pure implementation and also offers them by name without stevedore.
 """
 
 from rtmig_nova.model import analytic

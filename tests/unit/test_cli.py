@@ -97,7 +97,11 @@ def test_plan_json(capsys):
     assert set(doc["cpu"]) == CPU_KEYS
     assert doc["request"] == {"deadline_s": 60.0, "max_downtime_s": 0.3,
                               "confidence": 0.95,
-                              "link_capacity_bytes_per_s": 125e6}
+                              "link_capacity_bytes_per_s": 125e6,
+                              "cpu_cost_per_page_s": 2.5e-6,
+                              "cpu_margin": 1.25, "model": "precopy",
+                              "settings": doc["request"]["settings"]}
+    assert doc["request"]["settings"]["dirty_log"] == "sync"
     assert doc["profile"]["synthetic"] is True
     assert doc["profile"]["name"] == "builtin:default"
     if doc["feasible"]:
@@ -132,9 +136,14 @@ def test_plan_options(capsys, small_profile):
                          "--max-rounds", "50", "--json")
     assert code == 0, err
     doc = strict_json(out)
-    assert doc["request"] == {"deadline_s": 2.0, "max_downtime_s": 0.05,
-                              "confidence": 0.9,
-                              "link_capacity_bytes_per_s": 100e6}
+    req = doc["request"]
+    assert {k: req[k] for k in ("deadline_s", "max_downtime_s", "confidence",
+                                "link_capacity_bytes_per_s",
+                                "cpu_cost_per_page_s", "model")} == {
+        "deadline_s": 2.0, "max_downtime_s": 0.05, "confidence": 0.9,
+        "link_capacity_bytes_per_s": 100e6, "cpu_cost_per_page_s": 5e-6,
+        "model": "geometric"}
+    assert req["settings"]["order"] == "rate"
     assert doc["profile"]["synthetic"] is False
     if doc["prediction"] is not None:
         assert doc["prediction"]["model"] == "geometric"

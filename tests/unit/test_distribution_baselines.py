@@ -105,3 +105,34 @@ def test_model_package_is_pure():
                 if top == "rtmig_nova":
                     assert name.startswith("rtmig_nova.model"), \
                         f"{path.name} imports {name}"
+
+
+def test_support_clips_component_tails():
+    d = Distribution([0.9, 1.0], [0.1, 0.05], [0.5, 0.5], support=(0.0, 1.0))
+    assert d.cdf(1.0) == pytest.approx(1.0)
+    assert d.cdf(-0.1) == 0.0
+    assert d.quantile(0.99) <= 1.0
+    # Moments of the clipped components, against numerical integration.
+    xs = np.linspace(-1, 3, 400001)
+    pdf = 0.5 * stats.norm.pdf(xs, 0.9, 0.1) + 0.5 * stats.norm.pdf(xs, 1.0,
+                                                                    0.05)
+    clipped = np.clip(xs, 0.0, 1.0)
+    mean = np.trapezoid(clipped * pdf, xs)
+    var = np.trapezoid((clipped - mean) ** 2 * pdf, xs)
+    assert d.mean == pytest.approx(mean, rel=1e-6)
+    assert d.std == pytest.approx(np.sqrt(var), rel=1e-5)
+    s = d.scaled(2.0, 1.0)
+    assert s.quantile(0.999) <= 3.0 and s.cdf(0.99) == 0.0
+
+
+def test_default_plan_downtime_stays_within_the_bound():
+    from importlib import resources
+
+    from rtmig_nova.model import plan
+    ref = resources.files("rtmig_nova") / "data" / "default-profile.json"
+    with resources.as_file(ref) as path:
+        prof = DirtyProfile.load(path)
+    pl = plan(prof, deadline=60, max_downtime=0.3, link_capacity=125e6)
+    assert pl.feasible
+    assert pl.prediction.downtime.quantile(0.999) <= 0.3
+    assert pl.prediction.downtime.cdf(0.3) >= pl.prediction.converges - 1e-12
