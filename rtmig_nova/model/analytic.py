@@ -310,8 +310,8 @@ def _epoch(bins, st, n, pend):
     Returns (T seconds, mean and variance of the next pending count, bytes
     of the next pending set), each of shape (G,).
     """
-    a, groups, g_bytes, g_sent, t0, t1, _, _, T = _schedule(bins, st, n,
-                                                             pend)
+    a, groups, g_bytes, g_sent, t0, t1, _, _, T = _schedule(
+        bins, st, n, pend)
     frac = np.where(g_bytes > 0, g_sent / np.maximum(g_bytes, 1e-300), 0.0)
     sent_gb = groups * frac[:, :, None]                  # (G, groups, bins)
     if st["order"] == "address" and pend.layout.k > 1:
@@ -329,19 +329,7 @@ def _epoch(bins, st, n, pend):
     lam = bins.rates[None, :]
     p = -np.expm1(-lam * T[:, None])
     if st["dirty_log"] == "clear":
-        # A page sent at s, uniform over its group's sending interval
-        # [t0, t1], is dirty again if written in (s, T]: the average of
-        # 1 - exp(-lam (T - s)) over the interval.
-        lam3 = bins.rates[None, None, :]
-        end = T[:, None, None]
-        a0, a1 = t0[:, :, None], t1[:, :, None]
-        width = a1 - a0
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            g = 1.0 - (np.exp(-lam3 * (end - a1)) -
-                       np.exp(-lam3 * (end - a0))) / (lam3 * width)
-        point = -np.expm1(-lam3 * (end - a1))
-        g = np.where(width * lam3 > 1e-9, g, point)
-        g = np.where(bins.active[None, None, :], g, 0.0)
+        g = _resend_prob(bins, st, T, t0, t1)           # (G, groups, bins)
         dirty_sent = (sent_gb * g).sum(axis=1)
         var_sent = (sent_gb * g * (1 - g)).sum(axis=1)
     else:
@@ -407,18 +395,22 @@ def _advance(bins, st, n, pend):
 
 
 def _resend_prob(bins, st, T, t0, t1):
-    """Probability that a page sent uniformly in [t0, t1] (s, per group) is
-    pending at the next sync, per group and bin."""
-    lam = bins.rates[None, :]
+    """Probability that a page sent at a time uniform in [t0, t1] (s, shape
+    (..., groups)) of an epoch of length T (s, shape (...)) is pending at the
+    next sync: shape (..., groups, bins).  Under the cleared log only writes
+    after its send count: the average of 1 - exp(-lam (T - s))."""
+    lam = bins.rates
+    end = np.asarray(T)[..., None, None]
     if st["dirty_log"] != "clear":
-        return np.broadcast_to(-np.expm1(-lam * T), (t0.size, lam.size))
-    a0, a1 = t0[:, None], t1[:, None]
+        return np.broadcast_to(-np.expm1(-lam * end),
+                               np.shape(t0) + lam.shape)
+    a0, a1 = t0[..., None], t1[..., None]
     width = a1 - a0
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        g = 1.0 - (np.exp(-lam * (T - a1)) - np.exp(-lam * (T - a0))) / \
-            (lam * width)
-    g = np.where(width * lam > 1e-9, g, -np.expm1(-lam * (T - a1)))
-    return np.where(bins.active[None, :], g, 0.0)
+        g = 1.0 - (np.exp(-lam * (end - a1)) - np.exp(-lam * (end - a0))) \
+            / (lam * width)
+    g = np.where(width * lam > 1e-9, g, -np.expm1(-lam * (end - a1)))
+    return np.where(bins.active, g, 0.0)
 
 
 def _merge_stretches(layout, x0, length, q):

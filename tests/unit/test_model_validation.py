@@ -1,12 +1,13 @@
 """The analytic model against the page-level Monte-Carlo simulator.
 
-16 cases per send order and dirty log (32 for each log): four guests (rates over four orders of magnitude)
-x four bandwidths (barely converging .. ten times the dirty rate), 1000
-simulated migrations each.  For the ``sync`` dirty log (TCG, and KVM without
-manual protection) the analytic mean and p95 of total time and downtime must
-agree within 3% (downtime: or 1 ms).  The ``clear`` log is a mean-field
-approximation of position effects; it is held to a looser bound stated
-below, and its measured errors are in docs/model.md.
+16 cases per send order and dirty log (32 for each log): four guests (rates
+over four orders of magnitude) x four bandwidths (barely converging .. ten
+times the dirty rate), 1000 simulated migrations each.  For the ``sync``
+dirty log (TCG, and KVM without manual protection) the analytic mean and p95
+of total time and downtime must agree within 3% (downtime: or 1 ms).  The
+``clear`` log is a mean-field approximation of position effects; it is held
+to a looser bound stated below, and its measured errors are in
+docs/model-validation.md.
 """
 
 import pytest
