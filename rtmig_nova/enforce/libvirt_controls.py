@@ -1,0 +1,190 @@
+"""Migration and CPU controls of a domain, through libvirt.
+
+libvirt is imported lazily: Nova's test base poisons ``import libvirt``, and
+the package must import without libvirt-python installed.
+
+Units: libvirt takes the migration speed in MiB/s and the maximum downtime
+in milliseconds; these functions take bytes/s and seconds (rounding the
+speed up and the downtime down, so the setting never grants less bandwidth
+or more downtime than asked) and report what was set in the same SI units.
+The scheduler parameters are libvirt's own: periods and quotas in
+microseconds, quota -1 for "no limit".
+"""
+
+import math
+import os
+
+MIB = 2 ** 20
+# libvirt's typed scheduler parameters of the QEMU driver that rtmig-nova
+# sets: CFS bandwidth of the vCPU, emulator and I/O-thread cgroups.
+CPU_PARAMS = ("vcpu_period", "vcpu_quota", "emulator_period",
+              "emulator_quota", "iothread_period", "iothread_quota")
+
+
+class LibvirtError(ValueError):
+    """A libvirt operation failed; the message is one line."""
+
+
+def _libvirt():
+    try:
+        import libvirt  # noqa: lazy, see module doc
+    except ImportError:
+        raise LibvirtError("libvirt-python is not installed (pip install "
+                           "'rtmig-nova[libvirt]')") from None
+    return libvirt
+
+
+def _one_line(err):
+    return " ".join(str(err).split())
+
+
+def connect(uri="qemu:///system"):
+    """Open a libvirt connection; a one-line LibvirtError if it fails."""
+    libvirt = _libvirt()
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        raise LibvirtError(f"cannot connect to {uri}: {_one_line(e)}") \
+            from None
+
+
+def lookup(conn, domain):
+    """A running domain by name or UUID."""
+    libvirt = _libvirt()
+    try:
+        try:
+            dom = conn.lookupByName(domain)
+        except libvirt.libvirtError:
+            dom = conn.lookupByUUIDString(domain)
+    except libvirt.libvirtError:
+        raise LibvirtError(f"no domain {domain!r} on {conn.getURI()}") \
+            from None
+    if not dom.isActive():
+        raise LibvirtError(f"domain {domain!r} is not running")
+    return dom
+
+
+def _call(what, fn, *args):
+    libvirt = _libvirt()
+    try:
+        return fn(*args)
+    except libvirt.libvirtError as e:
+        raise LibvirtError(f"{what}: {_one_line(e)}") from None
+
+
+def get_migration(dom):
+    """Current migration settings: (max speed bytes/s, max downtime s)."""
+    speed = _call("reading the migration speed", dom.migrateGetMaxSpeed, 0)
+    downtime = _call("reading the maximum downtime",
+                     dom.migrateGetMaxDowntime, 0)
+    return speed * MIB, downtime / 1000.0
+
+
+def set_migration(dom, bandwidth=None, max_downtime=None):
+    """Set the migration's maximum speed (bytes/s, rounded up to whole MiB/s)
+    and maximum downtime (s, rounded down to whole ms).  Returns what was
+    set, in bytes/s and s."""
+    speed = downtime_ms = None
+    if bandwidth is not None:
+        if not (math.isfinite(bandwidth) and bandwidth > 0):
+            raise ValueError(f"bandwidth must be > 0 bytes/s, got "
+                             f"{bandwidth!r}")
+        speed = math.ceil(bandwidth / MIB)
+    if max_downtime is not None:
+        if not (math.isfinite(max_downtime) and max_downtime > 0):
+            raise ValueError(f"max_downtime must be > 0 s, got "
+                             f"{max_downtime!r}")
+        downtime_ms = math.floor(max_downtime * 1000 + 1e-9)
+        if downtime_ms < 1:
+            raise ValueError("max_downtime must be at least 1 ms")
+    if speed is not None:
+        _call("setting the migration speed", dom.migrateSetMaxSpeed,
+              speed, 0)
+    if downtime_ms is not None:
+        _call("setting the maximum downtime", dom.migrateSetMaxDowntime,
+              downtime_ms, 0)
+    return (speed * MIB if speed is not None else None,
+            downtime_ms / 1000.0 if downtime_ms is not None else None)
+
+
+def get_cpu(dom):
+    """Live CFS bandwidth parameters of the domain (``CPU_PARAMS``)."""
+    libvirt = _libvirt()
+    params = _call("reading the scheduler parameters",
+                   dom.schedulerParametersFlags,
+                   libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    return {k: params[k] for k in CPU_PARAMS if k in params}
+
+
+def set_cpu(dom, **params):
+    """Set live CFS bandwidth parameters (microseconds; quota -1 = none).
+
+    Only the keys of ``CPU_PARAMS`` are accepted; periods must be
+    1000..1000000 us and quotas -1 or 1000..18446744073709551 us (the
+    kernel's limits)."""
+    libvirt = _libvirt()
+    clean = {}
+    for key, value in params.items():
+        if key not in CPU_PARAMS:
+            raise ValueError(f"unknown CPU parameter {key!r} (one of "
+                             f"{', '.join(CPU_PARAMS)})")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} must be an integer number of us")
+        if key.endswith("_period") and not 1000 <= value <= 1000000:
+            raise ValueError(f"{key} must be 1000..1000000 us, got {value}")
+        if key.endswith("_quota") and value != -1 and value < 1000:
+            raise ValueError(f"{key} must be -1 or >= 1000 us, got {value}")
+        clean[key] = value
+    if clean:
+        _call("setting the scheduler parameters",
+              dom.setSchedulerParametersFlags, clean,
+              libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    return get_cpu(dom)
+
+
+def qemu_pid(dom):
+    """Process id of the domain's QEMU (from libvirt's pid file)."""
+    conn = dom.connect()
+    uri = conn.getURI()
+    if not uri.endswith("/system"):
+        raise LibvirtError(f"thread ids need a qemu:///system connection, "
+                           f"not {uri}")
+    path = os.path.join("/run/libvirt/qemu", dom.name() + ".pid")
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        raise LibvirtError(f"cannot read the QEMU pid of {dom.name()!r} "
+                           f"from {path}") from None
+
+
+def qemu_threads(dom):
+    """(thread id, name) of every thread of the domain's QEMU; QEMU names
+    its vCPU threads ``CPU n/KVM`` or ``CPU n/TCG`` and its migration thread
+    ``live_migration``."""
+    pid = qemu_pid(dom)
+    base = f"/proc/{pid}/task"
+    out = []
+    try:
+        tids = sorted(int(t) for t in os.listdir(base))
+    except OSError:
+        raise LibvirtError(f"QEMU process {pid} is gone") from None
+    for tid in tids:
+        try:
+            with open(f"{base}/{tid}/comm") as f:
+                out.append((tid, f.read().strip()))
+        except OSError:
+            continue            # the thread ended meanwhile
+    return out
+
+
+def vcpu_threads(dom):
+    """Thread ids of the vCPUs, in vCPU order."""
+    cpus = []
+    for tid, name in qemu_threads(dom):
+        parts = name.split()
+        if len(parts) == 2 and parts[0] == "CPU" and "/" in parts[1]:
+            index = parts[1].split("/")[0]
+            if index.isdigit():
+                cpus.append((int(index), tid))
+    return [tid for _, tid in sorted(cpus)]

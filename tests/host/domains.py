@@ -1,0 +1,43 @@
+"""A throw-away running TCG domain on the host's libvirtd, for tests."""
+
+import contextlib
+import uuid
+
+DOMAIN_XML = """<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>2</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices><serial type='pty'/></devices>
+</domain>"""
+PREFIX = "rtmigtest-"
+URI = "qemu:///system"
+
+
+def _conn():
+    import libvirt
+    return libvirt.open(URI)
+
+
+def remove_stale(conn):
+    """Destroy test domains an earlier, crashed run left running."""
+    for dom in conn.listAllDomains():
+        if dom.name().startswith(PREFIX) and dom.isActive():
+            dom.destroy()
+
+
+@contextlib.contextmanager
+def transient_domain():
+    """Yield a running transient domain (no disk: it idles in firmware, but
+    its QEMU process, threads and cgroups are real); destroyed afterwards."""
+    conn = _conn()
+    remove_stale(conn)
+    dom = conn.createXML(DOMAIN_XML.format(
+        name=PREFIX + uuid.uuid4().hex[:8]), 0)
+    try:
+        yield dom
+    finally:
+        try:
+            dom.destroy()
+        finally:
+            conn.close()
