@@ -1,0 +1,308 @@
+"""A migration's reservations, applied all or nothing and always removed.
+
+A :class:`Reservation` is a list of steps, each changing one thing on the
+host (libvirt migration settings, libvirt CPU bandwidth, SCHED_DEADLINE on a
+thread, an HTB hierarchy).  ``apply`` runs them in order and, if one fails,
+undoes the ones before it in reverse order.  ``release`` undoes them all.
+
+Before a step changes anything, its *undo record* (plain JSON: what to
+restore and where: the previous values) is written to a state file, so a
+service that crashed mid-way finds the file on restart and :func:`recover`
+puts everything back.  Undo is idempotent and harmless for a step that had
+not happened yet: it restores the values that were there before.
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+import uuid
+
+from rtmig_nova.enforce import deadline
+from rtmig_nova.enforce import libvirt_controls
+from rtmig_nova.enforce import netshape
+
+DEFAULT_STATE_DIR = "/var/lib/rtmig-nova/reservations"
+STATE_VERSION = 1
+
+
+class ReservationError(RuntimeError):
+    """Applying or releasing failed; the message is one line."""
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# -- steps -----------------------------------------------------------------
+# prepare() reads what the step will change and returns the undo record;
+# apply() changes it; undo(record) restores from the record alone (so it
+# works in a new process after a crash).
+
+@dataclasses.dataclass
+class MigrationStep:
+    """libvirt migration speed (bytes/s) and maximum downtime (s)."""
+    uri: str
+    domain: str
+    bandwidth: float
+    max_downtime: float
+    kind = "migration"
+
+    def prepare(self):
+        dom = _domain(self.uri, self.domain)
+        speed, downtime = libvirt_controls.get_migration(dom)
+        return {"uri": self.uri, "domain": dom.UUIDString(),
+                "bandwidth": speed, "max_downtime": downtime}
+
+    def apply(self):
+        libvirt_controls.set_migration(_domain(self.uri, self.domain),
+                                       self.bandwidth, self.max_downtime)
+
+    @staticmethod
+    def undo(record):
+        dom = _domain(record["uri"], record["domain"], missing_ok=True)
+        if dom is not None:
+            libvirt_controls.set_migration(dom, record["bandwidth"],
+                                           record["max_downtime"])
+
+
+@dataclasses.dataclass
+class CpuStep:
+    """libvirt CFS bandwidth of the domain's cgroups (us; see
+    :data:`libvirt_controls.CPU_PARAMS`): the vCPUs' and the emulator's,
+    which holds QEMU's migration thread."""
+    uri: str
+    domain: str
+    params: dict
+    kind = "cpu"
+
+    def prepare(self):
+        dom = _domain(self.uri, self.domain)
+        before = libvirt_controls.get_cpu(dom)
+        return {"uri": self.uri, "domain": dom.UUIDString(),
+                "params": {k: before[k] for k in self.params
+                           if k in before}}
+
+    def apply(self):
+        libvirt_controls.set_cpu(_domain(self.uri, self.domain),
+                                 **self.params)
+
+    @staticmethod
+    def undo(record):
+        dom = _domain(record["uri"], record["domain"], missing_ok=True)
+        if dom is not None:
+            libvirt_controls.set_cpu(dom, **record["params"])
+
+
+@dataclasses.dataclass
+class DeadlineStep:
+    """SCHED_DEADLINE on one thread (ns)."""
+    tid: int
+    runtime_ns: int
+    deadline_ns: int
+    period_ns: int
+    kind = "deadline"
+
+    def prepare(self):
+        deadline.validate_deadline(self.runtime_ns, self.deadline_ns,
+                                   self.period_ns)
+        return {"tid": self.tid, "start": _thread_start(self.tid),
+                "previous": list(deadline.get_attr(self.tid).as_tuple())}
+
+    def apply(self):
+        deadline.apply_deadline(
+            self.tid, (self.runtime_ns, self.deadline_ns, self.period_ns))
+
+    @staticmethod
+    def undo(record):
+        # A thread id can be reused after its thread ended: only restore the
+        # thread that was changed (same start time).
+        if _thread_start(record["tid"], missing_ok=True) != record["start"]:
+            return
+        try:
+            deadline.restore(record["tid"],
+                             deadline.SchedAttr(*record["previous"]))
+        except deadline.NoSuchThread:
+            pass
+
+
+@dataclasses.dataclass
+class ShapingStep:
+    """An HTB hierarchy on the migration interface."""
+    plan: netshape.ShapingPlan
+    kind = "shaping"
+
+    def prepare(self):
+        netshape.validate(self.plan)
+        return {"ifname": self.plan.ifname, "netns": self.plan.netns}
+
+    def apply(self):
+        netshape.apply_plan(self.plan)
+
+    @staticmethod
+    def undo(record):
+        try:
+            netshape.remove(record["ifname"], record["netns"])
+        except ValueError:
+            pass            # the interface or namespace is gone
+
+
+STEP_KINDS = {cls.kind: cls for cls in
+              (MigrationStep, CpuStep, DeadlineStep, ShapingStep)}
+
+
+def _domain(uri, domain, missing_ok=False):
+    conn = libvirt_controls.connect(uri)
+    try:
+        return libvirt_controls.lookup(conn, domain)
+    except libvirt_controls.LibvirtError:
+        if missing_ok:
+            return None     # the domain is gone: nothing left to restore
+        raise
+
+
+def _thread_start(tid, missing_ok=False):
+    """Start time of a thread (clock ticks since boot, /proc stat field
+    22), which tells a thread from a later one with the same id."""
+    try:
+        with open(f"/proc/{int(tid)}/stat") as f:
+            stat = f.read()
+    except (OSError, ValueError):
+        if missing_ok:
+            return None
+        raise ValueError(f"no thread {tid!r}") from None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+# -- the transaction ---------------------------------------------------------
+
+class Reservation:
+    """Steps applied all or nothing, with a state file for recovery."""
+
+    def __init__(self, steps, state_dir=DEFAULT_STATE_DIR, ident=None,
+                 label=""):
+        self.steps = list(steps)
+        self.state_dir = state_dir
+        self.ident = ident or uuid.uuid4().hex
+        self.label = label
+        self.applied = []           # [(kind, record)]
+
+    @property
+    def path(self):
+        return os.path.join(self.state_dir, self.ident + ".json")
+
+    def _save(self):
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        doc = {"version": STATE_VERSION, "id": self.ident,
+               "label": self.label, "created": time.time(),
+               "applied": [{"kind": k, "record": r}
+                           for k, r in self.applied]}
+        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def apply(self):
+        """Apply every step, or none: on a failure undo the applied ones in
+        reverse order and raise :class:`ReservationError`."""
+        self._save()
+        for step in self.steps:
+            try:
+                record = step.prepare()
+                # Recorded before the change: a crash during it is undone.
+                self.applied.append((step.kind, record))
+                self._save()
+                step.apply()
+            except Exception as exc:
+                undone, left = _undo_all(self.applied)
+                self.applied = left
+                if left:
+                    self._save()
+                else:
+                    _remove(self.path)
+                msg = (f"step {step.kind!r} failed: {_one_line(exc)}; "
+                       f"undone: {', '.join(undone) or 'nothing'}")
+                if left:
+                    msg += (f"; could not undo: "
+                            f"{', '.join(k for k, _ in left)} (kept in "
+                            f"{self.path})")
+                raise ReservationError(msg) from None
+        return self.ident
+
+
+def _undo_all(applied):
+    """Undo records in reverse order; returns (kinds undone, records that
+    could not be undone)."""
+    undone, left = [], []
+    for kind, record in reversed(applied):
+        try:
+            STEP_KINDS[kind].undo(record)
+            undone.append(kind)
+        except Exception:
+            left.insert(0, (kind, record))
+    return undone, left
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def load(state_dir=DEFAULT_STATE_DIR):
+    """The reservations recorded in ``state_dir``: a list of state
+    documents (id, label, created, applied steps)."""
+    out = []
+    try:
+        names = sorted(os.listdir(state_dir))
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = os.path.join(state_dir, name)
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            raise ReservationError(f"{path}: unreadable state file") \
+                from None
+        if doc.get("version") != STATE_VERSION or "applied" not in doc:
+            raise ReservationError(f"{path}: not a reservation state file")
+        out.append(doc)
+    return out
+
+
+def release(ident, state_dir=DEFAULT_STATE_DIR):
+    """Undo the reservation ``ident``.  Idempotent: ``False`` if there is no
+    such reservation (already released)."""
+    path = os.path.join(state_dir, os.path.basename(ident) + ".json")
+    docs = [d for d in load(state_dir) if d["id"] == ident]
+    if not docs:
+        return False
+    applied = [(s["kind"], s["record"]) for s in docs[0]["applied"]]
+    undone, left = _undo_all(applied)
+    if left:
+        res = Reservation([], state_dir, ident, docs[0].get("label", ""))
+        res.applied = left
+        res._save()
+        raise ReservationError(
+            f"reservation {ident}: could not undo "
+            f"{', '.join(k for k, _ in left)}; undone: "
+            f"{', '.join(undone) or 'nothing'}")
+    _remove(path)
+    return True
+
+
+def recover(state_dir=DEFAULT_STATE_DIR):
+    """Undo every reservation a crashed run left recorded; returns their
+    ids."""
+    done = []
+    for doc in load(state_dir):
+        release(doc["id"], state_dir)
+        done.append(doc["id"])
+    return done
