@@ -7,11 +7,14 @@ marker instead of a full page.
 
 A profile is stored as a histogram of rates: the distinct rates (or narrow
 log-spaced bins of them, see :data:`BIN_MANTISSA_BITS`) with the number of
-pages at each, so a 64 GiB guest costs kilobytes.  The file format is
-documented in ``docs/profile-format.md``.
+pages at each, so a 64 GiB guest costs kilobytes.  The file format, and the
+plain CSV histogram of :meth:`DirtyProfile.save_csv`, are documented in
+``docs/profile-format.md``.
 """
 
+import csv
 import gzip
+import io
 import json
 import math
 
@@ -23,11 +26,17 @@ RATE_UNIT = "writes/s"
 PAGE_SIZE_UNIT = "bytes"
 
 # Rates are binned on a log scale with this many mantissa bits per octave
-# (2**5 = 32 bins per doubling, relative width at most 1/32 = 3.1%).  The bin keeps the mean
-# of its rates; the error this makes in P(page written in T) = 1 - exp(-rate*T)
-# is second order in the bin width, far below the model's other errors.
+# (2**5 = 32 bins per doubling, relative width at most 1/32 = 3.1%).  The bin
+# keeps the mean of its rates; the error this makes in P(page written in T) =
+# 1 - exp(-rate*T) is second order in the bin width, far below the model's
+# other errors.
 BIN_MANTISSA_BITS = 5
 _SHIFT = 52 - BIN_MANTISSA_BITS
+
+# The CSV histogram (DirtyProfile.save_csv / load_csv): this header, then one
+# row per rate; rate 0 is the idle pages.
+CSV_HEADER = ("rate_per_s", "pages")
+_CSV_MAX_PAGES = 2 ** 52     # a row of more pages is an error (16 EiB)
 
 
 class ProfileError(ValueError):
@@ -129,8 +138,8 @@ class DirtyProfile:
         counts = counts.astype(np.int64)
         for name, val in (("idle_pages", idle_pages),
                           ("zero_pages", zero_pages)):
-            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) \
-                    or val < 0:
+            if isinstance(val, bool) or \
+                    not isinstance(val, (int, np.integer)) or val < 0:
                 raise ValueError(f"{name} must be an integer >= 0, "
                                  f"got {val!r}")
         if zero_pages > idle_pages:
@@ -413,6 +422,124 @@ class DirtyProfile:
             raise ProfileError(f"{path}: not a profile file (not JSON or "
                                "gzip-compressed JSON)") from None
         return cls.from_dict(doc, origin=str(path))
+
+    def save_csv(self, path):
+        """Write the histogram as CSV: the header ``rate_per_s,pages``, the
+        row ``0,<idle pages>``, then one row per rate (writes/s, written
+        with full precision, so :meth:`load_csv` gives the same rates back).
+        The page size, the zero pages and the metadata are not stored."""
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(CSV_HEADER)
+            w.writerow([0, self.idle_pages])
+            for r, n in zip(self.rates, self.counts):
+                w.writerow([repr(float(r)), int(n)])
+
+    @classmethod
+    def load_csv(cls, path, page_size=4096, zero_pages=0, metadata=None):
+        """Read a CSV histogram (see :meth:`save_csv`).
+
+        The first line must be ``rate_per_s,pages``; each further row is a
+        rate (writes/s, finite, >= 0) and a whole number of pages (>= 0).
+        Rows with rate 0 are idle pages and add up; blank lines and lines
+        starting with ``#`` are skipped.  ``page_size`` and ``zero_pages``
+        are not in the file.  Any problem raises :class:`ProfileError`
+        with a one-line message naming the file and, for a bad line, its
+        number.
+        """
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise ProfileError(f"{path}:{line}: not a histogram CSV (not "
+                               f"UTF-8 text)") from None
+        header = ",".join(CSV_HEADER)
+        reader = csv.reader(io.StringIO(text, newline=""))
+        rates, pages, idle, rows = [], [], 0, 0
+        try:
+            first = next(reader, None)
+            if first is None:
+                raise ProfileError(f"{path}:1: empty file; a histogram CSV "
+                                   f"starts with the header '{header}'")
+            if tuple(c.strip() for c in first) != CSV_HEADER:
+                raise ProfileError(
+                    f"{path}:1: not a histogram CSV: the header must be "
+                    f"'{header}', got {','.join(first)!r}")
+            for row in reader:
+                if not row or all(not c.strip() for c in row) \
+                        or row[0].lstrip().startswith("#"):
+                    continue
+                where = f"{path}:{reader.line_num}"
+                if len(row) != 2:
+                    raise ProfileError(f"{where}: expected 2 columns "
+                                       f"({header}), got {len(row)}")
+                rate = _csv_rate(row[0], where)
+                n = _csv_pages(row[1], where)
+                rows += 1
+                if rate == 0:
+                    idle += n
+                else:
+                    rates.append(rate)
+                    pages.append(n)
+        except csv.Error as e:
+            raise ProfileError(f"{path}:{reader.line_num}: not a histogram "
+                               f"CSV ({e})") from None
+        if rows == 0:
+            raise ProfileError(f"{path}: empty histogram: no rows after the "
+                               f"header '{header}'")
+        if idle == 0 and not any(pages):
+            raise ProfileError(f"{path}: empty histogram: every row has 0 "
+                               f"pages")
+        try:
+            return cls.from_histogram(
+                np.asarray(rates, dtype=np.float64),
+                np.asarray(pages, dtype=np.int64), idle_pages=idle,
+                zero_pages=zero_pages, page_size=page_size,
+                metadata=metadata)
+        except ValueError as e:
+            raise ProfileError(f"{path}: {e}") from None
+
+
+def _csv_rate(cell, where):
+    """The rate (writes/s) in a CSV cell: a finite number >= 0."""
+    try:
+        rate = float(cell)
+    except ValueError:
+        raise ProfileError(f"{where}: rate_per_s {cell.strip()!r} is not a "
+                           f"number (writes/s)") from None
+    if not math.isfinite(rate):
+        raise ProfileError(f"{where}: rate_per_s {cell.strip()!r} is not "
+                           f"finite")
+    if rate < 0:
+        raise ProfileError(f"{where}: rate_per_s {cell.strip()!r} is "
+                           f"negative")
+    return rate
+
+
+def _csv_pages(cell, where):
+    """The page count in a CSV cell: a whole number >= 0."""
+    try:
+        n = int(cell.strip(), 10)
+    except ValueError:
+        try:
+            float(cell)
+        except ValueError:
+            problem = "is not a number"
+        else:
+            problem = "is not a whole number"
+        raise ProfileError(f"{where}: pages {cell.strip()!r} "
+                           f"{problem}") from None
+    if n < 0:
+        raise ProfileError(f"{where}: pages {cell.strip()!r} is negative")
+    if n > _CSV_MAX_PAGES:
+        raise ProfileError(f"{where}: pages {cell.strip()!r} is too large "
+                           f"(at most 2**52)")
+    return n
 
 
 def _mle_rates(obs, tau, k, total_pages):

@@ -84,8 +84,8 @@ def test_coarse_profile_is_flagged_in_predictions():
     assert pred.coarse and pred.to_dict()["coarse_profile"]
 
 
-ALLOWED = {"numpy", "scipy", "math", "json", "gzip", "dataclasses",
-           "rtmig_nova"}
+ALLOWED = {"numpy", "scipy", "math", "json", "gzip", "csv", "io",
+           "dataclasses", "rtmig_nova"}
 
 
 def test_model_package_is_pure():

@@ -205,3 +205,92 @@ def test_embedded_default_profile_is_flagged_synthetic():
         p = DirtyProfile.load(path)
     assert p.metadata["synthetic"] is True
     assert p.memory_bytes == 4 * 2 ** 30
+
+
+# -- CSV histogram ------------------------------------------------------------
+
+def test_csv_round_trip_is_exact(tmp_path):
+    rng = np.random.default_rng(3)
+    p = DirtyProfile.from_rates(rng.exponential(1.0, 5000) *
+                                (rng.random(5000) < 0.3), zero_pages=100,
+                                page_size=8192)
+    path = tmp_path / "p.csv"
+    p.save_csv(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "rate_per_s,pages"
+    assert lines[1] == f"0,{p.idle_pages}"
+    assert len(lines) == 2 + p.rates.size
+    q = DirtyProfile.load_csv(path, page_size=8192, zero_pages=100)
+    np.testing.assert_array_equal(q.rates, p.rates)
+    np.testing.assert_array_equal(q.counts, p.counts)
+    assert (q.idle_pages, q.zero_pages, q.page_size) == \
+        (p.idle_pages, p.zero_pages, p.page_size)
+    assert q.metadata["source"] == "histogram"
+    # Not in the file: the defaults apply.
+    d = DirtyProfile.load_csv(path)
+    assert (d.page_size, d.zero_pages) == (4096, 0)
+
+
+def test_csv_without_idle_pages(tmp_path):
+    path = tmp_path / "hot.csv"
+    DirtyProfile.from_histogram([2.5], [10]).save_csv(path)
+    assert path.read_text() == "rate_per_s,pages\n0,0\n2.5,10\n"
+    q = DirtyProfile.load_csv(path)
+    assert (q.idle_pages, q.active_pages) == (0, 10)
+
+
+def test_csv_lenient_reading(tmp_path):
+    path = tmp_path / "h.csv"
+    # BOM, CRLF, spaces, comments, blank lines, repeated rate-0 rows.
+    path.write_bytes(b"\xef\xbb\xbf rate_per_s , pages \r\n# idle\r\n0,100\r\n"
+                     b"\r\n 0.5 , 10 \r\n20,3\r\n0,4\r\n5,0\r\n")
+    p = DirtyProfile.load_csv(path, zero_pages=50,
+                              metadata={"converted_from": "h.csv"})
+    assert (p.idle_pages, p.zero_pages, p.active_pages) == (104, 50, 13)
+    assert p.rates.tolist() == [0.5, 20.0]
+    assert p.metadata["converted_from"] == "h.csv"
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("rate,count\n1,2\n", 1, "header must be 'rate_per_s,pages'"),
+    ("", 1, "empty file"),
+    ("rate_per_s,pages\n", None, "no rows after the header"),
+    ("rate_per_s,pages\n# only a comment\n\n", None, "no rows"),
+    ("rate_per_s,pages\n0,0\n3,0\n", None, "every row has 0 pages"),
+    ("rate_per_s,pages\n0,1\nabc,2\n", 3, "'abc' is not a number"),
+    ("rate_per_s,pages\n1,two\n", 2, "pages 'two' is not a number"),
+    ("rate_per_s,pages\n1,2.5\n", 2, "pages '2.5' is not a whole number"),
+    ("rate_per_s,pages\n-1,2\n", 2, "rate_per_s '-1' is negative"),
+    ("rate_per_s,pages\n1,-2\n", 2, "pages '-2' is negative"),
+    ("rate_per_s,pages\nnan,2\n", 2, "'nan' is not finite"),
+    ("rate_per_s,pages\n1,1\ninf,2\n", 3, "'inf' is not finite"),
+    ("rate_per_s,pages\n1,2,3\n", 2, "expected 2 columns"),
+    ("rate_per_s,pages\n1\n", 2, "expected 2 columns"),
+    ("rate_per_s,pages\n1,99999999999999999999\n", 2, "too large"),
+])
+def test_csv_errors_name_file_line_and_problem(tmp_path, text, line,
+                                               message):
+    path = tmp_path / "h.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ProfileError) as e:
+        DirtyProfile.load_csv(path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert message in msg
+    where = f"{path}:{line}: " if line else f"{path}: "
+    assert msg.startswith(where), msg
+
+
+def test_csv_not_utf8_missing_and_bad_arguments(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"rate_per_s,pages\n0,1\n1\xe9,2\n")
+    with pytest.raises(ProfileError, match=r"latin\.csv:3: .*not UTF-8"):
+        DirtyProfile.load_csv(path)
+    with pytest.raises(ProfileError, match=r"missing\.csv: cannot read"):
+        DirtyProfile.load_csv(tmp_path / "missing.csv")
+    ok = tmp_path / "ok.csv"
+    ok.write_text("rate_per_s,pages\n0,3\n1,1\n")
+    with pytest.raises(ProfileError, match=r"ok\.csv: zero_pages cannot"):
+        DirtyProfile.load_csv(ok, zero_pages=4)
+    with pytest.raises(ProfileError, match=r"ok\.csv: page_size"):
+        DirtyProfile.load_csv(ok, page_size=0)

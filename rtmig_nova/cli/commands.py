@@ -1,0 +1,252 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""One function per subcommand, ``cmd_*(args, defaults)`` -> exit status:
+the option values are checked and converted, the model is called, and the
+result is printed as a table or as JSON."""
+
+import os
+import sys
+import time
+
+from rtmig_nova import units
+from rtmig_nova.cli.errors import EXIT_INFEASIBLE, EXIT_OK, CliError
+from rtmig_nova.cli.output import emit, print_json
+from rtmig_nova.cli.profiles import (
+    file_kind, read_npy, replacing, resolve_profile)
+from rtmig_nova.cli.reports import (
+    QUANTILES, header_lines, plan_lines, prediction_lines, profile_info,
+    profile_show_lines, profile_summary, settings_line)
+
+# Defaults of the plan request (not configuration options).
+DEFAULT_DEADLINE = "60s"
+DEFAULT_MAX_DOWNTIME = "300ms"
+DEFAULT_LINK_CAPACITY = "1Gbit/s"
+DEFAULT_RUNS = 1000
+
+
+# -- option values ------------------------------------------------------------
+
+def _positive(value, name):
+    if not value > 0:
+        raise CliError(f"{name}: must be > 0, got {value:g}")
+    return value
+
+
+def _settings(args, defaults):
+    """The MigrationSettings fields other than bandwidth and limit."""
+    s = {
+        "dirty_log": args.dirty_log or defaults.dirty_log,
+        "order": args.order or defaults.send_order,
+        "check_interval": defaults.check_interval,
+        "switchover_time": defaults.switchover_time,
+        "max_rounds": defaults.max_rounds,
+    }
+    if args.check_interval is not None:
+        s["check_interval"] = _positive(units.parse_duration(
+            args.check_interval, "--check-interval"), "--check-interval")
+    if args.switchover_time is not None:
+        s["switchover_time"] = units.parse_duration(
+            args.switchover_time, "--switchover-time")
+    if args.max_rounds is not None:
+        s["max_rounds"] = units.parse_int(args.max_rounds, "--max-rounds",
+                                          minimum=1)
+    return s
+
+
+def _bandwidth_and_limit(args):
+    bw = _positive(units.parse_rate(args.bandwidth, "--bandwidth"),
+                   "--bandwidth")
+    limit = _positive(units.parse_duration(args.downtime_limit,
+                                           "--downtime-limit"),
+                      "--downtime-limit")
+    return bw, limit
+
+
+def _model(args, defaults, **kwargs):
+    from rtmig_nova import plugins
+    name = args.model if args.model is not None else defaults.model
+    try:
+        return plugins.load_model(name, **kwargs)
+    except ValueError as e:
+        raise CliError(f"--model: {e}") from None
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# -- commands -----------------------------------------------------------------
+
+def cmd_predict(args, defaults):
+    from rtmig_nova import model as rtmodel
+    bw, limit = _bandwidth_and_limit(args)
+    settings = _settings(args, defaults)
+    ref, profile = resolve_profile(args, defaults)
+    predictor = _model(args, defaults)
+    pred = rtmodel.predict(profile, bw, limit, model=predictor, **settings)
+    if args.json:
+        doc = pred.to_dict(QUANTILES)
+        doc["profile"] = profile_info(ref, profile)
+        print_json(doc)
+        return EXIT_OK
+    out = header_lines(ref, profile)
+    out.append("Settings: " + settings_line(pred.settings, pred.model))
+    out.append("")
+    out.extend(prediction_lines(pred))
+    emit(out)
+    return EXIT_OK
+
+
+def cmd_plan(args, defaults):
+    from rtmig_nova import model as rtmodel
+    deadline = _positive(units.parse_duration(
+        args.deadline if args.deadline is not None else DEFAULT_DEADLINE,
+        "--deadline"), "--deadline")
+    max_downtime = _positive(units.parse_duration(
+        args.max_downtime if args.max_downtime is not None
+        else DEFAULT_MAX_DOWNTIME, "--max-downtime"), "--max-downtime")
+    confidence = units.parse_probability(args.confidence, "--confidence") \
+        if args.confidence is not None else defaults.confidence
+    link = _positive(units.parse_rate(
+        args.link_capacity if args.link_capacity is not None
+        else DEFAULT_LINK_CAPACITY, "--link-capacity"), "--link-capacity")
+    cpu_cost = units.parse_duration(args.cpu_cost_per_page,
+                                    "--cpu-cost-per-page") \
+        if args.cpu_cost_per_page is not None else defaults.cpu_cost_per_page
+    settings = _settings(args, defaults)
+    ref, profile = resolve_profile(args, defaults)
+    predictor = _model(args, defaults)
+    pl = rtmodel.plan(profile, deadline, max_downtime, confidence,
+                      link_capacity=link, cpu_cost_per_page=cpu_cost,
+                      model=predictor, cpu_margin=defaults.cpu_margin,
+                      deadline_period=defaults.deadline_period,
+                      cgroup_period_us=defaults.cgroup_period, **settings)
+    status = EXIT_INFEASIBLE if (args.fail_infeasible and not pl.feasible) \
+        else EXIT_OK
+    if args.json:
+        doc = pl.to_dict()
+        doc["profile"] = profile_info(ref, profile)
+        print_json(doc)
+        return status
+    emit(plan_lines(ref, profile, pl, cpu_cost, defaults.cpu_margin,
+                    predictor))
+    return status
+
+
+def cmd_simulate(args, defaults):
+    from tqdm import tqdm
+
+    from rtmig_nova import model as rtmodel
+    bw, limit = _bandwidth_and_limit(args)
+    runs = units.parse_int(args.runs, "--runs", minimum=1) \
+        if args.runs is not None else DEFAULT_RUNS
+    seed = units.parse_int(args.seed, "--seed", minimum=0) \
+        if args.seed is not None else None
+    settings = _settings(args, defaults)
+    ref, profile = resolve_profile(args, defaults)
+    show = args.progress if args.progress is not None \
+        else _isatty(sys.stderr)
+    start = time.monotonic()
+    with tqdm(total=runs, file=sys.stderr, disable=not show,
+              desc="rtmig simulate", unit="run", dynamic_ncols=True) as bar:
+        def progress(done, total):
+            bar.update(done - bar.n)
+
+        pred = rtmodel.simulate(profile, bw, limit, runs=runs, seed=seed,
+                                progress=progress, **settings)
+    elapsed = time.monotonic() - start
+    if args.json:
+        doc = pred.to_dict(QUANTILES)
+        doc["runs"] = runs
+        doc["seed"] = seed
+        doc["profile"] = profile_info(ref, profile)
+        print_json(doc)
+        return EXIT_OK
+    out = header_lines(ref, profile)
+    out.append("Settings: " + settings_line(pred.settings, pred.model))
+    out.append(f"Simulated {runs} migrations"
+               f"{'' if seed is None else f' (seed {seed})'} in "
+               f"{units.format_duration(elapsed)}")
+    out.append("")
+    out.extend(prediction_lines(pred))
+    emit(out)
+    return EXIT_OK
+
+
+def cmd_profile_show(args, defaults):
+    ref, profile = resolve_profile(args, defaults)
+    doc = profile_summary(ref, profile)
+    if args.json:
+        print_json(doc)
+        return EXIT_OK
+    emit(profile_show_lines(ref, profile, doc))
+    return EXIT_OK
+
+
+def cmd_profile_convert(args, defaults):
+    import numpy as np
+
+    from rtmig_nova.model import DirtyProfile
+    src, dst = args.input, args.output
+    in_kind = file_kind(src, "INPUT")
+    out_kind = file_kind(dst, "OUTPUT")
+    page_size = None
+    if args.page_size is not None:
+        page_size = units.parse_size(args.page_size, "--page-size")
+        if page_size <= 0:
+            raise CliError(f"--page-size: must be > 0 bytes, got "
+                           f"{args.page_size!r}")
+    zero = units.parse_int(args.zero_pages, "--zero-pages", minimum=0) \
+        if args.zero_pages is not None else None
+    if os.path.lexists(dst) and not args.force:
+        raise CliError(f"OUTPUT: {dst} exists; use --force to overwrite it")
+    if os.path.isdir(dst):
+        raise CliError(f"OUTPUT: {dst} is a directory")
+    meta = {"converted_from": os.path.basename(src)}
+    if in_kind == "npy":
+        arr = read_npy(src)
+        profile = DirtyProfile.from_rates(
+            np.asarray(arr, dtype=np.float64), page_size=page_size or 4096,
+            zero_pages=zero or 0, metadata=meta)
+    elif in_kind == "csv":
+        profile = DirtyProfile.load_csv(
+            src, page_size=page_size or 4096, zero_pages=zero or 0,
+            metadata=meta)
+    else:
+        profile = DirtyProfile.load(src)
+        if page_size is not None or zero is not None:
+            profile = DirtyProfile(
+                profile.rates, profile.counts, profile.idle_pages,
+                profile.zero_pages if zero is None else zero,
+                profile.page_size if page_size is None else page_size,
+                profile.metadata)
+    suffix = ".json.gz" if dst.lower().endswith(".gz") else \
+        os.path.splitext(dst)[1]
+    with replacing(dst, suffix) as tmp:
+        if out_kind == "json":
+            profile.save(tmp)
+        else:
+            profile.save_csv(tmp)
+    out = [f"wrote {dst}: {units.format_bytes(profile.memory_bytes)}, "
+           f"{profile.total_pages} pages ({profile.active_pages} active, "
+           f"{profile.idle_pages} idle), {profile.rates.size} rate bins"]
+    if out_kind == "csv" and (profile.zero_pages or profile.page_size != 4096
+                              or profile.metadata):
+        out.append(f"note: a CSV histogram keeps rates and page counts "
+                   f"only; page size ({profile.page_size} bytes), zero pages "
+                   f"({profile.zero_pages}) and metadata are not stored")
+    emit(out)
+    return EXIT_OK

@@ -1,0 +1,219 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The ``rtmig`` command line: options, help texts and sub"""
+
+import argparse
+
+from rtmig_nova.cli.commands import (
+    DEFAULT_DEADLINE, DEFAULT_LINK_CAPACITY, DEFAULT_MAX_DOWNTIME,
+    DEFAULT_RUNS, cmd_plan, cmd_predict, cmd_profile_convert,
+    cmd_profile_show, cmd_simulate)
+from rtmig_nova.cli.errors import PROG, CliError
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and an exception."""
+
+    def error(self, message):
+        raise CliError(f"{message} (see '{self.prog} --help')")
+
+
+def _version():
+    try:
+        from importlib import metadata
+        return metadata.version("rtmig-nova")
+    except Exception:  # not installed: running from a source tree
+        return "unknown"
+
+
+def _add_global_options(parser, suppress):
+    """--config-file and --debug, accepted before or after the subcommand
+    (after it, ``suppress`` keeps an absent option from resetting the value
+    given before it)."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--config-file", metavar="PATH", default=default,
+        help="read the [rtmig] options (the defaults of the model settings) "
+             "from this oslo.config file; without it the built-in option "
+             "defaults are used and no file is searched for")
+    parser.add_argument(
+        "--debug", action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="show a traceback on internal errors")
+
+
+def _add_profile_option(parser):
+    parser.add_argument(
+        "--profile", metavar="P",
+        help="dirty-page profile: a file (.json or .json.gz) or builtin:NAME "
+             "(default: [rtmig] default_profile, builtin:default)")
+
+
+def _add_model_options(parser, model=True):
+    g = parser.add_argument_group(
+        "model settings (defaults from the [rtmig] options)")
+    if model:
+        g.add_argument(
+            "--model", metavar="NAME",
+            help="model plugin: precopy, geometric, qemu-estimate, "
+                 "montecarlo, or another installed one "
+                 "(default: [rtmig] model, precopy)")
+    g.add_argument("--dirty-log", choices=("sync", "clear"),
+                   help="dirty-log semantics (default: [rtmig] dirty_log, "
+                        "sync)")
+    g.add_argument("--order", choices=("address", "rate"),
+                   help="send order of the pages in a round (default: "
+                        "[rtmig] send_order, address)")
+    g.add_argument("--switchover-time", metavar="DUR",
+                   help="fixed extra downtime for device state and the "
+                        "switch-over, e.g. 20ms (default: [rtmig] "
+                        "switchover_time, 0 s)")
+    g.add_argument("--check-interval", metavar="DUR",
+                   help="QEMU's pending-size check period (default: [rtmig] "
+                        "check_interval, 100 ms)")
+    g.add_argument("--max-rounds", metavar="N",
+                   help="rounds after which a migration counts as not "
+                        "converging (default: [rtmig] max_rounds, 200)")
+
+
+def _add_json_option(parser):
+    parser.add_argument(
+        "--json", action="store_true",
+        help="print one JSON document instead of the table (infinite "
+             "values, i.e. not converged, are null)")
+
+
+def build_parser():
+    common = OneLineErrorParser(add_help=False)
+    _add_global_options(common, suppress=True)
+
+    parser = OneLineErrorParser(
+        prog=PROG,
+        description="Predict and size QEMU pre-copy live migrations of "
+                    "soft real-time guests from their dirty-page profile.",
+        epilog="Units: sizes in bytes (4096, 4KiB, 2GB), rates in bytes/s "
+               "(125e6, 100MiB/s, 1Gbit/s), durations in seconds (0.3, "
+               "300ms, 2min).  Exit status: 0 success (an infeasible plan "
+               "too, unless --fail-infeasible: 1), 2 bad input, 3 internal "
+               "error.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {_version()}")
+    _add_global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                required=True,
+                                parser_class=OneLineErrorParser)
+
+    p = sub.add_parser(
+        "predict", parents=[common],
+        help="predict one migration at a given bandwidth",
+        description="Predict total time, downtime, bytes sent and rounds "
+                    "of one migration: mean, p50, p95, p99 and the "
+                    "probability that it converges.")
+    _add_profile_option(p)
+    p.add_argument("--bandwidth", metavar="RATE", required=True,
+                   help="migration bandwidth, e.g. 100MiB/s or 1Gbit/s")
+    p.add_argument("--downtime-limit", metavar="DUR", required=True,
+                   help="QEMU downtime-limit, e.g. 300ms")
+    _add_model_options(p)
+    _add_json_option(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "plan", parents=[common],
+        help="least bandwidth, downtime-limit and CPU to meet a deadline",
+        description="Find the least migration bandwidth, the QEMU "
+                    "downtime-limit and the CPU reservation of the migration "
+                    "thread such that P(total time <= deadline and downtime "
+                    "<= max-downtime) >= confidence.  An infeasible request "
+                    "is an answer, not an error: the exit status is 0 "
+                    "unless --fail-infeasible is given.")
+    _add_profile_option(p)
+    p.add_argument("--deadline", metavar="DUR",
+                   help=f"time for the whole migration (default: "
+                        f"{DEFAULT_DEADLINE})")
+    p.add_argument("--max-downtime", metavar="DUR",
+                   help=f"longest the guest may be stopped (default: "
+                        f"{DEFAULT_MAX_DOWNTIME})")
+    p.add_argument("--confidence", metavar="P",
+                   help="required probability in (0, 1), e.g. 0.95 or 95%% "
+                        "(default: [rtmig] confidence, 0.95)")
+    p.add_argument("--link-capacity", metavar="RATE",
+                   help=f"what the migration link can carry (default: "
+                        f"{DEFAULT_LINK_CAPACITY})")
+    p.add_argument("--cpu-cost-per-page", metavar="DUR",
+                   help="migration-thread CPU time per page sent, e.g. "
+                        "2.5us (default: [rtmig] cpu_cost_per_page)")
+    p.add_argument("--fail-infeasible", action="store_true",
+                   help="exit with status 1 when the request is infeasible")
+    _add_model_options(p)
+    _add_json_option(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "simulate", parents=[common],
+        help="page-level Monte-Carlo simulation of many migrations",
+        description="Simulate RUNS migrations page by page (the reference "
+                    "the analytic model is validated against; slow on "
+                    "large guests).")
+    _add_profile_option(p)
+    p.add_argument("--bandwidth", metavar="RATE", required=True,
+                   help="migration bandwidth, e.g. 100MiB/s or 1Gbit/s")
+    p.add_argument("--downtime-limit", metavar="DUR", required=True,
+                   help="QEMU downtime-limit, e.g. 300ms")
+    p.add_argument("--runs", metavar="N",
+                   help=f"migrations to simulate (default: {DEFAULT_RUNS})")
+    p.add_argument("--seed", metavar="S",
+                   help="random seed, an integer >= 0 (default: fresh "
+                        "entropy)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", action="store_true", default=None,
+                   help="show a progress bar on stderr (default: when "
+                        "stderr is a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="never show the progress bar")
+    _add_model_options(p, model=False)
+    _add_json_option(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "profile", parents=[common], help="show or convert dirty profiles",
+        description="Inspect and convert dirty-page profiles.")
+    psub = p.add_subparsers(dest="profile_command", metavar="COMMAND",
+                            required=True, parser_class=OneLineErrorParser)
+    q = psub.add_parser(
+        "show", parents=[common], help="summarise a profile",
+        description="Memory, pages, write and dirty rates, a per-decade "
+                    "histogram of page write rates, and the metadata.")
+    _add_profile_option(q)
+    _add_json_option(q)
+    q.set_defaults(func=cmd_profile_show)
+    q = psub.add_parser(
+        "convert", parents=[common], help="convert between profile formats",
+        description="INPUT by extension: .npy (per-page write rates, "
+                    "writes/s, float array), .csv (histogram, header "
+                    "'rate_per_s,pages'; rate 0 = idle pages), .json or "
+                    ".json.gz (profile file).  OUTPUT by extension: .json "
+                    "or .json.gz (profile file) or .csv (histogram).")
+    q.add_argument("input", metavar="INPUT")
+    q.add_argument("output", metavar="OUTPUT")
+    q.add_argument("--page-size", metavar="SIZE",
+                   help="bytes per page, e.g. 4KiB (default: 4096 for .npy "
+                        "and .csv input; a profile file keeps its own)")
+    q.add_argument("--zero-pages", metavar="N",
+                   help="idle pages that hold only zero bytes (default: 0 "
+                        "for .npy and .csv input; a profile file keeps its "
+                        "own)")
+    q.add_argument("--force", action="store_true",
+                   help="overwrite OUTPUT if it exists")
+    q.set_defaults(func=cmd_profile_convert)
+    return parser

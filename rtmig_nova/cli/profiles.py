@@ -1,0 +1,128 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Profiles on the command line: ``--profile`` (a file or
+``builtin:NAME``), and the files ``profile convert`` reads and writes."""
+
+import contextlib
+import os
+import tempfile
+from importlib import resources
+
+from rtmig_nova.cli.errors import CliError
+
+BUILTIN_PREFIX = "builtin:"
+_PROFILE_SUFFIXES = ("-profile.json", "-profile.json.gz")
+
+
+def _data_dir():
+    return resources.files("rtmig_nova").joinpath("data")
+
+
+def builtin_profiles():
+    """``{NAME: resource}`` of the profiles shipped in rtmig_nova/data."""
+    found = {}
+    try:
+        entries = list(_data_dir().iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in entries:
+        for suffix in _PROFILE_SUFFIXES:
+            if entry.name.endswith(suffix):
+                found[entry.name[:-len(suffix)]] = entry
+    return dict(sorted(found.items()))
+
+
+def load_profile(ref):
+    """A DirtyProfile from a path or ``builtin:NAME``."""
+    from rtmig_nova.model import DirtyProfile, ProfileError
+
+    if ref.startswith(BUILTIN_PREFIX):
+        name = ref[len(BUILTIN_PREFIX):]
+        available = builtin_profiles()
+        if name not in available:
+            names = ", ".join(BUILTIN_PREFIX + n for n in available) \
+                or "none"
+            raise CliError(f"--profile: unknown builtin profile {ref!r}; "
+                           f"available: {names}")
+        with resources.as_file(available[name]) as path:
+            return DirtyProfile.load(path)
+    if not ref:
+        raise CliError("--profile: empty profile path")
+    try:
+        return DirtyProfile.load(os.path.expanduser(ref))
+    except ProfileError as e:
+        raise CliError(f"--profile: {e}") from None
+
+
+def resolve_profile(args, defaults):
+    """``(ref, DirtyProfile)`` of ``--profile``, or of the [rtmig]
+    default_profile when it is not given."""
+    ref = args.profile if args.profile is not None \
+        else defaults.default_profile
+    return ref, load_profile(ref)
+
+
+def file_kind(path, what):
+    """``"npy"``, ``"csv"`` or ``"json"`` from the name of the ``profile
+    convert`` INPUT or OUTPUT (``what``)."""
+    low = path.lower()
+    for ext, kind in ((".json.gz", "json"), (".json", "json"),
+                      (".npy", "npy"), (".csv", "csv")):
+        if low.endswith(ext):
+            if what == "OUTPUT" and kind == "npy":
+                break
+            return kind
+    forms = ".npy, .csv, .json or .json.gz" if what == "INPUT" else \
+        ".json, .json.gz or .csv"
+    raise CliError(f"{what}: {path}: unknown file type; expected {forms}")
+
+
+def read_npy(path):
+    """The per-page rates (writes/s) of a ``.npy`` file: a 1-D numeric
+    array."""
+    import numpy as np
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except OSError:
+        raise
+    except (ValueError, EOFError) as e:
+        raise CliError(f"{path}: not a .npy array of per-page rates "
+                       f"({str(e).splitlines()[0] if str(e) else 'corrupt'})"
+                       ) from None
+    if not isinstance(arr, np.ndarray) or arr.ndim != 1 or \
+            arr.dtype.kind not in "fiu":
+        raise CliError(f"{path}: expected a one-dimensional numeric array "
+                       f"of per-page rates (writes/s), got "
+                       f"{getattr(arr, 'dtype', type(arr))} with shape "
+                       f"{getattr(arr, 'shape', '?')}")
+    return arr
+
+
+@contextlib.contextmanager
+def replacing(path, suffix):
+    """A temporary path next to ``path``, renamed over it on success."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".rtmig-", suffix=suffix,
+                               dir=directory)
+    os.close(fd)
+    # mkstemp makes the file 0600; give it the mode open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
