@@ -107,6 +107,19 @@ def set_migration(dom, bandwidth=None, max_downtime=None):
             downtime_ms / 1000.0 if downtime_ms is not None else None)
 
 
+def migration_params(bandwidth):
+    """Typed parameters for ``virDomainMigrateToURI3`` that carry the
+    planned bandwidth (bytes/s, rounded up to libvirt's whole MiB/s):
+    ``{VIR_MIGRATE_PARAM_BANDWIDTH: MiB/s}``.  The maximum downtime has no
+    such parameter: set it with :func:`set_migration` (before or while the
+    migration runs)."""
+    if not (isinstance(bandwidth, (int, float)) and math.isfinite(bandwidth)
+            and bandwidth > 0):
+        raise ValueError(f"bandwidth must be > 0 bytes/s, got {bandwidth!r}")
+    # VIR_MIGRATE_PARAM_BANDWIDTH is the string "bandwidth" in libvirt.h.
+    return {"bandwidth": math.ceil(bandwidth / MIB)}
+
+
 def get_cpu(dom):
     """Live CFS bandwidth parameters of the domain (``CPU_PARAMS``)."""
     libvirt = _libvirt()
