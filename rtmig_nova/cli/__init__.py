@@ -10,7 +10,8 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""The ``rtmig`` command: predict, plan and simulate pre-copy migrations.
+"""The ``rtmig`` command: predict, plan and simulate pre-copy migrations,
+and apply and release the host reservations of a plan.
 
 Subcommands (see ``docs/cli.md`` for options, output and JSON keys)::
 
@@ -19,6 +20,9 @@ Subcommands (see ``docs/cli.md`` for options, output and JSON keys)::
     rtmig simulate --bandwidth RATE --downtime-limit DUR [--runs N]
     rtmig profile show [--profile P]
     rtmig profile convert INPUT OUTPUT
+    rtmig reserve apply --domain NAME [--plan FILE] ...
+    rtmig reserve show
+    rtmig reserve release (ID | --all)
 
 Exit status: 0 on success (an infeasible ``plan`` is an answer: also 0,
 unless ``--fail-infeasible``, then 1); 2 for bad input or usage, with one
@@ -36,12 +40,18 @@ Modules, one job each:
 ``parser``
     the argparse command line (options, help texts, subcommands).
 ``config``
-    the ``[rtmig]`` oslo.config options that default the model settings.
+    the ``[rtmig]`` oslo.config options that default the model settings
+    and the reservation state directory.
 ``profiles``
     ``--profile`` (files and ``builtin:NAME``), and the files ``profile
     convert`` reads and writes.
 ``commands``
-    one function per subcommand: option values in, model call, output out.
+    one function per model and profile subcommand: option values in, model
+    call, output out.
+``reserve``
+    the ``reserve`` subcommands: options and ``--plan`` checked, then the
+    host, then the enforcement layer's all-or-nothing ``Reservation``
+    (imported only when they run).
 ``reports``
     what the commands print: the tables and the JSON documents.
 ``output``

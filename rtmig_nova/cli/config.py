@@ -34,6 +34,7 @@ class Defaults:
     deadline_period: float
     cgroup_period: int
     default_profile: str
+    reservation_state_dir: str
 
 
 def load_defaults(config_file=None):

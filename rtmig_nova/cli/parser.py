@@ -19,6 +19,9 @@ from rtmig_nova.cli.commands import (
     DEFAULT_RUNS, cmd_plan, cmd_predict, cmd_profile_convert,
     cmd_profile_show, cmd_simulate)
 from rtmig_nova.cli.errors import PROG, CliError
+from rtmig_nova.cli.reserve import (
+    DEFAULT_MIGRATION_PORTS, DEFAULT_URI, cmd_reserve_apply,
+    cmd_reserve_release, cmd_reserve_show)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -43,9 +46,10 @@ def _add_global_options(parser, suppress):
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
         "--config-file", metavar="PATH", default=default,
-        help="read the [rtmig] options (the defaults of the model settings) "
-             "from this oslo.config file; without it the built-in option "
-             "defaults are used and no file is searched for")
+        help="read the [rtmig] options (the defaults of the model settings "
+             "and of --state-dir) from this oslo.config file; without it "
+             "the built-in option defaults are used and no file is "
+             "searched for")
     parser.add_argument(
         "--debug", action="store_true",
         default=argparse.SUPPRESS if suppress else False,
@@ -100,7 +104,9 @@ def build_parser():
     parser = OneLineErrorParser(
         prog=PROG,
         description="Predict and size QEMU pre-copy live migrations of "
-                    "soft real-time guests from their dirty-page profile.",
+                    "soft real-time guests from their dirty-page profile, "
+                    "and apply and release the host reservations they "
+                    "need.",
         epilog="Units: sizes in bytes (4096, 4KiB, 2GB), rates in bytes/s "
                "(125e6, 100MiB/s, 1Gbit/s), durations in seconds (0.3, "
                "300ms, 2min).  Exit status: 0 success (an infeasible plan "
@@ -216,4 +222,136 @@ def build_parser():
     q.add_argument("--force", action="store_true",
                    help="overwrite OUTPUT if it exists")
     q.set_defaults(func=cmd_profile_convert)
+
+    _add_reserve_parser(sub, common)
     return parser
+
+
+def _add_state_dir_option(parser):
+    parser.add_argument(
+        "--state-dir", metavar="DIR",
+        help="directory of the reservations' state files (default: [rtmig] "
+             "reservation_state_dir, /var/lib/rtmig-nova/reservations)")
+
+
+def _add_reserve_parser(sub, common):
+    p = sub.add_parser(
+        "reserve", parents=[common],
+        help="apply, show and release host reservations of a migration",
+        description="Apply a migration plan's reservations on this host "
+                    "(libvirt migration speed and downtime, cgroup CPU "
+                    "bandwidth, SCHED_DEADLINE, HTB traffic shaping), all "
+                    "or nothing, list them, and release them.  Needs root "
+                    "for SCHED_DEADLINE and shaping, and a libvirt "
+                    "connection for the domain.")
+    rsub = p.add_subparsers(dest="reserve_command", metavar="COMMAND",
+                            required=True, parser_class=OneLineErrorParser)
+
+    q = rsub.add_parser(
+        "apply", parents=[common], help="apply a reservation",
+        description="Build the steps (migration, cpu, deadline per thread, "
+                    "shaping) from --plan and the options, and apply them "
+                    "all or none: if one fails, the ones before it are "
+                    "undone.  What to restore is recorded in the state "
+                    "directory before each change; 'rtmig reserve release "
+                    "ID' undoes it.  Explicit options override the plan.")
+    g = q.add_argument_group("domain")
+    g.add_argument("--domain", metavar="NAME", required=True,
+                   help="the running libvirt domain (name or UUID)")
+    g.add_argument("--uri", metavar="URI", default=DEFAULT_URI,
+                   help=f"libvirt connection (default: {DEFAULT_URI})")
+    g = q.add_argument_group(
+        "migration controls (libvirt migration speed and maximum downtime)")
+    g.add_argument("--plan", metavar="FILE",
+                   help="the JSON of 'rtmig plan --json' ('-': standard "
+                        "input); must be feasible.  Gives the bandwidth, "
+                        "the downtime-limit and the CPU defaults below")
+    g.add_argument("--bandwidth", metavar="RATE",
+                   help="migration bandwidth, e.g. 50MiB/s (default: the "
+                        "plan's bandwidth_bytes_per_s; libvirt sets whole "
+                        "MiB/s, rounded up)")
+    g.add_argument("--downtime-limit", metavar="DUR",
+                   help="maximum downtime, e.g. 300ms (default: the plan's "
+                        "downtime_limit_s; whole ms, rounded down)")
+    g = q.add_argument_group(
+        "CPU (CFS bandwidth of the domain's cgroups, whole microseconds)")
+    g.add_argument("--emulator-quota", metavar="DUR",
+                   help="CPU time per period of the emulator cgroup, which "
+                        "holds QEMU's migration thread (default: the plan's "
+                        "cpu.quota_us)")
+    g.add_argument("--emulator-period", metavar="DUR",
+                   help="its period, 1ms..1s (default: the plan's "
+                        "cpu.cgroup_period_us, else [rtmig] cgroup_period)")
+    g.add_argument("--vcpu-quota", metavar="DUR",
+                   help="CPU time per period of each vCPU (default: "
+                        "unchanged)")
+    g.add_argument("--vcpu-period", metavar="DUR",
+                   help="its period, 1ms..1s (default: [rtmig] "
+                        "cgroup_period)")
+    g = q.add_argument_group("SCHED_DEADLINE (whole nanoseconds)")
+    g.add_argument("--deadline-thread", metavar="TID", action="append",
+                   help="a thread to put under SCHED_DEADLINE; repeatable")
+    g.add_argument("--deadline-vcpus", action="store_true",
+                   help="the domain's vCPU threads too")
+    g.add_argument("--deadline-runtime", metavar="DUR",
+                   help="runtime per period (default: the plan's "
+                        "cpu.runtime_ns)")
+    g.add_argument("--deadline-period", metavar="DUR",
+                   help="period (default: the plan's cpu.period_ns)")
+    g.add_argument("--deadline-deadline", metavar="DUR",
+                   help="relative deadline (default: the plan's "
+                        "cpu.deadline_ns with the plan's period, else the "
+                        "period)")
+    g = q.add_argument_group(
+        "traffic shaping (HTB on the migration interface; optional)")
+    g.add_argument("--interface", metavar="IF",
+                   help="the migration interface; its root qdisc becomes "
+                        "an HTB whose migration class gets the migration "
+                        "bandwidth")
+    g.add_argument("--netns", metavar="NS",
+                   help="network namespace of the interface (default: the "
+                        "current one)")
+    g.add_argument("--link-capacity", metavar="RATE",
+                   help="what the link carries, e.g. 1Gbit/s; required "
+                        "with --interface")
+    g.add_argument("--migration-ports", metavar="LO-HI",
+                   help=f"destination ports of the migration stream "
+                        f"(default: {DEFAULT_MIGRATION_PORTS[0]}-"
+                        f"{DEFAULT_MIGRATION_PORTS[1]}, libvirt's "
+                        f"migration port range)")
+    g.add_argument("--migration-peer", metavar="ADDR",
+                   help="destination address or prefix of the migration "
+                        "(default: any)")
+    g = q.add_argument_group("record")
+    g.add_argument("--label", metavar="TEXT", default="",
+                   help="a note kept with the reservation")
+    _add_state_dir_option(g)
+    q.add_argument("--json", action="store_true",
+                   help="print one JSON document {id, label, state_file, "
+                        "applied} instead of the table")
+    q.set_defaults(func=cmd_reserve_apply)
+
+    q = rsub.add_parser(
+        "show", parents=[common], help="list the recorded reservations",
+        description="The reservations recorded in the state directory: "
+                    "id, label, creation time and the undo record of each "
+                    "applied step.")
+    _add_state_dir_option(q)
+    q.add_argument("--json", action="store_true",
+                   help="print one JSON document instead of the table")
+    q.set_defaults(func=cmd_reserve_show)
+
+    q = rsub.add_parser(
+        "release", parents=[common], help="release reservations",
+        description="Undo a reservation's steps in reverse order and remove "
+                    "its record.  Idempotent: an unknown or already "
+                    "released ID is not an error.")
+    q.add_argument("id", metavar="ID", nargs="?",
+                   help="the reservation to release")
+    q.add_argument("--all", action="store_true",
+                   help="release every recorded reservation (also those "
+                        "a crash left behind)")
+    _add_state_dir_option(q)
+    q.add_argument("--json", action="store_true",
+                   help="print one JSON document instead of the text")
+    q.set_defaults(func=cmd_reserve_release)

@@ -15,6 +15,7 @@ of their JSON documents (see docs/cli.md)."""
 
 import json
 import math
+import time
 
 from rtmig_nova import units
 from rtmig_nova.cli.output import jsonable, table
@@ -264,4 +265,163 @@ def profile_show_lines(ref, profile, doc):
         text = value if isinstance(value, str) else \
             json.dumps(jsonable(value), sort_keys=True)
         out.append(f"  {key}: {text}")
+    return out
+
+
+# -- reserve ------------------------------------------------------------------
+
+def _rate_text(rate):
+    return f"{units.format_rate(rate)} ({rate:.0f} bytes/s)"
+
+
+def _where(ifname, netns):
+    return ifname if netns is None else f"{ifname} (netns {netns})"
+
+
+def _apply_row(step, domain, uri):
+    """``(kind, what it sets)`` of one applied step."""
+    kind = step.kind
+    if kind == "migration":
+        return kind, (f"domain {domain} ({uri}): bandwidth "
+                      f"{_rate_text(step.bandwidth)}, downtime-limit "
+                      f"{units.format_duration(step.max_downtime)}")
+    if kind == "cpu":
+        parts = []
+        for group in ("emulator", "vcpu", "iothread"):
+            quota = step.params.get(f"{group}_quota")
+            period = step.params.get(f"{group}_period")
+            if quota is not None:
+                parts.append(f"{group} quota {quota} us per {period} us")
+        return kind, f"domain {domain}: " + ", ".join(parts)
+    if kind == "deadline":
+        return kind, (f"thread {step.tid}: runtime {step.runtime_ns} ns, "
+                      f"deadline {step.deadline_ns} ns, period "
+                      f"{step.period_ns} ns")
+    if kind == "shaping":
+        plan = step.plan
+        match = plan.migration.match
+        lo, hi = match.dst_ports
+        peer = "any address" if match.peer is None else match.peer
+        return kind, (f"{_where(plan.ifname, plan.netns)}: HTB, link "
+                      f"{_rate_text(plan.link_rate)}; migration class "
+                      f"{_rate_text(plan.migration.rate)} to ports "
+                      f"{lo}-{hi} of {peer}")
+    return kind, str(step)
+
+
+def _rows(rows, indent="  "):
+    width = max(len(k) for k, _ in rows)
+    return [f"{indent}{k.ljust(width)}  {v}" for k, v in rows]
+
+
+def reserve_apply_lines(ident, label, path, domain, uri, steps):
+    """The ``reserve apply`` report: the id and what each step set."""
+    out = [f"Reservation {ident} applied"]
+    if label:
+        out.append(f"Label:       {label}")
+    out.append(f"State file:  {path}")
+    out.append("")
+    out.extend(_rows([("step", "set")]
+                     + [_apply_row(s, domain, uri) for s in steps]))
+    out.append("")
+    out.append(f"Release it with: rtmig reserve release {ident}")
+    return out
+
+
+def _previous_policy(previous, policy_names):
+    policy, _flags, nice, priority, runtime, deadline, period = previous
+    name = policy_names.get(policy, f"policy {policy}")
+    if name == "SCHED_DEADLINE":
+        return (f"{name} (runtime {runtime} ns, deadline {deadline} ns, "
+                f"period {period} ns)")
+    if name in ("SCHED_FIFO", "SCHED_RR"):
+        return f"{name} (priority {priority})"
+    return f"{name} (nice {nice})"
+
+
+# libvirt's QEMU driver reports an unlimited migration speed as INT64_MAX
+# bytes/s in MiB/s: 8796093022207 MiB/s.
+_UNLIMITED_SPEED = (2 ** 63 - 1) // 2 ** 20 * 2 ** 20
+
+
+def _speed_text(rate):
+    if rate >= _UNLIMITED_SPEED:
+        return f"unlimited ({rate:.0f} bytes/s, libvirt's default)"
+    return _rate_text(rate)
+
+
+def undo_text(kind, record, policy_names):
+    """What releasing the step of ``kind`` restores, from its undo
+    record."""
+    try:
+        if kind == "migration":
+            return (f"domain {record['domain']} ({record['uri']}): "
+                    f"bandwidth {_speed_text(record['bandwidth'])}, "
+                    f"downtime-limit "
+                    f"{units.format_duration(record['max_downtime'])}")
+        if kind == "cpu":
+            params = ", ".join(
+                f"{k} {'none' if v == -1 else f'{v} us'}"
+                for k, v in sorted(record["params"].items()))
+            return (f"domain {record['domain']} ({record['uri']}): "
+                    f"{params or 'nothing'}")
+        if kind == "deadline":
+            return (f"thread {record['tid']}: "
+                    f"{_previous_policy(record['previous'], policy_names)}")
+        if kind == "shaping":
+            return (f"{_where(record['ifname'], record['netns'])}: the "
+                    f"kernel's default qdisc (removes the rtmig HTB)")
+    except (KeyError, TypeError, ValueError):
+        pass
+    return json.dumps(record, sort_keys=True)
+
+
+def _created(created):
+    if not isinstance(created, (int, float)):
+        return "unknown"
+    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(created))
+
+
+def reserve_show_lines(state_dir, docs, policy_names):
+    """The ``reserve show`` report; ``docs`` as in its JSON."""
+    if not docs:
+        return [f"No reservations recorded in {state_dir}"]
+    n = len(docs)
+    out = [f"{n} reservation{'s' if n != 1 else ''} recorded in "
+           f"{state_dir}"]
+    for doc in docs:
+        out.append("")
+        out.append(f"Reservation {doc['id']}")
+        if doc["label"]:
+            out.append(f"  Label:       {doc['label']}")
+        out.append(f"  Created:     {_created(doc['created'])}")
+        out.append(f"  State file:  {doc['state_file']}")
+        if not doc["steps"]:
+            out.append("  Steps:       none recorded (nothing was changed "
+                       "yet)")
+            continue
+        out.append("  Steps, and what releasing restores (in reverse "
+                   "order):")
+        out.extend(_rows([(s["kind"], undo_text(s["kind"], s["record"],
+                                                policy_names))
+                          for s in doc["steps"]], indent="    "))
+    return out
+
+
+def reserve_release_lines(state_dir, ident, released, docs):
+    """The ``reserve release`` report; ``docs`` maps the ids recorded
+    before the release to their ``reserve show --json`` documents."""
+    if not released:
+        if ident is None:
+            return [f"Nothing to release: no reservations recorded in "
+                    f"{state_dir}"]
+        return [f"Nothing to release: no reservation {ident} in "
+                f"{state_dir} (unknown or already released)"]
+    out = []
+    for rid in released:
+        doc = docs.get(rid)
+        label = f" ({doc['label']})" if doc and doc["label"] else ""
+        kinds = [s["kind"] for s in reversed(doc["steps"])] if doc else []
+        out.append(f"Released {rid}{label}: restored "
+                   f"{', '.join(kinds) or 'nothing'}")
     return out

@@ -164,6 +164,20 @@ profile file.
 
 Unit: none (a profile reference).
 """),
+    cfg.StrOpt(
+        'reservation_state_dir',
+        default='/var/lib/rtmig-nova/reservations',
+        help="""
+Directory of the state files of the host reservations that ``rtmig reserve
+apply`` makes (libvirt migration and CPU settings, SCHED_DEADLINE, traffic
+shaping): one JSON file per reservation that records, before each change,
+what to restore.  ``rtmig reserve show`` lists them and ``rtmig reserve
+release`` undoes them, also after a crash of the process that made them.
+Only root should be able to write it: releasing a record changes what it
+names.
+
+Unit: none (a directory path).
+"""),
 ]
 
 

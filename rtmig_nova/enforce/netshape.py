@@ -148,6 +148,19 @@ class ShapingPlan:
 
 # -- validation (pure, plus existence checks that need no privileges) ------
 
+# Ethernet header + IPv4 + TCP with timestamps: what a full-size TCP segment
+# of MSS payload bytes costs in the frame bytes HTB counts.
+ETH_HEADER = 14
+TCP_IP_HEADERS = 52
+
+
+def frame_rate(payload_rate, mtu=1500):
+    """Frame bytes/s HTB must allow for ``payload_rate`` bytes/s of TCP
+    payload (a migration stream's bandwidth as QEMU and libvirt count it)
+    in full-size segments: payload x (MTU + 14) / (MTU - 52)."""
+    return payload_rate * (mtu + ETH_HEADER) / (mtu - TCP_IP_HEADERS)
+
+
 def _fmt_rate(value, scale=None):
     """``"60 MB/s"``: decimal units, the scale picked from ``scale``."""
     ref = abs(value if scale is None else scale)

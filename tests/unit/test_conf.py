@@ -31,6 +31,7 @@ EXPECTED_DEFAULTS = {
     'deadline_period': 0.01,
     'cgroup_period': 100000,
     'default_profile': 'builtin:default',
+    'reservation_state_dir': '/var/lib/rtmig-nova/reservations',
 }
 
 
