@@ -111,6 +111,8 @@ class _Layout:
         """Cumulative pages per bin at address fractions ``x`` (any real;
         the address space repeats with period 1), shape x.shape + (bins,)."""
         x = np.asarray(x, dtype=np.float64)
+        if self.k == 1:         # no layout: every bin spread evenly
+            return x[..., None] * self.total
         turns = np.floor(x)
         pos = (x - turns) * self.k
         j = np.minimum(pos.astype(np.int64), self.k - 1)

@@ -89,15 +89,21 @@ def bin_rates(rates, name="rates"):
         # its value: dropping low mantissa bits gives a log-spaced bin index
         # without calling log().  Sign bit set: negative (or -0.0, or -NaN).
         keys = np.right_shift(x.view(np.int64), _SHIFT, out=buf[:x.size])
-        if keys.min() < 0:
+        kmin = int(keys.min())
+        if kmin < 0:
             if (x < 0).any():
                 raise ValueError(f"{name} contains negative rates")
             x = np.abs(x)
             keys = np.right_shift(x.view(np.int64), _SHIFT, out=keys)
-        if keys.max() >= _NONFINITE_KEY:
+            kmin = int(keys.min())
+        kmax = int(keys.max())
+        if kmax >= _NONFINITE_KEY:
             raise ValueError(f"{name} contains NaN or infinite values")
-        counts += np.bincount(keys, minlength=_NKEYS)
-        sums += np.bincount(keys, weights=x, minlength=_NKEYS)
+        # Count over the keys present only (a chunk spans few of them).
+        keys -= kmin
+        counts[kmin:kmax + 1] += np.bincount(keys, minlength=kmax - kmin + 1)
+        sums[kmin:kmax + 1] += np.bincount(keys, weights=x,
+                                           minlength=kmax - kmin + 1)
     # Key 0 holds 0 and subnormal rates (< 2.3e-308 writes/s): idle pages.
     idle = int(counts[0])
     counts[0] = 0
