@@ -230,23 +230,29 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     # The p-quantile of the total time is about (bytes sent) / B, and fewer
     # bytes are sent at a higher bandwidth, so B x Q_p(B) / T is a lower
     # bound of the root after a success and an upper bound after a failure:
-    # aim half a step inside it.  Where that says nothing (not converged) or
-    # falls outside the bracket, bisect in log B.  Below first_pass /
+    # aim half a step inside it.  Once a failure did not converge at all,
+    # the root is at the convergence cliff, where that bound says little:
+    # never aim below the bracket's log-midpoint then.  Below first_pass /
     # deadline nothing can succeed.
     lo, hi = first_pass / deadline, link_capacity
     guess = hi * best.total_time.quantile(confidence) / deadline \
         + bandwidth_step / 2
+    cliff = False
     while hi - lo > bandwidth_step and hi / lo > 1 + 1e-4:
-        if not (math.isfinite(guess) and lo < guess < hi):
-            guess = math.sqrt(lo * hi)
+        mid = math.sqrt(lo * hi)
+        if not (math.isfinite(guess) and lo < guess < hi) or \
+                (cliff and guess < mid):
+            guess = mid
         pred = predictor.predict(profile, settings_for(guess),
                                  horizon=deadline)
         ok = success(pred) >= confidence
+        q = pred.total_time.quantile(confidence)
         if ok:
             hi = guess
         else:
             lo = guess
-        bound = guess * pred.total_time.quantile(confidence) / deadline
+            cliff = cliff or not math.isfinite(q)
+        bound = guess * q / deadline
         guess = bound + bandwidth_step / 2 if ok else \
             bound - bandwidth_step / 2
     # Round up to the enforcement granularity; the model is not exactly
