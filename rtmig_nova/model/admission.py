@@ -19,20 +19,12 @@ while the reserved total stays within C.
 import dataclasses
 import math
 
+from rtmig_nova.model.checks import non_negative, positive
+
 DEFAULT_RT_RUNTIME_US = 950000
 DEFAULT_RT_PERIOD_US = 1000000
 _EPS = 1e-12
 SEARCH_LIMIT = 200000   # placements fit_servers tries before saying no
-
-
-def _positive(name, value):
-    try:
-        ok = math.isfinite(value) and value > 0
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +34,8 @@ class Server:
     period: float
 
     def __post_init__(self):
-        _positive("runtime", self.runtime)
-        _positive("period", self.period)
+        positive("runtime", self.runtime)
+        positive("period", self.period)
         if self.runtime > self.period:
             raise ValueError(f"runtime {self.runtime:g} s exceeds period "
                              f"{self.period:g} s: more than one CPU")
@@ -59,7 +51,7 @@ def rt_bound(rt_runtime_us=DEFAULT_RT_RUNTIME_US,
     (/proc/sys/kernel/sched_rt_runtime_us and sched_rt_period_us, in us)."""
     if rt_runtime_us == -1:
         return 1.0
-    _positive("sched_rt_period_us", rt_period_us)
+    positive("sched_rt_period_us", rt_period_us)
     if not (isinstance(rt_runtime_us, (int, float)) and
             0 <= rt_runtime_us <= rt_period_us):
         raise ValueError("sched_rt_runtime_us must be -1 or between 0 and "
@@ -146,23 +138,16 @@ def fit_servers(loads, groups, bound):
 
 def link_left(capacity, reserved):
     """Bytes/s still free on a link of ``capacity`` bytes/s."""
-    capacity = _positive("link capacity", capacity)
+    capacity = positive("link capacity", capacity)
     total = 0.0
     for r in reserved:
-        total += _nonneg_rate(r)
+        total += non_negative("reserved rate", r)
     return max(capacity - total, 0.0)
-
-
-def _nonneg_rate(r):
-    if not (isinstance(r, (int, float)) and math.isfinite(r) and r >= 0):
-        raise ValueError(f"reserved rates must be finite numbers >= 0 "
-                         f"bytes/s, got {r!r}")
-    return float(r)
 
 
 def fits_link(capacity, reserved, rate):
     """Whether ``rate`` bytes/s more fits on the link."""
-    rate = _positive("rate", rate)
+    rate = positive("rate", rate)
     return rate <= link_left(capacity, reserved) * (1 + 1e-12)
 
 

@@ -45,7 +45,8 @@ round sends pages in increasing order of write rate, hot pages last.
 """
 
 import dataclasses
-import math
+
+from rtmig_nova.model.checks import non_negative, positive
 
 # Bytes on the wire (QEMU 7.2 migration/ram.c).
 PAGE_HEADER_BYTES = 8        # save_page_header: be64 offset | flags
@@ -58,27 +59,6 @@ QEMU_DEFAULT_MAX_BANDWIDTH = 128 * 2**20  # bytes/s (MAX_THROTTLE)
 
 DIRTY_LOGS = ("sync", "clear")
 ORDERS = ("address", "rate")
-
-
-def _positive(name, value):
-    try:
-        ok = math.isfinite(value) and value > 0
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _nonneg(name, value):
-    try:
-        ok = math.isfinite(value) and value >= 0
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a finite number >= 0, "
-                         f"got {value!r}")
-    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,13 +84,13 @@ class MigrationSettings:
 
     def __post_init__(self):
         object.__setattr__(self, "bandwidth",
-                           _positive("bandwidth", self.bandwidth))
+                           positive("bandwidth", self.bandwidth))
         object.__setattr__(self, "downtime_limit",
-                           _positive("downtime_limit", self.downtime_limit))
+                           positive("downtime_limit", self.downtime_limit))
         object.__setattr__(self, "check_interval",
-                           _positive("check_interval", self.check_interval))
-        object.__setattr__(self, "switchover_time",
-                           _nonneg("switchover_time", self.switchover_time))
+                           positive("check_interval", self.check_interval))
+        object.__setattr__(self, "switchover_time", non_negative(
+            "switchover_time", self.switchover_time))
         if self.dirty_log not in DIRTY_LOGS:
             raise ValueError(f"dirty_log must be one of {DIRTY_LOGS}, "
                              f"got {self.dirty_log!r}")

@@ -21,8 +21,8 @@ import math
 
 from rtmig_nova.model import variants
 from rtmig_nova.model.baselines import first_pass_bytes
-from rtmig_nova.model.precopy import (MigrationSettings, PAGE_HEADER_BYTES,
-                                      _positive)
+from rtmig_nova.model.checks import positive
+from rtmig_nova.model.precopy import MigrationSettings, PAGE_HEADER_BYTES
 
 MIB = 2 ** 20
 # Default CPU time the migration thread spends per page sent, seconds (zero
@@ -145,11 +145,11 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     :returns: a :class:`Plan`; an infeasible request is a plan with
         ``feasible=False`` and a ``reason``, not an exception
     """
-    deadline = _positive("deadline", deadline)
-    max_downtime = _positive("max_downtime", max_downtime)
+    deadline = positive("deadline", deadline)
+    max_downtime = positive("max_downtime", max_downtime)
     if link_capacity is None:
         raise ValueError("link_capacity is required (bytes/s)")
-    link_capacity = _positive("link_capacity", link_capacity)
+    link_capacity = positive("link_capacity", link_capacity)
     try:
         ok = 0 < confidence < 1
     except TypeError:
@@ -160,7 +160,7 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
             and math.isfinite(cpu_cost_per_page) and cpu_cost_per_page >= 0):
         raise ValueError("cpu_cost_per_page must be a finite number >= 0 "
                          "seconds")
-    bandwidth_step = _positive("bandwidth_step", bandwidth_step)
+    bandwidth_step = positive("bandwidth_step", bandwidth_step)
     predictor = variants.get(model)
     ps = profile.page_size
     switchover = float(settings.get("switchover_time", 0.0))

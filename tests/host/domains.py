@@ -41,3 +41,39 @@ def transient_domain():
             dom.destroy()
         finally:
             conn.close()
+
+
+def libvirtd_up():
+    """Whether libvirt-python is installed and libvirtd answers."""
+    try:
+        import libvirt
+    except ImportError:
+        return False
+    try:
+        libvirt.open(URI).close()
+        return True
+    except libvirt.libvirtError:
+        return False
+
+
+REQUIRES_LIBVIRTD = (
+    "needs libvirt-python and a libvirtd at qemu:///system: "
+    "tools/run-tests.sh installs and starts them")
+
+
+@contextlib.contextmanager
+def namespace_with_veth(ns, ifname):
+    """A network namespace holding a veth pair ``ifname``/``ifname``p,
+    both up; deleted afterwards (a stale one of the same name first)."""
+    import subprocess
+    subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", ifname, "type",
+                        "veth", "peer", "name", ifname + "p"], check=True)
+        for name in (ifname, ifname + "p"):
+            subprocess.run(["ip", "-n", ns, "link", "set", name, "up"],
+                           check=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)

@@ -10,15 +10,12 @@ import sys
 
 import pytest
 
-from rtmig_nova import cli
+from tests.cli_helpers import assert_one_error_line, run
+
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls as lc
 from rtmig_nova.enforce import netshape
 from tests.host import domains
-
-libvirt = pytest.importorskip(
-    "libvirt", reason="libvirt-python is not installed: tools/run-tests.sh "
-                      "installs it with the libvirt system packages")
 
 NS = f"rtmigtest-c-{os.getpid()}"
 IF = "rtm-c0"
@@ -26,32 +23,14 @@ LINK = "100Mbit/s"                      # 12.5e6 bytes/s
 KINDS = ["migration", "cpu", "deadline", "shaping"]
 
 
-def _libvirtd_up():
-    try:
-        libvirt.open(domains.URI).close()
-        return True
-    except libvirt.libvirtError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(
-    not _libvirtd_up(), reason="no libvirtd at qemu:///system: "
-                               "tools/run-tests.sh starts it")
+pytestmark = pytest.mark.skipif(not domains.libvirtd_up(),
+                                reason=domains.REQUIRES_LIBVIRTD)
 
 
 @pytest.fixture(scope="module")
 def netns():
-    subprocess.run(["ip", "netns", "delete", NS], capture_output=True)
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    try:
-        subprocess.run(["ip", "-n", NS, "link", "add", IF, "type", "veth",
-                        "peer", "name", IF + "p"], check=True)
-        for name in (IF, IF + "p"):
-            subprocess.run(["ip", "-n", NS, "link", "set", name, "up"],
-                           check=True)
-        yield NS
-    finally:
-        subprocess.run(["ip", "netns", "delete", NS], capture_output=True)
+    with domains.namespace_with_veth(NS, IF) as ns:
+        yield ns
 
 
 def _rtmig(*argv, check=True):
@@ -116,20 +95,6 @@ def _state_files(h):
     if not os.path.isdir(h["state"]):
         return []
     return [n for n in os.listdir(h["state"]) if n.endswith(".json")]
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error_line(code, out, err):
-    assert code == 2, (code, out, err)
-    assert out == ""
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("rtmig: error: "), err
 
 
 def _apply_argv(h, plan_file, *extra):

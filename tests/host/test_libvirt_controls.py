@@ -8,23 +8,9 @@ import pytest
 from rtmig_nova.enforce import libvirt_controls as lc
 from tests.host import domains
 
-libvirt = pytest.importorskip(
-    "libvirt", reason="libvirt-python is not installed: tools/run-tests.sh "
-                      "installs it with the libvirt system packages")
 
-
-def _libvirtd_up():
-    try:
-        libvirt.open(domains.URI).close()
-        return True
-    except libvirt.libvirtError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(
-    not _libvirtd_up(), reason="no libvirtd at qemu:///system: "
-                               "tools/run-tests.sh starts virtlogd and "
-                               "libvirtd")
+pytestmark = pytest.mark.skipif(not domains.libvirtd_up(),
+                                reason=domains.REQUIRES_LIBVIRTD)
 
 
 @pytest.fixture

@@ -15,40 +15,18 @@ from rtmig_nova.enforce import netshape
 from rtmig_nova.enforce import reservation as rsv
 from tests.host import domains
 
-libvirt = pytest.importorskip(
-    "libvirt", reason="libvirt-python is not installed: tools/run-tests.sh "
-                      "installs it with the libvirt system packages")
-
 NS = f"rtmigtest-r-{os.getpid()}"
 IF = "rtm-r0"
 
 
-def _libvirtd_up():
-    try:
-        libvirt.open(domains.URI).close()
-        return True
-    except libvirt.libvirtError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(
-    not _libvirtd_up(), reason="no libvirtd at qemu:///system: "
-                               "tools/run-tests.sh starts it")
+pytestmark = pytest.mark.skipif(not domains.libvirtd_up(),
+                                reason=domains.REQUIRES_LIBVIRTD)
 
 
 @pytest.fixture(scope="module")
 def netns():
-    subprocess.run(["ip", "netns", "delete", NS], capture_output=True)
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    try:
-        subprocess.run(["ip", "-n", NS, "link", "add", IF, "type", "veth",
-                        "peer", "name", IF + "p"], check=True)
-        for name in (IF, IF + "p"):
-            subprocess.run(["ip", "-n", NS, "link", "set", name, "up"],
-                           check=True)
-        yield NS
-    finally:
-        subprocess.run(["ip", "netns", "delete", NS], capture_output=True)
+    with domains.namespace_with_veth(NS, IF) as ns:
+        yield ns
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from rtmig_nova import cli
+from tests.cli_helpers import assert_one_error_line, run
+
 from rtmig_nova.model import DirtyProfile
 
 PREDICTION_KEYS = {"model", "coarse_profile", "settings", "converges",
@@ -27,12 +28,6 @@ CPU_KEYS = {"share", "runtime_ns", "deadline_ns", "period_ns", "quota_us",
 SHOW_KEYS = {"profile", "memory_bytes", "page_size_bytes", "pages",
              "rate_bins", "write_rate_per_s", "dirty_rate", "decades",
              "synthetic", "coarse", "metadata"}
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def strict_json(text):
@@ -62,15 +57,6 @@ def coarse_profile(tmp_path):
     path = tmp_path / "coarse.json.gz"
     DirtyProfile.from_aggregate_rate(8 * 2 ** 20, 2e6).save(path)
     return path
-
-
-def assert_one_error_line(code, out, err):
-    assert code == 2, (code, out, err)
-    assert out == ""
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("rtmig: error: "), err
-    assert "Traceback" not in err
 
 
 # -- plan ---------------------------------------------------------------------

@@ -9,23 +9,9 @@ import sys
 
 import pytest
 
-from rtmig_nova import cli
+from tests.cli_helpers import assert_one_error_line, run
+
 from rtmig_nova.cli import reserve
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error_line(code, out, err):
-    assert code == 2, (code, out, err)
-    assert out == ""
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("rtmig: error: "), err
-    assert "Traceback" not in err
 
 
 def plan_doc(**changes):
