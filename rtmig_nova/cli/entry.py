@@ -24,6 +24,22 @@ from rtmig_nova.cli.errors import (
 from rtmig_nova.cli.parser import build_parser
 
 
+def _log_to(debug):
+    """The library logs (oslo.log) what it changes on the host; the command
+    prints its own report, so log records go to stderr only with --debug
+    (without a handler Python would print warnings itself)."""
+    import logging
+    logger = logging.getLogger("rtmig_nova")
+    for h in list(logger.handlers):
+        if getattr(h, "_rtmig_cli", False):
+            logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr) if debug else \
+        logging.NullHandler()
+    handler._rtmig_cli = True
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
 def main(argv=None):
     """Run ``rtmig`` with ``argv`` (default: sys.argv[1:]); returns the
     exit status."""
@@ -32,6 +48,7 @@ def main(argv=None):
         parser = build_parser()
         args = parser.parse_args(argv)
         debug = getattr(args, "debug", False)
+        _log_to(debug)
         defaults = load_defaults(getattr(args, "config_file", None))
         status = args.func(args, defaults)
         sys.stdout.flush()

@@ -19,10 +19,13 @@ import tempfile
 import time
 import uuid
 
+from oslo_log import log as logging
+
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.enforce import netshape
 
+LOG = logging.getLogger(__name__)
 DEFAULT_STATE_DIR = "/var/lib/rtmig-nova/reservations"
 STATE_VERSION = 1
 
@@ -216,6 +219,8 @@ class Reservation:
                 self.applied.append((step.kind, record))
                 self._save()
                 step.apply()
+                LOG.info("reservation %s: applied %s %s", self.ident,
+                         step.kind, record)
             except Exception as exc:
                 undone, left = _undo_all(self.applied)
                 self.applied = left
@@ -229,6 +234,7 @@ class Reservation:
                     msg += (f"; could not undo: "
                             f"{', '.join(k for k, _ in left)} (kept in "
                             f"{self.path})")
+                LOG.warning("reservation %s: %s", self.ident, msg)
                 raise ReservationError(msg) from None
         return self.ident
 
@@ -241,7 +247,10 @@ def _undo_all(applied):
         try:
             STEP_KINDS[kind].undo(record)
             undone.append(kind)
-        except Exception:
+            LOG.info("undid %s %s", kind, record)
+        except Exception as exc:
+            LOG.error("could not undo %s %s: %s", kind, record,
+                      _one_line(exc))
             left.insert(0, (kind, record))
     return undone, left
 
