@@ -2,8 +2,9 @@
 # Run the whole test suite, installing and starting what it needs first.
 #   tools/run-tests.sh [pytest args]
 #
-# As root (CI is root) it also installs the system packages the host tests
-# use (QEMU, libvirt, iproute2), gives /dev/kvm the group udev would give it
+# As root (CI is root) it also installs the system packages the host and
+# testbed tests use (QEMU, libvirt, iproute2; gcc, busybox-static and a
+# Debian kernel for the guest image), gives /dev/kvm the group udev would give it
 # (libvirt otherwise re-probes QEMU for minutes on every domain start), and
 # starts virtlogd and libvirtd.  Without root those tests skip, saying why.
 set -euo pipefail
@@ -11,7 +12,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
 APT_PACKAGES=(qemu-system-x86 libvirt-daemon-system libvirt-daemon-driver-qemu
-              libvirt-clients libvirt-dev pkg-config iproute2)
+              libvirt-clients libvirt-dev pkg-config iproute2
+              gcc libc6-dev busybox-static linux-image-amd64)
 
 if [ "$(id -u)" = 0 ]; then
     missing=()

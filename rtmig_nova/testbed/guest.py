@@ -1,0 +1,149 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Testbed guests: kernel command line, libvirt domain XML, QEMU argv.
+
+A guest boots the Debian kernel and the initramfs of
+:mod:`rtmig_nova.testbed.image` directly (no disk, no network), its console
+on the first serial port.  The workload and its parameters travel on the
+kernel command line as ``rtmig.KEY=VALUE`` words, read by the guest's
+``/init`` and by the workload programs (see the header comments of
+``rtmig_nova/testbed/workloads/*.c``).  Each workload prints a status line
+a second, ``rtmig-workload NAME key=value ...``; :func:`parse_status`
+reads one.
+"""
+
+import re
+from xml.etree import ElementTree as ET
+
+# The rtmig.* parameters each workload program takes (besides "workload").
+WORKLOAD_PARAMS = {
+    "video": ("width", "height", "frame", "ring", "mem", "meta",
+              "period_us", "duration"),
+    "uniform": ("mem", "rate", "batch_us", "seed", "duration"),
+    "zipf": ("mem", "rate", "s", "scatter", "batch_us", "seed",
+             "duration"),
+}
+_VALUE_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
+_STATUS_RE = re.compile(r"rtmig-workload (\w+)((?: \w+=\S+)+)")
+
+
+def _format(key, value):
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, float):
+        value = format(value, "g")
+    value = str(value)
+    if not _VALUE_RE.match(value):
+        raise ValueError(f"rtmig.{key}={value!r}: a value must be a number "
+                         f"or a word of [A-Za-z0-9._+-]")
+    return f"rtmig.{key}={value}"
+
+
+def kernel_cmdline(workload=None, mem=None, *, console="ttyS0", quiet=True,
+                   extra=(), **params):
+    """The kernel command line of a guest running ``workload`` (None: an
+    idle guest) on a working set of ``mem`` bytes (an int, or a size such as
+    "8M"; None: the program's default) with the workload's other
+    parameters as keyword arguments, e.g.
+    ``kernel_cmdline("uniform", "8M", rate=5000)``.  ``extra`` are more
+    kernel words.  ``panic=-1``: a guest whose init dies reboots at once,
+    which ends QEMU run with ``-no-reboot`` and a libvirt domain whose
+    on_reboot is destroy."""
+    words = [f"console={console}", "rdinit=/init", "panic=-1"]
+    if quiet:
+        words.append("quiet")
+    if workload is None:
+        if mem is not None or params:
+            raise ValueError("workload parameters without a workload")
+    else:
+        if workload not in WORKLOAD_PARAMS:
+            raise ValueError(f"unknown workload {workload!r}; have "
+                             f"{', '.join(WORKLOAD_PARAMS)}")
+        unknown = sorted(set(params) - set(WORKLOAD_PARAMS[workload]))
+        if unknown:
+            raise ValueError(f"workload {workload} has no parameter "
+                             f"{', '.join(unknown)}")
+        words.append(_format("workload", workload))
+        if mem is not None:
+            words.append(_format("mem", mem))
+        words += [_format(k, v) for k, v in params.items()]
+    words += [str(w) for w in extra]
+    return " ".join(words)
+
+
+def domain_xml(name, kernel, initrd, memory_mib, vcpus, cmdline,
+               domain_type="qemu", machine="pc"):
+    """A libvirt domain of ``domain_type`` ("qemu": TCG; "kvm" where KVM
+    works) booting ``kernel`` and ``initrd`` directly with ``cmdline``:
+    no disk, no network, ACPI (so the guest can power off), a pty serial
+    port that is also the console, no balloon.  The guest stops for good
+    on power-off, reboot or crash.  For a migration the kernel and initrd
+    paths must exist on both hosts.
+
+    Size ``memory_mib`` as the workload's memory plus about 72 MiB: the
+    kernel and the initramfs (which stays in RAM) leave about 57 MiB
+    available in a 128 MiB guest (the init's first line says how much).  A
+    workload that does not fit is OOM-killed and the guest powers off."""
+    dom = ET.Element("domain", type=domain_type)
+    ET.SubElement(dom, "name").text = name
+    ET.SubElement(dom, "memory", unit="MiB").text = str(int(memory_mib))
+    ET.SubElement(dom, "vcpu").text = str(int(vcpus))
+    os_ = ET.SubElement(dom, "os")
+    ET.SubElement(os_, "type", arch="x86_64", machine=machine).text = "hvm"
+    ET.SubElement(os_, "kernel").text = str(kernel)
+    ET.SubElement(os_, "initrd").text = str(initrd)
+    ET.SubElement(os_, "cmdline").text = cmdline
+    ET.SubElement(ET.SubElement(dom, "features"), "acpi")
+    for event in ("on_poweroff", "on_reboot", "on_crash"):
+        ET.SubElement(dom, event).text = "destroy"
+    devices = ET.SubElement(dom, "devices")
+    serial = ET.SubElement(devices, "serial", type="pty")
+    ET.SubElement(serial, "target", port="0")
+    console = ET.SubElement(devices, "console", type="pty")
+    ET.SubElement(console, "target", type="serial", port="0")
+    ET.SubElement(devices, "memballoon", model="none")
+    ET.indent(dom)
+    return ET.tostring(dom, encoding="unicode")
+
+
+def qemu_argv(kernel, initrd, cmdline, memory_mib=128, vcpus=1,
+              accel="tcg", serial="stdio", qemu="qemu-system-x86_64",
+              extra=()):
+    """The argv of a plain QEMU running the guest: ``-accel tcg`` by
+    default, no default devices, no display or monitor, its serial
+    console on ``serial`` (a QEMU chardev: "stdio", "file:PATH",
+    "pipe:PATH", ...); QEMU exits when the guest powers off or reboots."""
+    return [qemu, "-accel", accel, "-machine", "pc", "-nodefaults",
+            "-nographic", "-monitor", "none", "-no-reboot",
+            "-m", str(int(memory_mib)), "-smp", str(int(vcpus)),
+            "-serial", serial, "-kernel", str(kernel),
+            "-initrd", str(initrd), "-append", cmdline, *extra]
+
+
+def parse_status(line):
+    """(workload, {key: int or float}) of a ``rtmig-workload`` status line
+    (anywhere in ``line``), or None."""
+    m = _STATUS_RE.search(line)
+    if not m:
+        return None
+    fields = {}
+    for item in m.group(2).split():
+        key, value = item.split("=", 1)
+        try:
+            fields[key] = int(value)
+        except ValueError:
+            try:
+                fields[key] = float(value)
+            except ValueError:
+                fields[key] = value
+    return m.group(1), fields

@@ -1,0 +1,361 @@
+"""The testbed's guest image: workload programs, initramfs, guest boot.
+
+The unit tests need nothing.  The workload tests need gcc and libc6-dev;
+building the image needs busybox-static too, booting it also
+linux-image-amd64 and qemu-system-x86_64.  As root the missing Debian
+packages are installed (apt-get); otherwise those tests skip, naming the
+packages to install.  Guests run under TCG (``-accel tcg``)."""
+
+import gzip
+import os
+import selectors
+import shutil
+import subprocess
+import time
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from rtmig_nova.testbed import guest
+from rtmig_nova.testbed import image
+
+BOOT_TIMEOUT = 60.0
+QEMU = "qemu-system-x86_64"
+# Small parameters: a 4-frame ring of 640x480 frames, 8 MiB working sets.
+BOOT_CASES = {
+    "video": dict(width=640, height=480, ring=4),
+    "uniform": dict(mem="8M", rate=5000),
+    "zipf": dict(mem="8M", rate=5000, s=1.1),
+}
+
+
+# ---- unit: command line, XML, argv, status lines, cpio ------------------
+
+def test_kernel_cmdline():
+    line = guest.kernel_cmdline("uniform", "8M", rate=5000, seed=3)
+    assert line.split() == [
+        "console=ttyS0", "rdinit=/init", "panic=-1", "quiet",
+        "rtmig.workload=uniform", "rtmig.mem=8M", "rtmig.rate=5000",
+        "rtmig.seed=3"]
+    assert guest.kernel_cmdline("zipf", 1 << 20, s=1.25, quiet=False,
+                                extra=["edd=off"]).endswith(
+        "rtmig.workload=zipf rtmig.mem=1048576 rtmig.s=1.25 edd=off")
+    idle = guest.kernel_cmdline(console="ttyS1")
+    assert idle == "console=ttyS1 rdinit=/init panic=-1 quiet"
+    assert "rtmig." not in idle
+
+
+@pytest.mark.parametrize("args, kwargs", [
+    (("bogus",), {}),
+    (("video",), {"rate": 5}),           # not a video parameter
+    ((None, "8M"), {}),                  # parameters without a workload
+    (("uniform", "8 M"), {}),            # would split the command line
+    (("uniform",), {"rate": "1;reboot"}),
+])
+def test_kernel_cmdline_rejects(args, kwargs):
+    with pytest.raises(ValueError):
+        guest.kernel_cmdline(*args, **kwargs)
+
+
+def test_workload_params_match_the_programs():
+    # Every parameter the Python side offers is one the C program knows.
+    for name, params in guest.WORKLOAD_PARAMS.items():
+        src = (image.WORKLOAD_DIR / f"{name}.c").read_text()
+        known = src.split("known[] = {", 1)[1].split("};", 1)[0]
+        assert sorted(params) == sorted(
+            k.strip().strip('"') for k in known.split(",")
+            if k.strip() not in ("", "NULL")), name
+
+
+def test_domain_xml():
+    cmdline = guest.kernel_cmdline("video", ring=4)
+    text = guest.domain_xml("rtmtb-v1", "/boot/vmlinuz-x", "/tmp/i&r.gz",
+                            256, 2, cmdline)
+    dom = ET.fromstring(text)
+    assert dom.get("type") == "qemu"
+    assert dom.findtext("name") == "rtmtb-v1"
+    assert dom.find("memory").get("unit") == "MiB"
+    assert dom.findtext("memory") == "256"
+    assert dom.findtext("vcpu") == "2"
+    assert dom.find("os/type").text == "hvm"
+    assert dom.findtext("os/kernel") == "/boot/vmlinuz-x"
+    assert dom.findtext("os/initrd") == "/tmp/i&r.gz"
+    assert dom.findtext("os/cmdline") == cmdline
+    assert "console=ttyS0" in cmdline
+    assert dom.find("features/acpi") is not None
+    devices = dom.find("devices")
+    assert devices.find("serial").get("type") == "pty"
+    assert devices.find("console").get("type") == "pty"
+    assert devices.find("console/target").get("type") == "serial"
+    assert devices.find("disk") is None
+    assert devices.find("interface") is None
+    assert ET.fromstring(guest.domain_xml(
+        "k", "k", "i", 64, 1, "", domain_type="kvm")).get("type") == "kvm"
+
+
+def test_qemu_argv():
+    argv = guest.qemu_argv("/k", "/i", "console=ttyS0 a=b", memory_mib=128,
+                           serial="file:/tmp/c")
+    assert argv[0] == QEMU
+    opt = {argv[i]: argv[i + 1] for i in range(1, len(argv) - 1)
+           if argv[i].startswith("-")}
+    assert opt["-accel"] == "tcg"
+    assert opt["-m"] == "128"
+    assert opt["-kernel"] == "/k"
+    assert opt["-initrd"] == "/i"
+    assert opt["-append"] == "console=ttyS0 a=b"
+    assert opt["-serial"] == "file:/tmp/c"
+    assert "-nographic" in argv and "-no-reboot" in argv
+
+
+def test_parse_status():
+    assert guest.parse_status(
+        "\x1b[2Jrtmig-workload video frames=26 misses=1 "
+        "max_lateness_us=12 t=1\r") == (
+        "video", {"frames": 26, "misses": 1, "max_lateness_us": 12, "t": 1})
+    assert guest.parse_status("rtmig-config video frame=1") is None
+    assert guest.parse_status("[    1.2] Run /init as init process") is None
+
+
+def _cpio_names(data):
+    # Walk a newc archive: names and modes, checking magic and alignment.
+    out, pos = {}, 0
+    while True:
+        assert data[pos:pos + 6] == b"070701"
+        f = [int(data[pos + 6 + 8 * i:pos + 14 + 8 * i], 16)
+             for i in range(13)]
+        mode, size, namesize = f[1], f[6], f[11]
+        name = data[pos + 110:pos + 110 + namesize - 1].decode()
+        pos += 110 + namesize
+        pos += -pos % 4
+        body = data[pos:pos + size]
+        pos += size
+        pos += -pos % 4
+        if name == "TRAILER!!!":
+            assert pos == len(data)
+            return out
+        out[name] = (mode, body, (f[9], f[10]))
+
+
+def test_cpio_newc_layout():
+    data = image.cpio_newc([
+        ("dev", 0o40755, b"", (0, 0)),
+        ("dev/console", 0o20600, b"", (5, 1)),
+        ("init", 0o100755, b"#!/bin/sh\n", (0, 0)),
+        ("bin/sh", 0o120777, b"busybox", (0, 0)),
+    ])
+    assert len(data) % 4 == 0
+    names = _cpio_names(data)
+    assert names["dev/console"] == (0o20600, b"", (5, 1))
+    assert names["init"][1] == b"#!/bin/sh\n"
+    assert names["bin/sh"] == (0o120777, b"busybox", (0, 0))
+    if shutil.which("cpio"):
+        listed = subprocess.run(["cpio", "-t", "--quiet"], input=data,
+                                capture_output=True, check=True).stdout
+        assert sorted(listed.decode().split()) == sorted(names)
+
+
+def test_find_kernel_error(tmp_path):
+    with pytest.raises(image.ImageError, match="linux-image-amd64"):
+        image.find_kernel(tmp_path)
+    for v in ("6.1.0-9-amd64", "6.1.0-10-amd64"):
+        (tmp_path / f"vmlinuz-{v}").write_bytes(b"k")
+    assert image.find_kernel(tmp_path).name == "vmlinuz-6.1.0-10-amd64"
+
+
+def test_ensure_packages_without_root(monkeypatch):
+    monkeypatch.setattr(image, "_installed", lambda p: p == "gcc")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(image.ImageError) as e:
+        image.ensure_packages(("gcc", "busybox-static", "libc6-dev"))
+    assert str(e.value) == (
+        "missing Debian packages busybox-static, libc6-dev; as root run: "
+        "apt-get install -y busybox-static libc6-dev")
+    assert image.ensure_packages(("gcc",)) == []
+
+
+# ---- the workload programs, compiled and run on the host ----------------
+
+def _need(packages):
+    try:
+        image.ensure_packages(packages)
+    except image.ImageError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def host_binaries(tmp_path_factory):
+    _need(("gcc", "libc6-dev"))
+    out = tmp_path_factory.mktemp("workloads")
+    # -Werror: the programs must stay warning-free with -Wall -Wextra.
+    return image.compile_workloads(out, cflags=image.CFLAGS + ("-Werror",))
+
+
+@pytest.mark.parametrize("workload, params, key, per_second", [
+    ("video", "rtmig.width=320 rtmig.height=240 rtmig.ring=3", "frames",
+     25),
+    ("uniform", "rtmig.mem=4M rtmig.rate=20000", "writes", 20000),
+    ("zipf", "rtmig.mem=4M rtmig.rate=20000 rtmig.s=1.1", "writes", 20000),
+], ids=["video", "uniform", "zipf"])
+def test_workload_runs_on_host(host_binaries, workload, params, key,
+                               per_second):
+    res = subprocess.run(
+        [str(host_binaries[workload]),
+         f"rtmig.workload={workload} {params} rtmig.duration=2 rtmig.zz=1"],
+        capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert "unknown parameter rtmig.zz=1" in res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith(f"rtmig-config {workload} ")
+    status = [guest.parse_status(line) for line in lines[1:]]
+    assert [s[0] for s in status] == [workload, workload]
+    first, second = (s[1] for s in status)
+    assert (first["t"], second["t"]) == (1, 2)
+    assert second[key] - first[key] == pytest.approx(per_second, rel=0.2)
+    if workload == "zipf":
+        # The hottest of the 1024 pages gets 1 / sum(r^-1.1) of the writes.
+        share = float(lines[0].split("hottest_share=")[1].split()[0])
+        expected = 1 / sum(r ** -1.1 for r in range(1, 1025))
+        assert share == pytest.approx(expected, rel=1e-4)
+
+
+def test_workload_rejects_bad_value(host_binaries):
+    res = subprocess.run([str(host_binaries["uniform"]), "rtmig.mem=8X"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2
+    assert "rtmig.mem=8X: bad size suffix" in res.stderr
+
+
+# ---- the image, booted under QEMU (TCG) ---------------------------------
+
+@pytest.fixture(scope="module")
+def boot_files(request, tmp_path_factory):
+    _need(image.ALL_PACKAGES)
+    if shutil.which(QEMU) is None:
+        pytest.skip(f"{QEMU} not found: apt-get install -y qemu-system-x86")
+    cache = request.config.cache
+    workdir = (cache.mkdir("rtmig-testbed-image") if cache is not None
+               else tmp_path_factory.mktemp("image"))
+    return image.find_kernel(), image.build_initramfs(workdir)
+
+
+def test_initramfs_is_cached_and_complete(boot_files):
+    _, initrd = boot_files
+    t = time.monotonic()
+    assert image.build_initramfs(initrd.parent) == initrd
+    assert time.monotonic() - t < 5
+    names = _cpio_names(gzip.decompress(initrd.read_bytes()))
+    for name in ("init", "dev/console", "bin/busybox", "bin/sh",
+                 "bin/mount", "bin/poweroff", "bin/rtmig-video",
+                 "bin/rtmig-uniform", "bin/rtmig-zipf"):
+        assert name in names
+    assert names["init"][1] == image.INIT_SCRIPT.encode()
+
+
+class Guest:
+    """A QEMU guest whose serial console is QEMU's stdout (a pipe)."""
+
+    def __init__(self, kernel, initrd, cmdline):
+        self.console = ""
+        self.proc = subprocess.Popen(
+            guest.qemu_argv(kernel, initrd, cmdline, memory_mib=128),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self._partial = ""
+
+    def lines(self, timeout):
+        """Yield console lines until ``timeout`` seconds have passed or
+        QEMU has exited."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.sel.select(max(0.0, deadline - time.monotonic())):
+                continue
+            chunk = self.proc.stdout.read()
+            if chunk is None:                   # nothing after all
+                continue
+            if not chunk:                       # EOF: QEMU has exited
+                self.proc.wait(10)
+                return
+            text = chunk.decode(errors="replace")
+            self.console += text
+            *done, self._partial = (self._partial + text).split("\n")
+            yield from done
+
+    def tail(self):
+        return (f"console (last 2000 chars):\n{self.console[-2000:]}\n"
+                f"QEMU exit status: {self.proc.poll()}")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.sel.close()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def boot(boot_files):
+    guests = []
+
+    def start(cmdline):
+        g = Guest(*boot_files, cmdline)
+        guests.append(g)
+        return g
+
+    yield start
+    for g in guests:
+        g.close()
+
+
+@pytest.mark.parametrize("workload", sorted(BOOT_CASES))
+def test_guest_boots_and_runs_workload(boot, workload):
+    params = BOOT_CASES[workload]
+    g = boot(guest.kernel_cmdline(workload, **params))
+    start, booted, config, status = time.monotonic(), None, None, []
+    for line in g.lines(BOOT_TIMEOUT):
+        if f"rtmig-config {workload} " in line:
+            config, booted = line, time.monotonic() - start
+        parsed = guest.parse_status(line)
+        if parsed:
+            assert parsed[0] == workload, g.tail()
+            status.append(parsed[1])
+            if len(status) == 2:
+                break
+    assert len(status) == 2, f"no two status lines in {BOOT_TIMEOUT}s; " \
+        + g.tail()
+    print(f"{workload}: workload up {booted:.1f}s after QEMU started")
+    first, second = status
+    assert second["t"] == first["t"] + 1
+    if workload == "video":
+        assert "frame=460800 ring=4" in config
+        assert second["frames"] > first["frames"] > 0
+        assert second["misses"] >= first["misses"] >= 0
+        assert second["max_lateness_us"] >= 0
+    else:
+        assert "pages=2048" in config
+        assert second["writes"] > first["writes"] > 0
+        assert second["wps"] == pytest.approx(params["rate"], rel=0.1)
+
+
+def test_idle_guest(boot):
+    g = boot(guest.kernel_cmdline())
+    for line in g.lines(BOOT_TIMEOUT):
+        if "rtmig-init: up workload=none" in line:
+            break
+    else:
+        pytest.fail("the idle guest did not come up; " + g.tail())
+    # A 128 MiB guest has about 57 MiB left for a workload.
+    avail = int(line.split("memavailable_kib=")[1].split()[0])
+    assert 16 << 10 < avail < 128 << 10
+    assert g.proc.poll() is None
+
+
+def test_guest_powers_off_when_workload_ends(boot):
+    g = boot(guest.kernel_cmdline("uniform", "1M", rate=100, duration=1))
+    list(g.lines(BOOT_TIMEOUT))
+    assert "rtmig-init: workload uniform exited with status 0" in g.console
+    assert g.proc.returncode == 0, g.tail()
