@@ -233,7 +233,9 @@ def boot_files(request, tmp_path_factory):
     _need(image.ALL_PACKAGES)
     if shutil.which(QEMU) is None:
         pytest.skip(f"{QEMU} not found: apt-get install -y qemu-system-x86")
-    cache = request.config.cache
+    # Reuse builds across runs when pytest's cache is on (it is off in CI:
+    # -p no:cacheprovider leaves no ``config.cache``).
+    cache = getattr(request.config, "cache", None)
     workdir = (cache.mkdir("rtmig-testbed-image") if cache is not None
                else tmp_path_factory.mktemp("image"))
     return image.find_kernel(), image.build_initramfs(workdir)
