@@ -63,6 +63,7 @@ import os
 import socket
 
 from rtmig_nova.enforce import privileged
+from rtmig_nova.model import admission
 
 __all__ = ["Match", "TrafficClass", "ShapingPlan", "NetShapeError",
            "ForeignQdiscError", "validate", "apply_plan", "apply", "show",
@@ -293,7 +294,8 @@ def validate(plan, check_host=True):
     best = 0.0
     if plan.default_rate is not None:
         best = _rate("default_rate", plan.default_rate)
-    if mig + res + best > link * (1 + 1e-9):
+    # The same link arithmetic as the scheduler filter's admission.
+    if not admission.fits_link(link, [res, best], mig):
         parts = [f"migration {_fmt_rate(mig, link)}"]
         if reserved:
             parts.append(f"reserved {_fmt_rate(res, link)}")
