@@ -1,0 +1,1 @@
+"""Capturing a guest's dirty page profile (``rtmig profile capture``)."""
