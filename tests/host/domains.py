@@ -77,3 +77,31 @@ def namespace_with_veth(ns, ifname):
         yield ns
     finally:
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+
+
+@contextlib.contextmanager
+def reservation_host(netns, state_dir):
+    """What a reservation changes, for tests: a running domain, a helper
+    process whose main thread takes SCHED_DEADLINE, the namespace with the
+    interface to shape, and a state dir."""
+    import subprocess
+    import sys
+    helper = subprocess.Popen([sys.executable, "-c",
+                               "import time; time.sleep(120)"])
+    try:
+        with transient_domain() as dom:
+            yield {"dom": dom, "name": dom.name(), "tid": helper.pid,
+                   "netns": netns, "state": str(state_dir)}
+    finally:
+        helper.kill()
+        helper.wait(10)
+
+
+def reservation_snapshot(h, ifname):
+    """Every value a reservation changes, to compare before and after."""
+    from rtmig_nova.enforce import deadline
+    from rtmig_nova.enforce import libvirt_controls as lc
+    from rtmig_nova.enforce import netshape
+    return (lc.get_migration(h["dom"]), lc.get_cpu(h["dom"]),
+            deadline.get_attr(h["tid"]).as_tuple()[:4],
+            netshape.show(ifname, h["netns"]))

@@ -4,8 +4,6 @@ them all; releasing, a failure at any step, or recovery after a crash puts
 every one of them back exactly."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -32,21 +30,12 @@ def netns():
 @pytest.fixture
 def host(netns, tmp_path):
     """A domain, a helper thread and the namespace, and a state dir."""
-    helper = subprocess.Popen([sys.executable, "-c",
-                               "import time; time.sleep(120)"])
-    try:
-        with domains.transient_domain() as dom:
-            yield {"dom": dom, "tid": helper.pid, "netns": netns,
-                   "state": str(tmp_path / "state")}
-    finally:
-        helper.kill()
-        helper.wait(10)
+    with domains.reservation_host(netns, tmp_path / "state") as h:
+        yield h
 
 
 def _snapshot(h):
-    return (lc.get_migration(h["dom"]), lc.get_cpu(h["dom"]),
-            deadline.get_attr(h["tid"]).as_tuple()[:4],
-            netshape.show(IF, h["netns"]))
+    return domains.reservation_snapshot(h, IF)
 
 
 def _steps(h):
