@@ -32,6 +32,9 @@ DEFAULT_DEADLINE = "60s"
 DEFAULT_MAX_DOWNTIME = "300ms"
 DEFAULT_LINK_CAPACITY = "1Gbit/s"
 DEFAULT_RUNS = 1000
+# Defaults of profile capture.
+DEFAULT_CAPTURE_DURATION = "20s"
+DEFAULT_CAPTURE_BANDWIDTH = "8MB/s"
 
 
 # -- option values ------------------------------------------------------------
@@ -249,4 +252,88 @@ def cmd_profile_convert(args, defaults):
                    f"only; page size ({profile.page_size} bytes), zero pages "
                    f"({profile.zero_pages}) and metadata are not stored")
     emit(out)
+    return EXIT_OK
+
+
+def cmd_profile_capture(args, defaults):
+    from rtmig_nova.capture import probe
+    if (args.domain is None) == (args.qmp is None):
+        raise CliError("give either --domain NAME or --qmp PATH "
+                       "--trace-file PATH")
+    if args.qmp is not None and args.trace_file is None:
+        raise CliError("--qmp needs --trace-file PATH (QEMU's -trace "
+                       "file=PATH)")
+    if args.domain is not None and args.trace_file is not None:
+        raise CliError("--trace-file goes with --qmp; a libvirt domain's "
+                       "trace is read from its log file")
+    if args.qmp is not None and args.uri is not None:
+        raise CliError("--uri goes with --domain")
+    duration = _positive(units.parse_duration(
+        args.duration if args.duration is not None
+        else DEFAULT_CAPTURE_DURATION, "--duration"), "--duration")
+    bandwidth = _positive(units.parse_rate(
+        args.bandwidth if args.bandwidth is not None
+        else DEFAULT_CAPTURE_BANDWIDTH, "--bandwidth"), "--bandwidth")
+    if bandwidth < 4096:
+        raise CliError(f"--bandwidth: must be at least 4096 bytes/s, got "
+                       f"{args.bandwidth!r}")
+    rounds = units.parse_int(args.rounds, "--rounds", minimum=1) \
+        if args.rounds is not None else None
+    dst = args.output
+    if file_kind(dst, "OUTPUT") != "json":
+        raise CliError(f"--output: {dst}: expected .json or .json.gz")
+    if os.path.lexists(dst) and not args.force:
+        raise CliError(f"--output: {dst} exists; use --force to overwrite "
+                       f"it")
+    if os.path.isdir(dst):
+        raise CliError(f"--output: {dst} is a directory")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(dst))):
+        raise CliError(f"--output: {dst}: no such directory")
+
+    def progress(r):
+        sys.stderr.write(f"round {r.index}: {r.pages} pages dirtied in "
+                         f"{units.format_duration(r.interval)} "
+                         f"({units.format_duration(r.elapsed)} elapsed)\n")
+        sys.stderr.flush()
+
+    kwargs = {"duration": duration, "bandwidth": bandwidth,
+              "max_rounds": rounds, "progress": progress}
+    try:
+        if args.domain is not None:
+            res = probe.capture_domain(args.domain,
+                                       args.uri or probe.DEFAULT_URI,
+                                       **kwargs)
+            target = f"domain {args.domain}"
+        else:
+            res = probe.capture_qmp(args.qmp, args.trace_file, **kwargs)
+            target = f"QEMU at {args.qmp}"
+    except probe.ProbeError as e:
+        raise CliError(str(e)) from None
+    profile = res.profile
+    suffix = ".json.gz" if dst.lower().endswith(".gz") else ".json"
+    with replacing(dst, suffix) as tmp:
+        profile.save(tmp)
+    if args.json:
+        print_json({
+            "output": dst, "target": target, "rounds": res.rounds,
+            "probe_seconds": res.duration,
+            "mean_interval_s": (sum(res.intervals) / len(res.intervals)),
+            "first_pass_pages": res.first_pass_pages,
+            "bytes_sent": res.bytes_sent, "log_rotations": res.log_rotations,
+            "restored_parameters": res.restored,
+            "total_pages": profile.total_pages,
+            "active_pages": profile.active_pages,
+            "idle_pages": profile.idle_pages,
+            "write_rate_per_s": profile.write_rate,
+            "page_size": profile.page_size})
+        return EXIT_OK
+    mean = sum(res.intervals) / len(res.intervals)
+    emit([f"captured {target}: {res.rounds} rounds in "
+          f"{units.format_duration(res.duration)} (mean interval "
+          f"{units.format_duration(mean)}), probe migration cancelled and "
+          f"parameters restored",
+          f"wrote {dst}: {units.format_bytes(profile.memory_bytes)}, "
+          f"{profile.total_pages} pages ({profile.active_pages} active, "
+          f"{profile.idle_pages} idle), write rate "
+          f"{units.format_number(profile.write_rate)} pages/s"])
     return EXIT_OK

@@ -16,7 +16,8 @@ import argparse
 
 from rtmig_nova.cli.commands import (
     DEFAULT_DEADLINE, DEFAULT_LINK_CAPACITY, DEFAULT_MAX_DOWNTIME,
-    DEFAULT_RUNS, cmd_plan, cmd_predict, cmd_profile_convert,
+    DEFAULT_CAPTURE_BANDWIDTH, DEFAULT_CAPTURE_DURATION, DEFAULT_RUNS,
+    cmd_plan, cmd_predict, cmd_profile_capture, cmd_profile_convert,
     cmd_profile_show, cmd_simulate)
 from rtmig_nova.cli.errors import PROG, CliError
 from rtmig_nova.cli.reserve import (
@@ -222,6 +223,45 @@ def build_parser():
     q.add_argument("--force", action="store_true",
                    help="overwrite OUTPUT if it exists")
     q.set_defaults(func=cmd_profile_convert)
+    q = psub.add_parser(
+        "capture", parents=[common],
+        help="capture a running guest's profile with a probe migration",
+        description="Run a throttled pre-copy migration of a running guest "
+                    "into a local sink that drops the stream, with QEMU's "
+                    "trace events migration_bitmap_sync_end and "
+                    "ram_save_page on, for DUR; then cancel it, put the "
+                    "migration parameters and trace events back, and write "
+                    "the profile of the observed rounds.  The guest keeps "
+                    "running.  QEMU needs the log trace backend and -msg "
+                    "timestamp=on (libvirt passes it).  A libvirt domain "
+                    "is reached through libvirt's QMP passthrough (the "
+                    "domain is marked tainted: custom-monitor) and its "
+                    "trace read from /var/log/libvirt/qemu/NAME.log (root).")
+    g = q.add_argument_group("guest (one of)")
+    g.add_argument("--domain", metavar="NAME",
+                   help="a running libvirt domain")
+    g.add_argument("--uri", metavar="URI",
+                   help=f"libvirt connection (default: {DEFAULT_URI})")
+    g.add_argument("--qmp", metavar="PATH",
+                   help="the QMP unix socket of a plain QEMU")
+    g.add_argument("--trace-file", metavar="PATH",
+                   help="with --qmp: the file of its -trace file=PATH")
+    q.add_argument("--duration", metavar="DUR",
+                   help=f"how long the probe migration runs (default: "
+                        f"{DEFAULT_CAPTURE_DURATION})")
+    q.add_argument("--bandwidth", metavar="RATE",
+                   help=f"max-bandwidth of the probe migration; low enough "
+                        f"that it never converges (default: "
+                        f"{DEFAULT_CAPTURE_BANDWIDTH})")
+    q.add_argument("--rounds", metavar="N",
+                   help="stop once N rounds after the first pass are "
+                        "observed (default: run for the whole --duration)")
+    q.add_argument("--output", metavar="PROFILE", required=True,
+                   help="the profile file to write (.json or .json.gz)")
+    q.add_argument("--force", action="store_true",
+                   help="overwrite --output if it exists")
+    _add_json_option(q)
+    q.set_defaults(func=cmd_profile_capture)
 
     _add_reserve_parser(sub, common)
     return parser

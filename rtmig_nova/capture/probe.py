@@ -1,0 +1,580 @@
+"""Capture the dirty page profile of a running, unmodified guest.
+
+A *probe migration* is a pre-copy migration that is never meant to finish:
+it is throttled (``max-bandwidth``, default 8 MB/s), has a 1 ms
+``downtime-limit`` (QEMU syncs the dirty bitmap again only when every dirty
+page has been sent) and sends its stream into a sink on this host that
+throws it away.  With the trace events ``migration_bitmap_sync_end`` and
+``ram_save_page`` enabled, QEMU's ``log`` trace backend writes one line per
+sync and per page sent to its stderr; :class:`~rtmig_nova.capture.trace.
+TraceParser` turns the rounds into observations, and
+:meth:`DirtyProfile.from_observations` into a profile.  After the duration
+the migration is cancelled, and the migration parameters, the capability
+and the trace event states are put back as they were.
+
+The guest is either a libvirt domain (:func:`capture_domain`: QMP through
+``libvirt_qemu.qemuMonitorCommand``, QEMU's stderr is the domain's log file
+``/var/log/libvirt/qemu/NAME.log``, written by virtlogd, which rotates it)
+or a plain QEMU (:func:`capture_qmp`: a QMP unix socket, and the
+``-trace file=PATH`` the user started it with).  QEMU must run with
+``-msg timestamp=on`` (libvirt passes it).
+
+The sink is a TCP listener on 127.0.0.1, not ``exec:cat > /dev/null``:
+libvirt starts QEMU with ``-sandbox ...,spawn=deny``, under which the fork
+of an ``exec:`` migration kills QEMU, i.e. the guest.  The capability
+``pause-before-switchover`` is turned on for the probe: should the guest
+dirty so few pages that the probe converges, QEMU stops in
+``pre-switchover`` and the cancel resumes the guest, rather than completing
+a migration that would leave the guest paused.
+
+Every error is a :class:`ProbeError` with a one-line message; whatever was
+changed on the guest has been undone by then (also on KeyboardInterrupt).
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import threading
+import time
+
+from rtmig_nova.capture.trace import (
+    EVENTS, PAGE_EVENT, SYNC_EVENT, TraceError, TraceParser)
+
+DEFAULT_DURATION = 20.0             # seconds
+DEFAULT_BANDWIDTH = 8 * 1000 * 1000  # bytes/s
+DOWNTIME_LIMIT_MS = 1
+LIBVIRT_LOG_DIR = "/var/log/libvirt/qemu"
+DEFAULT_URI = "qemu:///system"
+CANCEL_TIMEOUT = 30.0               # seconds
+FIRST_SYNC_TIMEOUT = 30.0           # seconds without any trace line
+RUNNING = ("setup", "active", "pre-switchover", "device", "cancelling",
+           "postcopy-active", "postcopy-paused", "postcopy-recover",
+           "wait-unplug", "colo")
+ENDED = ("cancelled", "failed", "completed", "none")
+
+
+class ProbeError(RuntimeError):
+    """The capture failed; the message is one line."""
+
+
+class QMPCommandError(ProbeError):
+    """QEMU answered a command with an error."""
+
+    def __init__(self, command, desc):
+        super().__init__(f"QMP {command}: {desc}")
+        self.command = command
+        self.desc = desc
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+# -- monitors ---------------------------------------------------------------
+
+class LibvirtMonitor:
+    """QMP commands to a running libvirt domain."""
+
+    def __init__(self, name, uri=DEFAULT_URI):
+        try:
+            import libvirt
+            import libvirt_qemu
+        except ImportError:
+            raise ProbeError("libvirt-python is not installed "
+                             "(pip install libvirt-python)") from None
+        self._libvirt = libvirt
+        self._qemu = libvirt_qemu
+        try:
+            self.conn = libvirt.open(uri)
+        except libvirt.libvirtError as e:
+            raise ProbeError(f"cannot connect to libvirt at {uri}: "
+                             f"{_one_line(e)}") from None
+        try:
+            try:
+                self.dom = self.conn.lookupByName(name)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise ProbeError(f"unknown domain {name!r} at {uri}") \
+                        from None
+                raise ProbeError(f"domain {name!r}: {_one_line(e)}") \
+                    from None
+            if not self.dom.isActive():
+                raise ProbeError(f"domain {name!r} is not running")
+        except BaseException:
+            self.conn.close()
+            raise
+        self.name = name
+        self.uri = uri
+
+    def cmd(self, command, **args):
+        text = json.dumps({"execute": command, "arguments": args})
+        try:
+            reply = self._qemu.qemuMonitorCommand(self.dom, text, 0)
+        except self._libvirt.libvirtError as e:
+            raise ProbeError(f"QMP {command} through libvirt: "
+                             f"{_one_line(e)}") from None
+        msg = json.loads(reply)
+        if "error" in msg:
+            raise QMPCommandError(command, msg["error"].get("desc", msg))
+        return msg.get("return")
+
+    def memory_bytes(self):
+        return int(self.dom.maxMemory()) * 1024
+
+    def default_log_path(self):
+        if self.uri.rstrip("/").endswith("/session"):
+            return os.path.expanduser(
+                f"~/.cache/libvirt/qemu/log/{self.name}.log")
+        return os.path.join(LIBVIRT_LOG_DIR, f"{self.name}.log")
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+class QMPMonitor:
+    """A small QMP client on a unix socket; every read is bounded."""
+
+    def __init__(self, path, timeout=30.0):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(self.path)
+            self.file = self.sock.makefile("rb")
+            greeting = self._read()
+            if "QMP" not in greeting:
+                raise ProbeError(f"{self.path}: not a QMP socket")
+            self.cmd("qmp_capabilities")
+        except OSError as e:
+            self.sock.close()
+            raise ProbeError(f"QMP socket {self.path}: "
+                             f"{e.strerror or e}") from None
+        except (ValueError, EOFError) as e:
+            self.sock.close()
+            raise ProbeError(f"QMP socket {self.path}: {_one_line(e)}") \
+                from None
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _read(self):
+        line = self.file.readline(1 << 20)
+        if not line:
+            raise EOFError("QEMU closed the QMP connection")
+        return json.loads(line)
+
+    def cmd(self, command, **args):
+        msg = {"execute": command}
+        if args:
+            msg["arguments"] = args
+        try:
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+            while True:
+                reply = self._read()
+                if "event" not in reply:
+                    break
+        except (OSError, EOFError, ValueError) as e:
+            raise ProbeError(f"QMP {command}: {_one_line(e)}") from None
+        if "error" in reply:
+            raise QMPCommandError(command, reply["error"].get("desc", reply))
+        return reply.get("return")
+
+    def memory_bytes(self):
+        try:
+            return int(self.cmd("query-memory-size-summary")["base-memory"])
+        except (ProbeError, KeyError, TypeError, ValueError):
+            return None
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.file.close()
+            self.sock.close()
+
+
+# -- the log file -----------------------------------------------------------
+
+class LogFollower:
+    """New bytes of a growing file, from its end at opening; survives
+    rotation (the file renamed and a new one created: the rest of the old
+    one is read first) and truncation (read again from the start)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.rotations = 0
+        self.bytes_read = 0
+        self._f = self._open()
+        self._f.seek(0, os.SEEK_END)
+
+    def _open(self):
+        try:
+            f = open(self.path, "rb")
+        except PermissionError:
+            raise ProbeError(f"{self.path}: permission denied (reading "
+                             f"QEMU's log needs root or the file's "
+                             f"group)") from None
+        except FileNotFoundError:
+            raise ProbeError(f"{self.path}: no such file (QEMU's stderr, "
+                             f"where its log trace backend writes)") \
+                from None
+        except OSError as e:
+            raise ProbeError(f"{self.path}: {e.strerror or e}") from None
+        st = os.fstat(f.fileno())
+        self._id = (st.st_dev, st.st_ino)
+        return f
+
+    def _drain(self):
+        data = self._f.read()
+        self.bytes_read += len(data or b"")
+        return data or b""
+
+    def read(self):
+        """The bytes written since the last call."""
+        out = [self._drain()]
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:       # between rename and create
+            return b"".join(out)
+        if (st.st_dev, st.st_ino) != self._id:
+            out.append(self._drain())   # the end of the rotated file
+            old = self._f
+            try:
+                self._f = self._open()
+            except ProbeError:
+                return b"".join(out)    # try again on the next call
+            old.close()
+            self.rotations += 1
+            out.append(self._drain())
+        elif st.st_size < self._f.tell():
+            self._f.seek(0)
+            self.rotations += 1
+            out.append(self._drain())
+        return b"".join(out)
+
+    def close(self):
+        self._f.close()
+
+
+# -- the sink ---------------------------------------------------------------
+
+class _Sink:
+    """A TCP listener on 127.0.0.1 that reads and drops what it gets."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.received = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="rtmig-probe-sink")
+        self._thread.start()
+
+    @property
+    def uri(self):
+        return f"tcp:127.0.0.1:{self.port}"
+
+    def _run(self):
+        conn = None
+        while not self._stop.is_set() and conn is None:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+        if conn is None:
+            return
+        with conn:
+            conn.settimeout(0.2)
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(1 << 20)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.received += len(data)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+# -- the capture ------------------------------------------------------------
+
+@dataclasses.dataclass
+class Round:
+    """One observation: the pages dirtied in ``interval`` seconds."""
+    index: int
+    pages: int
+    interval: float
+    elapsed: float
+
+
+@dataclasses.dataclass
+class CaptureResult:
+    profile: object             # DirtyProfile
+    rounds: int
+    intervals: list
+    duration: float             # seconds the probe migration ran
+    first_pass_pages: int
+    bytes_sent: int
+    log_rotations: int
+    restored: dict              # the migration parameters put back
+    other_blocks: dict
+
+
+class _Undo:
+    """Steps to undo, run last-in first-out; every step runs even when an
+    earlier one fails or Ctrl-C arrives."""
+
+    def __init__(self):
+        self._steps = []
+
+    def push(self, what, fn, *args, **kwargs):
+        self._steps.append((what, fn, args, kwargs))
+
+    def run(self):
+        errors, interrupted = [], False
+        while self._steps:
+            what, fn, args, kwargs = self._steps.pop()
+            try:
+                fn(*args, **kwargs)
+            except KeyboardInterrupt:
+                interrupted = True
+                try:
+                    fn(*args, **kwargs)
+                except Exception as e:
+                    errors.append(f"{what}: {_one_line(e)}")
+            except Exception as e:
+                errors.append(f"{what}: {_one_line(e)}")
+        return errors, interrupted
+
+
+def _status(monitor):
+    return (monitor.cmd("query-migrate") or {}).get("status", "none")
+
+
+def _check_trace_events(monitor):
+    """{event: enabled?} before the capture; ProbeError without trace
+    support."""
+    state = {}
+    for name in EVENTS:
+        try:
+            info = monitor.cmd("trace-event-get-state", name=name)
+        except QMPCommandError as e:
+            raise ProbeError(f"QEMU has no trace event {name} ({e.desc}): "
+                             f"it needs the log trace backend") from None
+        states = {i.get("state") for i in info or ()}
+        if not states or states == {"unavailable"}:
+            raise ProbeError(f"QEMU's trace event {name} is unavailable "
+                             f"(compiled out?)")
+        state[name] = "enabled" in states
+    return state
+
+
+def _cancel(monitor, timeout=CANCEL_TIMEOUT):
+    """migrate_cancel, then wait until the migration has ended."""
+    if _status(monitor) in ENDED:
+        return
+    monitor.cmd("migrate_cancel")
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _status(monitor)
+        if status in ENDED:
+            return
+        if time.monotonic() > deadline:
+            raise ProbeError(f"migrate_cancel: status still {status!r} "
+                             f"after {timeout:g} s")
+        time.sleep(0.1)
+
+
+def _resume_if_migrated(monitor, was_running):
+    """A completed probe would leave the guest paused (postmigrate)."""
+    if was_running and (monitor.cmd("query-status") or {}).get(
+            "status") == "postmigrate":
+        monitor.cmd("cont")
+
+
+def capture(monitor, log_path, duration=DEFAULT_DURATION,
+            bandwidth=DEFAULT_BANDWIDTH, total_pages=None, max_rounds=None,
+            ram_block="pc.ram", page_size=4096, progress=None, poll=0.1,
+            metadata=None):
+    """Run a probe migration of the guest behind ``monitor`` (a
+    :class:`LibvirtMonitor` or :class:`QMPMonitor`) for ``duration``
+    seconds (or until ``max_rounds`` observations), reading the trace from
+    ``log_path``; returns a :class:`CaptureResult`.  ``progress(Round)`` is
+    called per observation.  ``total_pages`` defaults to the guest's memory
+    size, else to the pages seen."""
+    if not duration > 0:
+        raise ProbeError(f"duration must be > 0 s, got {duration!r}")
+    if not bandwidth >= page_size:
+        raise ProbeError(f"bandwidth must be at least one page per second, "
+                         f"got {bandwidth!r} bytes/s")
+    status = _status(monitor)
+    if status in RUNNING:
+        raise ProbeError(f"a migration is already running (status "
+                         f"{status}); not starting a probe")
+    events_before = _check_trace_events(monitor)
+    params = monitor.cmd("query-migrate-parameters") or {}
+    restore = {k: params[k] for k in ("max-bandwidth", "downtime-limit")
+               if k in params}
+    caps = {c["capability"]: c["state"]
+            for c in monitor.cmd("query-migrate-capabilities") or ()}
+    was_running = bool((monitor.cmd("query-status") or {}).get("running"))
+    if total_pages is None:
+        mem = monitor.memory_bytes()
+        if mem:
+            total_pages = mem // page_size
+    follower = LogFollower(log_path)     # before anything changes
+    parser = TraceParser(ram_block, page_size)
+    undo = _Undo()
+    undo.push("closing the log", follower.close)
+    result = primary = None
+    started = ended = None
+    sink = None
+    try:
+        for name in EVENTS:
+            if events_before[name]:
+                continue
+            try:
+                monitor.cmd("trace-event-set-state", name=name, enable=True)
+            except QMPCommandError as e:
+                raise ProbeError(f"no trace support: cannot enable {name} "
+                                 f"({e.desc})") from None
+            undo.push(f"disabling trace event {name}", monitor.cmd,
+                      "trace-event-set-state", name=name, enable=False)
+        if "pause-before-switchover" in caps and \
+                not caps["pause-before-switchover"]:
+            monitor.cmd("migrate-set-capabilities", capabilities=[
+                {"capability": "pause-before-switchover", "state": True}])
+            undo.push("restoring capability pause-before-switchover",
+                      monitor.cmd, "migrate-set-capabilities", capabilities=[
+                          {"capability": "pause-before-switchover",
+                           "state": False}])
+        if restore:
+            undo.push("restoring max-bandwidth and downtime-limit",
+                      monitor.cmd, "migrate-set-parameters", **restore)
+        monitor.cmd("migrate-set-parameters", **{
+            "max-bandwidth": int(bandwidth),
+            "downtime-limit": DOWNTIME_LIMIT_MS})
+        sink = _Sink()
+        undo.push("closing the sink", sink.close)
+        undo.push("resuming the guest", _resume_if_migrated, monitor,
+                  was_running)
+        undo.push("cancelling the probe migration", _cancel, monitor)
+        started = time.monotonic()
+        monitor.cmd("migrate", uri=sink.uri)
+        deadline = started + float(duration)
+        next_status = started + 0.5
+        seen = 0
+        while True:
+            now = time.monotonic()
+            data = follower.read()
+            if data:
+                try:
+                    parser.feed(data)
+                except TraceError as e:
+                    raise ProbeError(f"{follower.path}: {e}") from None
+            while seen < len(parser.intervals):
+                if progress is not None:
+                    progress(Round(seen + 1,
+                                   int(parser.observations_[seen].size),
+                                   float(parser.intervals[seen]),
+                                   now - started))
+                seen += 1
+            if now >= deadline or (max_rounds and seen >= max_rounds):
+                break
+            if not parser.syncs and now - started > FIRST_SYNC_TIMEOUT:
+                raise ProbeError(
+                    f"no {SYNC_EVENT} in {follower.path} after "
+                    f"{FIRST_SYNC_TIMEOUT:g} s: is QEMU's trace backend "
+                    f"'log' and its stderr that file?")
+            if now >= next_status:
+                next_status = now + 0.5
+                st = monitor.cmd("query-migrate") or {}
+                status = st.get("status")
+                if status == "pre-switchover":
+                    raise ProbeError(
+                        "the probe migration converged (the guest dirties "
+                        "too few pages): lower --bandwidth")
+                if status in ENDED:
+                    raise ProbeError(
+                        f"the probe migration ended early: status {status}"
+                        + (f" ({st['error-desc']})"
+                           if st.get("error-desc") else ""))
+            time.sleep(poll)
+        ended = time.monotonic()
+        result = True
+    except BaseException as e:
+        primary = e
+        raise
+    finally:
+        errors, interrupted = undo.run()
+        if errors:
+            msg = "could not restore the guest: " + "; ".join(errors)
+            if isinstance(primary, ProbeError):
+                msg = f"{primary}; and {msg}"
+            raise ProbeError(msg) from None
+        if interrupted and result is not None:
+            raise KeyboardInterrupt
+    return _result(parser, follower, sink, ended - started, total_pages,
+                   restore, ram_block, page_size, bandwidth, metadata)
+
+
+def _result(parser, follower, sink, elapsed, total_pages, restore,
+            ram_block, page_size, bandwidth, metadata):
+    from rtmig_nova.model.profile import DirtyProfile
+    obs, tau, seen = parser.observations()
+    if not parser.syncs:
+        raise ProbeError(f"no {SYNC_EVENT} traced in {elapsed:.1f} s")
+    if seen <= 0:
+        raise ProbeError(f"no {PAGE_EVENT} of RAM block {ram_block!r} "
+                         f"traced (blocks seen: "
+                         f"{', '.join(sorted(parser.other_blocks)) or 'none'}"
+                         f")")
+    if not obs:
+        raise ProbeError(f"no complete round after the first pass in "
+                         f"{elapsed:.1f} s: capture for longer or with a "
+                         f"higher --bandwidth")
+    total = seen if total_pages is None else max(int(total_pages), seen)
+    meta = {"source": "qemu-trace", "ram_block": str(ram_block),
+            "capture": "probe-migration",
+            "probe_bandwidth_bytes_per_s": int(bandwidth),
+            "probe_seconds": round(elapsed, 3), "rounds": len(obs)}
+    meta.update(metadata or {})
+    profile = DirtyProfile.from_observations(obs, tau, total, page_size, 0,
+                                             meta)
+    return CaptureResult(profile, len(obs), list(tau), elapsed,
+                         parser.first_pass_pages,
+                         sink.received if sink is not None else 0,
+                         follower.rotations, restore,
+                         dict(parser.other_blocks))
+
+
+def capture_domain(name, uri=DEFAULT_URI, log_path=None, **kwargs):
+    """:func:`capture` of a running libvirt domain."""
+    monitor = LibvirtMonitor(name, uri)
+    try:
+        meta = {"domain": name}
+        meta.update(kwargs.pop("metadata", None) or {})
+        return capture(monitor, log_path or monitor.default_log_path(),
+                       metadata=meta, **kwargs)
+    finally:
+        monitor.close()
+
+
+def capture_qmp(qmp_path, trace_file, **kwargs):
+    """:func:`capture` of a plain QEMU through its QMP unix socket; its
+    ``-trace file=`` is ``trace_file``."""
+    monitor = QMPMonitor(qmp_path)
+    try:
+        return capture(monitor, trace_file, **kwargs)
+    finally:
+        monitor.close()

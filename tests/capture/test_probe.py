@@ -1,0 +1,267 @@
+"""``rtmig profile capture`` on a real libvirt domain running the testbed
+guest (root and a libvirtd at qemu:///system)."""
+
+import json
+import os
+import socket
+import tempfile
+import time
+import uuid
+
+import pytest
+
+from rtmig_nova.capture import probe
+from tests.cli_helpers import assert_one_error_line, run
+from tests.host import domains
+
+pytestmark = pytest.mark.timeout(120)
+
+WORKING_SET_PAGES = 1024                 # rtmig.mem=4M, 4 KiB pages
+
+
+def _requirements():
+    if os.geteuid() != 0:
+        return "needs root (reads /var/log/libvirt/qemu/NAME.log)"
+    if not domains.libvirtd_up():
+        return domains.REQUIRES_LIBVIRTD
+    return None
+
+
+needs_libvirtd = pytest.mark.skipif(_requirements() is not None,
+                                    reason=_requirements() or "")
+
+
+def _qmp(dom, command, **args):
+    import libvirt_qemu
+    reply = json.loads(libvirt_qemu.qemuMonitorCommand(
+        dom, json.dumps({"execute": command, "arguments": args}), 0))
+    assert "error" not in reply, reply
+    return reply["return"]
+
+
+@pytest.fixture
+def guest_domain():
+    import libvirt
+
+    from rtmig_nova.testbed import guest, image
+    missing = image.missing_packages()
+    if missing:
+        try:
+            image.ensure_packages(image.ALL_PACKAGES)
+        except image.ImageError as e:
+            pytest.skip(str(e))
+    # QEMU runs as libvirt-qemu: the image must be readable to it.
+    workdir = tempfile.mkdtemp(prefix="rtmig-probe-")
+    os.chmod(workdir, 0o755)
+    kernel, initrd = image.find_kernel(), image.build_initramfs(workdir)
+    name = domains.PREFIX + uuid.uuid4().hex[:8]
+    xml = guest.domain_xml(name, kernel, initrd, 128, 1,
+                           guest.kernel_cmdline("uniform", "4M",
+                                                rate=20000))
+    conn = libvirt.open(domains.URI)
+    dom = None
+    try:
+        dom = conn.createXML(xml, 0)
+        time.sleep(8)                   # boot and start the workload
+        assert dom.isActive(), "the guest died while booting"
+        yield dom
+    finally:
+        try:
+            if dom is not None and dom.isActive():
+                dom.destroy()
+        finally:
+            conn.close()
+            import shutil
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@needs_libvirtd
+def test_capture_domain(guest_domain, tmp_path, capsys):
+    dom = guest_domain
+    before = _qmp(dom, "query-migrate-parameters")
+    out_file = tmp_path / "guest-profile.json.gz"
+    code, out, err = run(capsys, "profile", "capture", "--domain",
+                         dom.name(), "--duration", "12s", "--output",
+                         out_file, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert out_file.exists()
+    from rtmig_nova.model import DirtyProfile
+    prof = DirtyProfile.load(out_file)
+    assert "round 1:" in err, err
+    assert prof.total_pages == 128 * 1024 * 1024 // 4096
+    assert 0.9 * WORKING_SET_PAGES <= prof.active_pages \
+        <= 2 * WORKING_SET_PAGES, (doc, err)
+    assert prof.metadata["domain"] == dom.name()
+    # the guest runs on, untouched
+    assert dom.isActive()
+    assert _qmp(dom, "query-status")["running"]
+    assert _qmp(dom, "query-migrate")["status"] == "cancelled"
+    after = _qmp(dom, "query-migrate-parameters")
+    for key in ("max-bandwidth", "downtime-limit"):
+        assert after[key] == before[key], key
+    caps = {c["capability"]: c["state"]
+            for c in _qmp(dom, "query-migrate-capabilities")}
+    assert caps["pause-before-switchover"] is False
+    for name in probe.EVENTS:
+        states = _qmp(dom, "trace-event-get-state", name=name)
+        assert all(s["state"] == "disabled" for s in states), states
+    # a second capture refuses to overwrite without --force
+    code, out, err = run(capsys, "profile", "capture", "--domain",
+                         dom.name(), "--output", out_file)
+    assert_one_error_line(code, out, err)
+    assert "--force" in err
+    # a migration already running: refused, and left alone
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        _qmp(dom, "migrate-set-parameters", **{"max-bandwidth": 1000000})
+        _qmp(dom, "migrate",
+             uri=f"tcp:127.0.0.1:{listener.getsockname()[1]}")
+        try:
+            code, out, err = run(capsys, "profile", "capture", "--domain",
+                                 dom.name(), "--output",
+                                 tmp_path / "other.json")
+            assert_one_error_line(code, out, err)
+            assert "already running" in err
+            assert _qmp(dom, "query-migrate")["status"] in (
+                "setup", "active")
+            assert _qmp(dom, "query-migrate-parameters")[
+                "max-bandwidth"] == 1000000
+        finally:
+            _qmp(dom, "migrate_cancel")
+            _qmp(dom, "migrate-set-parameters",
+                 **{"max-bandwidth": before["max-bandwidth"]})
+    assert not (tmp_path / "other.json").exists()
+
+
+@needs_libvirtd
+def test_unknown_domain(tmp_path, capsys):
+    code, out, err = run(capsys, "profile", "capture", "--domain",
+                         domains.PREFIX + "does-not-exist", "--output",
+                         tmp_path / "p.json")
+    assert_one_error_line(code, out, err)
+    assert "unknown domain" in err
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_usage_errors(tmp_path, capsys):
+    for argv in (["--output", tmp_path / "p.json"],
+                 ["--domain", "x", "--qmp", "/s", "--output",
+                  tmp_path / "p.json"],
+                 ["--qmp", "/s", "--output", tmp_path / "p.json"],
+                 ["--domain", "x", "--output", tmp_path / "p.csv"],
+                 ["--domain", "x", "--duration", "0s", "--output",
+                  tmp_path / "p.json"]):
+        code, out, err = run(capsys, "profile", "capture", *argv)
+        assert_one_error_line(code, out, err)
+
+
+def test_qmp_socket_missing(tmp_path, capsys):
+    code, out, err = run(capsys, "profile", "capture", "--qmp",
+                         tmp_path / "nope.sock", "--trace-file",
+                         tmp_path / "trace", "--output",
+                         tmp_path / "p.json")
+    assert_one_error_line(code, out, err)
+    assert "QMP socket" in err
+
+
+def test_log_follower_rotation(tmp_path):
+    path = tmp_path / "guest.log"
+    path.write_bytes(b"old line\n")
+    f = probe.LogFollower(path)
+    assert f.read() == b""
+    with open(path, "ab") as w:
+        w.write(b"one\ntw")
+    assert f.read() == b"one\ntw"
+    # virtlogd's rotation: rename, write the rest, create a new file
+    os.rename(path, tmp_path / "guest.log.0")
+    with open(tmp_path / "guest.log.0", "ab") as w:
+        w.write(b"o\n")
+    path.write_bytes(b"three\n")
+    assert f.read() == b"o\nthree\n"
+    assert f.rotations == 1
+    # truncation
+    path.write_bytes(b"4\n")
+    assert f.read() == b"4\n"
+    assert f.rotations == 2
+    f.close()
+
+
+class _FakeMonitor:
+    """Answers the QMP commands of a probe; records the changes."""
+
+    def __init__(self, status="none", fail=()):
+        self.status = status
+        self.fail = set(fail)
+        self.params = {"max-bandwidth": 134217728, "downtime-limit": 300}
+        self.events = {e: False for e in probe.EVENTS}
+        self.caps = {"pause-before-switchover": False}
+        self.log = []
+
+    def memory_bytes(self):
+        return 128 << 20
+
+    def cmd(self, command, **args):
+        self.log.append(command)
+        if command in self.fail or (command, args.get("name")) in self.fail:
+            raise probe.QMPCommandError(command, "nope")
+        if command == "query-migrate":
+            return {"status": self.status} if self.status != "none" else {}
+        if command == "query-migrate-parameters":
+            return dict(self.params)
+        if command == "migrate-set-parameters":
+            self.params.update(args)
+            return {}
+        if command == "query-migrate-capabilities":
+            return [{"capability": k, "state": v}
+                    for k, v in self.caps.items()]
+        if command == "migrate-set-capabilities":
+            for c in args["capabilities"]:
+                self.caps[c["capability"]] = c["state"]
+            return {}
+        if command == "query-status":
+            return {"running": True, "status": "running"}
+        if command == "trace-event-get-state":
+            return [{"name": args["name"], "vcpu": False,
+                     "state": "enabled" if self.events[args["name"]]
+                     else "disabled"}]
+        if command == "trace-event-set-state":
+            self.events[args["name"]] = args["enable"]
+            return {}
+        if command == "migrate":
+            self.status = "active"
+            return {}
+        if command == "migrate_cancel":
+            self.status = "cancelled"
+            return {}
+        raise AssertionError(command)
+
+    def state(self):
+        return (dict(self.params), dict(self.events), dict(self.caps))
+
+
+def test_refuses_a_running_migration(tmp_path):
+    (tmp_path / "log").write_bytes(b"")
+    mon = _FakeMonitor(status="active")
+    before = mon.state()
+    with pytest.raises(probe.ProbeError, match="already running"):
+        probe.capture(mon, tmp_path / "log", duration=1)
+    assert mon.state() == before and "migrate" not in mon.log
+
+
+def test_no_trace_support_changes_nothing(tmp_path):
+    (tmp_path / "log").write_bytes(b"")
+    mon = _FakeMonitor(fail={("trace-event-set-state", probe.PAGE_EVENT)})
+    before = mon.state()
+    with pytest.raises(probe.ProbeError, match="no trace support"):
+        probe.capture(mon, tmp_path / "log", duration=1)
+    assert mon.state() == before and "migrate" not in mon.log
+
+
+def test_undone_after_an_empty_trace(tmp_path):
+    (tmp_path / "log").write_bytes(b"")
+    mon = _FakeMonitor()
+    before = mon.state()
+    with pytest.raises(probe.ProbeError, match="no migration_bitmap_sync"):
+        probe.capture(mon, tmp_path / "log", duration=0.3, poll=0.05)
+    assert mon.state() == before
+    assert mon.status == "cancelled"
