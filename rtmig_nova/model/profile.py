@@ -415,11 +415,7 @@ class DirtyProfile:
     def load(cls, path):
         """Read a profile file (JSON, optionally gzip-compressed).  Any
         problem raises :class:`ProfileError` with a one-line message."""
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
+        raw = _read_file(path)
         try:
             if raw[:2] == b"\x1f\x8b":
                 raw = gzip.decompress(raw)
@@ -453,11 +449,7 @@ class DirtyProfile:
         with a one-line message naming the file and, for a bad line, its
         number.
         """
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
+        raw = _read_file(path)
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:
@@ -546,6 +538,15 @@ def _csv_pages(cell, where):
         raise ProfileError(f"{where}: pages {cell.strip()!r} is too large "
                            f"(at most 2**52)")
     return n
+
+
+def _read_file(path):
+    """The bytes of ``path``; ProfileError (one line) if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
 
 
 def _mle_rates(obs, tau, k, total_pages):
