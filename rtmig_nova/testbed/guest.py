@@ -82,13 +82,15 @@ def kernel_cmdline(workload=None, mem=None, *, console="ttyS0", quiet=True,
 
 
 def domain_xml(name, kernel, initrd, memory_mib, vcpus, cmdline,
-               domain_type="qemu", machine="pc"):
+               domain_type="qemu", machine="pc", console_log=None):
     """A libvirt domain of ``domain_type`` ("qemu": TCG; "kvm" where KVM
     works) booting ``kernel`` and ``initrd`` directly with ``cmdline``:
     no disk, no network, ACPI (so the guest can power off), a pty serial
     port that is also the console, no balloon.  The guest stops for good
     on power-off, reboot or crash.  For a migration the kernel and initrd
-    paths must exist on both hosts.
+    paths must exist on both hosts.  ``console_log``: a file virtlogd
+    copies the serial console into (appended to, so that a migrated
+    guest's destination adds to it).
 
     Size ``memory_mib`` as the workload's memory plus about 72 MiB: the
     kernel and the initramfs (which stays in RAM) leave about 57 MiB
@@ -109,6 +111,8 @@ def domain_xml(name, kernel, initrd, memory_mib, vcpus, cmdline,
     devices = ET.SubElement(dom, "devices")
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "target", port="0")
+    if console_log is not None:
+        ET.SubElement(serial, "log", file=str(console_log), append="on")
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="serial", port="0")
     ET.SubElement(devices, "memballoon", model="none")

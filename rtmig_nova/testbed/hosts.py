@@ -769,6 +769,37 @@ class Testbed:
     def host_b_pids(self):
         return host_b_pids(self.workdir)
 
+    # ---------------------------------------------------------- guests
+
+    def start_guest(self, kernel, initrd, cmdline, memory_mib=128, vcpus=1,
+                    name=None, domain_type="qemu", console_log=None):
+        """Start a transient testbed guest on host A booting ``kernel`` and
+        ``initrd`` (paths readable by QEMU's user on both hosts) with the
+        kernel command line ``cmdline`` (see
+        :func:`rtmig_nova.testbed.guest.kernel_cmdline`); ``memory_mib``:
+        guest RAM, MiB.  Returns its name (``DOMAIN_PREFIX`` + a random
+        tail unless given), so that down() removes it whatever happens.
+        ``console_log``: a file that gets the guest's serial console (on
+        both hosts: give a path outside the directories host B has its own
+        copy of, see :data:`_PRIVATE_DIRS`)."""
+        from rtmig_nova.testbed import guest
+        name = name or DOMAIN_PREFIX + uuid.uuid4().hex[:8]
+        if not name.startswith(DOMAIN_PREFIX):
+            raise TestbedError("a testbed guest's name starts with %r: %r"
+                               % (DOMAIN_PREFIX, name))
+        libvirt = _quiet_libvirt()
+        conn = libvirt.open(URI_A)
+        try:
+            conn.createXML(guest.domain_xml(
+                name, kernel, initrd, memory_mib, vcpus, cmdline,
+                domain_type=domain_type, console_log=console_log), 0)
+        except libvirt.libvirtError as exc:
+            raise TestbedError("starting guest %s on host A: %s"
+                               % (name, " ".join(str(exc).split())))
+        finally:
+            conn.close()
+        return name
+
     # ---------------------------------------------------------- shaping
 
     def shape(self, rate_bytes_per_s):

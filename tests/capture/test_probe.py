@@ -4,7 +4,6 @@ guest (root and a libvirtd at qemu:///system)."""
 import json
 import os
 import socket
-import tempfile
 import time
 import uuid
 
@@ -40,22 +39,12 @@ def _qmp(dom, command, **args):
 
 
 @pytest.fixture
-def guest_domain():
+def guest_domain(guest_boot_files):
     import libvirt
 
-    from rtmig_nova.testbed import guest, image
-    missing = image.missing_packages()
-    if missing:
-        try:
-            image.ensure_packages(image.ALL_PACKAGES)
-        except image.ImageError as e:
-            pytest.skip(str(e))
-    # QEMU runs as libvirt-qemu: the image must be readable to it.
-    workdir = tempfile.mkdtemp(prefix="rtmig-probe-")
-    os.chmod(workdir, 0o755)
-    kernel, initrd = image.find_kernel(), image.build_initramfs(workdir)
+    from rtmig_nova.testbed import guest
     name = domains.PREFIX + uuid.uuid4().hex[:8]
-    xml = guest.domain_xml(name, kernel, initrd, 128, 1,
+    xml = guest.domain_xml(name, *guest_boot_files, 128, 1,
                            guest.kernel_cmdline("uniform", "4M",
                                                 rate=20000))
     conn = libvirt.open(domains.URI)
@@ -71,8 +60,6 @@ def guest_domain():
                 dom.destroy()
         finally:
             conn.close()
-            import shutil
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @needs_libvirtd

@@ -71,6 +71,14 @@ def _state(uri, name):
         conn.close()
 
 
+def _destroy(uri, name):
+    conn = libvirt.open(uri)
+    try:
+        conn.lookupByName(name).destroy()
+    finally:
+        conn.close()
+
+
 def _qemu_pid(name):
     res = subprocess.run(["pgrep", "-f", "guest=%s," % name],
                          capture_output=True, text=True)
@@ -153,21 +161,32 @@ def test_live_migration_from_a_to_b(workdir):
     _assert_all_gone(workdir)
 
 
-def test_shaped_veth_slows_migration_and_timeout_aborts(workdir):
+def test_shaped_veth_slows_migration_and_timeout_aborts(workdir,
+                                                       guest_boot_files):
     rate = 200_000                                   # bytes/s
     bed = hosts.up(workdir, rate_bytes_per_s=rate)
     try:
-        name = _start_domain()
-        time.sleep(0.3)
+        # A guest writing 20,000 pages/s over 4 MiB can never converge
+        # through 200 kB/s, so the migration is still in its live phase at
+        # the timeout.  (An idle firmware guest sends so little that all of
+        # it fits in the TCP send buffer: QEMU would be done, and the abort
+        # too late, before the timeout.)
+        from rtmig_nova.testbed import guest
+        busy = bed.start_guest(*guest_boot_files, guest.kernel_cmdline(
+            "uniform", "4M", rate=20000), memory_mib=128)
+        time.sleep(5)                                # boot, start writing
         t0 = time.monotonic()
         with pytest.raises(hosts.MigrationTimeout) as info:
-            bed.migrate(name, timeout=0.5)
-        assert time.monotonic() - t0 < 15
+            bed.migrate(busy, timeout=2)
+        assert time.monotonic() - t0 < 20
         assert info.value.stats["transferred_bytes"] is not None
         # Aborted: the guest still runs on A, nothing on B.
-        assert _state(hosts.URI_A, name) == libvirt.VIR_DOMAIN_RUNNING
-        assert _state(hosts.URI_B, name) is None
+        assert _state(hosts.URI_A, busy) == libvirt.VIR_DOMAIN_RUNNING
+        assert _state(hosts.URI_B, busy) is None
+        _destroy(hosts.URI_A, busy)                  # its CPU is needed
 
+        name = _start_domain()
+        time.sleep(0.3)
         sent_before = _tc_bytes("1:10")
         stats = bed.migrate(name, bandwidth_bytes_per_s=64 * hosts.MIB,
                             timeout=60)
