@@ -87,6 +87,18 @@ the last round of dirty pages.
 
 Unit: seconds.
 """),
+    cfg.FloatOpt(
+        'setup_time',
+        default=0.0,
+        min=0.0,
+        help="""
+Fixed time, in seconds, from the start of the migration job to QEMU's first
+page, added to the predicted total time: libvirt's prepare phase, which
+starts the destination QEMU (about 0.3 s on the project's testbed; measure
+it on your hosts as docs/validation.md describes).
+
+Unit: seconds.
+"""),
     cfg.IntOpt(
         'max_rounds',
         default=200,

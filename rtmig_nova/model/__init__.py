@@ -35,12 +35,12 @@ def predict(profile, bandwidth, downtime_limit, model="precopy", **settings):
     :param model: a name from :data:`MODELS` or a model object
     :param settings: further :class:`MigrationSettings` fields: dirty_log
         (``"sync"``/``"clear"``), order (``"address"``/``"rate"``),
-        check_interval (s), switchover_time (s), max_rounds
+        check_interval (s), switchover_time (s), max_rounds, setup_time (s)
     :returns: :class:`Prediction`
     """
     st = MigrationSettings(bandwidth=bandwidth,
                            downtime_limit=downtime_limit, **settings)
-    return _variants.get(model).predict(profile, st)
+    return _variants.run(_variants.get(model), profile, st)
 
 
 def simulate(profile, bandwidth, downtime_limit, runs=1000, seed=None,

@@ -534,8 +534,10 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         stop = None
         if keep.any():
             pages = np.maximum(sn, 0.0)
-            down_m = pages * cost[:, None] / bw + settings.switchover_time
-            down_v = sv * (cost[:, None] / bw) ** 2
+            stop_bw = settings.stop_rate
+            down_m = pages * cost[:, None] / stop_bw + \
+                settings.switchover_time
+            down_v = sv * (cost[:, None] / stop_bw) ** 2
             stop = (sm[keep], (src_s_mean[:, None] + down_m)[keep],
                     (src_s_var[:, None] + down_v)[keep], down_m[keep],
                     down_v[keep])
@@ -670,13 +672,20 @@ def _prediction(comps, defect, settings, profile, model_name):
     defect = max(defect, 1.0 - cw.sum())
     total = Distribution(tm, np.sqrt(tv), cw, defect)
     so = settings.switchover_time
+    stop_bw = settings.stop_rate
     # The stop-and-copy sends at most ceil(threshold) - 1 full pages.
     most = (np.ceil(settings.threshold_pages(profile.page_size)) - 1) * \
-        (profile.page_size + PAGE_HEADER_BYTES) / bw
+        (profile.page_size + PAGE_HEADER_BYTES) / stop_bw
+    # Bytes: the pre-copy part of the total at the rate limit, the
+    # stop-and-copy part of the downtime at the stop rate (independent
+    # within a component).
+    pre_m, pre_v = tm - dm, np.maximum(tv - dv, 0.0)
+    bytes_m = pre_m * bw + (dm - so) * stop_bw
+    bytes_v = pre_v * bw ** 2 + dv * stop_bw ** 2
     return Prediction(
         total_time=total,
         downtime=Distribution(dm, np.sqrt(dv), cw, defect,
                               (so, so + max(most, 0.0))),
-        bytes_sent=total.scaled(bw, -so * bw),
+        bytes_sent=Distribution(bytes_m, np.sqrt(bytes_v), cw, defect),
         rounds=Distribution(rd, 0.0, cw, defect),
         settings=settings, model=model_name, coarse=profile.coarse)

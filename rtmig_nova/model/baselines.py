@@ -59,12 +59,15 @@ def geometric(profile, settings):
             return _points(settings, profile, "geometric", math.inf,
                            math.inf, math.inf, math.inf)
     if n == 0:
-        return _points(settings, profile, "geometric", v / bw + so,
-                       v / bw + so, v, 1)
+        stop = v / settings.stop_rate + so
+        return _points(settings, profile, "geometric", stop, stop, v, 1)
     v_n = v * r ** n if r > 0 else 0.0
     sent = v * (1 - r ** (n + 1)) / (1 - r) if r > 0 else v
-    return _points(settings, profile, "geometric", sent / bw + so,
-                   v_n / bw + so, sent, n)
+    # The last round goes at the stop rate (QEMU lifts its rate limit).
+    stop = settings.stop_rate
+    return _points(settings, profile, "geometric",
+                   (sent - v_n) / bw + v_n / stop + so, v_n / stop + so,
+                   sent, n)
 
 
 def qemu_estimate(profile, settings):

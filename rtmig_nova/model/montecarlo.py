@@ -99,7 +99,8 @@ def _run(guest, settings, rng, first):
         pending_idx = np.flatnonzero(mask)
         if pending_idx.size < guest.threshold:
             stop_bytes = float(guest.cost[pending_idx].sum())
-            downtime = stop_bytes / bw + settings.switchover_time
+            downtime = stop_bytes / settings.stop_rate + \
+                settings.switchover_time
             return elapsed + downtime, downtime, nbytes + stop_bytes, rnd
         cursor = seq[sent - 1] + 1 if sent else (seq[0] if seq.size else 0)
         seq = _send_order(guest, settings, pending_idx, cursor)

@@ -65,13 +65,20 @@ ORDERS = ("address", "rate")
 class MigrationSettings:
     """What a migration is run with.
 
-    :ivar bandwidth: migration rate limit and link rate, bytes/s
+    :ivar bandwidth: migration rate limit (QEMU's max-bandwidth), bytes/s
     :ivar downtime_limit: QEMU's downtime-limit, seconds
     :ivar dirty_log: ``"sync"`` or ``"clear"`` (see module doc)
     :ivar order: ``"address"`` or ``"rate"``
     :ivar check_interval: pending-size check period, seconds (QEMU: 0.1)
     :ivar switchover_time: fixed extra downtime for device state and the
         switch to the destination, seconds
+    :ivar link_rate: bytes/s of the stop-and-copy, which QEMU runs without
+        its rate limit (``migration_completion`` sets it to INT64_MAX); None:
+        ``bandwidth``, a link shaped to the migration's rate (the
+        conservative case the planner assumes)
+    :ivar setup_time: fixed time before QEMU sends the first page, seconds,
+        added to the total time: libvirt's job starts with the prepare
+        phase, which starts the destination QEMU (see docs/validation.md)
     :ivar max_rounds: rounds after which a migration counts as not converging
     """
     bandwidth: float
@@ -81,6 +88,8 @@ class MigrationSettings:
     check_interval: float = CHECK_INTERVAL
     switchover_time: float = 0.0
     max_rounds: int = 200
+    setup_time: float = 0.0
+    link_rate: float = None
 
     def __post_init__(self):
         object.__setattr__(self, "bandwidth",
@@ -91,6 +100,15 @@ class MigrationSettings:
                            positive("check_interval", self.check_interval))
         object.__setattr__(self, "switchover_time", non_negative(
             "switchover_time", self.switchover_time))
+        object.__setattr__(self, "setup_time", non_negative(
+            "setup_time", self.setup_time))
+        if self.link_rate is not None:
+            object.__setattr__(self, "link_rate",
+                               positive("link_rate", self.link_rate))
+            if self.link_rate < self.bandwidth:
+                raise ValueError(f"link_rate ({self.link_rate:g} bytes/s) "
+                                 f"is below the bandwidth limit "
+                                 f"({self.bandwidth:g} bytes/s)")
         if self.dirty_log not in DIRTY_LOGS:
             raise ValueError(f"dirty_log must be one of {DIRTY_LOGS}, "
                              f"got {self.dirty_log!r}")
@@ -106,6 +124,11 @@ class MigrationSettings:
         """QEMU converges when pending pages x page size < bandwidth x
         downtime-limit; this is that bound in pages (not necessarily whole)."""
         return self.bandwidth * self.downtime_limit / page_size
+
+    @property
+    def stop_rate(self):
+        """bytes/s of the stop-and-copy (see ``link_rate``)."""
+        return self.bandwidth if self.link_rate is None else self.link_rate
 
     def window_bytes(self):
         """Bytes sent between two pending checks."""

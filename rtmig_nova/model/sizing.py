@@ -141,7 +141,7 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     :param bandwidth_step: bandwidth granularity, bytes/s (libvirt sets
         migration speed in whole MiB/s)
     :param settings: further :class:`MigrationSettings` fields (dirty_log,
-        order, check_interval, switchover_time, max_rounds)
+        order, check_interval, switchover_time, max_rounds, setup_time)
     :returns: a :class:`Plan`; an infeasible request is a plan with
         ``feasible=False`` and a ``reason``, not an exception
     """
@@ -164,6 +164,9 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     predictor = variants.get(model)
     ps = profile.page_size
     switchover = float(settings.get("switchover_time", 0.0))
+    setup = float(settings.get("setup_time", 0.0))
+    # The time the pre-copy itself has: the deadline less the fixed setup.
+    budget = deadline - setup
 
     def cpu(bw):
         return cpu_reservation(bw, ps, cpu_cost_per_page, cpu_margin,
@@ -199,13 +202,18 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         # doc), so the joint probability is P(total <= T).
         return float(pred.total_time.cdf(deadline))
 
+    if budget <= 0:
+        return infeasible(f"the setup time {setup:g} s leaves nothing of the "
+                          f"deadline {deadline:g} s", limit=limit)
     first_pass = first_pass_bytes(profile)
-    if first_pass / link_capacity > deadline:
+    if first_pass / link_capacity > budget:
         return infeasible(
             f"the first pass alone ({first_pass / MIB:.1f} MiB) takes "
             f"{first_pass / link_capacity:.3g} s at the link capacity, more "
-            f"than the deadline {deadline:g} s", limit=limit)
-    best = predictor.predict(profile, settings_for(link_capacity))
+            f"than the deadline {deadline:g} s"
+            + (f" less the setup time {setup:g} s" if setup else ""),
+            limit=limit)
+    best = variants.run(predictor, profile, settings_for(link_capacity))
     p_best = success(best)
     if p_best < confidence:
         if best.converges < confidence:
@@ -233,9 +241,9 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     # aim half a step inside it.  Once a failure did not converge at all,
     # the root is at the convergence cliff, where that bound says little:
     # never aim below the bracket's log-midpoint then.  Below first_pass /
-    # deadline nothing can succeed.
-    lo, hi = first_pass / deadline, link_capacity
-    guess = hi * best.total_time.quantile(confidence) / deadline \
+    # budget nothing can succeed.  (Times here are less the setup time.)
+    lo, hi = first_pass / budget, link_capacity
+    guess = hi * (best.total_time.quantile(confidence) - setup) / budget \
         + bandwidth_step / 2
     cliff = False
     while hi - lo > bandwidth_step and hi / lo > 1 + 1e-4:
@@ -243,16 +251,16 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         if not (math.isfinite(guess) and lo < guess < hi) or \
                 (cliff and guess < mid):
             guess = mid
-        pred = predictor.predict(profile, settings_for(guess),
-                                 horizon=deadline)
+        pred = variants.run(predictor, profile, settings_for(guess),
+                            horizon=deadline)
         ok = success(pred) >= confidence
-        q = pred.total_time.quantile(confidence)
+        q = pred.total_time.quantile(confidence) - setup
         if ok:
             hi = guess
         else:
             lo = guess
             cliff = cliff or not math.isfinite(q)
-        bound = guess * q / deadline
+        bound = guess * q / budget
         guess = bound + bandwidth_step / 2 if ok else \
             bound - bandwidth_step / 2
     # Round up to the enforcement granularity; the model is not exactly
@@ -260,7 +268,7 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     bw = min((math.floor(lo / bandwidth_step) + 1) * bandwidth_step,
              link_capacity)
     while True:
-        pred = predictor.predict(profile, settings_for(bw))
+        pred = variants.run(predictor, profile, settings_for(bw))
         prob = success(pred)
         if prob >= confidence or bw >= link_capacity:
             break

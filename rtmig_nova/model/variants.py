@@ -11,6 +11,8 @@ are published as stevedore plugins in the ``rtmig_nova.models`` namespace
 is their pure implementation and also offers them by name without stevedore.
 """
 
+import dataclasses
+
 from rtmig_nova.model import analytic
 from rtmig_nova.model import baselines
 from rtmig_nova.model import montecarlo
@@ -57,6 +59,22 @@ class MonteCarloModel:
 BUILTIN = {cls.name: cls for cls in
            (PrecopyModel, GeometricModel, QemuEstimateModel,
             MonteCarloModel)}
+
+
+def run(predictor, profile, settings, horizon=None):
+    """``predictor.predict`` with the settings' ``setup_time`` (s) added to
+    the total time: models describe QEMU's migration from its first page
+    on, so the fixed setup before it is applied here, once for all of them
+    (third-party models included).  ``horizon`` is in total-time seconds."""
+    setup = settings.setup_time
+    if horizon is not None:
+        horizon = max(horizon - setup, settings.check_interval)
+    pred = predictor.predict(profile, settings, horizon=horizon)
+    if setup:
+        pred = dataclasses.replace(pred,
+                                   total_time=pred.total_time.scaled(1.0,
+                                                                     setup))
+    return pred
 
 
 def get(model):

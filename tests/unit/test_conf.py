@@ -24,6 +24,7 @@ EXPECTED_DEFAULTS = {
     'send_order': 'address',
     'check_interval': 0.1,
     'switchover_time': 0.0,
+    'setup_time': 0.0,
     'max_rounds': 200,
     'confidence': 0.95,
     'cpu_cost_per_page': 2.5e-06,

@@ -127,3 +127,77 @@ def test_cpu_reservation_floor_values():
     res = sizing.cpu_reservation(1.0, 4096, 1e-9)
     assert res.runtime_ns == sizing.SCHED_DEADLINE_MIN_RUNTIME_NS
     assert res.quota_us == 1000
+
+
+@pytest.mark.parametrize("model", ["precopy", "geometric", "montecarlo"])
+def test_setup_time_shifts_the_total_time_only(guest, model):
+    kw = dict(bandwidth=40 * MIB, downtime_limit=0.05, model=model)
+    if model == "montecarlo":
+        kw["model"] = sizing.variants.MonteCarloModel(runs=50, seed=3)
+    base = predict(guest, **kw)
+    late = predict(guest, setup_time=0.3, **kw)
+    assert late.total_time.mean == pytest.approx(base.total_time.mean + 0.3)
+    assert late.total_time.quantile(0.95) == pytest.approx(
+        base.total_time.quantile(0.95) + 0.3)
+    assert late.downtime.mean == pytest.approx(base.downtime.mean)
+    assert late.bytes_sent.mean == pytest.approx(base.bytes_sent.mean)
+    assert late.settings.setup_time == 0.3
+
+
+def test_plan_with_setup_time_needs_more_bandwidth(guest):
+    req = dict(deadline=1.0, max_downtime=0.05, confidence=0.95,
+               link_capacity=1e9)
+    base = plan(guest, **req)
+    late = plan(guest, setup_time=0.3, **req)
+    assert base.feasible and late.feasible, (base.reason, late.reason)
+    assert late.bandwidth > base.bandwidth
+    assert late.prediction.total_time.cdf(1.0) >= 0.95
+    # the same migration without the setup time would make a 0.7 s deadline
+    assert predict(guest, late.bandwidth, late.downtime_limit
+                   ).total_time.cdf(0.7) >= 0.95
+
+
+def test_setup_time_beyond_the_deadline_is_infeasible(guest):
+    pl = plan(guest, deadline=0.5, max_downtime=0.05, link_capacity=1e9,
+              setup_time=0.5)
+    assert not pl.feasible
+    assert "setup time 0.5 s" in pl.reason
+
+
+def test_negative_setup_time_is_refused(guest):
+    with pytest.raises(ValueError, match="setup_time"):
+        predict(guest, 40 * MIB, 0.05, setup_time=-1)
+
+
+def test_link_rate_speeds_up_the_stop_and_copy_only(guest):
+    slow = predict(guest, 100 * MIB, 0.05)
+    assert slow.converges == pytest.approx(1.0)
+    same = predict(guest, 100 * MIB, 0.05, link_rate=100 * MIB)
+    fast = predict(guest, 100 * MIB, 0.05, link_rate=1000 * MIB,
+                   switchover_time=0.004)
+    assert same.downtime.mean == pytest.approx(slow.downtime.mean)
+    assert same.total_time.mean == pytest.approx(slow.total_time.mean)
+    # 10x the rate: a tenth of the page time, plus the switch-over
+    assert fast.downtime.mean - 0.004 == pytest.approx(
+        slow.downtime.mean / 10, rel=1e-6)
+    assert fast.downtime.quantile(0.999) <= 0.004 + 0.05 * 4104 / 4096 / 10
+    saved = slow.downtime.mean - (fast.downtime.mean - 0.004)
+    assert fast.total_time.mean == pytest.approx(
+        slow.total_time.mean - saved + 0.004, rel=1e-5)
+    # the same bytes go out either way
+    assert fast.bytes_sent.mean == pytest.approx(slow.bytes_sent.mean,
+                                                 rel=1e-6)
+
+
+def test_link_rate_matches_the_simulator(guest):
+    kw = dict(bandwidth=100 * MIB, downtime_limit=0.05, link_rate=1000 * MIB)
+    ana = predict(guest, **kw)
+    sim = simulate(guest, runs=300, seed=5, **kw)
+    assert ana.downtime.mean == pytest.approx(sim.downtime.mean, abs=1e-3)
+    assert ana.total_time.mean == pytest.approx(sim.total_time.mean,
+                                                rel=0.03)
+
+
+def test_link_rate_below_the_bandwidth_is_refused(guest):
+    with pytest.raises(ValueError, match="link_rate"):
+        predict(guest, 100 * MIB, 0.05, link_rate=10 * MIB)
