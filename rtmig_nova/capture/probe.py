@@ -25,7 +25,8 @@ of an ``exec:`` migration kills QEMU, i.e. the guest.  The capability
 ``pause-before-switchover`` is turned on for the probe: should the guest
 dirty so few pages that the probe converges, QEMU stops in
 ``pre-switchover`` and the cancel resumes the guest, rather than completing
-a migration that would leave the guest paused.
+a migration that would leave the guest paused; the capture then starts the
+next probe (see :func:`capture`).
 
 Every error is a :class:`ProbeError` with a one-line message; whatever was
 changed on the guest has been undone by then (also on KeyboardInterrupt).
@@ -40,7 +41,8 @@ import threading
 import time
 
 from rtmig_nova.capture.trace import (
-    EVENTS, PAGE_EVENT, SYNC_EVENT, TraceError, TraceParser)
+    EVENTS, PAGE_EVENT, SYNC_EVENT, TraceError, TraceParser,
+    pages_never_sent)
 
 DEFAULT_DURATION = 20.0             # seconds
 DEFAULT_BANDWIDTH = 8 * 1000 * 1000  # bytes/s
@@ -260,7 +262,8 @@ class LogFollower:
 # -- the sink ---------------------------------------------------------------
 
 class _Sink:
-    """A TCP listener on 127.0.0.1 that reads and drops what it gets."""
+    """A TCP listener on 127.0.0.1 that reads and drops what it gets, from
+    one connection after another."""
 
     def __init__(self):
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -277,28 +280,26 @@ class _Sink:
         return f"tcp:127.0.0.1:{self.port}"
 
     def _run(self):
-        conn = None
-        while not self._stop.is_set() and conn is None:
+        # One connection per probe migration, one after the other.
+        while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
             except socket.timeout:
                 continue
             except OSError:
                 return
-        if conn is None:
-            return
-        with conn:
-            conn.settimeout(0.2)
-            while not self._stop.is_set():
-                try:
-                    data = conn.recv(1 << 20)
-                except socket.timeout:
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    return
-                self.received += len(data)
+            with conn:
+                conn.settimeout(0.2)
+                while not self._stop.is_set():
+                    try:
+                        data = conn.recv(1 << 20)
+                    except socket.timeout:
+                        continue
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    self.received += len(data)
 
     def close(self):
         self._stop.set()
@@ -328,6 +329,7 @@ class CaptureResult:
     log_rotations: int
     restored: dict              # the migration parameters put back
     other_blocks: dict
+    cycles: int = 1             # probe migrations (see capture)
 
 
 class _Undo:
@@ -355,6 +357,16 @@ class _Undo:
             except Exception as e:
                 errors.append(f"{what}: {_one_line(e)}")
         return errors, interrupted
+
+
+def _near_end_of_pass(monitor, bandwidth, lead=0.5):
+    """Whether the first pass has at most ``lead`` seconds of bytes left
+    at ``bandwidth`` (bytes/s): QEMU's ``ram.remaining`` counts every page
+    still to send at its full size, zero pages too, so this errs early."""
+    ram = (monitor.cmd("query-migrate") or {}).get("ram") or {}
+    remaining = ram.get("remaining")
+    return remaining is not None and ram.get("transferred", 0) > 0 and \
+        remaining <= bandwidth * lead
 
 
 def _status(monitor):
@@ -404,19 +416,37 @@ def _resume_if_migrated(monitor, was_running):
 
 def capture(monitor, log_path, duration=DEFAULT_DURATION,
             bandwidth=DEFAULT_BANDWIDTH, total_pages=None, max_rounds=None,
-            ram_block="pc.ram", page_size=4096, progress=None, poll=0.1,
-            metadata=None):
-    """Run a probe migration of the guest behind ``monitor`` (a
+            ram_block="pc.ram", page_size=4096, progress=None, poll=0.05,
+            metadata=None, first_pass_bandwidth=None):
+    """Run probe migrations of the guest behind ``monitor`` (a
     :class:`LibvirtMonitor` or :class:`QMPMonitor`) for ``duration``
     seconds (or until ``max_rounds`` observations), reading the trace from
     ``log_path``; returns a :class:`CaptureResult`.  ``progress(Round)`` is
     called per observation.  ``total_pages`` defaults to the guest's memory
-    size, else to the pages seen."""
+    size, else to the pages seen.
+
+    ``bandwidth`` (bytes/s) paces the rounds after the first pass;
+    ``first_pass_bandwidth`` (bytes/s, default ``bandwidth``) the first
+    pass, which observes only one interval and should be over soon.
+
+    A probe faster than the guest dirties pages shrinks its rounds until,
+    in a round of a few milliseconds, the guest writes fewer pages than the
+    1 ms limit lets through: QEMU then stops in ``pre-switchover``.  That
+    is not an error: the probe is cancelled (the guest runs on) and the
+    next one started, so one capture holds several *cycles*, each a first
+    pass and rounds of falling length, which is the spread of interval
+    lengths that resolves both slow and fast pages.  A probe slower than
+    the guest never converges: its rounds grow until every active page is
+    dirty in each, one long cycle."""
     if not duration > 0:
         raise ProbeError(f"duration must be > 0 s, got {duration!r}")
-    if not bandwidth >= page_size:
-        raise ProbeError(f"bandwidth must be at least one page per second, "
-                         f"got {bandwidth!r} bytes/s")
+    first_bw = bandwidth if first_pass_bandwidth is None \
+        else first_pass_bandwidth
+    for what, value in (("bandwidth", bandwidth),
+                        ("first-pass bandwidth", first_bw)):
+        if not value >= page_size:
+            raise ProbeError(f"{what} must be at least one page per second, "
+                             f"got {value!r} bytes/s")
     status = _status(monitor)
     if status in RUNNING:
         raise ProbeError(f"a migration is already running (status "
@@ -433,12 +463,12 @@ def capture(monitor, log_path, duration=DEFAULT_DURATION,
         if mem:
             total_pages = mem // page_size
     follower = LogFollower(log_path)     # before anything changes
-    parser = TraceParser(ram_block, page_size)
+    parsers = []
     undo = _Undo()
     undo.push("closing the log", follower.close)
     result = primary = None
-    started = ended = None
     sink = None
+    started = time.monotonic()
     try:
         for name in EVENTS:
             if events_before[name]:
@@ -461,57 +491,27 @@ def capture(monitor, log_path, duration=DEFAULT_DURATION,
         if restore:
             undo.push("restoring max-bandwidth and downtime-limit",
                       monitor.cmd, "migrate-set-parameters", **restore)
-        monitor.cmd("migrate-set-parameters", **{
-            "max-bandwidth": int(bandwidth),
-            "downtime-limit": DOWNTIME_LIMIT_MS})
         sink = _Sink()
         undo.push("closing the sink", sink.close)
         undo.push("resuming the guest", _resume_if_migrated, monitor,
                   was_running)
         undo.push("cancelling the probe migration", _cancel, monitor)
-        started = time.monotonic()
-        monitor.cmd("migrate", uri=sink.uri)
         deadline = started + float(duration)
-        next_status = started + 0.5
         seen = 0
         while True:
-            now = time.monotonic()
-            data = follower.read()
-            if data:
-                try:
-                    parser.feed(data)
-                except TraceError as e:
-                    raise ProbeError(f"{follower.path}: {e}") from None
-            while seen < len(parser.intervals):
-                if progress is not None:
-                    progress(Round(seen + 1,
-                                   int(parser.observations_[seen].size),
-                                   float(parser.intervals[seen]),
-                                   now - started))
-                seen += 1
-            if now >= deadline or (max_rounds and seen >= max_rounds):
+            parser = TraceParser(ram_block, page_size)
+            parsers.append(parser)
+            converged = _probe_cycle(
+                monitor, follower, parser, sink, deadline, bandwidth,
+                first_bw, poll, seen, max_rounds, started, progress)
+            seen += len(parser.intervals)
+            _cancel(monitor)
+            _resume_if_migrated(monitor, was_running)
+            _drain(follower, parser)
+            if not converged or time.monotonic() >= deadline or \
+                    (max_rounds and seen >= max_rounds):
                 break
-            if not parser.syncs and now - started > FIRST_SYNC_TIMEOUT:
-                raise ProbeError(
-                    f"no {SYNC_EVENT} in {follower.path} after "
-                    f"{FIRST_SYNC_TIMEOUT:g} s: is QEMU's trace backend "
-                    f"'log' and its stderr that file?")
-            if now >= next_status:
-                next_status = now + 0.5
-                st = monitor.cmd("query-migrate") or {}
-                status = st.get("status")
-                if status == "pre-switchover":
-                    raise ProbeError(
-                        "the probe migration converged (the guest dirties "
-                        "too few pages): lower --bandwidth")
-                if status in ENDED:
-                    raise ProbeError(
-                        f"the probe migration ended early: status {status}"
-                        + (f" ({st['error-desc']})"
-                           if st.get("error-desc") else ""))
-            time.sleep(poll)
-        ended = time.monotonic()
-        result = True
+        result = time.monotonic() - started
     except BaseException as e:
         primary = e
         raise
@@ -524,21 +524,106 @@ def capture(monitor, log_path, duration=DEFAULT_DURATION,
             raise ProbeError(msg) from None
         if interrupted and result is not None:
             raise KeyboardInterrupt
-    return _result(parser, follower, sink, ended - started, total_pages,
-                   restore, ram_block, page_size, bandwidth, metadata)
+    return _result(parsers, follower, sink, result, total_pages, restore,
+                   ram_block, page_size, bandwidth, first_bw, metadata)
 
 
-def _result(parser, follower, sink, elapsed, total_pages, restore,
-            ram_block, page_size, bandwidth, metadata):
+def _probe_cycle(monitor, follower, parser, sink, deadline, bandwidth,
+                 first_bw, poll, seen, max_rounds, started, progress):
+    """One probe migration until ``deadline`` (monotonic s), ``max_rounds``
+    observations in all, or convergence (returns True)."""
+    monitor.cmd("migrate-set-parameters", **{
+        "max-bandwidth": int(first_bw), "downtime-limit": DOWNTIME_LIMIT_MS})
+    cycle_start = time.monotonic()
+    monitor.cmd("migrate", uri=sink.uri)
+    paced = first_bw == bandwidth
+    reported = 0
+    while True:
+        now = time.monotonic()
+        _feed(follower, parser)
+        if not paced and (parser.first_pass_pages or _near_end_of_pass(
+                monitor, first_bw)):
+            # Pace the observed rounds from the end of the first pass on.
+            monitor.cmd("migrate-set-parameters",
+                        **{"max-bandwidth": int(bandwidth)})
+            paced = True
+        while reported < len(parser.intervals):
+            if progress is not None:
+                progress(Round(seen + reported + 1,
+                               int(parser.observations_[reported].size),
+                               float(parser.intervals[reported]),
+                               now - started))
+            reported += 1
+        if now >= deadline or (max_rounds and
+                               seen + reported >= max_rounds):
+            return False
+        if not parser.syncs and now - cycle_start > FIRST_SYNC_TIMEOUT:
+            raise ProbeError(
+                f"no {SYNC_EVENT} in {follower.path} after "
+                f"{FIRST_SYNC_TIMEOUT:g} s: is QEMU's trace backend "
+                f"'log' and its stderr that file?")
+        st = monitor.cmd("query-migrate") or {}
+        status = st.get("status")
+        if status == "pre-switchover":
+            # The guest wrote fewer pages between two syncs than the 1 ms
+            # limit lets through; QEMU waits (guest stopped) for us.
+            if parser.intervals or parser.first_pass_pages:
+                return True
+            raise ProbeError(
+                "the probe migration converged in its first pass (the "
+                "guest dirties too few pages): lower --bandwidth")
+        if status in ENDED:
+            raise ProbeError(
+                f"the probe migration ended early: status {status}"
+                + (f" ({st['error-desc']})" if st.get("error-desc") else ""))
+        time.sleep(poll)
+
+
+def _feed(follower, parser):
+    data = follower.read()
+    if data:
+        try:
+            parser.feed(data)
+        except TraceError as e:
+            raise ProbeError(f"{follower.path}: {e}") from None
+
+
+def _drain(follower, parser, quiet=0.2, timeout=5.0):
+    """Read the trace until it has been quiet for ``quiet`` s (virtlogd
+    copies QEMU's stderr with a delay), so that the next probe's lines do
+    not reach this probe's parser."""
+    end = time.monotonic() + timeout
+    last = time.monotonic()
+    while time.monotonic() - last < quiet and time.monotonic() < end:
+        data = follower.read()
+        if data:
+            last = time.monotonic()
+            try:
+                parser.feed(data)
+            except TraceError as e:
+                raise ProbeError(f"{follower.path}: {e}") from None
+        else:
+            time.sleep(0.02)
+
+
+def _result(parsers, follower, sink, elapsed, total_pages, restore,
+            ram_block, page_size, bandwidth, first_bw, metadata):
     from rtmig_nova.model.profile import DirtyProfile
-    obs, tau, seen = parser.observations()
-    if not parser.syncs:
+    obs, tau, seen = [], [], 0
+    other_blocks = {}
+    for parser in parsers:
+        o, t, s = parser.observations()
+        obs += o
+        tau += t
+        seen = max(seen, s)
+        for name, n in parser.other_blocks.items():
+            other_blocks[name] = other_blocks.get(name, 0) + n
+    if not any(p.syncs for p in parsers):
         raise ProbeError(f"no {SYNC_EVENT} traced in {elapsed:.1f} s")
     if seen <= 0:
         raise ProbeError(f"no {PAGE_EVENT} of RAM block {ram_block!r} "
                          f"traced (blocks seen: "
-                         f"{', '.join(sorted(parser.other_blocks)) or 'none'}"
-                         f")")
+                         f"{', '.join(sorted(other_blocks)) or 'none'})")
     if not obs:
         raise ProbeError(f"no complete round after the first pass in "
                          f"{elapsed:.1f} s: capture for longer or with a "
@@ -547,15 +632,21 @@ def _result(parser, follower, sink, elapsed, total_pages, restore,
     meta = {"source": "qemu-trace", "ram_block": str(ram_block),
             "capture": "probe-migration",
             "probe_bandwidth_bytes_per_s": int(bandwidth),
-            "probe_seconds": round(elapsed, 3), "rounds": len(obs)}
+            "probe_first_pass_bandwidth_bytes_per_s": int(first_bw),
+            "probe_seconds": round(elapsed, 3), "rounds": len(obs),
+            "probe_cycles": len(parsers),
+            # Pages no probe sent were all zero in the first pass and never
+            # written since: a migration sends them as 9-byte zero pages.
+            "zero_pages_from": "first pass"}
     meta.update(metadata or {})
-    profile = DirtyProfile.from_observations(obs, tau, total, page_size, 0,
-                                             meta)
+    zero = pages_never_sent(parsers, total)
+    profile = DirtyProfile.from_observations(obs, tau, total, page_size,
+                                             zero, meta)
     return CaptureResult(profile, len(obs), list(tau), elapsed,
-                         parser.first_pass_pages,
+                         parsers[0].first_pass_pages,
                          sink.received if sink is not None else 0,
-                         follower.rotations, restore,
-                         dict(parser.other_blocks))
+                         follower.rotations, restore, other_blocks,
+                         len(parsers))
 
 
 def capture_domain(name, uri=DEFAULT_URI, log_path=None, **kwargs):

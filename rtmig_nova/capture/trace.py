@@ -98,6 +98,9 @@ class TraceParser:
         self.intervals = []        # seconds
         self.max_page = -1
         self.first_pass_pages = 0
+        # Pages sent in the first pass: every page that was not all zero
+        # bytes then (zero pages go untraced).
+        self.first_pass = np.zeros(0, dtype=np.int64)
         self.pages_before_sync = 0
         self.other_blocks = {}     # block name -> pages sent
         self.skipped_lines = 0
@@ -199,6 +202,9 @@ class TraceParser:
             self._rounds_done += 1
             if self._rounds_done == 1:
                 self.first_pass_pages = len(self._round)
+                self.first_pass = np.fromiter(
+                    sorted(self._round), dtype=np.int64,
+                    count=len(self._round))
             else:
                 # The round after sync j (j = len(self.syncs) >= 2): pages
                 # dirtied between syncs j-1 and j.
@@ -226,12 +232,29 @@ class TraceParser:
             self.max_page = page
 
     # -- results --------------------------------------------------------
+    def never_sent(self, total_pages):
+        """Pages of ``0..total_pages-1`` neither sent in the first pass nor
+        dirtied in any complete round since: all zero bytes at the start
+        and never written.  Only meaningful once the first pass is over."""
+        return pages_never_sent([self], total_pages)
+
     def observations(self):
         """(observations, intervals, total pages seen): the page-index
         arrays of the complete rounds after the first pass, the interval
         (seconds) each covers, and 1 + the highest page index sent."""
         return (list(self.observations_), list(self.intervals),
                 self.max_page + 1)
+
+
+def pages_never_sent(parsers, total_pages):
+    """Pages of ``0..total_pages-1`` that none of ``parsers`` (one per probe
+    migration of the same guest) saw sent, in a first pass or a complete
+    round."""
+    seen = np.zeros(int(total_pages), dtype=bool)
+    for parser in parsers:
+        for pages in [parser.first_pass] + parser.observations_:
+            seen[pages[pages < seen.size]] = True
+    return int(seen.size - np.count_nonzero(seen))
 
 
 def _chunks(source, chunk=CHUNK):

@@ -423,3 +423,23 @@ def test_real_migration_trace(tmp_path, request):
     # the working set, plus the kernel's own few pages
     assert WORKING_SET_PAGES * 0.95 <= prof.active_pages \
         <= WORKING_SET_PAGES * 1.5
+
+
+def test_never_sent_pages_are_the_zero_pages():
+    # Pages 0-9 sent in the first pass, 5 and 12 dirtied later; of 20
+    # pages, 10-19 but 12 were never sent: zero at the start and never
+    # written since.
+    t = 1700000000.0
+    text = sync(t) + "".join(page(t + 0.01, i) for i in range(10))
+    text += sync(t + 1) + page(t + 1.01, 5) + page(t + 1.02, 12)
+    text += sync(t + 2) + page(t + 2.01, 5)
+    text += sync(t + 3)
+    p = TraceParser()
+    p.feed(text.encode())
+    assert p.first_pass_pages == 10
+    assert sorted(p.first_pass.tolist()) == list(range(10))
+    assert p.never_sent(20) == 9
+    # a larger guest has more never-sent pages; a page index beyond the
+    # guest (a shorter total) is not counted
+    assert p.never_sent(30) == 19
+    assert p.never_sent(11) == 1
