@@ -77,7 +77,6 @@ def _epoch(guest, settings, seq):
 
 def _run(guest, settings, rng, first):
     """One migration.  Returns (total s, downtime s, bytes, rounds)."""
-    bw = settings.bandwidth
     elapsed, nbytes = 0.0, 0.0
     seq, sent, length, ebytes, starts = first
     for rnd in range(1, settings.max_rounds + 1):
