@@ -52,6 +52,7 @@ def _settings(args, defaults):
         "order": args.order or defaults.send_order,
         "check_interval": defaults.check_interval,
         "switchover_time": defaults.switchover_time,
+        "setup_time": defaults.setup_time,
         "max_rounds": defaults.max_rounds,
     }
     if args.check_interval is not None:
@@ -60,6 +61,13 @@ def _settings(args, defaults):
     if args.switchover_time is not None:
         s["switchover_time"] = units.parse_duration(
             args.switchover_time, "--switchover-time")
+    if getattr(args, "link_rate", None) is not None:
+        s["link_rate"] = _positive(units.parse_rate(args.link_rate,
+                                                    "--link-rate"),
+                                   "--link-rate")
+    if args.setup_time is not None:
+        s["setup_time"] = units.parse_duration(args.setup_time,
+                                               "--setup-time")
     if args.max_rounds is not None:
         s["max_rounds"] = units.parse_int(args.max_rounds, "--max-rounds",
                                           minimum=1)
@@ -255,6 +263,67 @@ def cmd_profile_convert(args, defaults):
     return EXIT_OK
 
 
+def _capture_output(args):
+    """The checked --output path of profile capture."""
+    dst = args.output
+    if file_kind(dst, "OUTPUT") != "json":
+        raise CliError(f"--output: {dst}: expected .json or .json.gz")
+    if os.path.lexists(dst) and not args.force:
+        raise CliError(f"--output: {dst} exists; use --force to overwrite "
+                       f"it")
+    if os.path.isdir(dst):
+        raise CliError(f"--output: {dst} is a directory")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(dst))):
+        raise CliError(f"--output: {dst}: no such directory")
+    return dst
+
+
+def _save_profile(profile, dst):
+    suffix = ".json.gz" if dst.lower().endswith(".gz") else ".json"
+    with replacing(dst, suffix) as tmp:
+        profile.save(tmp)
+
+
+def _capture_coarse(args):
+    from rtmig_nova.capture import dirtyrate, probe
+    if args.domain is None:
+        raise CliError("--coarse needs --domain NAME (libvirt's dirty-rate "
+                       "calculation)")
+    for opt, value in (("--bandwidth", args.bandwidth),
+                       ("--first-pass-bandwidth", args.first_pass_bandwidth),
+                       ("--rounds", args.rounds)):
+        if value is not None:
+            raise CliError(f"{opt} goes with a probe migration, not with "
+                           f"--coarse")
+    seconds = units.parse_duration(
+        args.duration if args.duration is not None else "1s", "--duration")
+    if seconds != int(seconds) or not 1 <= seconds <= 60:
+        raise CliError(f"--duration: --coarse takes whole seconds from 1 to "
+                       f"60, got {args.duration!r}")
+    dst = _capture_output(args)
+    try:
+        profile = dirtyrate.capture_domain_coarse(
+            args.domain, args.uri or probe.DEFAULT_URI, int(seconds))
+    except probe.ProbeError as e:
+        raise CliError(str(e)) from None
+    _save_profile(profile, dst)
+    rate = profile.metadata["aggregate_dirty_rate_bytes_per_s"]
+    if args.json:
+        print_json({"output": dst, "target": f"domain {args.domain}",
+                    "coarse": True, "calc_seconds": int(seconds),
+                    "dirty_rate_bytes_per_s": rate,
+                    "total_pages": profile.total_pages,
+                    "page_size": profile.page_size})
+        return EXIT_OK
+    emit([f"measured domain {args.domain}: dirty rate "
+          f"{units.format_rate(rate)} over {int(seconds)} s (libvirt "
+          f"dirty-rate calculation; no migration)",
+          f"wrote {dst}: COARSE profile (one rate spread over "
+          f"{units.format_bytes(profile.memory_bytes)}); a probe capture "
+          f"gives the per-page rates the model needs"])
+    return EXIT_OK
+
+
 def cmd_profile_capture(args, defaults):
     from rtmig_nova.capture import probe
     if (args.domain is None) == (args.qmp is None):
@@ -268,6 +337,8 @@ def cmd_profile_capture(args, defaults):
                        "trace is read from its log file")
     if args.qmp is not None and args.uri is not None:
         raise CliError("--uri goes with --domain")
+    if args.coarse:
+        return _capture_coarse(args)
     duration = _positive(units.parse_duration(
         args.duration if args.duration is not None
         else DEFAULT_CAPTURE_DURATION, "--duration"), "--duration")
@@ -277,18 +348,16 @@ def cmd_profile_capture(args, defaults):
     if bandwidth < 4096:
         raise CliError(f"--bandwidth: must be at least 4096 bytes/s, got "
                        f"{args.bandwidth!r}")
+    first_bw = None
+    if args.first_pass_bandwidth is not None:
+        first_bw = units.parse_rate(args.first_pass_bandwidth,
+                                    "--first-pass-bandwidth")
+        if first_bw < 4096:
+            raise CliError(f"--first-pass-bandwidth: must be at least 4096 "
+                           f"bytes/s, got {args.first_pass_bandwidth!r}")
     rounds = units.parse_int(args.rounds, "--rounds", minimum=1) \
         if args.rounds is not None else None
-    dst = args.output
-    if file_kind(dst, "OUTPUT") != "json":
-        raise CliError(f"--output: {dst}: expected .json or .json.gz")
-    if os.path.lexists(dst) and not args.force:
-        raise CliError(f"--output: {dst} exists; use --force to overwrite "
-                       f"it")
-    if os.path.isdir(dst):
-        raise CliError(f"--output: {dst} is a directory")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(dst))):
-        raise CliError(f"--output: {dst}: no such directory")
+    dst = _capture_output(args)
 
     def progress(r):
         sys.stderr.write(f"round {r.index}: {r.pages} pages dirtied in "
@@ -297,7 +366,8 @@ def cmd_profile_capture(args, defaults):
         sys.stderr.flush()
 
     kwargs = {"duration": duration, "bandwidth": bandwidth,
-              "max_rounds": rounds, "progress": progress}
+              "first_pass_bandwidth": first_bw, "max_rounds": rounds,
+              "progress": progress}
     try:
         if args.domain is not None:
             res = probe.capture_domain(args.domain,
@@ -310,12 +380,11 @@ def cmd_profile_capture(args, defaults):
     except probe.ProbeError as e:
         raise CliError(str(e)) from None
     profile = res.profile
-    suffix = ".json.gz" if dst.lower().endswith(".gz") else ".json"
-    with replacing(dst, suffix) as tmp:
-        profile.save(tmp)
+    _save_profile(profile, dst)
     if args.json:
         print_json({
             "output": dst, "target": target, "rounds": res.rounds,
+            "cycles": res.cycles, "zero_pages": profile.zero_pages,
             "probe_seconds": res.duration,
             "mean_interval_s": (sum(res.intervals) / len(res.intervals)),
             "first_pass_pages": res.first_pass_pages,
@@ -328,12 +397,14 @@ def cmd_profile_capture(args, defaults):
             "page_size": profile.page_size})
         return EXIT_OK
     mean = sum(res.intervals) / len(res.intervals)
-    emit([f"captured {target}: {res.rounds} rounds in "
+    emit([f"captured {target}: {res.rounds} rounds of {res.cycles} probe "
+          f"migration{'s' if res.cycles != 1 else ''} in "
           f"{units.format_duration(res.duration)} (mean interval "
           f"{units.format_duration(mean)}), probe migration cancelled and "
           f"parameters restored",
           f"wrote {dst}: {units.format_bytes(profile.memory_bytes)}, "
           f"{profile.total_pages} pages ({profile.active_pages} active, "
-          f"{profile.idle_pages} idle), write rate "
+          f"{profile.idle_pages} idle, {profile.zero_pages} of them zero), "
+          f"write rate "
           f"{units.format_number(profile.write_rate)} pages/s"])
     return EXIT_OK

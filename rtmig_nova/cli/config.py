@@ -27,6 +27,7 @@ class Defaults:
     send_order: str
     check_interval: float
     switchover_time: float
+    setup_time: float
     max_rounds: int
     confidence: float
     cpu_cost_per_page: float

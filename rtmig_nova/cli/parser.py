@@ -64,7 +64,7 @@ def _add_profile_option(parser):
              "(default: [rtmig] default_profile, builtin:default)")
 
 
-def _add_model_options(parser, model=True):
+def _add_model_options(parser, model=True, link_rate=True):
     g = parser.add_argument_group(
         "model settings (defaults from the [rtmig] options)")
     if model:
@@ -83,6 +83,15 @@ def _add_model_options(parser, model=True):
                    help="fixed extra downtime for device state and the "
                         "switch-over, e.g. 20ms (default: [rtmig] "
                         "switchover_time, 0 s)")
+    g.add_argument("--setup-time", metavar="DUR",
+                   help="fixed time before the first page is sent, added to "
+                        "the total time, e.g. 300ms (default: [rtmig] "
+                        "setup_time, 0 s)")
+    if link_rate:
+        g.add_argument("--link-rate", metavar="RATE",
+                       help="rate of the stop-and-copy, which QEMU sends "
+                            "without its bandwidth limit, e.g. 1Gbit/s "
+                            "(default: the bandwidth)")
     g.add_argument("--check-interval", metavar="DUR",
                    help="QEMU's pending-size check period (default: [rtmig] "
                         "check_interval, 100 ms)")
@@ -162,7 +171,7 @@ def build_parser():
                         "2.5us (default: [rtmig] cpu_cost_per_page)")
     p.add_argument("--fail-infeasible", action="store_true",
                    help="exit with status 1 when the request is infeasible")
-    _add_model_options(p)
+    _add_model_options(p, link_rate=False)
     _add_json_option(p)
     p.set_defaults(func=cmd_plan)
 
@@ -253,9 +262,17 @@ def build_parser():
                    help=f"max-bandwidth of the probe migration; low enough "
                         f"that it never converges (default: "
                         f"{DEFAULT_CAPTURE_BANDWIDTH})")
+    q.add_argument("--first-pass-bandwidth", metavar="RATE",
+                   help="max-bandwidth of each probe's first pass, which "
+                        "observes one interval only (default: --bandwidth)")
     q.add_argument("--rounds", metavar="N",
                    help="stop once N rounds after the first pass are "
                         "observed (default: run for the whole --duration)")
+    q.add_argument("--coarse", action="store_true",
+                   help="no probe migration: one aggregate dirty rate from "
+                        "libvirt's dirty-rate calculation (--domain only; "
+                        "--duration in whole seconds, 1-60, default 1s); "
+                        "the profile is flagged coarse")
     q.add_argument("--output", metavar="PROFILE", required=True,
                    help="the profile file to write (.json or .json.gz)")
     q.add_argument("--force", action="store_true",
@@ -264,6 +281,8 @@ def build_parser():
     q.set_defaults(func=cmd_profile_capture)
 
     _add_reserve_parser(sub, common)
+    from rtmig_nova.cli import experiment
+    experiment.add_parser(sub, common, _add_json_option)
     return parser
 
 

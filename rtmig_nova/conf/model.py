@@ -95,7 +95,7 @@ Unit: seconds.
 Fixed time, in seconds, from the start of the migration job to QEMU's first
 page, added to the predicted total time: libvirt's prepare phase, which
 starts the destination QEMU (about 0.3 s on the project's testbed; measure
-it on your hosts as docs/validation.md describes).
+it on your hosts as docs/testbed.md describes).
 
 Unit: seconds.
 """),

@@ -78,7 +78,7 @@ class MigrationSettings:
         conservative case the planner assumes)
     :ivar setup_time: fixed time before QEMU sends the first page, seconds,
         added to the total time: libvirt's job starts with the prepare
-        phase, which starts the destination QEMU (see docs/validation.md)
+        phase, which starts the destination QEMU (see docs/testbed.md)
     :ivar max_rounds: rounds after which a migration counts as not converging
     """
     bandwidth: float

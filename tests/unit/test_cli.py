@@ -451,3 +451,59 @@ def test_help_exits_zero(capsys):
     assert code == 0 and "predict" in out and "plan" in out
     code, out, err = run(capsys, "plan", "--help")
     assert code == 0 and "--fail-infeasible" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["profile", "capture", "--coarse", "--qmp", "/x", "--trace-file", "/y",
+      "--output", "o.json"], "--coarse needs --domain"),
+    (["profile", "capture", "--coarse", "--domain", "g", "--bandwidth",
+      "8MB/s", "--output", "o.json"], "--bandwidth goes with a probe"),
+    (["profile", "capture", "--coarse", "--domain", "g", "--rounds", "3",
+      "--output", "o.json"], "--rounds goes with a probe"),
+    (["profile", "capture", "--coarse", "--domain", "g", "--duration",
+      "1.5s", "--output", "o.json"], "whole seconds from 1 to 60"),
+    (["profile", "capture", "--coarse", "--domain", "g", "--duration",
+      "61s", "--output", "o.json"], "whole seconds from 1 to 60"),
+    (["profile", "capture", "--domain", "g", "--first-pass-bandwidth",
+      "1kB/s", "--output", "o.json"], "--first-pass-bandwidth: must be"),
+    (["experiment", "validate", "--workloads", "video,bogus"],
+     "--workloads: unknown bogus"),
+    (["experiment", "validate", "--bandwidths", "8MiB/s,100kB/s"],
+     "below 1 MiB/s"),
+    (["experiment", "validate", "--repetitions", "0"], "--repetitions"),
+    (["experiment", "validate", "--downtime-limit", "0s"],
+     "--downtime-limit"),
+    (["experiment", "validate", "--calibration-runs", "-1"],
+     "--calibration-runs"),
+    (["predict", "--bandwidth", "100MiB/s", "--downtime-limit", "300ms",
+      "--link-rate", "10MiB/s"], "link_rate"),
+    (["predict", "--bandwidth", "100MiB/s", "--downtime-limit", "300ms",
+      "--setup-time", "-1s"], "--setup-time"),
+])
+def test_capture_experiment_and_settings_bad_input(capsys, tmp_path,
+                                                   monkeypatch, argv,
+                                                   message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    assert_one_error_line(code, out, err)
+    assert message in err, err
+
+
+def test_setup_time_and_link_rate_reach_the_prediction(capsys):
+    code, out, err = run(capsys, "predict", "--bandwidth", "100MiB/s",
+                         "--downtime-limit", "300ms", "--json")
+    base = json.loads(out)
+    code, out, err = run(capsys, "predict", "--bandwidth", "100MiB/s",
+                         "--downtime-limit", "300ms", "--setup-time", "0.5s",
+                         "--link-rate", "1GiB/s", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["settings"]["setup_time"] == 0.5
+    assert doc["settings"]["link_rate"] == 2 ** 30
+    assert base["settings"]["link_rate"] is None
+    # about a tenth of the downtime at ten times the rate; the total loses
+    # that and gains the setup time
+    assert doc["downtime_s"]["mean"] < base["downtime_s"]["mean"] / 5
+    saved = base["downtime_s"]["mean"] - doc["downtime_s"]["mean"]
+    assert doc["total_time_s"]["mean"] == pytest.approx(
+        base["total_time_s"]["mean"] + 0.5 - saved, rel=1e-6)
