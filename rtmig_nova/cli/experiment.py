@@ -1,0 +1,215 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""``rtmig experiment validate``: the model against real migrations on the
+two-host testbed (:mod:`rtmig_nova.testbed.validation`)."""
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from rtmig_nova import units
+from rtmig_nova.cli.errors import EXIT_OK, CliError
+from rtmig_nova.cli.output import emit, print_json
+
+DEFAULT_OUTPUT_DIR = "rtmig-validation"
+
+
+def add_parser(sub, common, add_json_option):
+    p = sub.add_parser(
+        "experiment", parents=[common],
+        help="experiments on the two-host testbed (root)",
+        description="Experiments on the two-host libvirt testbed of this "
+                    "machine (rtmig_nova.testbed).")
+    esub = p.add_subparsers(dest="experiment_command", metavar="COMMAND",
+                            required=True, parser_class=type(p))
+    from rtmig_nova.testbed import validation as v
+    q = esub.add_parser(
+        "validate", parents=[common],
+        help="check predictions against real live migrations",
+        description="For every workload x bandwidth x repetition: boot a "
+                    "testbed guest on host A, capture its profile with a "
+                    "probe migration, predict the migration with the "
+                    "precopy model and the two baselines, live-migrate it "
+                    "to host B for real, and record what QEMU measured.  "
+                    "Writes validation.csv, validation.png and "
+                    "validation.md to --output-dir.  Needs root, QEMU and "
+                    "libvirt (host A's libvirtd running); builds the guest "
+                    "image first.  A run takes about 20-60 s.")
+    q.add_argument("--workloads", metavar="NAMES",
+                   default=",".join(w.label for w in v.DEFAULT_WORKLOADS),
+                   help="comma-separated, of: %s (default: all)" % ", ".join(
+                       w.label for w in v.DEFAULT_WORKLOADS))
+    q.add_argument("--bandwidths", metavar="RATES",
+                   default=",".join("%dMiB/s" % (b // v.MIB)
+                                    for b in v.DEFAULT_BANDWIDTHS),
+                   help="comma-separated migration bandwidths, whole MiB/s "
+                        "(default: %(default)s)")
+    q.add_argument("--repetitions", metavar="N",
+                   default=str(v.DEFAULT_REPETITIONS),
+                   help="runs per workload and bandwidth (default: "
+                        "%(default)s)")
+    q.add_argument("--downtime-limit", metavar="DUR",
+                   default="%gms" % (v.DEFAULT_DOWNTIME_LIMIT * 1000),
+                   help="QEMU downtime-limit of every run (default: "
+                        "%(default)s)")
+    q.add_argument("--capture-duration", metavar="DUR",
+                   default="%gs" % v.DEFAULT_CAPTURE_S,
+                   help="probe migration per run (default: %(default)s)")
+    q.add_argument("--calibration-runs", metavar="N", default="3",
+                   help="idle-guest migrations that measure the host's "
+                        "setup time, switch-over time and link rate first "
+                        "(0: none, the models then use the [rtmig] "
+                        "defaults) (default: %(default)s)")
+    q.add_argument("--output-dir", metavar="DIR", default=DEFAULT_OUTPUT_DIR,
+                   help="where the CSV, plot and report go (default: "
+                        "%(default)s)")
+    add_json_option(q)
+    q.set_defaults(func=cmd_experiment_validate)
+
+
+def _workloads(text):
+    from rtmig_nova.testbed import validation as v
+    known = {w.label: w for w in v.DEFAULT_WORKLOADS}
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise CliError("--workloads: give at least one name")
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise CliError(f"--workloads: unknown {', '.join(bad)}; have "
+                       f"{', '.join(known)}")
+    return [known[n] for n in dict.fromkeys(names)]
+
+
+def _bandwidths(text):
+    out = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        rate = units.parse_rate(item.strip(), "--bandwidths")
+        if rate < 2 ** 20:
+            raise CliError(f"--bandwidths: {item.strip()} is below 1 MiB/s, "
+                           f"libvirt's unit")
+        out.append(rate)
+    if not out:
+        raise CliError("--bandwidths: give at least one rate")
+    return out
+
+
+def _qemu_version():
+    try:
+        out = subprocess.run(["qemu-system-x86_64", "--version"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.split("\n")[0].replace("QEMU emulator version ",
+                                                 "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cmd_experiment_validate(args, defaults):
+    from tqdm import tqdm
+
+    from rtmig_nova.testbed import hosts, image, report
+    from rtmig_nova.testbed import validation as v
+    workloads = _workloads(args.workloads)
+    bandwidths = _bandwidths(args.bandwidths)
+    reps = units.parse_int(args.repetitions, "--repetitions", minimum=1)
+    cal_runs = units.parse_int(args.calibration_runs, "--calibration-runs",
+                               minimum=0)
+    limit = units.parse_duration(args.downtime_limit, "--downtime-limit")
+    capture_s = units.parse_duration(args.capture_duration,
+                                     "--capture-duration")
+    if not 0 < limit <= 10:
+        raise CliError(f"--downtime-limit: must be in (0, 10] s, got "
+                       f"{args.downtime_limit}")
+    if not capture_s > 0:
+        raise CliError("--capture-duration: must be > 0")
+    if os.geteuid() != 0:
+        raise CliError("experiment validate needs root (network namespaces, "
+                       "a second libvirtd, QEMU's log files)")
+    if os.path.exists(args.output_dir) and \
+            not os.path.isdir(args.output_dir):
+        raise CliError(f"--output-dir: {args.output_dir} is not a directory")
+    runs = v.plan_runs(workloads, bandwidths, reps)
+    try:
+        image.ensure_packages(image.ALL_PACKAGES)
+    except image.ImageError as e:
+        raise CliError(str(e)) from None
+    # QEMU runs as libvirt-qemu: the image directory must be readable.
+    build_dir = tempfile.mkdtemp(prefix="rtmig-validate-")
+    os.chmod(build_dir, 0o755)
+    boot_files = (image.find_kernel(), image.build_initramfs(build_dir))
+    start = datetime.datetime.now(datetime.timezone.utc)
+    with tqdm(total=len(runs), file=sys.stderr, desc="rtmig validate",
+              unit="run", dynamic_ncols=True,
+              disable=not sys.stderr.isatty()) as bar:
+        def progress(done, total, res):
+            bar.update(done - bar.n)
+            what = "error: " + res.error if res.error else (
+                "timed out" if res.timed_out else "%.2f s, downtime %.0f ms"
+                % (res.measured["total_time_s"],
+                   1000 * res.measured["downtime_s"]))
+            bar.write(f"{done}/{total} {res.workload} rep {res.repetition} "
+                      f"{res.bandwidth / v.MIB:.0f} MiB/s: {what}",
+                      file=sys.stderr)
+        try:
+            results, calibration = v.run_experiment(
+                os.path.join(build_dir, "testbed"), boot_files, runs,
+                downtime_limit=limit, capture_s=capture_s,
+                calibration_runs=cal_runs,
+                progress=progress, log=lambda m: bar.write(m,
+                                                           file=sys.stderr))
+        except hosts.TestbedError as e:
+            raise CliError(str(e)) from None
+    meta = {"date": start.strftime("%Y-%m-%d %H:%M UTC"),
+            "qemu": _qemu_version(),
+            "workloads": "; ".join(f"{w.label} = {w.cmdline()}, "
+                                   f"{w.memory_mib} MiB"
+                                   for w in workloads),
+            "bandwidths": ", ".join(f"{b / v.MIB:.0f} MiB/s"
+                                    for b in bandwidths),
+            "repetitions": reps,
+            "downtime limit": f"{limit * 1000:g} ms",
+            "capture": f"probe migration of {capture_s:g} s at "
+                       f"{v.DEFAULT_PROBE_BANDWIDTH / v.MIB:.0f} MiB/s",
+            "machine": f"{os.cpu_count()} cores, accel TCG"}
+    if calibration:
+        meta["calibration (idle guest, medians)"] = (
+            f"setup {calibration['setup_time_s'] * 1000:.0f} ms, switch-over "
+            f"{calibration['switchover_time_s'] * 1000:.1f} ms, link "
+            f"{(calibration['link_rate_bytes_per_s'] or 0) / v.MIB:.0f} MiB/s"
+            f" (used by every model)")
+    paths, summary = report.write_report([r.flat() for r in results],
+                                         args.output_dir, meta)
+    with open(os.path.join(args.output_dir, "calibration.json"), "w") as f:
+        json.dump(calibration, f, indent=1)
+    if args.json:
+        print_json({"outputs": list(paths), "summary": summary,
+                    "targets": report.verdict(summary)})
+        return EXIT_OK
+    lines = [f"wrote {', '.join(paths)}"]
+    for model in report.MODELS:
+        s = summary[model]
+        if s.get("runs"):
+            lines.append(
+                f"  {model:14s} total time median error "
+                f"{100 * s['total_time_median_rel_error']:.1f}%, downtime "
+                f"{100 * s['downtime_median_rel_error']:.1f}% "
+                f"({1000 * (s['downtime_median_abs_error_s'] or 0):.1f} ms)"
+                f" over {s['runs']} runs")
+    for target, ok in report.verdict(summary).items():
+        lines.append(f"  {target}: {'met' if ok else 'missed'}")
+    emit(lines)
+    return EXIT_OK

@@ -1,0 +1,460 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The validation experiment: predictions against real live migrations.
+
+One *run* on the two-host testbed (:mod:`rtmig_nova.testbed.hosts`):
+
+1. boot a guest running a workload on host A, capture its dirty profile
+   with probe migrations (:func:`rtmig_nova.capture.probe.capture_domain`),
+   destroy it;
+2. predict the migration at the run's bandwidth and downtime limit with the
+   ``precopy`` model and the two baselines (``geometric``,
+   ``qemu-estimate``);
+3. boot a fresh guest with the same workload and seed, live-migrate it
+   A -> B for real with those settings, record what libvirt/QEMU measured
+   and the CPU time of QEMU's migration thread; destroy it.
+
+Why two guests: see :func:`capture_profile`.
+
+:func:`run_experiment` does that for every workload x bandwidth x
+repetition; :mod:`rtmig_nova.testbed.report` writes the CSV, plots and the
+markdown report.  Units: bytes, seconds, bytes/s.
+"""
+
+import dataclasses
+import math
+import os
+import statistics
+import threading
+import time
+
+from rtmig_nova.testbed import guest as guest_mod
+from rtmig_nova.testbed import hosts
+
+MIB = 1 << 20
+MODELS = ("precopy", "geometric", "qemu-estimate")
+CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """A guest workload of the testbed image.
+
+    :ivar label: name in the results
+    :ivar program: ``video``, ``uniform`` or ``zipf``
+    :ivar params: the program's ``rtmig.*`` parameters (see
+        :data:`rtmig_nova.testbed.guest.WORKLOAD_PARAMS`)
+    :ivar memory_mib: guest RAM, MiB
+    """
+    label: str
+    program: str
+    params: tuple = ()
+    memory_mib: int = 128
+
+    def cmdline(self):
+        if self.program is None:          # an idle guest
+            return guest_mod.kernel_cmdline(extra=["panic=0"])
+        # panic=0 (after the image's panic=-1): a guest that QEMU's TCG
+        # migration corrupts (see capture_profile) hangs on host B instead
+        # of rebooting, which would destroy it before libvirt's statistics
+        # of the completed migration are read.
+        return guest_mod.kernel_cmdline(self.program, extra=["panic=0"],
+                                        **dict(self.params))
+
+
+# Dirty rates chosen so that the bandwidths below span "barely converges"
+# to "ample" for each (see docs/validation.md).
+DEFAULT_WORKLOADS = (
+    Workload("video", "video", (("width", 320), ("height", 240),
+                                ("ring", 8))),
+    Workload("uniform", "uniform", (("mem", "8M"), ("rate", 1000))),
+    Workload("zipf", "zipf", (("mem", "16M"), ("rate", 4000), ("s", 1.1))),
+)
+DEFAULT_BANDWIDTHS = tuple(b * MIB for b in (4, 8, 16, 32))   # bytes/s
+DEFAULT_DOWNTIME_LIMIT = 0.05          # s
+DEFAULT_REPETITIONS = 3
+DEFAULT_CAPTURE_S = 20.0               # s of probe migration
+DEFAULT_PROBE_BANDWIDTH = 4 * MIB      # bytes/s, rounds after the first pass
+PROBE_FIRST_PASS_BANDWIDTH = 32 * MIB  # bytes/s
+DEFAULT_BOOT_S = 10.0                  # s from start to a steady workload
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One run: the settings, the capture, the predictions, the measurement.
+
+    ``predicted[model]`` holds, per model, ``total_time_s``,
+    ``downtime_s``, ``bytes_sent`` (each with ``mean``, ``p5``, ``p50``,
+    ``p95``) and ``converges`` (probability); ``measured`` the
+    :meth:`hosts.Testbed.migrate` statistics (SI) plus
+    ``migration_thread_cpu_s`` and ``cpu_per_page_s``, or ``None`` when the
+    migration timed out (``timed_out``)."""
+    workload: str
+    repetition: int
+    bandwidth: float                 # bytes/s, as applied (whole MiB/s)
+    downtime_limit: float            # s
+    profile_summary: dict
+    predicted: dict
+    measured: dict
+    timed_out: bool = False
+    error: str = None
+
+    def flat(self):
+        """One flat dict (a CSV row)."""
+        row = {"workload": self.workload, "repetition": self.repetition,
+               "bandwidth_bytes_per_s": self.bandwidth,
+               "downtime_limit_s": self.downtime_limit,
+               "timed_out": self.timed_out, "error": self.error or ""}
+        row.update({f"profile_{k}": v
+                    for k, v in self.profile_summary.items()})
+        m = self.measured or {}
+        for key in MEASURED_KEYS:
+            row[f"measured_{key}"] = m.get(key)
+        for model in MODELS:
+            p = self.predicted.get(model) or {}
+            tag = model.replace("-", "_")
+            row[f"{tag}_converges"] = p.get("converges")
+            for metric in ("total_time_s", "downtime_s", "bytes_sent"):
+                for stat in ("mean", "p5", "p50", "p95"):
+                    row[f"{tag}_{metric}_{stat}"] = \
+                        (p.get(metric) or {}).get(stat)
+        return row
+
+
+MEASURED_KEYS = ("total_time_s", "downtime_s", "setup_time_s",
+                 "transferred_bytes", "memory_bytes", "normal_pages",
+                 "constant_pages", "iterations", "wall_time_s",
+                 "migration_thread_cpu_s", "cpu_per_page_s")
+
+
+def _summary(dist):
+    def val(x):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    return {"mean": val(dist.mean), "p5": val(dist.quantile(0.05)),
+            "p50": val(dist.quantile(0.5)), "p95": val(dist.quantile(0.95))}
+
+
+def predict_all(profile, bandwidth, downtime_limit, models=MODELS,
+                **settings):
+    """{model: summary} of each model's prediction (see :class:`RunResult`);
+    ``settings``: further MigrationSettings fields (the host calibration)."""
+    from rtmig_nova.model import predict
+    out = {}
+    for model in models:
+        pred = predict(profile, bandwidth=bandwidth,
+                       downtime_limit=downtime_limit, model=model,
+                       **settings)
+        out[model] = {"converges": float(pred.converges),
+                      "total_time_s": _summary(pred.total_time),
+                      "downtime_s": _summary(pred.downtime),
+                      "bytes_sent": _summary(pred.bytes_sent)}
+    return out
+
+
+# ------------------------------------------------- migration thread CPU
+
+def _qemu_pid(domain_name):
+    """The pid of the QEMU running ``domain_name`` (libvirt passes
+    ``-name guest=NAME,debug-threads=on``), or None."""
+    needle = ("guest=%s," % domain_name).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                if needle in f.read():
+                    return int(entry)
+        except OSError:
+            pass
+    return None
+
+
+def _thread_cpu_s(pid, comm):
+    """CPU seconds (user + system) of ``pid``'s thread named ``comm``, or
+    None if there is none (QEMU names threads with debug-threads=on)."""
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return None
+    for tid in tids:
+        base = "/proc/%d/task/%s/" % (pid, tid)
+        try:
+            with open(base + "comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            with open(base + "stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the ")" of comm: state is field 3; utime 14, stime 15.
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * CLOCK_TICK_S
+    return None
+
+
+class ThreadCpuSampler:
+    """Samples the CPU time of QEMU's ``live_migration`` thread of a domain
+    every ``period`` s in the background; :attr:`cpu_s` is the last value
+    seen before the thread ended (at most ``period`` short)."""
+
+    def __init__(self, domain_name, comm="live_migration", period=0.02):
+        self.domain_name = domain_name
+        self.comm = comm
+        self.period = period
+        self.cpu_s = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="rtmig-cpu-sampler")
+
+    def _run(self):
+        pid = None
+        while not self._stop.is_set():
+            if pid is None:
+                pid = _qemu_pid(self.domain_name)
+            if pid is not None:
+                value = _thread_cpu_s(pid, self.comm)
+                if value is not None:
+                    self.cpu_s = value
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+# ------------------------------------------------------------- one run
+
+def _destroy(uri, name):
+    libvirt = hosts._quiet_libvirt()
+    conn = libvirt.open(uri)
+    try:
+        dom = conn.lookupByName(name)
+        if dom.isActive():
+            dom.destroy()
+    except libvirt.libvirtError:
+        pass
+    finally:
+        conn.close()
+
+
+def _boot(bed, boot_files, workload, boot_s):
+    name = bed.start_guest(*boot_files, workload.cmdline(),
+                           memory_mib=workload.memory_mib)
+    time.sleep(boot_s)
+    return name
+
+
+def capture_profile(bed, boot_files, workload, capture_s=DEFAULT_CAPTURE_S,
+                    probe_bandwidth=DEFAULT_PROBE_BANDWIDTH,
+                    boot_s=DEFAULT_BOOT_S):
+    """Boot a guest running ``workload`` on host A, capture its profile
+    (probe migrations of ``capture_s`` s in all), destroy it; returns the
+    :class:`~rtmig_nova.capture.probe.CaptureResult`.
+
+    The guest that was probed is not the one migrated: under TCG, QEMU 7.2
+    corrupts the destination of a guest whose earlier migration was
+    cancelled (seen here: a kernel oops in the timer code right after the
+    switch-over, also after a plain ``abortJob``), so every migration is of
+    a fresh guest running the same workload with the same seed."""
+    from rtmig_nova.capture import probe
+    name = _boot(bed, boot_files, workload, boot_s)
+    try:
+        return probe.capture_domain(
+            name, hosts.URI_A, duration=capture_s, bandwidth=probe_bandwidth,
+            first_pass_bandwidth=PROBE_FIRST_PASS_BANDWIDTH)
+    finally:
+        _destroy(hosts.URI_A, name)
+
+
+def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
+                     timeout, boot_s=DEFAULT_BOOT_S):
+    """Boot a fresh guest running ``workload`` on host A and live-migrate it
+    to B with ``bandwidth`` (bytes/s, a whole MiB/s) and ``downtime_limit``
+    (s); returns (statistics or None if it timed out after ``timeout`` s).
+    The statistics are those of :meth:`hosts.Testbed.migrate` without the
+    raw ``libvirt`` dict, plus ``migration_thread_cpu_s`` (CPU seconds of
+    QEMU's live_migration thread on A) and ``cpu_per_page_s`` (that over
+    the pages sent, normal and zero).  The guest is destroyed."""
+    name = _boot(bed, boot_files, workload, boot_s)
+    try:
+        with ThreadCpuSampler(name) as cpu:
+            try:
+                measured = bed.migrate(name, bandwidth_bytes_per_s=bandwidth,
+                                       downtime_limit_s=downtime_limit,
+                                       timeout=timeout)
+            except hosts.MigrationTimeout:
+                return None
+        measured.pop("libvirt", None)
+        measured["migration_thread_cpu_s"] = cpu.cpu_s
+        pages = (measured.get("normal_pages") or 0) + \
+            (measured.get("constant_pages") or 0)
+        measured["cpu_per_page_s"] = (cpu.cpu_s / pages
+                                      if cpu.cpu_s and pages else None)
+        return measured
+    finally:
+        _destroy(hosts.URI_A, name)
+        _destroy(hosts.URI_B, name)
+
+
+IDLE = Workload("idle", None)
+
+
+def calibrate(bed, boot_files, repetitions=3, boot_s=DEFAULT_BOOT_S,
+              log=None):
+    """The host's fixed costs, from migrations of an idle guest (the image
+    with no workload: it dirties almost nothing, so its migration is the
+    first pass and the fixed parts):
+
+    ``setup_time_s``      libvirt's job time before QEMU's first page:
+                          time_elapsed - bytes / bandwidth - downtime, at a
+                          bandwidth that bounds the sending (32 MiB/s);
+    ``switchover_time_s`` the downtime of that migration (its last round is
+                          a few pages);
+    ``link_rate_bytes_per_s`` bytes over the sending time of a migration
+                          without a rate limit (libvirt's 8 GiB/s cap):
+                          what the stop-and-copy runs at.
+
+    Medians over ``repetitions``; ``runs`` holds every measurement."""
+    log = log or (lambda msg: None)
+    runs = []
+    bounded = 32 * MIB
+    for i in range(repetitions):
+        log("calibration %d/%d" % (i + 1, repetitions))
+        a = migrate_measured(bed, boot_files, IDLE, bounded, 0.05, 60,
+                             boot_s)
+        b = migrate_measured(bed, boot_files, IDLE, 8192 * MIB, 0.05, 60,
+                             boot_s)
+        if a is None or b is None:
+            raise hosts.TestbedError("an idle guest's migration timed out")
+        setup = a["total_time_s"] - a["transferred_bytes"] / bounded - \
+            a["downtime_s"]
+        sending = b["total_time_s"] - setup - b["downtime_s"]
+        runs.append({"setup_time_s": setup,
+                     "switchover_time_s": a["downtime_s"],
+                     "link_rate_bytes_per_s": (b["transferred_bytes"] /
+                                               sending if sending > 0
+                                               else None),
+                     "bounded": a, "unbounded": b})
+    out = {}
+    for key in ("setup_time_s", "switchover_time_s",
+                "link_rate_bytes_per_s"):
+        values = [r[key] for r in runs if r[key] is not None]
+        out[key] = statistics.median(values) if values else None
+    out["runs"] = runs
+    return out
+
+
+def model_settings(calibration):
+    """MigrationSettings fields from a :func:`calibrate` result."""
+    if not calibration:
+        return {}
+    out = {"setup_time": max(0.0, calibration["setup_time_s"]),
+           "switchover_time": max(0.0, calibration["switchover_time_s"])}
+    if calibration.get("link_rate_bytes_per_s"):
+        out["link_rate"] = calibration["link_rate_bytes_per_s"]
+    return out
+
+
+def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
+            repetition=0, capture_s=DEFAULT_CAPTURE_S,
+            probe_bandwidth=DEFAULT_PROBE_BANDWIDTH, boot_s=DEFAULT_BOOT_S,
+            timeout=None, log=None, settings=None):
+    """One run (see the module doc) on the running testbed ``bed`` with the
+    guest image ``boot_files`` = (kernel, initrd).  ``bandwidth``: bytes/s
+    (libvirt applies whole MiB/s: the prediction uses the applied value);
+    ``downtime_limit``: s (whole ms).  ``timeout``: s before the real
+    migration is aborted (default: 3 x the precopy model's p95 total time,
+    at least 60 s).  ``settings``: MigrationSettings fields for every
+    model (see :func:`model_settings`).  Returns a :class:`RunResult`; no
+    guest is left."""
+    log = log or (lambda msg: None)
+    applied = max(1, int(round(bandwidth / MIB))) * MIB
+    downtime_limit = max(1, int(round(downtime_limit * 1000))) / 1000.0
+    log("%s: capturing for %gs" % (workload.label, capture_s))
+    cap = capture_profile(bed, boot_files, workload, capture_s,
+                          probe_bandwidth, boot_s)
+    profile = cap.profile
+    summary = {"total_pages": profile.total_pages,
+               "active_pages": profile.active_pages,
+               "zero_pages": profile.zero_pages,
+               "write_rate_per_s": profile.write_rate,
+               "capture_rounds": cap.rounds, "capture_cycles": cap.cycles}
+    settings = dict(settings or {})
+    if settings.get("link_rate") is not None:
+        settings["link_rate"] = max(settings["link_rate"], applied)
+    predicted = predict_all(profile, applied, downtime_limit, **settings)
+    p95 = predicted["precopy"]["total_time_s"]["p95"]
+    if timeout is None:
+        timeout = max(60.0, 3 * p95) if p95 else 60.0
+    log("%s: migrating at %.0f MiB/s, downtime limit %g ms"
+        % (workload.label, applied / MIB, downtime_limit * 1000))
+    measured = migrate_measured(bed, boot_files, workload, applied,
+                                downtime_limit, timeout, boot_s)
+    return RunResult(workload.label, repetition, applied, downtime_limit,
+                     summary, predicted, measured, measured is None)
+
+
+# ------------------------------------------------------- the experiment
+
+def plan_runs(workloads=DEFAULT_WORKLOADS, bandwidths=DEFAULT_BANDWIDTHS,
+              repetitions=DEFAULT_REPETITIONS):
+    """The (workload, bandwidth, repetition) triples of an experiment,
+    repetitions outermost so that an interrupted experiment still covers
+    every case."""
+    if not workloads or not bandwidths or repetitions < 1:
+        raise ValueError("need at least one workload, one bandwidth and one "
+                         "repetition")
+    return [(w, b, r) for r in range(repetitions) for w in workloads
+            for b in bandwidths]
+
+
+def run_experiment(workdir, boot_files, runs, downtime_limit=
+                   DEFAULT_DOWNTIME_LIMIT, capture_s=DEFAULT_CAPTURE_S,
+                   probe_bandwidth=DEFAULT_PROBE_BANDWIDTH,
+                   boot_s=DEFAULT_BOOT_S, progress=None, log=None,
+                   calibration_runs=3):
+    """Bring the testbed up in ``workdir``, calibrate the host's fixed
+    costs (:func:`calibrate`, ``calibration_runs`` times; 0: none), do
+    every run of ``runs`` (from :func:`plan_runs`) with them, tear it down
+    (also on error or Ctrl-C).  A run that fails is recorded with its
+    ``error`` and the experiment goes on.  ``progress(done, total,
+    result)`` is called after each run.  Returns (the :class:`RunResult`
+    list, the calibration)."""
+    from rtmig_nova.capture import probe
+    results = []
+    bed = hosts.up(workdir)
+    try:
+        calibration = calibrate(bed, boot_files, calibration_runs, boot_s,
+                                log) if calibration_runs else None
+        settings = model_settings(calibration)
+        for i, (workload, bandwidth, rep) in enumerate(runs):
+            try:
+                res = run_one(bed, boot_files, workload, bandwidth,
+                              downtime_limit, rep, capture_s,
+                              probe_bandwidth, boot_s, log=log,
+                              settings=settings)
+            except (probe.ProbeError, hosts.TestbedError) as e:
+                res = RunResult(workload.label, rep, bandwidth,
+                                downtime_limit, {}, {}, None,
+                                error=" ".join(str(e).split()))
+            results.append(res)
+            if progress is not None:
+                progress(i + 1, len(runs), res)
+    finally:
+        bed.down()
+    return results, calibration

@@ -1,0 +1,167 @@
+"""The validation experiment's bookkeeping: runs, rows, errors, report.
+
+No testbed here (tests/testbed/test_validation.py runs the real thing);
+the rows are made up so that every error is known."""
+
+import os
+import threading
+
+import pytest
+
+from rtmig_nova.testbed import report
+from rtmig_nova.testbed import validation as v
+
+
+def _pred(total, down, converges=1.0, spread=0.1):
+    def s(x):
+        if x is None:
+            return {"mean": None, "p5": None, "p50": None, "p95": None}
+        return {"mean": x, "p5": x * (1 - spread), "p50": x,
+                "p95": x * (1 + spread)}
+    return {"converges": converges, "total_time_s": s(total),
+            "downtime_s": s(down), "bytes_sent": s(None if total is None
+                                                   else total * 1e6)}
+
+
+def _run(workload, bw_mib, measured_total, measured_down, ours, geo, qemu,
+         rep=0, error=None, timed_out=False):
+    measured = None if error or timed_out else {
+        "total_time_s": measured_total, "downtime_s": measured_down,
+        "transferred_bytes": 1e8, "iterations": 5, "normal_pages": 1000,
+        "constant_pages": 1000, "cpu_per_page_s": 2e-6}
+    return v.RunResult(workload, rep, bw_mib * v.MIB, 0.05,
+                       {"total_pages": 32768, "active_pages": 2000},
+                       {} if error else {"precopy": _pred(*ours),
+                                         "geometric": _pred(*geo),
+                                         "qemu-estimate": _pred(*qemu)},
+                       measured, timed_out, error)
+
+
+@pytest.fixture
+def rows():
+    return [r.flat() for r in (
+        # measured 10 s / 10 ms; ours 11 s (10%) / 12 ms (2 ms);
+        # geometric 13 s (30%) / 30 ms (20 ms); QEMU: no convergence
+        _run("uniform", 8, 10.0, 0.010, (11.0, 0.012), (13.0, 0.030),
+             (None, None)),
+        # measured 4 s / 20 ms; ours 3.8 s (5%) / 30 ms (50%, 10 ms);
+        # geometric 4.4 s (10%) / 20 ms (0%); QEMU 2 s (50%) / 4 ms
+        _run("video", 16, 4.0, 0.020, (3.8, 0.030), (4.4, 0.020),
+             (2.0, 0.004)),
+        _run("zipf", 4, None, None, (1, 1), (1, 1), (1, 1),
+             error="guest died"),
+        _run("zipf", 8, None, None, (50.0, 0.04), (1, 1), (1, 1),
+             timed_out=True),
+    )]
+
+
+def test_errors_per_run(rows):
+    ours = report.errors(rows, "precopy")
+    assert [e["workload"] for e in ours] == ["uniform", "video"]
+    assert ours[0]["total_time_rel"] == pytest.approx(0.1)
+    assert ours[0]["downtime_abs_s"] == pytest.approx(0.002)
+    assert ours[0]["downtime_ok"]                    # 2 ms <= 5 ms
+    assert ours[1]["downtime_rel"] == pytest.approx(0.5)
+    assert not ours[1]["downtime_ok"]                # 50% and 10 ms
+    # 10 s lies in [9.9, 12.1]; 4 s in [3.42, 4.18]
+    assert [e["total_in_p5_p95"] for e in ours] == [True, True]
+    qemu = report.errors(rows, "qemu-estimate")
+    assert qemu[0]["total_time_rel"] == 1.0          # predicted no stop
+    assert qemu[0]["downtime_abs_s"] is None
+    assert qemu[1]["total_time_rel"] == pytest.approx(0.5)
+
+
+def test_summary_and_verdict(rows):
+    s = report.summarise(rows)
+    assert s["runs"] == 4 and s["failed"] == 1 and s["timed_out"] == 1
+    assert s["precopy"]["runs"] == 2
+    assert s["precopy"]["total_time_median_rel_error"] == pytest.approx(
+        0.075)
+    assert s["geometric"]["total_time_median_rel_error"] == pytest.approx(
+        0.2)
+    assert s["precopy"]["downtime_median_abs_error_s"] == pytest.approx(
+        0.006)
+    assert s["precopy"]["downtime_within_target"] == pytest.approx(0.5)
+    assert s["cpu_per_page_median_s"] == pytest.approx(2e-6)
+    verdict = report.verdict(s)
+    assert verdict["total time median error <= 10%"]
+    assert not verdict["downtime median error <= 20% or 5 ms"]   # 6 ms
+    assert verdict["total time error <= half the average-rate baseline's"]
+
+
+def test_report_files_round_trip(rows, tmp_path):
+    meta = {"date": "2026-11-30 17:00 UTC", "qemu": "7.2.x"}
+    (csv_path, png, md), summary = report.write_report(rows, str(tmp_path),
+                                                       meta)
+    back = report.read_csv(csv_path)
+    assert len(back) == 4
+    assert back[0]["measured_total_time_s"] == 10.0
+    assert back[0]["qemu_estimate_total_time_s_p50"] is None
+    assert back[2]["error"] == "guest died"
+    assert back[3]["timed_out"] is True
+    assert report.summarise(back) == summary
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    text = open(md).read()
+    assert "| rtmig precopy (per-page) | 2 | 7.5% |" in text
+    assert "| zipf | 0 | 4 | guest died |" in text
+    assert "| zipf | 0 | 8 | timed out |" in text
+    assert "CPU time of QEMU's migration thread per page sent (median): " \
+           "2.00 us" in text
+    assert "![predicted vs measured](validation.png)" in text
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".part")]
+
+
+def test_write_csv_needs_rows(tmp_path):
+    with pytest.raises(ValueError):
+        report.write_csv([], str(tmp_path / "x.csv"))
+
+
+def test_plan_runs_puts_repetitions_outermost():
+    w = v.DEFAULT_WORKLOADS[:2]
+    runs = v.plan_runs(w, [1, 2], 2)
+    assert len(runs) == 8
+    assert [r[2] for r in runs] == [0] * 4 + [1] * 4
+    assert runs[:4] == [(w[0], 1, 0), (w[0], 2, 0), (w[1], 1, 0),
+                        (w[1], 2, 0)]
+    for bad in (([], [1], 1), (w, [], 1), (w, [1], 0)):
+        with pytest.raises(ValueError):
+            v.plan_runs(*bad)
+
+
+def test_workload_command_lines():
+    uniform = {w.label: w for w in v.DEFAULT_WORKLOADS}["uniform"]
+    line = uniform.cmdline().split()
+    assert "rtmig.workload=uniform" in line and "rtmig.mem=8M" in line
+    # panic=0 comes after the image's panic=-1, so it is the one in force
+    assert line.index("panic=0") > line.index("panic=-1")
+    assert "rtmig.workload" not in v.IDLE.cmdline()
+
+
+def test_model_settings_from_a_calibration():
+    assert v.model_settings(None) == {}
+    cal = {"setup_time_s": 0.3, "switchover_time_s": 0.012,
+           "link_rate_bytes_per_s": 5e8}
+    assert v.model_settings(cal) == {"setup_time": 0.3,
+                                     "switchover_time": 0.012,
+                                     "link_rate": 5e8}
+    # a noisy negative estimate is no setup time
+    cal["setup_time_s"] = -0.01
+    assert v.model_settings(cal)["setup_time"] == 0.0
+
+
+def test_thread_cpu_time_of_a_named_thread():
+    with open("/proc/self/comm") as f:
+        comm = f.read().strip()
+    spent = v._thread_cpu_s(os.getpid(), comm)
+    assert spent is not None and spent >= 0
+    assert v._thread_cpu_s(os.getpid(), "no-such-thread") is None
+    assert v._thread_cpu_s(2 ** 30, comm) is None       # no such process
+
+
+def test_cpu_sampler_stops():
+    with v.ThreadCpuSampler("no-such-domain", period=0.01) as sampler:
+        pass
+    assert sampler.cpu_s is None
+    assert not any(t.name == "rtmig-cpu-sampler" and t.is_alive()
+                   for t in threading.enumerate())
