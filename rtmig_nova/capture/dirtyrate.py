@@ -71,7 +71,8 @@ def measure(name, uri=DEFAULT_URI, seconds=1, poll=0.1, timeout=None):
         except libvirt.libvirtError as e:
             raise ProbeError(f"dirty-rate calculation of {name!r}: "
                              f"{_one_line(e)}") from None
-        deadline = time.monotonic() + (timeout or seconds + 30)
+        limit = timeout or seconds + 30
+        deadline = time.monotonic() + limit
         while True:
             time.sleep(poll)
             stats = conn.domainListGetStats(
@@ -81,10 +82,10 @@ def measure(name, uri=DEFAULT_URI, seconds=1, poll=0.1, timeout=None):
                 rate = stats["dirtyrate.megabytes_per_second"] * MIB
                 return float(rate), int(dom.maxMemory()) * 1024
             if time.monotonic() > deadline:
+                status = stats.get("dirtyrate.calc_status")
                 raise ProbeError(f"dirty-rate calculation of {name!r} did "
-                                 f"not finish in {seconds + 30} s "
-                                 f"(status {stats.get('dirtyrate.calc_status')}"
-                                 f")")
+                                 f"not finish in {limit:g} s (status "
+                                 f"{status})")
     finally:
         conn.close()
 

@@ -53,6 +53,7 @@ def _settings(args, defaults):
         "check_interval": defaults.check_interval,
         "switchover_time": defaults.switchover_time,
         "setup_time": defaults.setup_time,
+        "setup_time_sd": defaults.setup_time_sd,
         "max_rounds": defaults.max_rounds,
     }
     if args.check_interval is not None:
@@ -65,6 +66,9 @@ def _settings(args, defaults):
         s["link_rate"] = _positive(units.parse_rate(args.link_rate,
                                                     "--link-rate"),
                                    "--link-rate")
+    if args.setup_time_sd is not None:
+        s["setup_time_sd"] = units.parse_duration(args.setup_time_sd,
+                                                  "--setup-time-sd")
     if args.setup_time is not None:
         s["setup_time"] = units.parse_duration(args.setup_time,
                                                "--setup-time")

@@ -28,6 +28,7 @@ class Defaults:
     check_interval: float
     switchover_time: float
     setup_time: float
+    setup_time_sd: float
     max_rounds: int
     confidence: float
     cpu_cost_per_page: float

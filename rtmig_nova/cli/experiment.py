@@ -53,10 +53,12 @@ def add_parser(sub, common, add_json_option):
                    help="comma-separated, of: %s (default: all)" % ", ".join(
                        w.label for w in v.DEFAULT_WORKLOADS))
     q.add_argument("--bandwidths", metavar="RATES",
-                   default=",".join("%dMiB/s" % (b // v.MIB)
-                                    for b in v.DEFAULT_BANDWIDTHS),
-                   help="comma-separated migration bandwidths, whole MiB/s "
-                        "(default: %(default)s)")
+                   help="comma-separated migration bandwidths, whole MiB/s, "
+                        "for every workload (default: each workload's own, "
+                        "from near non-convergence to ample: %s)" % "; ".join(
+                            "%s %s MiB/s" % (w.label, ", ".join(
+                                "%d" % (b // v.MIB) for b in w.bandwidths))
+                            for w in v.DEFAULT_WORKLOADS))
     q.add_argument("--repetitions", metavar="N",
                    default=str(v.DEFAULT_REPETITIONS),
                    help="runs per workload and bandwidth (default: "
@@ -124,7 +126,8 @@ def cmd_experiment_validate(args, defaults):
     from rtmig_nova.testbed import hosts, image, report
     from rtmig_nova.testbed import validation as v
     workloads = _workloads(args.workloads)
-    bandwidths = _bandwidths(args.bandwidths)
+    bandwidths = None if args.bandwidths is None else \
+        _bandwidths(args.bandwidths)
     reps = units.parse_int(args.repetitions, "--repetitions", minimum=1)
     cal_runs = units.parse_int(args.calibration_runs, "--calibration-runs",
                                minimum=0)
@@ -136,6 +139,11 @@ def cmd_experiment_validate(args, defaults):
                        f"{args.downtime_limit}")
     if not capture_s > 0:
         raise CliError("--capture-duration: must be > 0")
+    try:
+        import matplotlib  # noqa: F401  (the report's plot)
+    except ImportError:
+        raise CliError("experiment validate needs matplotlib for its plot: "
+                       "pip install 'rtmig-nova[plot]'") from None
     if os.geteuid() != 0:
         raise CliError("experiment validate needs root (network namespaces, "
                        "a second libvirtd, QEMU's log files)")
@@ -178,8 +186,11 @@ def cmd_experiment_validate(args, defaults):
             "workloads": "; ".join(f"{w.label} = {w.cmdline()}, "
                                    f"{w.memory_mib} MiB"
                                    for w in workloads),
-            "bandwidths": ", ".join(f"{b / v.MIB:.0f} MiB/s"
-                                    for b in bandwidths),
+            "bandwidths": "; ".join(
+                f"{w.label} " + ", ".join(
+                    f"{b / v.MIB:.0f}" for b in (
+                        w.bandwidths if bandwidths is None else bandwidths))
+                + " MiB/s" for w in workloads),
             "repetitions": reps,
             "downtime limit": f"{limit * 1000:g} ms",
             "capture": f"probe migration of {capture_s:g} s at "
@@ -187,7 +198,8 @@ def cmd_experiment_validate(args, defaults):
             "machine": f"{os.cpu_count()} cores, accel TCG"}
     if calibration:
         meta["calibration (idle guest, medians)"] = (
-            f"setup {calibration['setup_time_s'] * 1000:.0f} ms, switch-over "
+            f"setup {calibration['setup_time_s'] * 1000:.0f} ms (sd "
+            f"{calibration['setup_time_sd_s'] * 1000:.0f} ms), switch-over "
             f"{calibration['switchover_time_s'] * 1000:.1f} ms, link "
             f"{(calibration['link_rate_bytes_per_s'] or 0) / v.MIB:.0f} MiB/s"
             f" (used by every model)")

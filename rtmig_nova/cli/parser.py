@@ -87,6 +87,9 @@ def _add_model_options(parser, model=True, link_rate=True):
                    help="fixed time before the first page is sent, added to "
                         "the total time, e.g. 300ms (default: [rtmig] "
                         "setup_time, 0 s)")
+    g.add_argument("--setup-time-sd", metavar="DUR",
+                   help="standard deviation of the setup time (default: "
+                        "[rtmig] setup_time_sd, 0 s)")
     if link_rate:
         g.add_argument("--link-rate", metavar="RATE",
                        help="rate of the stop-and-copy, which QEMU sends "

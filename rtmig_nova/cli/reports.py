@@ -120,7 +120,9 @@ def settings_line(st, model):
             f"{st.dirty_log}, order {st.order}, check interval "
             f"{units.format_duration(st.check_interval)}, switch-over "
             f"{units.format_duration(st.switchover_time)}, setup "
-            f"{units.format_duration(st.setup_time)}, "
+            f"{units.format_duration(st.setup_time)}"
+            + (f" +- {units.format_duration(st.setup_time_sd)}"
+               if st.setup_time_sd else "") + ", "
             + (f"stop-and-copy at {units.format_rate(st.link_rate)}, "
                if st.link_rate is not None else "")
             + f"max {st.max_rounds} rounds")

@@ -99,6 +99,17 @@ it on your hosts as docs/testbed.md describes).
 
 Unit: seconds.
 """),
+    cfg.FloatOpt(
+        'setup_time_sd',
+        default=0.0,
+        min=0.0,
+        help="""
+Standard deviation, in seconds, of setup_time from one migration to the
+next; it widens the predicted total-time distribution (taken as normal and
+independent of the rest).
+
+Unit: seconds.
+"""),
     cfg.IntOpt(
         'max_rounds',
         default=200,

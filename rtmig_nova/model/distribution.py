@@ -158,6 +158,16 @@ class Distribution:
         return Distribution(a * self.means + b, a * self.sds, self.weights,
                             self.defect, (a * self.lo + b, a * self.hi + b))
 
+    def plus_normal(self, mean, sd):
+        """The distribution of X + Y, Y ~ Normal(mean, sd) independent of X
+        (sd 0: a shift).  The support moves by the mean and, with a
+        spread, is no longer bounded."""
+        if sd <= 0:
+            return self.scaled(1.0, mean)
+        return Distribution(self.means + mean,
+                            np.sqrt(self.sds ** 2 + sd ** 2), self.weights,
+                            self.defect)
+
     def summary(self, quantiles=(0.5, 0.95, 0.99)):
         """Plain-dict summary: mean, std, quantiles, converged probability."""
         d = {"mean": self.mean, "std": self.std,

@@ -72,6 +72,8 @@ class MigrationSettings:
     :ivar check_interval: pending-size check period, seconds (QEMU: 0.1)
     :ivar switchover_time: fixed extra downtime for device state and the
         switch to the destination, seconds
+    :ivar setup_time_sd: standard deviation of the setup time, seconds
+        (it varies from migration to migration: calibrate both together)
     :ivar link_rate: bytes/s of the stop-and-copy, which QEMU runs without
         its rate limit (``migration_completion`` sets it to INT64_MAX); None:
         ``bandwidth``, a link shaped to the migration's rate (the
@@ -90,6 +92,7 @@ class MigrationSettings:
     max_rounds: int = 200
     setup_time: float = 0.0
     link_rate: float = None
+    setup_time_sd: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "bandwidth",
@@ -102,6 +105,8 @@ class MigrationSettings:
             "switchover_time", self.switchover_time))
         object.__setattr__(self, "setup_time", non_negative(
             "setup_time", self.setup_time))
+        object.__setattr__(self, "setup_time_sd", non_negative(
+            "setup_time_sd", self.setup_time_sd))
         if self.link_rate is not None:
             object.__setattr__(self, "link_rate",
                                positive("link_rate", self.link_rate))

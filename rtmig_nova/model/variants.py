@@ -62,18 +62,18 @@ BUILTIN = {cls.name: cls for cls in
 
 
 def run(predictor, profile, settings, horizon=None):
-    """``predictor.predict`` with the settings' ``setup_time`` (s) added to
+    """``predictor.predict`` with the settings' setup time (s; normal with
+    ``setup_time`` and ``setup_time_sd``, independent of the rest) added to
     the total time: models describe QEMU's migration from its first page
-    on, so the fixed setup before it is applied here, once for all of them
+    on, so the setup before it is applied here, once for all of them
     (third-party models included).  ``horizon`` is in total-time seconds."""
     setup = settings.setup_time
     if horizon is not None:
         horizon = max(horizon - setup, settings.check_interval)
     pred = predictor.predict(profile, settings, horizon=horizon)
-    if setup:
-        pred = dataclasses.replace(pred,
-                                   total_time=pred.total_time.scaled(1.0,
-                                                                     setup))
+    if setup or settings.setup_time_sd:
+        total = pred.total_time.plus_normal(setup, settings.setup_time_sd)
+        pred = dataclasses.replace(pred, total_time=total)
     return pred
 
 

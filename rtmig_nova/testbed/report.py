@@ -112,6 +112,21 @@ def errors(rows, model, stat="p50"):
     return out
 
 
+def convergence(rows, model):
+    """(agreements, runs): over the runs without an error, how often the
+    model's P(finished before the abort) >= 1/2 matched whether the real
+    migration finished before it (a run that timed out did not)."""
+    tag = _tag(model)
+    agree = n = 0
+    for row in rows:
+        p = row.get(f"{tag}_p_within_timeout")
+        if row.get("error") or p is None:
+            continue
+        n += 1
+        agree += (p >= 0.5) == (not row.get("timed_out"))
+    return agree, n
+
+
 def summarise(rows):
     """{model: {...}} medians of the errors (see :func:`errors`), the share
     of runs whose downtime is within target and whose total time lies in
@@ -119,8 +134,10 @@ def summarise(rows):
     out = {}
     for model in MODELS:
         errs = errors(rows, model)
+        agree, n = convergence(rows, model)
         if not errs:
-            out[model] = {"runs": 0}
+            out[model] = {"runs": 0, "convergence_agreement":
+                          agree / n if n else None}
             continue
         d_abs = [e["downtime_abs_s"] for e in errs
                  if e["downtime_abs_s"] is not None]
@@ -135,7 +152,8 @@ def summarise(rows):
             "downtime_within_target": sum(e["downtime_ok"] for e in errs)
             / len(errs),
             "total_time_in_p5_p95": sum(e["total_in_p5_p95"] for e in errs)
-            / len(errs)}
+            / len(errs),
+            "convergence_agreement": agree / n if n else None}
     cpu = [r["measured_cpu_per_page_s"] for r in rows if _ok(r)
            and r.get("measured_cpu_per_page_s")]
     out["cpu_per_page_median_s"] = statistics.median(cpu) if cpu else None
@@ -232,11 +250,13 @@ def markdown(rows, summary, meta, csv_name, png_name):
     lines += ["", "## Errors (median over the completed runs)", "",
               "| model | runs | total time | downtime (rel.) | downtime "
               "(abs.) | downtime within 20% or 5 ms | measured total in "
-              "predicted 5-95% |", "|---|---|---|---|---|---|---|"]
+              "predicted 5-95% | finished before the abort, as predicted |",
+              "|---|---|---|---|---|---|---|---|"]
     for model in MODELS:
         s = summary[model]
         if not s.get("runs"):
-            lines.append(f"| {LABELS[model]} | 0 | - | - | - | - | - |")
+            lines.append(f"| {LABELS[model]} | 0 | - | - | - | - | - | "
+                         f"{_pct(s.get('convergence_agreement'))} |")
             continue
         lines.append(
             f"| {LABELS[model]} | {s['runs']} | "
@@ -244,7 +264,8 @@ def markdown(rows, summary, meta, csv_name, png_name):
             f"{_pct(s['downtime_median_rel_error'])} | "
             f"{_ms(s['downtime_median_abs_error_s'])} | "
             f"{_pct(s['downtime_within_target'])} | "
-            f"{_pct(s['total_time_in_p5_p95'])} |")
+            f"{_pct(s['total_time_in_p5_p95'])} | "
+            f"{_pct(s['convergence_agreement'])} |")
     cpu = summary.get("cpu_per_page_median_s")
     lines += ["", f"Runs: {summary['runs']}, failed: {summary['failed']}, "
               f"timed out: {summary['timed_out']}.  CPU time of QEMU's "
@@ -262,7 +283,10 @@ def markdown(rows, summary, meta, csv_name, png_name):
     for r in rows:
         bw = r["bandwidth_bytes_per_s"] / 2 ** 20
         if not _ok(r):
-            why = r.get("error") or "timed out"
+            why = r.get("error") or (
+                f"timed out after {r.get('timeout_s') or 0:.0f} s (precopy: "
+                f"P(done by then) = "
+                f"{r.get('precopy_p_within_timeout') or 0:.2f})")
             lines.append(f"| {r['workload']} | {int(r['repetition'])} | "
                          f"{bw:.0f} | {why} | | | | | | | |")
             continue

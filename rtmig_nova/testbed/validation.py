@@ -55,11 +55,14 @@ class Workload:
     :ivar params: the program's ``rtmig.*`` parameters (see
         :data:`rtmig_nova.testbed.guest.WORKLOAD_PARAMS`)
     :ivar memory_mib: guest RAM, MiB
+    :ivar bandwidths: the experiment's migration bandwidths, bytes/s, from
+        near non-convergence to ample for this workload
     """
     label: str
     program: str
     params: tuple = ()
     memory_mib: int = 128
+    bandwidths: tuple = ()
 
     def cmdline(self):
         if self.program is None:          # an idle guest
@@ -72,15 +75,21 @@ class Workload:
                                         **dict(self.params))
 
 
-# Dirty rates chosen so that the bandwidths below span "barely converges"
-# to "ample" for each (see docs/validation.md).
+def _mib(*values):
+    return tuple(v * MIB for v in values)
+
+
+# Each workload's bandwidths span "does not or barely converges" (in a
+# first experiment: video at 3, uniform at 4 MiB/s took 15 rounds, zipf
+# did not converge at 4 and took 9 rounds at 8 MiB/s) to "ample".
 DEFAULT_WORKLOADS = (
     Workload("video", "video", (("width", 320), ("height", 240),
-                                ("ring", 8))),
-    Workload("uniform", "uniform", (("mem", "8M"), ("rate", 1000))),
-    Workload("zipf", "zipf", (("mem", "16M"), ("rate", 4000), ("s", 1.1))),
+                                ("ring", 8)), bandwidths=_mib(3, 4, 8, 32)),
+    Workload("uniform", "uniform", (("mem", "8M"), ("rate", 1000)),
+             bandwidths=_mib(4, 8, 16, 32)),
+    Workload("zipf", "zipf", (("mem", "16M"), ("rate", 4000), ("s", 1.1)),
+             bandwidths=_mib(6, 8, 16, 32)),
 )
-DEFAULT_BANDWIDTHS = tuple(b * MIB for b in (4, 8, 16, 32))   # bytes/s
 DEFAULT_DOWNTIME_LIMIT = 0.05          # s
 DEFAULT_REPETITIONS = 3
 DEFAULT_CAPTURE_S = 20.0               # s of probe migration
@@ -108,13 +117,15 @@ class RunResult:
     measured: dict
     timed_out: bool = False
     error: str = None
+    timeout_s: float = None          # s after which it would be aborted
 
     def flat(self):
         """One flat dict (a CSV row)."""
         row = {"workload": self.workload, "repetition": self.repetition,
                "bandwidth_bytes_per_s": self.bandwidth,
                "downtime_limit_s": self.downtime_limit,
-               "timed_out": self.timed_out, "error": self.error or ""}
+               "timed_out": self.timed_out, "timeout_s": self.timeout_s,
+               "error": self.error or ""}
         row.update({f"profile_{k}": v
                     for k, v in self.profile_summary.items()})
         m = self.measured or {}
@@ -124,6 +135,7 @@ class RunResult:
             p = self.predicted.get(model) or {}
             tag = model.replace("-", "_")
             row[f"{tag}_converges"] = p.get("converges")
+            row[f"{tag}_p_within_timeout"] = p.get("p_within_timeout")
             for metric in ("total_time_s", "downtime_s", "bytes_sent"):
                 for stat in ("mean", "p5", "p50", "p95"):
                     row[f"{tag}_{metric}_{stat}"] = \
@@ -145,21 +157,34 @@ def _summary(dist):
             "p50": val(dist.quantile(0.5)), "p95": val(dist.quantile(0.95))}
 
 
+MIN_TIMEOUT = 60.0                     # s
+
+
 def predict_all(profile, bandwidth, downtime_limit, models=MODELS,
-                **settings):
-    """{model: summary} of each model's prediction (see :class:`RunResult`);
-    ``settings``: further MigrationSettings fields (the host calibration)."""
+                timeout=None, **settings):
+    """({model: summary}, timeout): each model's prediction (see
+    :class:`RunResult`) and the time after which the real migration is
+    aborted: ``timeout`` or 3 x the precopy model's p95 total time, at
+    least :data:`MIN_TIMEOUT` s.  Each summary also has
+    ``p_within_timeout``, the predicted probability that the migration
+    finishes before the abort.  ``settings``: further MigrationSettings
+    fields (the host calibration)."""
     from rtmig_nova.model import predict
-    out = {}
-    for model in models:
-        pred = predict(profile, bandwidth=bandwidth,
-                       downtime_limit=downtime_limit, model=model,
-                       **settings)
-        out[model] = {"converges": float(pred.converges),
-                      "total_time_s": _summary(pred.total_time),
-                      "downtime_s": _summary(pred.downtime),
-                      "bytes_sent": _summary(pred.bytes_sent)}
-    return out
+    preds = {model: predict(profile, bandwidth=bandwidth,
+                            downtime_limit=downtime_limit, model=model,
+                            **settings)
+             for model in models}
+    if timeout is None:
+        p95 = float(preds[models[0]].total_time.quantile(0.95))
+        timeout = max(MIN_TIMEOUT, 3 * p95) if math.isfinite(p95) \
+            else MIN_TIMEOUT
+    out = {model: {"converges": float(pred.converges),
+                   "p_within_timeout": float(pred.total_time.cdf(timeout)),
+                   "total_time_s": _summary(pred.total_time),
+                   "downtime_s": _summary(pred.downtime),
+                   "bytes_sent": _summary(pred.bytes_sent)}
+           for model, pred in preds.items()}
+    return out, timeout
 
 
 # ------------------------------------------------- migration thread CPU
@@ -327,7 +352,8 @@ def calibrate(bed, boot_files, repetitions=3, boot_s=DEFAULT_BOOT_S,
                           a few pages);
     ``link_rate_bytes_per_s`` bytes over the sending time of a migration
                           without a rate limit (libvirt's 8 GiB/s cap):
-                          what the stop-and-copy runs at.
+                          what the stop-and-copy runs at;
+    ``setup_time_sd_s``   the standard deviation of the setup times.
 
     Medians over ``repetitions``; ``runs`` holds every measurement."""
     log = log or (lambda msg: None)
@@ -355,6 +381,9 @@ def calibrate(bed, boot_files, repetitions=3, boot_s=DEFAULT_BOOT_S,
                 "link_rate_bytes_per_s"):
         values = [r[key] for r in runs if r[key] is not None]
         out[key] = statistics.median(values) if values else None
+    setups = [r["setup_time_s"] for r in runs]
+    out["setup_time_sd_s"] = statistics.stdev(setups) \
+        if len(setups) > 1 else 0.0
     out["runs"] = runs
     return out
 
@@ -364,6 +393,7 @@ def model_settings(calibration):
     if not calibration:
         return {}
     out = {"setup_time": max(0.0, calibration["setup_time_s"]),
+           "setup_time_sd": calibration.get("setup_time_sd_s") or 0.0,
            "switchover_time": max(0.0, calibration["switchover_time_s"])}
     if calibration.get("link_rate_bytes_per_s"):
         out["link_rate"] = calibration["link_rate_bytes_per_s"]
@@ -379,7 +409,8 @@ def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
     (libvirt applies whole MiB/s: the prediction uses the applied value);
     ``downtime_limit``: s (whole ms).  ``timeout``: s before the real
     migration is aborted (default: 3 x the precopy model's p95 total time,
-    at least 60 s).  ``settings``: MigrationSettings fields for every
+    at least :data:`MIN_TIMEOUT`).  ``settings``: MigrationSettings
+    fields for every
     model (see :func:`model_settings`).  Returns a :class:`RunResult`; no
     guest is left."""
     log = log or (lambda msg: None)
@@ -397,34 +428,39 @@ def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
     settings = dict(settings or {})
     if settings.get("link_rate") is not None:
         settings["link_rate"] = max(settings["link_rate"], applied)
-    predicted = predict_all(profile, applied, downtime_limit, **settings)
-    p95 = predicted["precopy"]["total_time_s"]["p95"]
-    if timeout is None:
-        timeout = max(60.0, 3 * p95) if p95 else 60.0
+    predicted, timeout = predict_all(profile, applied, downtime_limit,
+                                     timeout=timeout, **settings)
     log("%s: migrating at %.0f MiB/s, downtime limit %g ms"
         % (workload.label, applied / MIB, downtime_limit * 1000))
     measured = migrate_measured(bed, boot_files, workload, applied,
                                 downtime_limit, timeout, boot_s)
     return RunResult(workload.label, repetition, applied, downtime_limit,
-                     summary, predicted, measured, measured is None)
+                     summary, predicted, measured, measured is None,
+                     timeout_s=timeout)
 
 
 # ------------------------------------------------------- the experiment
 
-def plan_runs(workloads=DEFAULT_WORKLOADS, bandwidths=DEFAULT_BANDWIDTHS,
+def plan_runs(workloads=DEFAULT_WORKLOADS, bandwidths=None,
               repetitions=DEFAULT_REPETITIONS):
     """The (workload, bandwidth, repetition) triples of an experiment,
     repetitions outermost so that an interrupted experiment still covers
-    every case."""
-    if not workloads or not bandwidths or repetitions < 1:
+    every case.  ``bandwidths`` (bytes/s) for every workload, or None for
+    each workload's own."""
+    if not workloads or repetitions < 1 or (bandwidths is not None and
+                                            not bandwidths):
         raise ValueError("need at least one workload, one bandwidth and one "
                          "repetition")
+    for w in workloads:
+        if bandwidths is None and not w.bandwidths:
+            raise ValueError(f"workload {w.label} has no bandwidths")
     return [(w, b, r) for r in range(repetitions) for w in workloads
-            for b in bandwidths]
+            for b in (w.bandwidths if bandwidths is None else bandwidths)]
 
 
-def run_experiment(workdir, boot_files, runs, downtime_limit=
-                   DEFAULT_DOWNTIME_LIMIT, capture_s=DEFAULT_CAPTURE_S,
+def run_experiment(workdir, boot_files, runs,
+                   downtime_limit=DEFAULT_DOWNTIME_LIMIT,
+                   capture_s=DEFAULT_CAPTURE_S,
                    probe_bandwidth=DEFAULT_PROBE_BANDWIDTH,
                    boot_s=DEFAULT_BOOT_S, progress=None, log=None,
                    calibration_runs=3):

@@ -39,14 +39,17 @@ def _qmp(dom, command, **args):
 
 
 @pytest.fixture
-def guest_domain(guest_boot_files):
+def guest_domain(request, guest_boot_files):
+    """A running libvirt domain of the testbed guest writing uniformly
+    over 4 MiB at ``request.param`` writes/s (default 20,000)."""
     import libvirt
 
     from rtmig_nova.testbed import guest
+    rate = getattr(request, "param", 20000)
     name = domains.PREFIX + uuid.uuid4().hex[:8]
     xml = guest.domain_xml(name, *guest_boot_files, 128, 1,
                            guest.kernel_cmdline("uniform", "4M",
-                                                rate=20000))
+                                                rate=rate))
     conn = libvirt.open(domains.URI)
     dom = None
     try:
@@ -80,6 +83,11 @@ def test_capture_domain(guest_domain, tmp_path, capsys):
     assert 0.9 * WORKING_SET_PAGES <= prof.active_pages \
         <= 2 * WORKING_SET_PAGES, (doc, err)
     assert prof.metadata["domain"] == dom.name()
+    # 20,000 writes/s over 1024 pages outrun 8 MB/s: one probe, never
+    # converging; the pages it never sent are zero pages (the kernel and
+    # the initramfs hold about 60 of the 128 MiB)
+    assert doc["cycles"] == 1
+    assert doc["zero_pages"] == prof.zero_pages > prof.total_pages // 4
     # the guest runs on, untouched
     assert dom.isActive()
     assert _qmp(dom, "query-status")["running"]
@@ -252,3 +260,60 @@ def test_undone_after_an_empty_trace(tmp_path):
         probe.capture(mon, tmp_path / "log", duration=0.3, poll=0.05)
     assert mon.state() == before
     assert mon.status == "cancelled"
+
+
+@needs_libvirtd
+@pytest.mark.parametrize("guest_domain", [300], indirect=True)
+def test_capture_cycles_when_the_probe_converges(guest_domain, tmp_path,
+                                                 capsys):
+    # 300 writes/s: a 4 MiB/s probe catches up with the guest, converges
+    # (QEMU waits in pre-switchover) and the next probe starts.
+    dom = guest_domain
+    code, out, err = run(capsys, "profile", "capture", "--domain",
+                         dom.name(), "--duration", "15s", "--bandwidth",
+                         "4MiB/s", "--first-pass-bandwidth", "32MiB/s",
+                         "--output", tmp_path / "p.json", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["cycles"] >= 2, (doc, err)
+    assert doc["rounds"] >= 2 * doc["cycles"] - 1
+    from rtmig_nova.model import DirtyProfile
+    prof = DirtyProfile.load(tmp_path / "p.json")
+    assert prof.metadata["probe_cycles"] == doc["cycles"]
+    # about 300 pages/s are written (a page rarely twice in 1/3 s)
+    assert 150 <= prof.write_rate <= 600, prof.write_rate
+    assert dom.isActive() and _qmp(dom, "query-status")["running"]
+    assert _qmp(dom, "query-migrate")["status"] == "cancelled"
+    caps = {c["capability"]: c["state"]
+            for c in _qmp(dom, "query-migrate-capabilities")}
+    assert caps["pause-before-switchover"] is False
+
+
+@needs_libvirtd
+def test_coarse_capture_domain(guest_domain, tmp_path, capsys):
+    dom = guest_domain
+    before = _qmp(dom, "query-migrate")["status"]
+    code, out, err = run(capsys, "profile", "capture", "--coarse",
+                         "--domain", dom.name(), "--duration", "2s",
+                         "--output", tmp_path / "c.json", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["coarse"] is True and doc["calc_seconds"] == 2
+    from rtmig_nova.model import DirtyProfile
+    prof = DirtyProfile.load(tmp_path / "c.json")
+    assert prof.coarse
+    assert prof.metadata["source"] == "libvirt-dirtyrate"
+    # 4 MiB written over and over: QEMU's page sampling sees some of it,
+    # and can never see more than the whole memory per second
+    rate = doc["dirty_rate_bytes_per_s"]
+    assert 0 < rate <= 128 * 2 ** 20, rate
+    assert prof.total_pages == 128 * 1024 * 1024 // 4096
+    # no migration ran
+    assert _qmp(dom, "query-migrate")["status"] == before
+    assert dom.isActive()
+    code, out, err = run(capsys, "profile", "capture", "--coarse",
+                         "--domain", "no-such-domain-x", "--output",
+                         tmp_path / "d.json")
+    assert_one_error_line(code, out, err)
+    assert "unknown domain" in err
+    assert not (tmp_path / "d.json").exists()

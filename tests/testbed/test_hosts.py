@@ -161,8 +161,8 @@ def test_live_migration_from_a_to_b(workdir):
     _assert_all_gone(workdir)
 
 
-def test_shaped_veth_slows_migration_and_timeout_aborts(workdir,
-                                                       guest_boot_files):
+def test_shaped_veth_slows_migration_and_timeout_aborts(
+        workdir, guest_boot_files):
     rate = 200_000                                   # bytes/s
     bed = hosts.up(workdir, rate_bytes_per_s=rate)
     try:

@@ -201,3 +201,16 @@ def test_link_rate_matches_the_simulator(guest):
 def test_link_rate_below_the_bandwidth_is_refused(guest):
     with pytest.raises(ValueError, match="link_rate"):
         predict(guest, 100 * MIB, 0.05, link_rate=10 * MIB)
+
+
+def test_setup_time_spread_widens_the_total_time(guest):
+    base = predict(guest, 100 * MIB, 0.05, setup_time=0.3)
+    wide = predict(guest, 100 * MIB, 0.05, setup_time=0.3,
+                   setup_time_sd=0.05)
+    assert wide.total_time.mean == pytest.approx(base.total_time.mean)
+    assert wide.total_time.std == pytest.approx(
+        math.hypot(base.total_time.std, 0.05), rel=1e-3)
+    assert wide.total_time.quantile(0.95) > base.total_time.quantile(0.95)
+    assert wide.downtime.mean == pytest.approx(base.downtime.mean)
+    with pytest.raises(ValueError, match="setup_time_sd"):
+        predict(guest, 100 * MIB, 0.05, setup_time_sd=-0.1)

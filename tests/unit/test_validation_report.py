@@ -12,13 +12,16 @@ from rtmig_nova.testbed import report
 from rtmig_nova.testbed import validation as v
 
 
-def _pred(total, down, converges=1.0, spread=0.1):
+def _pred(total, down, converges=1.0, spread=0.1, within=None):
     def s(x):
         if x is None:
             return {"mean": None, "p5": None, "p50": None, "p95": None}
         return {"mean": x, "p5": x * (1 - spread), "p50": x,
                 "p95": x * (1 + spread)}
-    return {"converges": converges, "total_time_s": s(total),
+    if within is None:
+        within = 0.0 if total is None else 1.0
+    return {"converges": converges, "p_within_timeout": within,
+            "total_time_s": s(total),
             "downtime_s": s(down), "bytes_sent": s(None if total is None
                                                    else total * 1e6)}
 
@@ -34,7 +37,7 @@ def _run(workload, bw_mib, measured_total, measured_down, ours, geo, qemu,
                        {} if error else {"precopy": _pred(*ours),
                                          "geometric": _pred(*geo),
                                          "qemu-estimate": _pred(*qemu)},
-                       measured, timed_out, error)
+                       measured, timed_out, error, timeout_s=60.0)
 
 
 @pytest.fixture
@@ -50,8 +53,10 @@ def rows():
              (2.0, 0.004)),
         _run("zipf", 4, None, None, (1, 1), (1, 1), (1, 1),
              error="guest died"),
-        _run("zipf", 8, None, None, (50.0, 0.04), (1, 1), (1, 1),
-             timed_out=True),
+        # timed out after 60 s: ours gave it P = 0.2 of finishing by then
+        # (agrees), geometric 1.0 (disagrees), QEMU's estimate 0 (agrees)
+        _run("zipf", 8, None, None, (50.0, 0.04, 0.9, 0.1, 0.2), (1, 1),
+             (None, None), timed_out=True),
     )]
 
 
@@ -83,6 +88,13 @@ def test_summary_and_verdict(rows):
         0.006)
     assert s["precopy"]["downtime_within_target"] == pytest.approx(0.5)
     assert s["cpu_per_page_median_s"] == pytest.approx(2e-6)
+    # 3 runs without an error: the two that finished and the one that did
+    # not; QEMU's estimate said "never" for the first
+    assert s["precopy"]["convergence_agreement"] == pytest.approx(1.0)
+    assert s["geometric"]["convergence_agreement"] == pytest.approx(2 / 3)
+    assert s["qemu-estimate"]["convergence_agreement"] == pytest.approx(
+        2 / 3)
+    assert report.convergence(rows, "precopy") == (3, 3)
     verdict = report.verdict(s)
     assert verdict["total time median error <= 10%"]
     assert not verdict["downtime median error <= 20% or 5 ms"]   # 6 ms
@@ -105,7 +117,8 @@ def test_report_files_round_trip(rows, tmp_path):
     text = open(md).read()
     assert "| rtmig precopy (per-page) | 2 | 7.5% |" in text
     assert "| zipf | 0 | 4 | guest died |" in text
-    assert "| zipf | 0 | 8 | timed out |" in text
+    assert "| zipf | 0 | 8 | timed out after 60 s (precopy: P(done by " \
+           "then) = 0.20) |" in text
     assert "CPU time of QEMU's migration thread per page sent (median): " \
            "2.00 us" in text
     assert "![predicted vs measured](validation.png)" in text
@@ -119,6 +132,8 @@ def test_write_csv_needs_rows(tmp_path):
 
 def test_plan_runs_puts_repetitions_outermost():
     w = v.DEFAULT_WORKLOADS[:2]
+    own = v.plan_runs(w, None, 1)
+    assert [b for _, b, _ in own] == list(w[0].bandwidths + w[1].bandwidths)
     runs = v.plan_runs(w, [1, 2], 2)
     assert len(runs) == 8
     assert [r[2] for r in runs] == [0] * 4 + [1] * 4
@@ -141,8 +156,9 @@ def test_workload_command_lines():
 def test_model_settings_from_a_calibration():
     assert v.model_settings(None) == {}
     cal = {"setup_time_s": 0.3, "switchover_time_s": 0.012,
-           "link_rate_bytes_per_s": 5e8}
+           "link_rate_bytes_per_s": 5e8, "setup_time_sd_s": 0.04}
     assert v.model_settings(cal) == {"setup_time": 0.3,
+                                     "setup_time_sd": 0.04,
                                      "switchover_time": 0.012,
                                      "link_rate": 5e8}
     # a noisy negative estimate is no setup time
