@@ -3,13 +3,14 @@
 Builds the guest image, brings up the two libvirt hosts, calibrates the
 host's fixed costs on an idle guest, captures the profile of a guest
 running the uniform workload with probe migrations, predicts its migration
-at 8 MiB/s, migrates a fresh guest with the same workload from A to B for
-real and compares.  Needs root, QEMU and libvirtd (CI has them); about two
-minutes.  Everything is torn down in a ``finally``."""
+at 8 MiB/s, migrates three fresh guests with the same workload from A to B
+for real and compares.  Needs root, QEMU and libvirtd (CI has them); about
+three minutes.  Everything is torn down in a ``finally``."""
 
 import os
 import shutil
 import subprocess
+from statistics import median
 
 import pytest
 
@@ -37,9 +38,12 @@ pytestmark = [pytest.mark.skipif(_why_skip() is not None,
 
 BANDWIDTH = 8 * v.MIB                 # bytes/s
 DOWNTIME_LIMIT = 0.05                 # s
+# Migrations of twins of the captured guest: the targets are on the median
+# error (one in a dozen downtimes here is twice the others).
+MIGRATIONS = 3
 
 
-def test_prediction_matches_a_real_migration(tmp_path, guest_boot_files):
+def test_prediction_matches_real_migrations(tmp_path, guest_boot_files):
     uniform = {w.label: w for w in v.DEFAULT_WORKLOADS}["uniform"]
     bed = hosts.up(tmp_path / "testbed")
     try:
@@ -47,34 +51,48 @@ def test_prediction_matches_a_real_migration(tmp_path, guest_boot_files):
         settings = v.model_settings(calibration)
         assert 0 <= settings["setup_time"] < 2
         assert 0 < settings["switchover_time"] < 0.2
-        res = v.run_one(bed, guest_boot_files, uniform, BANDWIDTH,
-                        DOWNTIME_LIMIT, settings=settings)
+        cap = v.capture_profile(bed, guest_boot_files, uniform)
+        predicted, timeout = v.predict_all(cap.profile, BANDWIDTH,
+                                           DOWNTIME_LIMIT, **settings)
+        measured = [v.migrate_measured(bed, guest_boot_files, uniform,
+                                       BANDWIDTH, DOWNTIME_LIMIT, timeout)
+                    for _ in range(MIGRATIONS)]
     finally:
         bed.down()
     assert hosts.leftovers(tmp_path / "testbed") == []
 
+    prof = cap.profile
+    p = predicted["precopy"]
     print("calibration:", {k: val for k, val in calibration.items()
                            if k != "runs"})
-    print("profile:", res.profile_summary)
-    print("measured:", res.measured)
-    print("predicted:", res.predicted["precopy"])
-    assert not res.timed_out and res.measured is not None
-    m, p = res.measured, res.predicted["precopy"]
+    print("profile: %d active, %d zero pages, %.0f writes/s, %d rounds"
+          % (prof.active_pages, prof.zero_pages, prof.write_rate,
+             cap.rounds))
+    print("predicted:", p)
+    for m in measured:
+        print("measured:", m)
     # The capture saw the workload: 8 MiB = 2048 pages at 1000 writes/s,
     # and most of the rest of the guest's memory is zero.
-    assert 2048 <= res.profile_summary["active_pages"] <= 4096
-    assert 900 <= res.profile_summary["write_rate_per_s"] <= 1300
-    assert res.profile_summary["zero_pages"] > 8192
+    assert 2048 <= prof.active_pages <= 4096
+    assert 900 <= prof.write_rate <= 1300
+    assert prof.zero_pages > 8192
     assert p["converges"] > 0.99
-    # The issue's tolerance: total time within 10%, downtime within 20% or
-    # 5 ms of the median prediction.
-    assert abs(p["total_time_s"]["p50"] - m["total_time_s"]) \
-        <= 0.10 * m["total_time_s"]
-    d_err = abs(p["downtime_s"]["p50"] - m["downtime_s"])
-    assert d_err <= max(0.005, 0.2 * m["downtime_s"])
+    assert None not in measured, "a migration timed out"
+    # The issue's tolerance on the median error: total time within 10%,
+    # downtime within 20% or 5 ms of the median prediction.
+    t_err = median(abs(p["total_time_s"]["p50"] - m["total_time_s"])
+                   / m["total_time_s"] for m in measured)
+    assert t_err <= 0.10
+    d_abs = median(abs(p["downtime_s"]["p50"] - m["downtime_s"])
+                   for m in measured)
+    d_rel = median(abs(p["downtime_s"]["p50"] - m["downtime_s"])
+                   / m["downtime_s"] for m in measured)
+    assert d_abs <= 0.005 or d_rel <= 0.20
     # And the bytes, which the model gets from the same rounds.
-    assert abs(p["bytes_sent"]["p50"] - m["transferred_bytes"]) \
-        <= 0.10 * m["transferred_bytes"]
+    b_err = median(abs(p["bytes_sent"]["p50"] - m["transferred_bytes"])
+                   / m["transferred_bytes"] for m in measured)
+    assert b_err <= 0.10
     # The migration thread's CPU was measured.
-    assert m["cpu_per_page_s"] is not None and \
-        0 < m["cpu_per_page_s"] < 1e-4
+    for m in measured:
+        assert m["cpu_per_page_s"] is not None and \
+            0 < m["cpu_per_page_s"] < 1e-4
