@@ -193,8 +193,11 @@ def cmd_experiment_validate(args, defaults):
                 + " MiB/s" for w in workloads),
             "repetitions": reps,
             "downtime limit": f"{limit * 1000:g} ms",
-            "capture": f"probe migration of {capture_s:g} s at "
-                       f"{v.DEFAULT_PROBE_BANDWIDTH / v.MIB:.0f} MiB/s",
+            "capture": f"probe migrations for {capture_s:g} s at "
+                       f"{v.DEFAULT_PROBE_BANDWIDTH / v.MIB:.0f} MiB/s "
+                       f"after a first pass at "
+                       f"{v.PROBE_FIRST_PASS_BANDWIDTH / v.MIB:.0f} MiB/s, of "
+                       f"a twin of the migrated guest",
             "machine": f"{os.cpu_count()} cores, accel TCG"}
     if calibration:
         meta["calibration (idle guest, medians)"] = (
