@@ -292,10 +292,11 @@ def capture_profile(bed, boot_files, workload, capture_s=DEFAULT_CAPTURE_S,
     :class:`~rtmig_nova.capture.probe.CaptureResult`.
 
     The guest that was probed is not the one migrated: under TCG, QEMU 7.2
-    corrupts the destination of a guest whose earlier migration was
-    cancelled (seen here: a kernel oops in the timer code right after the
-    switch-over, also after a plain ``abortJob``), so every migration is of
-    a fresh guest running the same workload with the same seed."""
+    corrupted the destination of every long migration of a guest whose
+    earlier migration was cancelled (a kernel oops in the timer code right
+    after the switch-over, also after a plain ``abortJob``; see
+    docs/testbed.md), so every migration is of a fresh guest running the
+    same workload with the same seed."""
     from rtmig_nova.capture import probe
     name = _boot(bed, boot_files, workload, boot_s)
     try:
