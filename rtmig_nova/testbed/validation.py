@@ -79,9 +79,10 @@ def _mib(*values):
     return tuple(v * MIB for v in values)
 
 
-# Each workload's bandwidths span "does not or barely converges" (in a
-# first experiment: video at 3, uniform at 4 MiB/s took 15 rounds, zipf
-# did not converge at 4 and took 9 rounds at 8 MiB/s) to "ample".
+# Each workload's bandwidths span "barely converges" to "ample": in the
+# experiment of docs/validation, uniform took 14-15 rounds at 4 MiB/s and
+# zipf 13 at 6 (it did not converge at 4); the video ring converges in 4-5
+# rounds even at 3 MiB/s, where the 80 MB first pass alone takes 25 s.
 DEFAULT_WORKLOADS = (
     Workload("video", "video", (("width", 320), ("height", 240),
                                 ("ring", 8)), bandwidths=_mib(3, 4, 8, 32)),
