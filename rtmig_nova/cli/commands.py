@@ -59,19 +59,16 @@ def _settings(args, defaults):
     if args.check_interval is not None:
         s["check_interval"] = _positive(units.parse_duration(
             args.check_interval, "--check-interval"), "--check-interval")
-    if args.switchover_time is not None:
-        s["switchover_time"] = units.parse_duration(
-            args.switchover_time, "--switchover-time")
+    # Durations >= 0 s whose option names are their field names.
+    for field in ("switchover_time", "setup_time", "setup_time_sd"):
+        text = getattr(args, field)
+        if text is not None:
+            s[field] = units.parse_duration(
+                text, "--" + field.replace("_", "-"))
     if getattr(args, "link_rate", None) is not None:
         s["link_rate"] = _positive(units.parse_rate(args.link_rate,
                                                     "--link-rate"),
                                    "--link-rate")
-    if args.setup_time_sd is not None:
-        s["setup_time_sd"] = units.parse_duration(args.setup_time_sd,
-                                                  "--setup-time-sd")
-    if args.setup_time is not None:
-        s["setup_time"] = units.parse_duration(args.setup_time,
-                                               "--setup-time")
     if args.max_rounds is not None:
         s["max_rounds"] = units.parse_int(args.max_rounds, "--max-rounds",
                                           minimum=1)
