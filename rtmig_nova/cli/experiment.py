@@ -35,7 +35,7 @@ def add_parser(sub, common, add_json_option):
                     "machine (rtmig_nova.testbed).")
     esub = p.add_subparsers(dest="experiment_command", metavar="COMMAND",
                             required=True, parser_class=type(p))
-    from rtmig_nova.testbed import validation as v
+    from rtmig_nova.testbed import cases as v
     q = esub.add_parser(
         "validate", parents=[common],
         help="check predictions against real live migrations",
@@ -83,7 +83,7 @@ def add_parser(sub, common, add_json_option):
 
 
 def _workloads(text):
-    from rtmig_nova.testbed import validation as v
+    from rtmig_nova.testbed import cases as v
     known = {w.label: w for w in v.DEFAULT_WORKLOADS}
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:

@@ -38,65 +38,14 @@ import statistics
 import threading
 import time
 
-from rtmig_nova.testbed import guest as guest_mod
 from rtmig_nova.testbed import hosts
+from rtmig_nova.testbed.cases import (  # noqa: F401  (also offered here)
+    DEFAULT_BOOT_S, DEFAULT_CAPTURE_S, DEFAULT_DOWNTIME_LIMIT,
+    DEFAULT_PROBE_BANDWIDTH, DEFAULT_REPETITIONS, DEFAULT_WORKLOADS, IDLE,
+    MIB, PROBE_FIRST_PASS_BANDWIDTH, Workload)
 
-MIB = 1 << 20
 MODELS = ("precopy", "geometric", "qemu-estimate")
 CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
-
-
-@dataclasses.dataclass(frozen=True)
-class Workload:
-    """A guest workload of the testbed image.
-
-    :ivar label: name in the results
-    :ivar program: ``video``, ``uniform`` or ``zipf``
-    :ivar params: the program's ``rtmig.*`` parameters (see
-        :data:`rtmig_nova.testbed.guest.WORKLOAD_PARAMS`)
-    :ivar memory_mib: guest RAM, MiB
-    :ivar bandwidths: the experiment's migration bandwidths, bytes/s, from
-        near non-convergence to ample for this workload
-    """
-    label: str
-    program: str
-    params: tuple = ()
-    memory_mib: int = 128
-    bandwidths: tuple = ()
-
-    def cmdline(self):
-        if self.program is None:          # an idle guest
-            return guest_mod.kernel_cmdline(extra=["panic=0"])
-        # panic=0 (after the image's panic=-1): a guest that QEMU's TCG
-        # migration corrupts (see capture_profile) hangs on host B instead
-        # of rebooting, which would destroy it before libvirt's statistics
-        # of the completed migration are read.
-        return guest_mod.kernel_cmdline(self.program, extra=["panic=0"],
-                                        **dict(self.params))
-
-
-def _mib(*values):
-    return tuple(v * MIB for v in values)
-
-
-# Each workload's bandwidths span "barely converges" to "ample": in the
-# experiment of docs/validation, uniform took 14-15 rounds at 4 MiB/s and
-# zipf 13 at 6 (it did not converge at 4); the video ring converges in 4-5
-# rounds even at 3 MiB/s, where the 80 MB first pass alone takes 25 s.
-DEFAULT_WORKLOADS = (
-    Workload("video", "video", (("width", 320), ("height", 240),
-                                ("ring", 8)), bandwidths=_mib(3, 4, 8, 32)),
-    Workload("uniform", "uniform", (("mem", "8M"), ("rate", 1000)),
-             bandwidths=_mib(4, 8, 16, 32)),
-    Workload("zipf", "zipf", (("mem", "16M"), ("rate", 4000), ("s", 1.1)),
-             bandwidths=_mib(6, 8, 16, 32)),
-)
-DEFAULT_DOWNTIME_LIMIT = 0.05          # s
-DEFAULT_REPETITIONS = 3
-DEFAULT_CAPTURE_S = 20.0               # s of probe migration
-DEFAULT_PROBE_BANDWIDTH = 4 * MIB      # bytes/s, rounds after the first pass
-PROBE_FIRST_PASS_BANDWIDTH = 32 * MIB  # bytes/s
-DEFAULT_BOOT_S = 10.0                  # s from start to a steady workload
 
 
 @dataclasses.dataclass
@@ -336,9 +285,6 @@ def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
     finally:
         _destroy(hosts.URI_A, name)
         _destroy(hosts.URI_B, name)
-
-
-IDLE = Workload("idle", None)
 
 
 def calibrate(bed, boot_files, repetitions=3, boot_s=DEFAULT_BOOT_S,
