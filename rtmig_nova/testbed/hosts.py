@@ -127,6 +127,11 @@ def _in_b(*argv):
     return ["ip", "netns", "exec", NETNS] + list(argv)
 
 
+# Seconds a single libvirt call of the testbed may take before it is given up
+# (libvirt itself waits 30 s at most for a domain's job lock).
+CALL_TIMEOUT = 35.0
+
+
 def _bounded(fn, timeout):
     """Run ``fn()`` in a daemon thread, give up after ``timeout`` s (the
     thread is abandoned: used for libvirt calls to a daemon that may
@@ -900,8 +905,17 @@ class Testbed:
             box = {}
 
             def run():
+                # Its own connection: with the migration call outstanding, an
+                # abortJob sent on the same connection was seen to wait for
+                # the migration's end (libvirt 9.0) -- never, at a link the
+                # guest outruns.
                 try:
-                    dom.migrateToURI3(URI_B, params, flags)
+                    mig = libvirt.open(URI_A)
+                    try:
+                        mig.lookupByName(domain_name).migrateToURI3(
+                            URI_B, params, flags)
+                    finally:
+                        mig.close()
                 except BaseException as exc:
                     box["error"] = exc
                 box["end"] = time.monotonic()
@@ -916,9 +930,11 @@ class Testbed:
                 worker.join(0.05)
                 if not worker.is_alive():
                     break
+                # Every call bounded: one stuck in libvirt is out of reach of
+                # signals (pytest-timeout's included) and would hang us.
                 try:
-                    sample = dom.jobStats(0)
-                except libvirt.libvirtError:
+                    sample = _bounded(lambda: dom.jobStats(0), CALL_TIMEOUT)
+                except (libvirt.libvirtError, TimeoutError):
                     sample = {}
                 if sample.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE:
                     last = sample
@@ -927,12 +943,13 @@ class Testbed:
                     if want_ms is not None and got_ms is None:
                         got_ms = _read_downtime(dom, libvirt)
                         if got_ms is not None and got_ms != want_ms:
-                            dom.migrateSetMaxDowntime(want_ms, 0)
+                            _bounded(lambda: dom.migrateSetMaxDowntime(
+                                want_ms, 0), CALL_TIMEOUT)
                             got_ms = _read_downtime(dom, libvirt)
                 if time.monotonic() > deadline:
                     try:
-                        dom.abortJob()
-                    except libvirt.libvirtError:
+                        _bounded(dom.abortJob, CALL_TIMEOUT)
+                    except (libvirt.libvirtError, TimeoutError):
                         pass        # too late to abort, or already over
                     worker.join(15)
                     if worker.is_alive() or "error" in box:
@@ -948,12 +965,8 @@ class Testbed:
             wall = box["end"] - start
         finally:
             conn.close()
-        conn_b = libvirt.open(URI_B)
-        try:
-            raw = conn_b.lookupByName(domain_name).jobStats(
-                libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-        finally:
-            conn_b.close()
+        raw = _bounded(lambda: _completed_stats(libvirt, domain_name),
+                       CALL_TIMEOUT)
         out = _si_stats(raw)
         out.update(wall_time_s=wall, bandwidth_limit_bytes_per_s=limit_bps,
                    downtime_limit_s=(None if got_ms is None
@@ -965,10 +978,19 @@ class Testbed:
         return out
 
 
+def _completed_stats(libvirt, domain_name):
+    conn_b = libvirt.open(URI_B)
+    try:
+        return conn_b.lookupByName(domain_name).jobStats(
+            libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    finally:
+        conn_b.close()
+
+
 def _read_downtime(dom, libvirt):
     try:
-        return dom.migrateGetMaxDowntime(0)
-    except libvirt.libvirtError:
+        return _bounded(lambda: dom.migrateGetMaxDowntime(0), CALL_TIMEOUT)
+    except (libvirt.libvirtError, TimeoutError):
         return None
 
 

@@ -46,37 +46,50 @@ DOMAIN_XML = """<domain type='qemu'>
 </domain>""" % MEMORY_MIB
 
 
+def _bounded(fn):
+    # A libvirt call can wait forever on a stuck QEMU monitor, out of reach
+    # of pytest-timeout's signal: give up in time instead.
+    return hosts._bounded(fn, hosts.CALL_TIMEOUT)
+
+
 def _start_domain():
     """A running transient diskless TCG domain on host A (it idles in the
     firmware); its name carries the testbed prefix, so down() removes it."""
     name = hosts.DOMAIN_PREFIX + uuid.uuid4().hex[:8]
-    conn = libvirt.open(hosts.URI_A)
-    try:
-        conn.createXML(DOMAIN_XML.format(name=name), 0)
-    finally:
-        conn.close()
+
+    def start():
+        conn = libvirt.open(hosts.URI_A)
+        try:
+            conn.createXML(DOMAIN_XML.format(name=name), 0)
+        finally:
+            conn.close()
+    _bounded(start)
     return name
 
 
 def _state(uri, name):
     """libvirt's state of ``name`` on ``uri`` or None if not there."""
-    conn = libvirt.open(uri)
-    try:
-        return conn.lookupByName(name).state()[0]
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise
-    finally:
-        conn.close()
+    def state():
+        conn = libvirt.open(uri)
+        try:
+            return conn.lookupByName(name).state()[0]
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+        finally:
+            conn.close()
+    return _bounded(state)
 
 
 def _destroy(uri, name):
-    conn = libvirt.open(uri)
-    try:
-        conn.lookupByName(name).destroy()
-    finally:
-        conn.close()
+    def destroy():
+        conn = libvirt.open(uri)
+        try:
+            conn.lookupByName(name).destroy()
+        finally:
+            conn.close()
+    _bounded(destroy)
 
 
 def _qemu_pid(name):
@@ -168,9 +181,9 @@ def test_shaped_veth_slows_migration_and_timeout_aborts(
     try:
         # A guest writing 20,000 pages/s over 4 MiB can never converge
         # through 200 kB/s, so the migration is still in its live phase at
-        # the timeout.  (An idle firmware guest sends so little that all of
-        # it fits in the TCP send buffer: QEMU would be done, and the abort
-        # too late, before the timeout.)
+        # the timeout, QEMU blocked on a full socket.  (An idle firmware
+        # guest sends so little that all of it fits in the TCP send buffer:
+        # QEMU would be done, and the abort too late, before the timeout.)
         from rtmig_nova.testbed import guest
         busy = bed.start_guest(*guest_boot_files, guest.kernel_cmdline(
             "uniform", "4M", rate=20000), memory_mib=128)
