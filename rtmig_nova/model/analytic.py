@@ -508,14 +508,17 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     while rnd < settings.max_rounds:
         rnd += 1
         mass_in = w.sum()
-        T, mu, var, new_bytes = _epoch(bins, st, n_mean, pend)
         if n_mean.size > 1:
+            T, mu, var, new_bytes = _epoch(bins, st, n_mean, pend)
             slope = np.gradient(mu, n_mean) if np.ptp(n_mean) > 0 else \
                 np.zeros_like(mu)
         else:
+            # One cell: its slope from a second point, in the same call.
             eps = max(np.sqrt(n_var[0]), 1e-6 * n_mean[0], 1e-3)
-            mu2 = _epoch(bins, st, n_mean + eps, pend)[1]
-            slope = (mu2 - mu) / eps
+            T, mu, var, new_bytes = _epoch(
+                bins, st, np.array([n_mean[0], n_mean[0] + eps]), pend)
+            slope = np.array([(mu[1] - mu[0]) / eps])
+            T, mu, var, new_bytes = T[:1], mu[:1], var[:1], new_bytes[:1]
         # A floor of 1/1000 page keeps deterministic counts (all pages at
         # p = 0 or 1) inside the cell arithmetic.
         sd = np.maximum(np.sqrt(var + slope ** 2 * n_var), 1e-3)

@@ -13,7 +13,8 @@ the switch-over time.  The largest d that keeps that within D is the best
 choice (a higher threshold converges sooner), rounded down to whole
 milliseconds because QEMU and libvirt take the limit in ms.  Then
 P(downtime <= D) = P(converged), and B is the least bandwidth with
-P(total <= T) >= p, found by bisection on the model's prediction.
+P(total <= T) >= p, found by a safeguarded secant search on the model's
+prediction.
 """
 
 import dataclasses
@@ -234,47 +235,69 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
                       f"{best.total_time.quantile(confidence):.3g} s)")
         return infeasible(reason, limit=limit, pred=best, prob=p_best)
 
-    # Search the least bandwidth in a bracket [lo (fails), hi (succeeds)].
-    # The p-quantile of the total time is about (bytes sent) / B, and fewer
-    # bytes are sent at a higher bandwidth, so B x Q_p(B) / T is a lower
-    # bound of the root after a success and an upper bound after a failure:
-    # aim half a step inside it.  Once a failure did not converge at all,
-    # the root is at the convergence cliff, where that bound says little:
-    # never aim below the bracket's log-midpoint then.  Below first_pass /
-    # budget nothing can succeed.  (Times here are less the setup time.)
-    lo, hi = first_pass / budget, link_capacity
-    guess = hi * (best.total_time.quantile(confidence) - setup) / budget \
-        + bandwidth_step / 2
-    cliff = False
-    while hi - lo > bandwidth_step and hi / lo > 1 + 1e-4:
-        mid = math.sqrt(lo * hi)
-        if not (math.isfinite(guess) and lo < guess < hi) or \
-                (cliff and guess < mid):
-            guess = mid
-        pred = variants.run(predictor, profile, settings_for(guess),
-                            horizon=deadline)
-        ok = success(pred) >= confidence
+    # Search the least bandwidth on the enforcement grid (k steps) between
+    # a failing k (lo) and a succeeding one (hi).  The p-quantile of the
+    # total time, less the setup, is about (bytes sent) / B, and fewer bytes
+    # are sent at a higher bandwidth, so B Q_p(B) / budget is a lower bound
+    # of the root after a success.  Two points with finite quantiles give a
+    # secant on log Q against log B, which lands within a step or two of the
+    # root in a few evaluations; a guess off the bracket, or a run of three
+    # results on one side, falls back to the bracket's log-midpoint.
+    # Below first_pass / budget nothing can succeed.
+    step = bandwidth_step
+    top = math.ceil(link_capacity / step - 1e-9)     # k of the link capacity
+    lo = max(math.floor(first_pass / budget / step - 1e-9), 0)
+    hi = top
+    known = {top: (best, True, best.total_time.quantile(confidence) - setup)}
+
+    def evaluate(k):
+        pred = variants.run(predictor, profile, settings_for(
+            min(k * step, link_capacity)))
         q = pred.total_time.quantile(confidence) - setup
+        known[k] = (pred, success(pred) >= confidence, q)
+        return known[k][1]
+
+    def secant():
+        """Bandwidth where log Q meets log budget, from the two finite
+        points nearest the bracket (bytes/s), or None."""
+        pts = sorted((k, q) for k, (_, _, q) in known.items()
+                     if math.isfinite(q) and q > 0)
+        below = [pt for pt in pts if pt[0] <= lo][-1:]
+        above = [pt for pt in pts if pt[0] >= hi][:2 - len(below)]
+        two = below + above
+        if len(two) < 2:
+            k, q = two[0] if two else (hi, known[hi][2])
+            return k * step * q / budget if math.isfinite(q) else None
+        (k1, q1), (k2, q2) = two
+        slope = math.log(q2 / q1) / math.log(k2 / k1)
+        if not slope < 0:
+            return k2 * step * q2 / budget
+        return k1 * step * math.exp(math.log(budget / q1) / slope)
+
+    # Where the migration starts to converge, about: pending pages that take
+    # the downtime limit to send are re-dirtied in about that time, so below
+    # B = (pages written in d) (page + header) / d it cannot get under the
+    # threshold.  Guesses from the bytes alone would fall below that cliff.
+    cliff = profile.dirty_pages(limit) * (ps + PAGE_HEADER_BYTES) / limit
+    side, run_len = None, 0
+    while hi - lo > 1:
+        guess = secant()
+        if guess is not None and guess < cliff:
+            guess = cliff
+        k = None if guess is None else round(guess / step)
+        if k is None or not lo - 1 <= k <= hi + 1 or run_len >= 3:
+            k = round(math.sqrt(max(lo, 1) * hi))
+        k = min(max(k, lo + 1), hi - 1)
+        ok = evaluate(k)
         if ok:
-            hi = guess
+            hi = k
         else:
-            lo = guess
-            cliff = cliff or not math.isfinite(q)
-        bound = guess * q / budget
-        guess = bound + bandwidth_step / 2 if ok else \
-            bound - bandwidth_step / 2
-    # Round up to the enforcement granularity; the model is not exactly
-    # monotone in B (rounds end on 100 ms windows), so verify and step up.
-    bw = min((math.floor(lo / bandwidth_step) + 1) * bandwidth_step,
-             link_capacity)
-    while True:
-        pred = variants.run(predictor, profile, settings_for(bw))
-        prob = success(pred)
-        if prob >= confidence or bw >= link_capacity:
-            break
-        bw = min(bw + bandwidth_step, link_capacity)
-    if prob < confidence:
-        pred, prob, bw = best, p_best, link_capacity
+            lo = k
+        run_len = run_len + 1 if ok == side else 0
+        side = ok
+    pred, _, _ = known[hi]
+    bw = min(hi * step, link_capacity)
+    prob = success(pred)
     res = cpu(bw)
     if res.share > 1.0:
         return infeasible(

@@ -39,6 +39,32 @@ def test_plan_meets_the_request_and_is_least(guest, deadline):
     assert below.total_time.cdf(deadline) < 0.95
 
 
+@pytest.mark.parametrize("deadline,confidence", [
+    (0.6, 0.95), (1.0, 0.5), (2.0, 0.999), (5.0, 0.95)])
+def test_plan_search_is_short_and_lands_on_the_least_step(
+        guest, monkeypatch, deadline, confidence):
+    # The secant search needs a handful of model evaluations; bisection
+    # over the same bracket to 1 MiB/s took a dozen.
+    from rtmig_nova.model import variants
+    seen = []
+    real = variants.run
+
+    def counting(predictor, profile, settings, **kw):
+        seen.append(settings.bandwidth)
+        return real(predictor, profile, settings, **kw)
+
+    monkeypatch.setattr(variants, "run", counting)
+    pl = plan(guest, deadline=deadline, max_downtime=0.05,
+              confidence=confidence, link_capacity=1e9)
+    monkeypatch.undo()
+    assert pl.feasible, pl.reason
+    assert len(seen) <= 7, [b / MIB for b in seen]
+    # The answer was evaluated and one step below it was, and failed.
+    assert pl.bandwidth in seen and pl.bandwidth - MIB in seen
+    below = predict(guest, pl.bandwidth - MIB, pl.downtime_limit)
+    assert below.total_time.cdf(deadline) < confidence
+
+
 def test_plan_holds_in_the_page_level_simulation(guest):
     pl = plan(guest, deadline=1.0, max_downtime=0.05, confidence=0.95,
               link_capacity=1e9)
