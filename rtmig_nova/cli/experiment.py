@@ -44,8 +44,10 @@ def add_parser(sub, common, add_json_option):
                     "probe migration, predict the migration with the "
                     "precopy model and the two baselines, live-migrate it "
                     "to host B for real, and record what QEMU measured.  "
-                    "Writes validation.csv, validation.png and "
-                    "validation.md to --output-dir.  Needs root, QEMU and "
+                    "Writes validation.csv, validation.png, "
+                    "validation.md, calibration.json and the captured "
+                    "profiles (profiles/) to --output-dir.  Needs root, "
+                    "QEMU and "
                     "libvirt (host A's libvirtd running); builds the guest "
                     "image first.  A run takes about 20-60 s.")
     q.add_argument("--workloads", metavar="NAMES",
@@ -177,6 +179,7 @@ def cmd_experiment_validate(args, defaults):
                 os.path.join(build_dir, "testbed"), boot_files, runs,
                 downtime_limit=limit, capture_s=capture_s,
                 calibration_runs=cal_runs,
+                profile_dir=os.path.join(args.output_dir, "profiles"),
                 progress=progress, log=lambda m: bar.write(m,
                                                            file=sys.stderr))
         except hosts.TestbedError as e:

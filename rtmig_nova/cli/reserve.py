@@ -298,12 +298,14 @@ def _shaping(args, bandwidth):
 
 
 def _class_rate(netshape, bandwidth, link):
-    """The migration class's rate, frame bytes/s: the bandwidth's payload in
-    full frames, at most the link.  A bandwidth above the link stays as it
-    is, for validation to refuse."""
+    """The migration class's rate, frame bytes/s: what QEMU sends under the
+    limit ``bandwidth`` (a little more: see precopy.send_rate; 4 KiB pages)
+    in full frames, at most the link.  A bandwidth above the link stays as
+    it is, for validation to refuse."""
     if bandwidth > link:
         return bandwidth
-    return min(netshape.frame_rate(bandwidth), link)
+    from rtmig_nova.model.precopy import send_rate    # numpy: only here
+    return min(netshape.frame_rate(send_rate(bandwidth, 4096)), link)
 
 
 def _state_dir(args, defaults):

@@ -485,7 +485,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         converged.
     """
     bins = _Bins(profile)
-    bw = settings.bandwidth
+    bw = settings.send_rate(profile.page_size)
     st = {"bandwidth": bw, "check_interval": settings.check_interval,
           "threshold": settings.threshold_pages(profile.page_size),
           "order": settings.order, "dirty_log": settings.dirty_log}
@@ -662,7 +662,7 @@ def _extrapolate(comps, stop, state, mass_out, rnd, max_rounds, horizon,
 
 
 def _prediction(comps, defect, settings, profile, model_name):
-    bw = settings.bandwidth
+    bw = settings.send_rate(profile.page_size)
     if comps["w"]:
         cw = np.concatenate(comps["w"])
         tm, tv = np.concatenate(comps["total_m"]), np.concatenate(

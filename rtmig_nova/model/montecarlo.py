@@ -37,6 +37,7 @@ class _Guest:
             self.rank = np.empty(self.n, dtype=np.int64)
             self.rank[np.argsort(rates, kind="stable")] = np.arange(self.n)
         self.threshold = settings.threshold_pages(profile.page_size)
+        self.send_rate = settings.send_rate(profile.page_size)     # bytes/s
 
 
 def _send_order(guest, settings, pending_idx, cursor):
@@ -53,11 +54,11 @@ def _epoch(guest, settings, seq):
     Returns (pages sent, epoch length seconds, bytes sent, start time of each
     sent page within the epoch in seconds).
     """
-    bw = settings.bandwidth
+    bw = guest.send_rate
     cost = guest.cost[seq]
     cum = np.cumsum(cost)
     total = float(cum[-1])
-    window = settings.window_bytes()
+    window = bw * settings.check_interval
     n_checks = max(int(np.ceil(total / window)), 1)
     sent_at = np.searchsorted(cum, window * np.arange(1, n_checks + 1),
                               side="right")

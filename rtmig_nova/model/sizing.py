@@ -5,13 +5,14 @@ bandwidth B and the downtime-limit setting d such that
 P(total time <= T and downtime <= D) >= p, and the CPU the migration thread
 needs to push B.
 
-The downtime-limit is chosen first, because it bounds the downtime by
-construction: QEMU stops only when the pending pages times the page size are
-below B x d, so the stop-and-copy sends fewer than B d / page_size pages of
-page_size + 8 bytes and lasts less than d (page_size + 8) / page_size plus
-the switch-over time.  The largest d that keeps that within D is the best
-choice (a higher threshold converges sooner), rounded down to whole
-milliseconds because QEMU and libvirt take the limit in ms.  Then
+The downtime-limit bounds the downtime by construction: QEMU stops only when
+the pending pages times the page size are below R x d (R: QEMU's measured
+bandwidth, its send rate, a little above the limit B), so the stop-and-copy
+sends fewer than R d / page_size pages of page_size + 8 bytes and, at B,
+lasts less than d (R / B) (page_size + 8) / page_size plus the switch-over
+time.  The largest d that keeps that within D is the best choice (a higher
+threshold converges sooner), rounded down to whole milliseconds because QEMU
+and libvirt take the limit in ms; it depends on B only through R / B.  Then
 P(downtime <= D) = P(converged), and B is the least bandwidth with
 P(total <= T) >= p, found by a safeguarded secant search on the model's
 prediction.
@@ -23,7 +24,8 @@ import math
 from rtmig_nova.model import variants
 from rtmig_nova.model.baselines import first_pass_bytes
 from rtmig_nova.model.checks import positive
-from rtmig_nova.model.precopy import MigrationSettings, PAGE_HEADER_BYTES
+from rtmig_nova.model.precopy import CHECK_INTERVAL, MigrationSettings, \
+    PAGE_HEADER_BYTES, send_rate
 
 MIB = 2 ** 20
 # Default CPU time the migration thread spends per page sent, seconds (zero
@@ -111,10 +113,13 @@ def cpu_reservation(bandwidth, page_size, cpu_cost_per_page,
                     cgroup_period_us=DEFAULT_CGROUP_PERIOD_US):
     """CPU share for sending ``bandwidth`` bytes/s of full pages.
 
-    share = pages/s x CPU s/page x margin; zero pages cost the same CPU (the
-    zero check) but fewer bytes, so full pages give the bound per byte.
+    share = pages/s x CPU s/page x margin, the pages QEMU sends under the
+    limit ``bandwidth`` (a little more than it: precopy.send_rate); zero
+    pages cost the same CPU (the zero check) but fewer bytes, so full pages
+    give the bound per byte.
     """
-    pages_per_s = bandwidth / (page_size + PAGE_HEADER_BYTES)
+    pages_per_s = send_rate(bandwidth, page_size) / \
+        (page_size + PAGE_HEADER_BYTES)
     share = pages_per_s * cpu_cost_per_page * margin
     period_ns = int(round(deadline_period * 1e9))
     runtime_ns = max(int(math.ceil(min(share, 1.0) * period_ns)),
@@ -184,9 +189,20 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     def infeasible(reason, bw=link_capacity, limit=None, pred=None, prob=0.0):
         return result(False, reason, bw, limit, pred, prob)
 
-    # Largest downtime-limit whose worst-case stop-and-copy fits in D.
-    limit_ms = math.floor((max_downtime - switchover) * ps /
-                          (ps + PAGE_HEADER_BYTES) * 1000 + 1e-9)
+    # Largest downtime-limit whose worst-case stop-and-copy fits in D.  QEMU
+    # stops with fewer than R d / page_size pending pages (R: the send rate,
+    # a little above the limit B, see precopy.send_rate) and sends them at
+    # the stop rate (B, or the link's rate when given).
+    check_interval = float(settings.get("check_interval", CHECK_INTERVAL))
+    link_rate = settings.get("link_rate")
+
+    def limit_ms_for(bw):
+        stop = bw if link_rate is None else float(link_rate)
+        ratio = stop / send_rate(bw, ps, check_interval)
+        return math.floor((max_downtime - switchover) * ps /
+                          (ps + PAGE_HEADER_BYTES) * ratio * 1000 + 1e-9)
+
+    limit_ms = limit_ms_for(link_capacity)
     if limit_ms < 1:
         return infeasible(
             f"max_downtime {max_downtime:g} s leaves no room for a QEMU "
@@ -195,8 +211,11 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     limit = limit_ms / 1000.0
 
     def settings_for(bw):
-        return MigrationSettings(bandwidth=bw, downtime_limit=limit,
-                                 **settings)
+        # At least 1 ms: below it (tiny bandwidths only) the prediction
+        # says how far off the request is.
+        return MigrationSettings(
+            bandwidth=bw, downtime_limit=max(limit_ms_for(bw), 1) / 1000.0,
+            **settings)
 
     def success(pred):
         # Downtime is within D whenever the migration converges (see module
@@ -251,11 +270,13 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     known = {top: (best, True, best.total_time.quantile(confidence) - setup)}
 
     def evaluate(k):
-        pred = variants.run(predictor, profile, settings_for(
-            min(k * step, link_capacity)))
+        bw = min(k * step, link_capacity)
+        pred = variants.run(predictor, profile, settings_for(bw))
         q = pred.total_time.quantile(confidence) - setup
-        known[k] = (pred, success(pred) >= confidence, q)
-        return known[k][1]
+        # A limit raised to 1 ms does not bound the downtime: a failure.
+        ok = limit_ms_for(bw) >= 1 and success(pred) >= confidence
+        known[k] = (pred, ok, q)
+        return ok
 
     def secant():
         """Bandwidth where log Q meets log budget, from the two finite
@@ -298,6 +319,7 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     pred, _, _ = known[hi]
     bw = min(hi * step, link_capacity)
     prob = success(pred)
+    limit = pred.settings.downtime_limit
     res = cpu(bw)
     if res.share > 1.0:
         return infeasible(

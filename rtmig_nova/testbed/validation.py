@@ -351,7 +351,7 @@ def model_settings(calibration):
 def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
             repetition=0, capture_s=DEFAULT_CAPTURE_S,
             probe_bandwidth=DEFAULT_PROBE_BANDWIDTH, boot_s=DEFAULT_BOOT_S,
-            timeout=None, log=None, settings=None):
+            timeout=None, log=None, settings=None, profile_dir=None):
     """One run (see the module doc) on the running testbed ``bed`` with the
     guest image ``boot_files`` = (kernel, initrd).  ``bandwidth``: bytes/s
     (libvirt applies whole MiB/s: the prediction uses the applied value);
@@ -359,8 +359,10 @@ def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
     migration is aborted (default: 3 x the precopy model's p95 total time,
     at least :data:`MIN_TIMEOUT`).  ``settings``: MigrationSettings
     fields for every
-    model (see :func:`model_settings`).  Returns a :class:`RunResult`; no
-    guest is left."""
+    model (see :func:`model_settings`).  ``profile_dir``: where to keep the
+    captured profile (:func:`profile_path`), so that a later model can be
+    scored on the same captures.  Returns a :class:`RunResult`; no guest
+    is left."""
     log = log or (lambda msg: None)
     applied = max(1, int(round(bandwidth / MIB))) * MIB
     downtime_limit = max(1, int(round(downtime_limit * 1000))) / 1000.0
@@ -368,6 +370,10 @@ def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
     cap = capture_profile(bed, boot_files, workload, capture_s,
                           probe_bandwidth, boot_s)
     profile = cap.profile
+    if profile_dir is not None:
+        os.makedirs(profile_dir, exist_ok=True)
+        profile.save(profile_path(profile_dir, workload.label, applied,
+                                  repetition))
     summary = {"total_pages": profile.total_pages,
                "active_pages": profile.active_pages,
                "zero_pages": profile.zero_pages,
@@ -385,6 +391,13 @@ def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
     return RunResult(workload.label, repetition, applied, downtime_limit,
                      summary, predicted, measured, measured is None,
                      timeout_s=timeout)
+
+
+def profile_path(profile_dir, label, bandwidth, repetition):
+    """Where :func:`run_one` keeps the profile captured for a run:
+    ``<label>-<MiB/s>MiBps-r<repetition>.json``."""
+    return os.path.join(profile_dir, "%s-%dMiBps-r%d.json"
+                        % (label, round(bandwidth / MIB), repetition))
 
 
 # ------------------------------------------------------- the experiment
@@ -411,14 +424,15 @@ def run_experiment(workdir, boot_files, runs,
                    capture_s=DEFAULT_CAPTURE_S,
                    probe_bandwidth=DEFAULT_PROBE_BANDWIDTH,
                    boot_s=DEFAULT_BOOT_S, progress=None, log=None,
-                   calibration_runs=3):
+                   calibration_runs=3, profile_dir=None):
     """Bring the testbed up in ``workdir``, calibrate the host's fixed
     costs (:func:`calibrate`, ``calibration_runs`` times; 0: none), do
     every run of ``runs`` (from :func:`plan_runs`) with them, tear it down
     (also on error or Ctrl-C).  A run that fails is recorded with its
     ``error`` and the experiment goes on.  ``progress(done, total,
-    result)`` is called after each run.  Returns (the :class:`RunResult`
-    list, the calibration)."""
+    result)`` is called after each run; ``profile_dir``: see
+    :func:`run_one`.  Returns (the :class:`RunResult` list, the
+    calibration)."""
     from rtmig_nova.capture import probe
     results = []
     bed = hosts.up(workdir)
@@ -431,7 +445,7 @@ def run_experiment(workdir, boot_files, runs,
                 res = run_one(bed, boot_files, workload, bandwidth,
                               downtime_limit, rep, capture_s,
                               probe_bandwidth, boot_s, log=log,
-                              settings=settings)
+                              settings=settings, profile_dir=profile_dir)
             except (probe.ProbeError, hosts.TestbedError) as e:
                 res = RunResult(workload.label, rep, bandwidth,
                                 downtime_limit, {}, {}, None,

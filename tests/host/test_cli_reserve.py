@@ -15,6 +15,7 @@ from tests.cli_helpers import assert_one_error_line, run
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls as lc
 from rtmig_nova.enforce import netshape
+from rtmig_nova.model.precopy import send_rate
 from tests.host import domains
 
 NS = f"rtmigtest-c-{os.getpid()}"
@@ -107,8 +108,8 @@ def _assert_applied(h, plan):
         plan["cpu"]["runtime_ns"], plan["cpu"]["deadline_ns"],
         plan["cpu"]["period_ns"])
     classes = netshape.show(IF, h["netns"])
-    # The class carries the migration's payload in whole frames.
-    want = round(min(netshape.frame_rate(bw), 12_500_000))
+    # The class carries what QEMU sends at that limit in whole frames.
+    want = round(min(netshape.frame_rate(send_rate(bw, 4096)), 12_500_000))
     assert any(c["role"] == "migration" and c["rate"] == want
                for c in classes)
     assert any(c["role"] == "link" and c["rate"] == 12_500_000

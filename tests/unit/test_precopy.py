@@ -13,6 +13,10 @@ from rtmig_nova.model.precopy import PAGE_HEADER_BYTES, ZERO_PAGE_BYTES
 
 PAGE = 4096
 WIRE = PAGE + PAGE_HEADER_BYTES
+# QEMU also sends the page that crosses a window's quota (precopy.send_rate):
+# a limit of 9.5 pages per 100 ms window sends 10 pages in each.
+LIMIT_10 = 95 * WIRE            # bytes/s, the rate limit
+RATE_10 = 100 * WIRE            # bytes/s, what goes out
 
 
 def both(profile, runs=50, **kw):
@@ -26,7 +30,7 @@ def test_idle_guest_is_one_pass_and_no_downtime():
     # count reaches 0 (< threshold 5.01 pages) when the pass ends at 10 s,
     # and nothing was dirtied: stop-and-copy sends nothing.
     prof = DirtyProfile.from_histogram([], [], idle_pages=1000)
-    for pred in both(prof, bandwidth=100 * WIRE, downtime_limit=0.05):
+    for pred in both(prof, bandwidth=LIMIT_10, downtime_limit=0.05):
         assert pred.total_time.mean == pytest.approx(10.0)
         assert pred.downtime.mean == pytest.approx(0.0, abs=1e-12)
         assert pred.rounds.mean == 1
@@ -37,8 +41,8 @@ def test_zero_pages_cost_nine_bytes():
     prof = DirtyProfile.from_histogram([], [], idle_pages=1000,
                                        zero_pages=600)
     total = 400 * WIRE + 600 * ZERO_PAGE_BYTES
-    bw = 100 * WIRE
-    for pred in both(prof, bandwidth=bw, downtime_limit=0.05):
+    bw = RATE_10
+    for pred in both(prof, bandwidth=LIMIT_10, downtime_limit=0.05):
         assert pred.bytes_sent.mean == pytest.approx(total)
         # The simulator sends whole pages by each 100 ms check, so a pass can
         # end up to one page's time later than bytes / bandwidth.
@@ -51,9 +55,11 @@ def test_early_sync_leaves_pages_pending():
     # not at the end of the pass.  1000 idle pages at 100 pages/s, limit
     # 0.5 s: threshold 50.1 pages, checks every 10 pages: the sync comes
     # when 50 pages are left (after 9.5 s), those 50 are below the
-    # threshold, so they are the stop-and-copy: 0.5 s of downtime.
+    # threshold, so they are the stop-and-copy: 0.5 s of downtime (at the
+    # send rate).
     prof = DirtyProfile.from_histogram([], [], idle_pages=1000)
-    for pred in both(prof, bandwidth=100 * WIRE, downtime_limit=0.5):
+    for pred in both(prof, bandwidth=LIMIT_10, downtime_limit=0.5,
+                     link_rate=RATE_10):
         assert pred.downtime.mean == pytest.approx(0.5, abs=1e-5)
         assert pred.total_time.mean == pytest.approx(10.0)
 
@@ -61,12 +67,13 @@ def test_early_sync_leaves_pages_pending():
 def test_always_dirty_pages_are_resent_every_round_and_at_stop():
     # 10 pages written a million times a second are dirty at every sync.
     prof = DirtyProfile.from_histogram([1e6], [10], idle_pages=990)
-    bw = 100 * WIRE                     # 10 pages per 100 ms window
+    bw = LIMIT_10                       # 10 pages per 100 ms window
     # Threshold 20.04 pages.  Pass 1 syncs with 20 pages left (9.8 s); with
     # the 10 hot pages that is 30 pending.  The cursor then sends 10 of the
     # 20 carried-over pages first (0.1 s) and syncs with 20 < 20.04 pending:
-    # stop-and-copy of 20 pages, 0.2 s.
-    for pred in both(prof, bandwidth=bw, downtime_limit=0.2):
+    # stop-and-copy of 20 pages, 0.2 s (at the send rate).
+    for pred in both(prof, bandwidth=bw, downtime_limit=0.2,
+                     link_rate=RATE_10):
         assert pred.rounds.mean == pytest.approx(2, abs=0.05)
         assert pred.downtime.mean == pytest.approx(0.2, abs=0.01)
         assert pred.total_time.mean == pytest.approx(10.1, abs=0.01)
@@ -84,12 +91,33 @@ def test_epoch_length_is_whole_check_windows():
     rates = np.zeros(4000)
     rates[rng.choice(4000, 800, replace=False)] = 3.0
     prof = DirtyProfile.from_rates(rates)
-    st = MigrationSettings(bandwidth=400 * WIRE, downtime_limit=0.3)
+    st = MigrationSettings(bandwidth=395 * WIRE, downtime_limit=0.3)
     guest = montecarlo._Guest(prof, st, rng)
     sent, length, nbytes, _ = montecarlo._epoch(guest, st, np.arange(4000))
     assert length == pytest.approx(round(length / 0.1) * 0.1)
     assert 4000 - sent < st.threshold_pages(PAGE)
     assert nbytes == sent * WIRE
+
+
+@pytest.mark.parametrize("mib,pages", [(3, 77), (4, 103), (8, 205),
+                                       (32, 818)])
+def test_a_window_carries_the_page_that_crosses_its_quota(mib, pages):
+    # QEMU 7.2: quota max-bandwidth / 10 bytes per 100 ms; pages are sent
+    # while rate_limit_used <= rate_limit_max (qemu_file_rate_limit).
+    st = MigrationSettings(bandwidth=mib * 2 ** 20, downtime_limit=0.05)
+    quota = mib * 2 ** 20 // 10
+    assert (pages - 1) * WIRE <= quota < pages * WIRE
+    assert st.send_rate(PAGE) == pytest.approx(pages * WIRE / 0.1)
+    assert st.window_bytes(PAGE) == pytest.approx(pages * WIRE)
+    # QEMU's threshold uses the bandwidth it measured: the send rate.
+    assert st.threshold_pages(PAGE) == pytest.approx(
+        pages * WIRE / 0.1 * 0.05 / PAGE)
+    # The page-level simulator sends that many pages per window.
+    prof = DirtyProfile.from_histogram([], [], idle_pages=20 * pages)
+    guest = montecarlo._Guest(prof, st, np.random.default_rng(0))
+    sent, length, nbytes, starts = montecarlo._epoch(
+        guest, st, np.arange(20 * pages))
+    assert starts[pages] == pytest.approx(0.1)
 
 
 def test_rate_order_and_cleared_log_reduce_resends():

@@ -87,7 +87,10 @@ def test_cpu_reservation_forms(guest):
     pl = plan(guest, deadline=1.0, max_downtime=0.05, link_capacity=1e9,
               cpu_cost_per_page=4e-6, cpu_margin=1.5, deadline_period=0.02,
               cgroup_period_us=50000)
-    share = pl.bandwidth / (4096 + 8) * 4e-6 * 1.5
+    # The pages QEMU sends per 100 ms window: its quota's worth, and the one
+    # that crosses the quota (precopy.send_rate).
+    pages_per_s = (pl.bandwidth // 10 // (4096 + 8) + 1) * 10
+    share = pages_per_s * 4e-6 * 1.5
     assert pl.cpu_share == pytest.approx(share)
     assert pl.cpu.period_ns == 20_000_000 == pl.cpu.deadline_ns
     assert pl.cpu.runtime_ns == math.ceil(share * 20_000_000)
