@@ -306,7 +306,7 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         if guess is not None and guess < cliff:
             guess = cliff
         k = None if guess is None else round(guess / step)
-        if k is None or not lo - 1 <= k <= hi + 1 or run_len >= 3:
+        if k is None or not lo - 1 <= k <= hi + 1 or run_len >= 2:
             k = round(math.sqrt(max(lo, 1) * hi))
         k = min(max(k, lo + 1), hi - 1)
         ok = evaluate(k)
@@ -319,7 +319,7 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     pred, _, _ = known[hi]
     bw = min(hi * step, link_capacity)
     prob = success(pred)
-    limit = pred.settings.downtime_limit
+    limit = max(limit_ms_for(bw), 1) / 1000.0
     res = cpu(bw)
     if res.share > 1.0:
         return infeasible(
