@@ -16,8 +16,8 @@ Written from QEMU 7.2 (the version Debian 12 ships), ``migration/ram.c`` and
   carries the quota plus up to one page more: :func:`send_rate`, 0.5% above
   the limit at 3 MiB/s, 0.05% at 32 MiB/s.  (The 8-byte
   ``RAM_SAVE_FLAG_EOS`` closing each ``ram_save_iterate`` is left out: 80
-  bytes/s.)  The migration thread checks the
-  pending size once per window (``migration_iteration_run``).
+  bytes/s.)  The migration thread checks the pending size once per window
+  (``migration_iteration_run``).
 * Bitmap sync (``ram_save_pending``): only when the pages still to send,
   times the page size, fall below ``threshold_size`` = measured bandwidth x
   ``downtime-limit`` (``migration_update_counters``; the bandwidth measured
@@ -146,10 +146,6 @@ class MigrationSettings:
     def stop_rate(self):
         """bytes/s of the stop-and-copy (see ``link_rate``)."""
         return self.bandwidth if self.link_rate is None else self.link_rate
-
-    def window_bytes(self, page_size):
-        """Bytes sent between two pending checks."""
-        return self.send_rate(page_size) * self.check_interval
 
 
 def send_rate(bandwidth, page_size, check_interval=CHECK_INTERVAL):

@@ -108,7 +108,6 @@ def test_a_window_carries_the_page_that_crosses_its_quota(mib, pages):
     quota = mib * 2 ** 20 // 10
     assert (pages - 1) * WIRE <= quota < pages * WIRE
     assert st.send_rate(PAGE) == pytest.approx(pages * WIRE / 0.1)
-    assert st.window_bytes(PAGE) == pytest.approx(pages * WIRE)
     # QEMU's threshold uses the bandwidth it measured: the send rate.
     assert st.threshold_pages(PAGE) == pytest.approx(
         pages * WIRE / 0.1 * 0.05 / PAGE)

@@ -181,3 +181,11 @@ def test_cpu_sampler_stops():
     assert sampler.cpu_s is None
     assert not any(t.name == "rtmig-cpu-sampler" and t.is_alive()
                    for t in threading.enumerate())
+
+
+def test_profile_path_names_workload_bandwidth_and_repetition(tmp_path):
+    # docs/cli.md promises profiles/<workload>-<MiB/s>MiBps-r<rep>.json.
+    path = v.profile_path(str(tmp_path), "zipf", 6 * v.MIB, 2)
+    assert path == os.path.join(str(tmp_path), "zipf-6MiBps-r2.json")
+    assert v.profile_path("d", "video", 3 * v.MIB, 0) != \
+        v.profile_path("d", "video", 4 * v.MIB, 0)
