@@ -7,7 +7,7 @@ sample is a mixture of equally weighted point masses.
 """
 
 import numpy as np
-from scipy import special
+from scipy import optimize, special
 
 # Below this, non-converged probability mass is treated as residue: the mean
 # and std are those of the converged part instead of infinite.
@@ -142,16 +142,34 @@ class Distribution:
             cum = np.cumsum(self.weights[order])
             i = np.searchsorted(cum, q * (1 - 1e-12), side="left")
             return self.means[order][np.minimum(i, order.size - 1)]
-        lo = np.full(q.shape, (self.means - 9 * self.sds).min())
-        hi = np.full(q.shape, (self.means + 9 * self.sds).max())
-        for _ in range(64):
-            mid = 0.5 * (lo + hi)
-            below = self.cdf(mid) < q
-            lo = np.where(below, mid, lo)
-            hi = np.where(below, hi, mid)
-            if (hi - lo <= 1e-12 * np.maximum(np.abs(hi), 1e-300)).all():
-                break
-        return hi
+        # Brent's method on the cdf: about ten cdf evaluations per level
+        # where bisection to the same tolerance took forty.  The unclipped
+        # mixture's quantile, clipped to the support by the caller, is the
+        # clipped distribution's.
+        lo = float((self.means - 9 * self.sds).min())
+        hi = float((self.means + 9 * self.sds).max())
+        spread = self.sds > 0
+        m, s, w = self.means[spread], self.sds[spread], self.weights[spread]
+        m0, w0 = self.means[~spread], self.weights[~spread]
+        out = np.empty(q.shape)
+        for i, level in enumerate(q):
+            def excess(x, level=level):
+                return float(w @ special.ndtr((x - m) / s) +
+                             w0 @ (x >= m0)) - level
+            if excess(lo) >= 0:
+                out[i] = lo
+                continue
+            if excess(hi) < 0:
+                out[i] = hi
+                continue
+            x = optimize.brentq(excess, lo, hi, rtol=1e-12,
+                                xtol=1e-15 * max(abs(lo), abs(hi), 1e-300))
+            # Smallest x with P(X <= x) >= q: Brent may stop just below a
+            # root or the jump of a point mass; step onto the right side.
+            while excess(x) < 0:
+                x = min(x + max(1e-12 * abs(x), 1e-300), hi)
+            out[i] = x
+        return out
 
     def scaled(self, a, b=0.0):
         """The distribution of a X + b (a > 0)."""
