@@ -193,7 +193,8 @@ class _Pending:
     stretches in sweep order.  Stretch i starts at address fraction
     ``x0[i]`` and covers ``length[i]`` of the address space; ``q[i, b]`` is
     the share of its rate-bin-b pages that are pending, ``pending[i, b]``
-    their number and ``share`` the same as a share of all pending pages.
+    their number, ``part[i, b]`` its part of bin b's pending pages and
+    ``bin_share[b]`` bin b's part of all pending pages.
     QEMU's cursor carries on from where a sync found it, so the pages left
     unsent are swept first in the next epoch and the stretch just swept
     (holding only pages dirtied since) comes last.  Within a stretch the
@@ -206,8 +207,14 @@ class _Pending:
     def __init__(self, layout, x0, length, q):
         self.layout, self.x0, self.length, self.q = layout, x0, length, q
         self.pending = q * layout.pages(x0, length)
-        total = self.pending.sum()
-        self.share = self.pending / total if total > 0 else self.pending
+        per_bin = self.pending.sum(axis=0)
+        total = per_bin.sum()
+        # Pending pages of a bin per pending page, and each stretch's part
+        # of a bin's pending pages (rows sum to 1 where a bin has any).
+        self.bin_share = per_bin / total if total > 0 else per_bin
+        self.part = np.divide(self.pending, per_bin,
+                              out=np.zeros_like(self.pending),
+                              where=per_bin > 0)
         self._curves = {}
 
     def sent_pages(self, i, frac, cost):
@@ -238,41 +245,25 @@ class _Pending:
                    np.ones((1, layout.total.size)))
 
 
-def _groups(bins, st, n, pend):
-    """Pending pages per bin, shape (G, bins), and per send group and bin,
-    shape (G, groups, bins), in send order: address order's stretches, or in
-    rate order one group per bin, coldest first."""
-    groups = pend.share[None, :, :] * n[:, None, None]
-    # No bin can have more pending pages than it has pages.
-    a = groups.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        over = np.where(bins.counts > 0, a / bins.counts, 1.0)
-    over = np.maximum(np.nan_to_num(over, nan=1.0), 1.0)
-    groups = groups / over[:, None, :]
-    a = a / over
-    if st["order"] == "rate":
-        k = bins.rates.size
-        diag = np.zeros((n.size, k, k))
-        idx = np.arange(k)
-        diag[:, idx, idx] = a
-        return a, diag
-    return a, groups
-
-
 def _schedule(bins, st, n, pend):
     """How an epoch from pending counts ``n`` (shape (G,)) is sent.
 
-    Returns the pending pages per group and bin, the bytes sent from each
-    group, the group's start and end of sending (s), the check (1, 2, ...)
-    at which QEMU syncs, whether the pending set ran out first, and the
-    epoch length T (s).
+    Send groups are address order's stretches, or in rate order one group
+    per bin, coldest first.  Returns the pending pages per bin (G, bins),
+    the bytes in each group and the bytes sent from it (G, groups), the
+    group's start and end of sending (s), the check (1, 2, ...) at which
+    QEMU syncs, whether the pending set ran out first, and the epoch length
+    T (s).
     """
     bw, dt = st["bandwidth"], st["check_interval"]
     window, h = bw * dt, st["threshold"]
     n = np.maximum(n, 0.0)
-    a, groups = _groups(bins, st, n, pend)
-    g_pages = groups.sum(axis=2)                         # (G, groups)
-    g_bytes = (groups * bins.cost).sum(axis=2)
+    # Pending pages per bin; no bin can have more than it has pages.
+    a = np.minimum(n[:, None] * pend.bin_share, bins.counts)
+    if st["order"] == "rate":
+        g_pages, g_bytes = a, a * bins.cost
+    else:
+        g_pages, g_bytes = a @ pend.part.T, (a * bins.cost) @ pend.part.T
     cum_pages = np.cumsum(g_pages, axis=1)
     cum_bytes = np.cumsum(g_bytes, axis=1)
     total_bytes = cum_bytes[:, -1]
@@ -280,8 +271,8 @@ def _schedule(bins, st, n, pend):
     x = np.maximum(cum_pages[:, -1] - h, 0.0)
     j = np.minimum((cum_pages < x[:, None]).sum(axis=1), g_pages.shape[1] - 1)
     rows = np.arange(n.size)
-    prev_p = np.where(j > 0, cum_pages[rows, np.maximum(j - 1, 0)], 0.0)
-    prev_b = np.where(j > 0, cum_bytes[rows, np.maximum(j - 1, 0)], 0.0)
+    prev_p = cum_pages[rows, j] - g_pages[rows, j]
+    prev_b = cum_bytes[rows, j] - g_bytes[rows, j]
     per_page = g_bytes[rows, j] / np.maximum(g_pages[rows, j], 1e-300)
     need = prev_b + (x - prev_p) * per_page
     # The first check (every window of bytes) at which fewer than h pages
@@ -294,7 +285,7 @@ def _schedule(bins, st, n, pend):
     g_sent = np.clip(sent_bytes[:, None] - lo_b, 0.0, g_bytes)
     t0 = lo_b / bw
     t1 = (lo_b + g_sent) / bw
-    return a, groups, g_bytes, g_sent, t0, t1, checks, exhausted, T
+    return a, g_bytes, g_sent, t0, t1, checks, exhausted, T
 
 
 def _smooth(bins, st, lo, hi, pend):
@@ -302,7 +293,7 @@ def _smooth(bins, st, lo, hi, pend):
     ending) for every pending count in [lo, hi]: the next pending count is
     then a smooth function of n there and one cell represents it."""
     sched = _schedule(bins, st, np.array([lo, hi]), pend)
-    checks, exhausted = sched[6], sched[7]
+    checks, exhausted = sched[5], sched[6]
     return checks[0] == checks[1] and exhausted[0] == exhausted[1]
 
 
@@ -312,51 +303,63 @@ def _epoch(bins, st, n, pend):
     Returns (T seconds, mean and variance of the next pending count, bytes
     of the next pending set), each of shape (G,).
     """
-    a, groups, g_bytes, g_sent, t0, t1, _, _, T = _schedule(
-        bins, st, n, pend)
-    frac = np.where(g_bytes > 0, g_sent / np.maximum(g_bytes, 1e-300), 0.0)
-    sent_gb = groups * frac[:, :, None]                  # (G, groups, bins)
-    if st["order"] == "address" and pend.layout.k > 1:
+    a, g_bytes, g_sent, t0, t1, _, _, T = _schedule(bins, st, n, pend)
+    frac = np.divide(g_sent, g_bytes, out=np.zeros_like(g_sent),
+                     where=g_bytes > 0)
+    rate_order = st["order"] == "rate"
+    # Pages sent per bin; the cleared log in address order also needs them
+    # per stretch.
+    sent_gb = None
+    if st["dirty_log"] == "clear" and not rate_order:
+        sent_gb = a[:, None, :] * pend.part[None] * frac[:, :, None]
+    sent_b = a * frac if rate_order else a * (frac @ pend.part)
+    if not rate_order and pend.layout.k > 1:
         # The stretch where the sync came is swept in address order.
-        for i in range(groups.shape[1]):
+        for i in range(frac.shape[1]):
             cells = (frac[:, i] > 0) & (frac[:, i] < 1)
             if cells.any():
-                scale = groups[cells, i].sum(axis=1) / max(
+                scale = a[cells] @ pend.part[i] / max(
                     pend.pending[i].sum(), 1e-300)
-                sent_gb[cells, i] = pend.sent_pages(
-                    i, frac[cells, i], bins.cost) * scale[:, None]
-    sent_b = sent_gb.sum(axis=1)
+                swept = pend.sent_pages(i, frac[cells, i], bins.cost) * \
+                    scale[:, None]
+                even = a[cells] * pend.part[i] * frac[cells, i, None]
+                sent_b[cells] += swept - even
+                if sent_gb is not None:
+                    sent_gb[cells, i] = swept
     rem_b = a - sent_b
 
     lam = bins.rates[None, :]
     p = -np.expm1(-lam * T[:, None])
-    if st["dirty_log"] == "clear":
+    if sent_gb is not None:
         g = _resend_prob(bins, st, T, t0, t1)           # (G, groups, bins)
         dirty_sent = (sent_gb * g).sum(axis=1)
         var_sent = (sent_gb * g * (1 - g)).sum(axis=1)
+    elif st["dirty_log"] == "clear":
+        g = _resend_prob(bins, st, T, t0, t1, rate_order=True)  # (G, bins)
+        dirty_sent = sent_b * g
+        var_sent = dirty_sent * (1 - g)
     else:
         dirty_sent = sent_b * p
         var_sent = dirty_sent * (1 - p)
     others = np.maximum(bins.counts[None, :] - a, 0.0)
     new_b = rem_b + others * p + dirty_sent
     var = (others * p * (1 - p) + var_sent).sum(axis=1)
-    new_bytes = (new_b * bins.cost[None, :]).sum(axis=1)
+    new_bytes = new_b @ bins.cost
     return T, new_b.sum(axis=1), var, new_bytes
 
 
 def _advance(bins, st, n, pend):
     """The make-up of the pending set after an epoch from ``n`` (a scalar,
     the survivors' mean pending count): a new :class:`_Pending`."""
-    a, groups, g_bytes, g_sent, t0, t1, _, exhausted, T = _schedule(
+    a, g_bytes, g_sent, t0, t1, _, exhausted, T = _schedule(
         bins, st, np.array([n]), pend)
     p = -np.expm1(-bins.rates * T[0])
-    g = _resend_prob(bins, st, T[0], t0[0], t1[0])        # (groups, bins)
-    d = groups[0]
     if st["order"] == "rate":
-        sent = d * np.where(g_bytes[0] > 0, g_sent[0] / np.maximum(
-            g_bytes[0], 1e-300), 1.0)[:, None]
-        new = (d - sent + sent * g).sum(axis=0) + \
-            np.maximum(bins.counts - a[0], 0) * p
+        g = _resend_prob(bins, st, T[0], t0[0], t1[0], rate_order=True)
+        sent = a[0] * np.divide(g_sent[0], g_bytes[0],
+                                out=np.ones_like(g_sent[0]),
+                                where=g_bytes[0] > 0)
+        new = a[0] - sent + sent * g + np.maximum(bins.counts - a[0], 0) * p
         with np.errstate(invalid="ignore", divide="ignore"):
             q = np.where(bins.counts > 0, new / bins.counts, 0.0)
         return _Pending(pend.layout, np.zeros(1), np.ones(1),
@@ -371,8 +374,9 @@ def _advance(bins, st, n, pend):
         ahead = np.flatnonzero((before + g_bytes[0] > sent_bytes) &
                                (g_bytes[0] > 0))
         partial = int(ahead[0]) if ahead.size else pend.x0.size
+    g = _resend_prob(bins, st, T[0], t0[0], t1[0])        # (groups, bins)
     # For groups scaled to n (not the stretch's own count), q scales too.
-    scale = d.sum() / max(pend.pending.sum(), 1e-300)
+    scale = a[0].sum() / max(pend.pending.sum(), 1e-300)
     q = np.minimum(pend.q * scale, 1.0)
     x0, length = pend.x0, pend.length
     after_unsent = q + (1 - q) * p                  # pending, not sent
@@ -396,22 +400,24 @@ def _advance(bins, st, n, pend):
     return new if new.pending.sum() > 0 else pend
 
 
-def _resend_prob(bins, st, T, t0, t1):
+def _resend_prob(bins, st, T, t0, t1, rate_order=False):
     """Probability that a page sent at a time uniform in [t0, t1] (s, shape
     (..., groups)) of an epoch of length T (s, shape (...)) is pending at the
-    next sync: shape (..., groups, bins).  Under the cleared log only writes
-    after its send count: the average of 1 - exp(-lam (T - s))."""
+    next sync: shape (..., groups, bins); in rate order, where group k holds
+    bin k only, just those: shape (..., groups).  Under the cleared log only
+    writes after its send count: the average of 1 - exp(-lam (T - s))."""
     lam = bins.rates
-    end = np.asarray(T)[..., None, None]
+    end = np.asarray(T)[..., None]
+    if not rate_order:
+        end, t0, t1 = end[..., None], t0[..., None], t1[..., None]
     if st["dirty_log"] != "clear":
         return np.broadcast_to(-np.expm1(-lam * end),
-                               np.shape(t0) + lam.shape)
-    a0, a1 = t0[..., None], t1[..., None]
-    width = a1 - a0
+                               np.broadcast_shapes(t0.shape, lam.shape))
+    width = t1 - t0
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        g = 1.0 - (np.exp(-lam * (end - a1)) - np.exp(-lam * (end - a0))) \
+        g = 1.0 - (np.exp(-lam * (end - t1)) - np.exp(-lam * (end - t0))) \
             / (lam * width)
-    g = np.where(width * lam > 1e-9, g, -np.expm1(-lam * (end - a1)))
+    g = np.where(width * lam > 1e-9, g, -np.expm1(-lam * (end - t1)))
     return np.where(bins.active, g, 0.0)
 
 
