@@ -129,6 +129,10 @@ class _Layout:
         weighted per bin by ``weight`` (bytes per page of the bin), sum to
         ``target`` bytes."""
         k = self.k
+        if k == 1:              # linear: pages spread evenly
+            per_x = self.total @ weight
+            return x0 + (min(max(target / per_x, 0.0), length)
+                         if per_x > 0 else length)
         inner = np.arange(np.floor(x0 * k) + 1, np.ceil((x0 + length) * k))
         xs = np.concatenate(([x0], inner / k, [x0 + length]))
         xs = xs[(xs >= x0) & (xs <= x0 + length)]
@@ -374,7 +378,9 @@ def _advance(bins, st, n, pend):
         ahead = np.flatnonzero((before + g_bytes[0] > sent_bytes) &
                                (g_bytes[0] > 0))
         partial = int(ahead[0]) if ahead.size else pend.x0.size
-    g = _resend_prob(bins, st, T[0], t0[0], t1[0])        # (groups, bins)
+    # (groups, bins); under the synced log just p
+    g = _resend_prob(bins, st, T[0], t0[0], t1[0]) \
+        if st["dirty_log"] == "clear" else p
     # For groups scaled to n (not the stretch's own count), q scales too.
     scale = a[0].sum() / max(pend.pending.sum(), 1e-300)
     q = np.minimum(pend.q * scale, 1.0)
@@ -441,31 +447,56 @@ def _merge_stretches(layout, x0, length, q):
     return x0, length, q
 
 
+_STOP_FRACS = np.linspace(0.0, 1.0, STOP_CELLS + 1)
+_CELL_FRACS = {n: np.linspace(0.0, 1.0, n + 1) for n in (1, CELLS)}
+
+
+def _slope(y, x):
+    """dy/dx at the points x (increasing, shape (G,), G >= 2) as
+    numpy.gradient computes it: second-order central differences inside,
+    one-sided at the ends; zero if all x are equal."""
+    if not x[-1] > x[0]:
+        return np.zeros_like(y)
+    dx = np.diff(x)
+    dy = np.diff(y)
+    out = np.empty_like(y)
+    out[0], out[-1] = dy[0] / dx[0], dy[-1] / dx[-1]
+    if y.size > 2:
+        h1, h2 = dx[:-1], dx[1:]
+        out[1:-1] = (h2 * h2 * (y[1:-1] - y[:-2]) +
+                     h1 * h1 * (y[2:] - y[1:-1])) / (h1 * h2 * (h1 + h2))
+    return out
+
+
 def _normal_cells(mu, sd, edges):
     """Mass, mean and variance of N(mu, sd^2) (components along axis 0) in
     each interval between ``edges`` (along axis 1)."""
     sd = np.maximum(sd, 1e-12)[:, None]
-    z = (edges[None, :] - mu[:, None]) / sd
+    # Beyond |z| = 40 the cdf is 0 or 1 and the pdf 0 in doubles: clipping
+    # keeps infinite edges finite.
+    z = np.clip((edges[None, :] - mu[:, None]) / sd, -40.0, 40.0)
     cdf = special.ndtr(z)
-    pdf = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
-    with np.errstate(invalid="ignore"):
-        zpdf = np.where(np.isfinite(z), z * pdf, 0.0)
-    mass = np.diff(cdf, axis=1)
-    dpdf = -np.diff(pdf, axis=1)            # pdf(a) - pdf(b)
-    dzpdf = -np.diff(zpdf, axis=1)          # a pdf(a) - b pdf(b)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(mass > 1e-300, dpdf / mass, 0.0)
-        m = mu[:, None] + sd * r
-        v = sd ** 2 * np.maximum(1 + np.where(mass > 1e-300,
-                                              dzpdf / mass, 0.0) - r * r,
-                                 0.0)
+    pdf = np.exp(-0.5 * z * z) * _INV_SQRT_2PI
+    zpdf = z * pdf
+    mass = cdf[:, 1:] - cdf[:, :-1]
+    dpdf = pdf[:, :-1] - pdf[:, 1:]         # pdf(a) - pdf(b)
+    dzpdf = zpdf[:, :-1] - zpdf[:, 1:]      # a pdf(a) - b pdf(b)
+    some = mass > 1e-300
+    safe = np.where(some, mass, 1.0)
+    r = np.where(some, dpdf / safe, 0.0)
+    m = mu[:, None] + sd * r
+    v = sd ** 2 * np.maximum(1 + np.where(some, dzpdf / safe, 0.0) - r * r,
+                             0.0)
     # Tails far beyond the mean: fall back to the interval midpoint.
-    mid = 0.5 * (edges[:-1] + edges[1:])
     bad = ~np.isfinite(m)
     if bad.any():
+        mid = 0.5 * (edges[:-1] + edges[1:])
         m = np.where(bad, np.broadcast_to(mid, m.shape), m)
         v = np.where(bad, 0.0, v)
     return mass, m, v
+
+
+_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 
 
 def _pool(mass, mean, var, s_mean, s_var):
@@ -516,8 +547,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         mass_in = w.sum()
         if n_mean.size > 1:
             T, mu, var, new_bytes = _epoch(bins, st, n_mean, pend)
-            slope = np.gradient(mu, n_mean) if np.ptp(n_mean) > 0 else \
-                np.zeros_like(mu)
+            slope = _slope(mu, n_mean)
         else:
             # One cell: its slope from a second point, in the same call.
             eps = max(np.sqrt(n_var[0]), 1e-6 * n_mean[0], 1e-3)
@@ -532,12 +562,38 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         src_s_var = s_var
         cost = new_bytes / np.maximum(mu, 1e-300)
 
-        # Converging part: pending below the threshold.
+        # Converging part: pending below the threshold (STOP_CELLS cells);
+        # surviving part: re-binned into cells for the next epoch.
         lo = min(float((mu - SPAN * np.maximum(sd, 1e-9)).min()), boundary)
-        stop_edges = np.linspace(min(lo, boundary - 1e-9), boundary,
-                                 STOP_CELLS + 1)
-        stop_edges[0] = -np.inf
-        sm, sn, sv = _normal_cells(mu, sd, stop_edges)
+        stop_edges = min(lo, boundary - 1e-9) + \
+            (boundary - min(lo, boundary - 1e-9)) * _STOP_FRACS
+        stop_edges[0], stop_edges[-1] = -np.inf, boundary
+        hi = float((mu + SPAN * sd).max())
+        surv_lo = max(boundary, float((mu - SPAN * sd).min()))
+        if hi > surv_lo:
+            # Mean-field make-up of the survivors' pending set, advanced
+            # from their mean pending count.
+            surv = 1.0 - special.ndtr((boundary - mu) / np.maximum(sd, 1e-12))
+            ws = w * surv
+            if ws.sum() > 0:
+                pend = _advance(bins, st,
+                                float(np.dot(ws, n_mean) / ws.sum()), pend)
+            # One cell when the survivors are all far above the threshold
+            # and their next epoch is the same schedule for all of them;
+            # otherwise cells that resolve the threshold and the 100 ms
+            # steps.
+            far = float((mu - SPAN * sd).min()) > boundary + 0.5
+            ncell = 1 if far and _smooth(bins, st, surv_lo, hi, pend) \
+                else CELLS
+            edges = surv_lo + (hi - surv_lo) * _CELL_FRACS[ncell]
+            edges[-1] = np.inf
+            # One call for both parts: the stop cells end at the boundary
+            # where the survivor cells start.
+            mass, cn, cv = _normal_cells(
+                mu, sd, np.concatenate((stop_edges, edges[1:])))
+        else:
+            mass, cn, cv = _normal_cells(mu, sd, stop_edges)
+        sm, sn, sv = (x[:, :STOP_CELLS] for x in (mass, cn, cv))
         sm = sm * w[:, None]
         keep = sm > MASS_EPS * 1e-3
         stop = None
@@ -551,29 +607,10 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
                     (src_s_var[:, None] + down_v)[keep], down_m[keep],
                     down_v[keep])
             _add(comps, stop, rnd)
-
-        # Surviving part: re-bin into cells for the next epoch.
-        hi = float((mu + SPAN * sd).max())
-        surv_lo = max(boundary, float((mu - SPAN * sd).min()))
         if hi <= surv_lo:
             w = np.zeros(0)
             break
-        # Mean-field make-up of the survivors' pending set, advanced from
-        # their mean pending count.
-        surv = 1.0 - special.ndtr((boundary - mu) / np.maximum(sd, 1e-12))
-        ws = w * surv
-        if ws.sum() > 0:
-            pend = _advance(bins, st, float(np.dot(ws, n_mean) / ws.sum()),
-                            pend)
-        # One cell when the survivors are all far above the threshold and
-        # their next epoch is the same schedule for all of them; otherwise
-        # cells that resolve the threshold and the 100 ms steps.
-        far = float((mu - SPAN * sd).min()) > boundary + 0.5
-        ncell = 1 if far and _smooth(bins, st, surv_lo, hi, pend) else CELLS
-        edges = np.linspace(surv_lo, hi, ncell + 1)
-        edges[0] = boundary
-        edges[-1] = np.inf
-        cm, cn, cv = _normal_cells(mu, sd, edges)
+        cm, cn, cv = (x[:, STOP_CELLS:] for x in (mass, cn, cv))
         cm = cm * w[:, None]
         w, n_mean, n_var, s_mean, s_var, ok = _pool(
             cm, cn, cv, src_s_mean, src_s_var)
