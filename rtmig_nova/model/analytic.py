@@ -305,11 +305,13 @@ def _epoch(bins, st, n, pend):
     """One epoch from pending counts ``n`` (shape (G,)).
 
     Returns (T seconds, mean and variance of the next pending count, bytes
-    of the next pending set), each of shape (G,).
+    of the next pending set), each of shape (G,), and the schedule
+    (:func:`_schedule`).
     """
-    a, g_bytes, g_sent, t0, t1, _, _, T = _schedule(bins, st, n, pend)
-    frac = np.divide(g_sent, g_bytes, out=np.zeros_like(g_sent),
-                     where=g_bytes > 0)
+    sched = _schedule(bins, st, n, pend)
+    a, g_bytes, g_sent, t0, t1, _, _, T = sched
+    # A group without bytes has none sent.
+    frac = g_sent / np.maximum(g_bytes, 1e-300)
     rate_order = st["order"] == "rate"
     # Pages sent per bin; the cleared log in address order also needs them
     # per stretch.
@@ -349,20 +351,20 @@ def _epoch(bins, st, n, pend):
     new_b = rem_b + others * p + dirty_sent
     var = (others * p * (1 - p) + var_sent).sum(axis=1)
     new_bytes = new_b @ bins.cost
-    return T, new_b.sum(axis=1), var, new_bytes
+    return T, new_b.sum(axis=1), var, new_bytes, sched
 
 
-def _advance(bins, st, n, pend):
+def _advance(bins, st, n, pend, sched=None):
     """The make-up of the pending set after an epoch from ``n`` (a scalar,
-    the survivors' mean pending count): a new :class:`_Pending`."""
-    a, g_bytes, g_sent, t0, t1, _, exhausted, T = _schedule(
-        bins, st, np.array([n]), pend)
+    the survivors' mean pending count): a new :class:`_Pending`.  ``sched``:
+    the epoch's schedule for n if already computed (one-row arrays)."""
+    if sched is None:
+        sched = _schedule(bins, st, np.array([n]), pend)
+    a, g_bytes, g_sent, t0, t1, _, exhausted, T = sched
     p = -np.expm1(-bins.rates * T[0])
     if st["order"] == "rate":
         g = _resend_prob(bins, st, T[0], t0[0], t1[0], rate_order=True)
-        sent = a[0] * np.divide(g_sent[0], g_bytes[0],
-                                out=np.ones_like(g_sent[0]),
-                                where=g_bytes[0] > 0)
+        sent = g_sent[0] / np.maximum(g_bytes[0], 1e-300) * a[0]
         new = a[0] - sent + sent * g + np.maximum(bins.counts - a[0], 0) * p
         with np.errstate(invalid="ignore", divide="ignore"):
             q = np.where(bins.counts > 0, new / bins.counts, 0.0)
@@ -545,14 +547,22 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     while rnd < settings.max_rounds:
         rnd += 1
         mass_in = w.sum()
+        # The epoch from every cell, and in the same call from the cells'
+        # mean (the pending set's make-up advances from the survivors'
+        # mean, which is that unless some cells may converge).
+        n_w = float(np.dot(w, n_mean) / mass_in)
         if n_mean.size > 1:
-            T, mu, var, new_bytes = _epoch(bins, st, n_mean, pend)
+            T, mu, var, new_bytes, sched = _epoch(
+                bins, st, np.append(n_mean, n_w), pend)
+            sched_w = tuple(x[-1:] for x in sched)
+            T, mu, var, new_bytes = T[:-1], mu[:-1], var[:-1], new_bytes[:-1]
             slope = _slope(mu, n_mean)
         else:
             # One cell: its slope from a second point, in the same call.
             eps = max(np.sqrt(n_var[0]), 1e-6 * n_mean[0], 1e-3)
-            T, mu, var, new_bytes = _epoch(
+            T, mu, var, new_bytes, sched = _epoch(
                 bins, st, np.array([n_mean[0], n_mean[0] + eps]), pend)
+            sched_w = tuple(x[:1] for x in sched)
             slope = np.array([(mu[1] - mu[0]) / eps])
             T, mu, var, new_bytes = T[:1], mu[:1], var[:1], new_bytes[:1]
         # A floor of 1/1000 page keeps deterministic counts (all pages at
@@ -575,7 +585,9 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
             # from their mean pending count.
             surv = 1.0 - special.ndtr((boundary - mu) / np.maximum(sd, 1e-12))
             ws = w * surv
-            if ws.sum() > 0:
+            if surv.min() >= 1.0 - 1e-12:
+                pend = _advance(bins, st, n_w, pend, sched_w)
+            elif ws.sum() > 0:
                 pend = _advance(bins, st,
                                 float(np.dot(ws, n_mean) / ws.sum()), pend)
             # One cell when the survivors are all far above the threshold

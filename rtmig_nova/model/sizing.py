@@ -21,6 +21,10 @@ prediction.
 import dataclasses
 import math
 
+import numpy as np
+from scipy import special
+
+from rtmig_nova.model import analytic
 from rtmig_nova.model import variants
 from rtmig_nova.model.baselines import first_pass_bytes
 from rtmig_nova.model.checks import positive
@@ -233,9 +237,11 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
             f"than the deadline {deadline:g} s"
             + (f" less the setup time {setup:g} s" if setup else ""),
             limit=limit)
-    best = variants.run(predictor, profile, settings_for(link_capacity))
-    p_best = success(best)
-    if p_best < confidence:
+
+    def at_link_capacity(best):
+        """The plan when even the link capacity fails, from its
+        prediction ``best``."""
+        p_best = success(best)
         if best.converges < confidence:
             hot = profile.dirty_pages(max(limit, settings_for(
                 link_capacity).check_interval)) * ps
@@ -255,68 +261,61 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         return infeasible(reason, limit=limit, pred=best, prob=p_best)
 
     # Search the least bandwidth on the enforcement grid (k steps) between
-    # a failing k (lo) and a succeeding one (hi).  The p-quantile of the
-    # total time, less the setup, is about (bytes sent) / B, and fewer bytes
-    # are sent at a higher bandwidth, so B Q_p(B) / budget is a lower bound
-    # of the root after a success.  Two points with finite quantiles give a
-    # secant on log Q against log B, which lands within a step or two of the
-    # root in a few evaluations; a guess off the bracket, or a run of three
-    # results on one side, falls back to the bracket's log-midpoint.
-    # Below first_pass / budget nothing can succeed.
+    # a failing k (lo) and a succeeding one (hi).  The guesses come from a
+    # cheap mean recursion of the pre-copy (_MeanPrecopy) whose time is
+    # scaled to match the model's p-quantile at the last evaluation: it
+    # lands on or next to the least step, so the search usually needs two
+    # model evaluations (the answer and the step below it).  A guess off
+    # the bracket, or a run of three results on one side, falls back to the
+    # bracket's log-midpoint.  Below first_pass / budget nothing succeeds;
+    # the link capacity is presumed to succeed until it is evaluated.
     step = bandwidth_step
     top = math.ceil(link_capacity / step - 1e-9)     # k of the link capacity
     lo = max(math.floor(first_pass / budget / step - 1e-9), 0)
     hi = top
-    known = {top: (best, True, best.total_time.quantile(confidence) - setup)}
+    known = {}
 
     def evaluate(k):
         bw = min(k * step, link_capacity)
         pred = variants.run(predictor, profile, settings_for(bw))
-        q = pred.total_time.quantile(confidence) - setup
         # A limit raised to 1 ms does not bound the downtime: a failure.
         ok = limit_ms_for(bw) >= 1 and success(pred) >= confidence
-        known[k] = (pred, ok, q)
+        known[k] = (pred, ok)
         return ok
 
-    def secant():
-        """Bandwidth where log Q meets log budget, from the two finite
-        points nearest the bracket (bytes/s), or None."""
-        pts = sorted((k, q) for k, (_, _, q) in known.items()
-                     if math.isfinite(q) and q > 0)
-        below = [pt for pt in pts if pt[0] <= lo][-1:]
-        above = [pt for pt in pts if pt[0] >= hi][:2 - len(below)]
-        two = below + above
-        if len(two) < 2:
-            k, q = two[0] if two else (hi, known[hi][2])
-            return k * step * q / budget if math.isfinite(q) else None
-        (k1, q1), (k2, q2) = two
-        slope = math.log(q2 / q1) / math.log(k2 / k1)
-        if not slope < 0:
-            return k2 * step * q2 / budget
-        return k1 * step * math.exp(math.log(budget / q1) / slope)
-
-    # Where the migration starts to converge, about: pending pages that take
-    # the downtime limit to send are re-dirtied in about that time, so below
-    # B = (pages written in d) (page + header) / d it cannot get under the
-    # threshold.  Guesses from the bytes alone would fall below that cliff.
-    cliff = profile.dirty_pages(limit) * (ps + PAGE_HEADER_BYTES) / limit
+    guide = _MeanPrecopy(profile, settings, step, link_capacity,
+                         limit_ms_for, lo, top)
+    # log(model's p-quantile / mean recursion's time) at the last
+    # evaluation with both finite.
+    scale = 0.0
+    last = None
     side, run_len = None, 0
-    while hi - lo > 1:
-        guess = secant()
-        if guess is not None and guess < cliff:
-            guess = cliff
-        k = None if guess is None else round(guess / step)
-        if k is None or not lo - 1 <= k <= hi + 1 or run_len >= 2:
-            k = round(math.sqrt(max(lo, 1) * hi))
-        k = min(max(k, lo + 1), hi - 1)
+    while hi - lo > 1 or hi not in known:
+        if last is not None:
+            q = known[last][0].total_time.quantile(confidence) - setup
+            t = guide.time(last)
+            if math.isfinite(q) and q > 0 and math.isfinite(t):
+                scale = math.log(q / t)
+        if hi - lo <= 1:
+            k = hi                          # the link capacity, unevaluated
+        else:
+            guess = guide.least_k(budget * math.exp(-scale), lo, hi)
+            k = None if guess is None else max(guess, lo + 1)
+            if guess is None and hi not in known:
+                k = hi          # hopeless by the guide: try the link first
+            elif k is None or k > hi or run_len >= 2:
+                k = round(math.sqrt(max(lo, 1) * hi))
+            k = min(max(k, lo + 1), hi if hi not in known else hi - 1)
         ok = evaluate(k)
+        if not ok and k == top:
+            return at_link_capacity(known[top][0])
         if ok:
             hi = k
         else:
             lo = k
         run_len = run_len + 1 if ok == side else 0
-        side = ok
-    pred, _, _ = known[hi]
+        side, last = ok, k
+    pred, _ = known[hi]
     bw = min(hi * step, link_capacity)
     prob = success(pred)
     limit = max(limit_ms_for(bw), 1) / 1000.0
@@ -327,3 +326,114 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
             f"{bw / MIB:.1f} MiB/s at {cpu_cost_per_page:g} s/page (margin "
             f"{cpu_margin:g}); one thread has one CPU", bw, limit, pred, prob)
     return result(True, "", bw, limit, pred, prob)
+
+
+class _MeanPrecopy:
+    """Pre-copy time (s, without the setup) of the mean recursion, on the
+    bandwidth grid k x step: the first pass, then epochs that send the
+    expected pages written in the epoch before less the threshold, in
+    whole check intervals, until fewer than the threshold are written.  It
+    ignores the spread and the pages carried over, so it only guides the
+    planner's search (after scaling to the model's answer); it never
+    decides it.  Vectorised over bandwidths, cached per k.
+    """
+
+    COARSE = 33             # log-spaced bandwidths over the whole bracket
+    BATCH = 32              # bandwidths per refining call
+    STALL = 1e-3            # relative drop per round below which it stalls
+
+    def __init__(self, profile, settings, step, link_capacity, limit_ms_for,
+                 lo, top):
+        self.rates, self.counts = analytic.merge_bins(
+            profile.rates, profile.counts.astype(np.float64))
+        self.first_pass = first_pass_bytes(profile)
+        self.ps = profile.page_size
+        self.page = self.ps + PAGE_HEADER_BYTES
+        self.dt = float(settings.get("check_interval", CHECK_INTERVAL))
+        self.switchover = float(settings.get("switchover_time", 0.0))
+        self.link_rate = settings.get("link_rate")
+        self.max_rounds = int(settings.get("max_rounds", 200))
+        self.step, self.link = step, link_capacity
+        self.limit_ms_for = limit_ms_for
+        self.cache = {}
+        self.coarse = np.unique(np.round(np.geomspace(
+            max(lo, 1), max(top, 2), self.COARSE)).astype(np.int64))
+        self._compute(self.coarse)
+
+    def time(self, k):
+        """Pre-copy time at k x step, seconds (inf: no convergence)."""
+        if k not in self.cache:
+            self._compute(np.array([k]))
+        return self.cache[k]
+
+    def least_k(self, target, lo, hi):
+        """Least k in (lo, hi] whose time is <= target seconds, by the
+        coarse grid and refining batches; None if there is none."""
+        ks = self.coarse[(self.coarse > lo) & (self.coarse <= hi)]
+        if ks.size == 0 or ks[-1] < hi:
+            ks = np.append(ks, hi)
+        self._compute(ks)
+        ok = np.array([self.cache[k] <= target for k in ks.tolist()])
+        if not ok.any():
+            return None
+        i = int(np.argmax(ok))
+        a, b = (int(ks[i - 1]) if i > 0 else lo), int(ks[i])
+        while b - a > 1:
+            inner = np.unique(np.linspace(a, b, self.BATCH + 2)[1:-1]
+                              .round().astype(np.int64))
+            inner = inner[(inner > a) & (inner < b)]
+            self._compute(inner)
+            ok = [self.cache[k] <= target for k in inner.tolist()]
+            good = [k for k, g in zip(inner.tolist(), ok) if g]
+            bad = [k for k, g in zip(inner.tolist(), ok) if not g]
+            b = min(good) if good else b
+            a = max([k for k in bad if k < b], default=a)
+        return b
+
+    def _compute(self, ks):
+        ks = np.asarray([k for k in ks.tolist() if k not in self.cache],
+                        dtype=np.int64)
+        if ks.size == 0:
+            return
+        bw = np.minimum(ks * self.step, self.link)
+        quota = np.floor(bw * self.dt)
+        send = (np.floor(quota / self.page) + 1) * self.page / self.dt
+        limit = np.array([max(self.limit_ms_for(b), 1)
+                          for b in bw.tolist()]) / 1000.0
+        h = send * limit / self.ps
+        stop = bw if self.link_rate is None else float(self.link_rate)
+        stop = np.broadcast_to(stop, bw.shape)
+        out = np.full(bw.shape, np.inf)
+        T = self.first_pass / send
+        total = T.copy()
+        prev = np.full(bw.shape, np.inf)
+        carried = 0.0
+        active = np.ones(bw.shape, dtype=bool)
+        for _ in range(self.max_rounds):
+            p = -np.expm1(-np.multiply.outer(T, self.rates))
+            n = p @ self.counts + carried
+            conv = active & (n < h)
+            out[conv] = total[conv] + n[conv] * self.page / stop[conv] + \
+                self.switchover
+            # At a fixed point above the threshold only a low draw of the
+            # written pages (Poisson-binomial, taken as normal) lets it
+            # converge: a geometric number of further epochs.
+            stall = active & ~conv & (n >= prev * (1 - self.STALL))
+            if stall.any():
+                sd = np.sqrt(np.maximum((p - p * p) @ self.counts, 1e-12))
+                hit = special.ndtr((np.ceil(h) - 0.5 - n) / sd)
+                go = stall & (hit > 1e-9)
+                out[go] = total[go] + (1 / hit[go] - 1) * T[go] + \
+                    h[go] * self.page / stop[go] + self.switchover
+            active &= ~conv & ~stall
+            if not active.any():
+                break
+            # The sync comes at the first check with fewer than h pages
+            # left, or when every page is sent; the rest is carried over.
+            window = send * self.dt / self.page             # pages
+            checks = np.floor(np.maximum(n - h, 0) / window) + 1
+            T = np.minimum(checks * self.dt, n * self.page / send)
+            carried = np.maximum(n - checks * window, 0)
+            total += T
+            prev = n
+        self.cache.update(zip(ks.tolist(), out.tolist()))
