@@ -254,10 +254,9 @@ def _schedule(bins, st, n, pend):
 
     Send groups are address order's stretches, or in rate order one group
     per bin, coldest first.  Returns the pending pages per bin (G, bins),
-    the bytes in each group and the bytes sent from it (G, groups), the
-    group's start and end of sending (s), the check (1, 2, ...) at which
-    QEMU syncs, whether the pending set ran out first, and the epoch length
-    T (s).
+    the bytes in each group, the bytes sent from it and the bytes sent
+    before it (G, groups), the check (1, 2, ...) at which QEMU syncs,
+    whether the pending set ran out first, and the epoch length T (s).
     """
     bw, dt = st["bandwidth"], st["check_interval"]
     window, h = bw * dt, st["threshold"]
@@ -271,14 +270,12 @@ def _schedule(bins, st, n, pend):
     cum_pages = np.cumsum(g_pages, axis=1)
     cum_bytes = np.cumsum(g_bytes, axis=1)
     total_bytes = cum_bytes[:, -1]
-    # Bytes to send the first (n - h) pages: piecewise linear over groups.
+    # Bytes to send the first (n - h) pages: each group in turn, at its
+    # bytes per page.
     x = np.maximum(cum_pages[:, -1] - h, 0.0)
-    j = np.minimum((cum_pages < x[:, None]).sum(axis=1), g_pages.shape[1] - 1)
-    rows = np.arange(n.size)
-    prev_p = cum_pages[rows, j] - g_pages[rows, j]
-    prev_b = cum_bytes[rows, j] - g_bytes[rows, j]
-    per_page = g_bytes[rows, j] / np.maximum(g_pages[rows, j], 1e-300)
-    need = prev_b + (x - prev_p) * per_page
+    per_page = g_bytes / np.maximum(g_pages, 1e-300)
+    need = (per_page * np.minimum(np.maximum(
+        x[:, None] - (cum_pages - g_pages), 0.0), g_pages)).sum(axis=1)
     # The first check (every window of bytes) at which fewer than h pages
     # remain; or every page is sent before it.
     checks = np.floor(need / window) + 1.0
@@ -286,10 +283,8 @@ def _schedule(bins, st, n, pend):
     exhausted = checks * window >= total_bytes
     T = np.where(exhausted, total_bytes / bw, checks * dt)
     lo_b = cum_bytes - g_bytes
-    g_sent = np.clip(sent_bytes[:, None] - lo_b, 0.0, g_bytes)
-    t0 = lo_b / bw
-    t1 = (lo_b + g_sent) / bw
-    return a, g_bytes, g_sent, t0, t1, checks, exhausted, T
+    g_sent = np.minimum(np.maximum(sent_bytes[:, None] - lo_b, 0.0), g_bytes)
+    return a, g_bytes, g_sent, lo_b, checks, exhausted, T
 
 
 def _smooth(bins, st, lo, hi, pend):
@@ -297,7 +292,7 @@ def _smooth(bins, st, lo, hi, pend):
     ending) for every pending count in [lo, hi]: the next pending count is
     then a smooth function of n there and one cell represents it."""
     sched = _schedule(bins, st, np.array([lo, hi]), pend)
-    checks, exhausted = sched[5], sched[6]
+    checks, exhausted = sched[4], sched[5]
     return checks[0] == checks[1] and exhausted[0] == exhausted[1]
 
 
@@ -309,7 +304,7 @@ def _epoch(bins, st, n, pend):
     (:func:`_schedule`).
     """
     sched = _schedule(bins, st, n, pend)
-    a, g_bytes, g_sent, t0, t1, _, _, T = sched
+    a, g_bytes, g_sent, lo_b, _, _, T = sched
     # A group without bytes has none sent.
     frac = g_sent / np.maximum(g_bytes, 1e-300)
     rate_order = st["order"] == "rate"
@@ -337,11 +332,12 @@ def _epoch(bins, st, n, pend):
     lam = bins.rates[None, :]
     p = -np.expm1(-lam * T[:, None])
     if sent_gb is not None:
-        g = _resend_prob(bins, st, T, t0, t1)           # (G, groups, bins)
+        g = _resend_prob(bins, st, T, lo_b, g_sent)     # (G, groups, bins)
         dirty_sent = (sent_gb * g).sum(axis=1)
         var_sent = (sent_gb * g * (1 - g)).sum(axis=1)
     elif st["dirty_log"] == "clear":
-        g = _resend_prob(bins, st, T, t0, t1, rate_order=True)  # (G, bins)
+        g = _resend_prob(bins, st, T, lo_b, g_sent,
+                         rate_order=True)               # (G, bins)
         dirty_sent = sent_b * g
         var_sent = dirty_sent * (1 - g)
     else:
@@ -360,10 +356,11 @@ def _advance(bins, st, n, pend, sched=None):
     the epoch's schedule for n if already computed (one-row arrays)."""
     if sched is None:
         sched = _schedule(bins, st, np.array([n]), pend)
-    a, g_bytes, g_sent, t0, t1, _, exhausted, T = sched
+    a, g_bytes, g_sent, lo_b, _, exhausted, T = sched
     p = -np.expm1(-bins.rates * T[0])
     if st["order"] == "rate":
-        g = _resend_prob(bins, st, T[0], t0[0], t1[0], rate_order=True)
+        g = _resend_prob(bins, st, T[0], lo_b[0], g_sent[0],
+                         rate_order=True)
         sent = g_sent[0] / np.maximum(g_bytes[0], 1e-300) * a[0]
         new = a[0] - sent + sent * g + np.maximum(bins.counts - a[0], 0) * p
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -381,7 +378,7 @@ def _advance(bins, st, n, pend, sched=None):
                                (g_bytes[0] > 0))
         partial = int(ahead[0]) if ahead.size else pend.x0.size
     # (groups, bins); under the synced log just p
-    g = _resend_prob(bins, st, T[0], t0[0], t1[0]) \
+    g = _resend_prob(bins, st, T[0], lo_b[0], g_sent[0]) \
         if st["dirty_log"] == "clear" else p
     # For groups scaled to n (not the stretch's own count), q scales too.
     scale = a[0].sum() / max(pend.pending.sum(), 1e-300)
@@ -408,14 +405,18 @@ def _advance(bins, st, n, pend, sched=None):
     return new if new.pending.sum() > 0 else pend
 
 
-def _resend_prob(bins, st, T, t0, t1, rate_order=False):
-    """Probability that a page sent at a time uniform in [t0, t1] (s, shape
-    (..., groups)) of an epoch of length T (s, shape (...)) is pending at the
-    next sync: shape (..., groups, bins); in rate order, where group k holds
-    bin k only, just those: shape (..., groups).  Under the cleared log only
-    writes after its send count: the average of 1 - exp(-lam (T - s))."""
+def _resend_prob(bins, st, T, lo_b, g_sent, rate_order=False):
+    """Probability that a page sent at a time uniform in [t0, t1] of an
+    epoch of length T (s, shape (...)) is pending at the next sync, for
+    the send groups that start after ``lo_b`` bytes and send ``g_sent``
+    (shape (..., groups)): shape (..., groups, bins); in rate order, where
+    group k holds bin k only, just those: shape (..., groups).  Under the
+    cleared log only writes after its send count: the average of
+    1 - exp(-lam (T - s))."""
     lam = bins.rates
     end = np.asarray(T)[..., None]
+    t0 = lo_b / st["bandwidth"]
+    t1 = (lo_b + g_sent) / st["bandwidth"]
     if not rate_order:
         end, t0, t1 = end[..., None], t0[..., None], t1[..., None]
     if st["dirty_log"] != "clear":
@@ -523,7 +524,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         the deadline does not matter).  The rest is reported as not
         converged.
     """
-    bins = _Bins(profile)
+    bins, pend = _start(profile)
     bw = settings.send_rate(profile.page_size)
     st = {"bandwidth": bw, "check_interval": settings.check_interval,
           "threshold": settings.threshold_pages(profile.page_size),
@@ -538,7 +539,6 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     n_var = np.array([0.0])
     s_mean = np.array([0.0])
     s_var = np.array([0.0])
-    pend = _Pending.everything(_Layout.for_profile(profile, bins))
 
     comps = {"total_m": [], "total_v": [], "down_m": [], "down_v": [],
              "w": [], "round": []}
@@ -657,6 +657,19 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         prev, prev_elapsed = state, elapsed
     defect = float(w.sum()) if w.size else 0.0
     return _prediction(comps, defect, settings, profile, model_name)
+
+
+def _start(profile):
+    """The profile's rate bins and its first epoch's pending set (every
+    page), cached on the profile like its layout: a profile is not changed
+    once built, and the planner predicts it many times."""
+    cache = profile.__dict__.setdefault("_layout_cache", {})
+    key = ("start", COMPUTE_BITS)
+    if key not in cache:
+        bins = _Bins(profile)
+        cache[key] = (bins, _Pending.everything(
+            _Layout.for_profile(profile, bins)))
+    return cache[key]
 
 
 def _add(comps, stop, rnd):
