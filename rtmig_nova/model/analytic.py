@@ -122,6 +122,9 @@ class _Layout:
 
     def pages(self, x0, length):
         """Pages per bin in [x0, x0 + length)."""
+        if self.k == 1:
+            return np.asarray(length, dtype=np.float64)[..., None] * \
+                self.total
         return self.at(np.asarray(x0) + np.asarray(length)) - self.at(x0)
 
     def cut(self, x0, length, weight, target):
@@ -216,9 +219,7 @@ class _Pending:
         # Pending pages of a bin per pending page, and each stretch's part
         # of a bin's pending pages (rows sum to 1 where a bin has any).
         self.bin_share = per_bin / total if total > 0 else per_bin
-        self.part = np.divide(self.pending, per_bin,
-                              out=np.zeros_like(self.pending),
-                              where=per_bin > 0)
+        self.part = self.pending / np.maximum(per_bin, 1e-300)
         self._curves = {}
 
     def sent_pages(self, i, frac, cost):
@@ -477,7 +478,8 @@ def _normal_cells(mu, sd, edges):
     sd = np.maximum(sd, 1e-12)[:, None]
     # Beyond |z| = 40 the cdf is 0 or 1 and the pdf 0 in doubles: clipping
     # keeps infinite edges finite.
-    z = np.clip((edges[None, :] - mu[:, None]) / sd, -40.0, 40.0)
+    z = np.minimum(np.maximum((edges[None, :] - mu[:, None]) / sd, -40.0),
+                   40.0)
     cdf = special.ndtr(z)
     pdf = np.exp(-0.5 * z * z) * _INV_SQRT_2PI
     zpdf = z * pdf
