@@ -329,17 +329,18 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
 
 
 class _MeanPrecopy:
-    """Pre-copy time (s, without the setup) of the mean recursion, on the
-    bandwidth grid k x step: the first pass, then epochs that send the
-    expected pages written in the epoch before less the threshold, in
-    whole check intervals, until fewer than the threshold are written.  It
-    ignores the spread and the pages carried over, so it only guides the
-    planner's search (after scaling to the model's answer); it never
-    decides it.  Vectorised over bandwidths, cached per k.
+    """Pre-copy time (s, without the setup) of the model's mean path, on
+    the bandwidth grid k x step: expected pending pages per rate bin, each
+    epoch sending until the first check with fewer than the threshold left
+    and carrying the rest over (an even share of every bin, as address
+    order does on average), until the pending pages at a sync are below
+    the threshold.  It has no spread and no address layout, so it only
+    guides the planner's search (scaled to the model's p-quantile); it
+    never decides it.  Vectorised over bandwidths, cached per k.
     """
 
-    COARSE = 33             # log-spaced bandwidths over the whole bracket
-    BATCH = 32              # bandwidths per refining call
+    COARSE = 17             # log-spaced bandwidths over the whole bracket
+    BATCH = 16              # bandwidths per refining call
     STALL = 1e-3            # relative drop per round below which it stalls
 
     def __init__(self, profile, settings, step, link_capacity, limit_ms_for,
@@ -347,6 +348,7 @@ class _MeanPrecopy:
         self.rates, self.counts = analytic.merge_bins(
             profile.rates, profile.counts.astype(np.float64))
         self.first_pass = first_pass_bytes(profile)
+        self.idle = float(profile.idle_pages)
         self.ps = profile.page_size
         self.page = self.ps + PAGE_HEADER_BYTES
         self.dt = float(settings.get("check_interval", CHECK_INTERVAL))
@@ -404,14 +406,24 @@ class _MeanPrecopy:
         stop = bw if self.link_rate is None else float(self.link_rate)
         stop = np.broadcast_to(stop, bw.shape)
         out = np.full(bw.shape, np.inf)
-        T = self.first_pass / send
+        window = send * self.dt                             # bytes
+        # First pass: every page; QEMU syncs at the first check with fewer
+        # than h pages left (or none), the unsent share f carried over.
+        checks = np.floor(np.maximum(self.first_pass - h * self.page, 0) /
+                          window) + 1
+        T = np.minimum(checks * self.dt, self.first_pass / send)
+        kept = 1 - np.minimum(checks * window / self.first_pass, 1)
+        rem = np.multiply.outer(kept, self.counts)          # (K, bins)
+        idle = kept * self.idle                # never written, still unsent
         total = T.copy()
         prev = np.full(bw.shape, np.inf)
-        carried = 0.0
         active = np.ones(bw.shape, dtype=bool)
         for _ in range(self.max_rounds):
+            # Pending at the sync: unsent, or written in the epoch.
             p = -np.expm1(-np.multiply.outer(T, self.rates))
-            n = p @ self.counts + carried
+            fresh = self.counts - rem
+            pend = rem + fresh * p
+            n = pend.sum(axis=1) + idle
             conv = active & (n < h)
             out[conv] = total[conv] + n[conv] * self.page / stop[conv] + \
                 self.switchover
@@ -420,7 +432,8 @@ class _MeanPrecopy:
             # converge: a geometric number of further epochs.
             stall = active & ~conv & (n >= prev * (1 - self.STALL))
             if stall.any():
-                sd = np.sqrt(np.maximum((p - p * p) @ self.counts, 1e-12))
+                sd = np.sqrt(np.maximum((fresh * (p - p * p)).sum(axis=1),
+                                        1e-12))
                 hit = special.ndtr((np.ceil(h) - 0.5 - n) / sd)
                 go = stall & (hit > 1e-9)
                 out[go] = total[go] + (1 / hit[go] - 1) * T[go] + \
@@ -428,12 +441,14 @@ class _MeanPrecopy:
             active &= ~conv & ~stall
             if not active.any():
                 break
-            # The sync comes at the first check with fewer than h pages
-            # left, or when every page is sent; the rest is carried over.
-            window = send * self.dt / self.page             # pages
-            checks = np.floor(np.maximum(n - h, 0) / window) + 1
+            # Sync at the first check with fewer than h pages left, or when
+            # every page is sent; the rest (an even share) is carried over.
+            need = np.maximum(n - h, 0) * self.page
+            checks = np.floor(need / window) + 1
             T = np.minimum(checks * self.dt, n * self.page / send)
-            carried = np.maximum(n - checks * window, 0)
+            kept = 1 - np.minimum(checks * window / (n * self.page), 1)
+            rem = pend * kept[:, None]
+            idle = idle * kept
             total += T
             prev = n
         self.cache.update(zip(ks.tolist(), out.tolist()))
