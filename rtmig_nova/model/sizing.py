@@ -29,7 +29,7 @@ from rtmig_nova.model import variants
 from rtmig_nova.model.baselines import first_pass_bytes
 from rtmig_nova.model.checks import positive
 from rtmig_nova.model.precopy import CHECK_INTERVAL, MigrationSettings, \
-    PAGE_HEADER_BYTES, send_rate
+    PAGE_HEADER_BYTES, ZERO_PAGE_BYTES, send_rate
 
 MIB = 2 ** 20
 # Default CPU time the migration thread spends per page sent, seconds (zero
@@ -349,6 +349,7 @@ class _MeanPrecopy:
             profile.rates, profile.counts.astype(np.float64))
         self.first_pass = first_pass_bytes(profile)
         self.idle = float(profile.idle_pages)
+        self.zero = float(profile.zero_pages)
         self.ps = profile.page_size
         self.page = self.ps + PAGE_HEADER_BYTES
         self.dt = float(settings.get("check_interval", CHECK_INTERVAL))
@@ -415,6 +416,7 @@ class _MeanPrecopy:
         kept = 1 - np.minimum(checks * window / self.first_pass, 1)
         rem = np.multiply.outer(kept, self.counts)          # (K, bins)
         idle = kept * self.idle                # never written, still unsent
+        zero = kept * self.zero                # of which zero pages (9 B)
         total = T.copy()
         prev = np.full(bw.shape, np.inf)
         active = np.ones(bw.shape, dtype=bool)
@@ -424,8 +426,9 @@ class _MeanPrecopy:
             fresh = self.counts - rem
             pend = rem + fresh * p
             n = pend.sum(axis=1) + idle
+            nbytes = (n - zero) * self.page + zero * ZERO_PAGE_BYTES
             conv = active & (n < h)
-            out[conv] = total[conv] + n[conv] * self.page / stop[conv] + \
+            out[conv] = total[conv] + nbytes[conv] / stop[conv] + \
                 self.switchover
             # At a fixed point above the threshold only a low draw of the
             # written pages (Poisson-binomial, taken as normal) lets it
@@ -443,12 +446,13 @@ class _MeanPrecopy:
                 break
             # Sync at the first check with fewer than h pages left, or when
             # every page is sent; the rest (an even share) is carried over.
-            need = np.maximum(n - h, 0) * self.page
+            need = np.maximum(n - h, 0) * nbytes / n
             checks = np.floor(need / window) + 1
-            T = np.minimum(checks * self.dt, n * self.page / send)
-            kept = 1 - np.minimum(checks * window / (n * self.page), 1)
+            T = np.minimum(checks * self.dt, nbytes / send)
+            kept = 1 - np.minimum(checks * window / nbytes, 1)
             rem = pend * kept[:, None]
             idle = idle * kept
+            zero = zero * kept
             total += T
             prev = n
         self.cache.update(zip(ks.tolist(), out.tolist()))
