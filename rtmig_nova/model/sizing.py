@@ -382,8 +382,16 @@ class _MeanPrecopy:
         i = int(np.argmax(ok))
         a, b = (int(ks[i - 1]) if i > 0 else lo), int(ks[i])
         while b - a > 1:
-            inner = np.unique(np.linspace(a, b, self.BATCH + 2)[1:-1]
-                              .round().astype(np.int64))
+            # Next to where log time crosses log target between a and b,
+            # if a's time is known; else spread over (a, b).
+            ta, tb = self.cache.get(a, math.inf), self.cache[b]
+            if math.isfinite(ta) and b - a > self.BATCH // 2:
+                c = a + round((b - a) * math.log(ta / target) /
+                              math.log(ta / tb))
+                inner = np.arange(c - self.BATCH // 4, c + self.BATCH // 4)
+            else:
+                inner = np.unique(np.linspace(a, b, self.BATCH + 2)[1:-1]
+                                  .round().astype(np.int64))
             inner = inner[(inner > a) & (inner < b)]
             self._compute(inner)
             ok = [self.cache[k] <= target for k in inner.tolist()]
