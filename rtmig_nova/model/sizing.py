@@ -385,14 +385,16 @@ class _MeanPrecopy:
             # Next to where log time crosses log target between a and b,
             # if a's time is known; else spread over (a, b).
             ta, tb = self.cache.get(a, math.inf), self.cache[b]
-            if math.isfinite(ta) and b - a > self.BATCH // 2:
+            inner = np.zeros(0, dtype=np.int64)
+            if math.isfinite(ta) and ta > tb > 0 and b - a > self.BATCH // 2:
                 c = a + round((b - a) * math.log(ta / target) /
                               math.log(ta / tb))
                 inner = np.arange(c - self.BATCH // 4, c + self.BATCH // 4)
-            else:
+                inner = inner[(inner > a) & (inner < b)]
+            if inner.size == 0:
                 inner = np.unique(np.linspace(a, b, self.BATCH + 2)[1:-1]
                                   .round().astype(np.int64))
-            inner = inner[(inner > a) & (inner < b)]
+                inner = inner[(inner > a) & (inner < b)]
             self._compute(inner)
             ok = [self.cache[k] <= target for k in inner.tolist()]
             good = [k for k, g in zip(inner.tolist(), ok) if g]
