@@ -14,8 +14,8 @@ time.  The largest d that keeps that within D is the best choice (a higher
 threshold converges sooner), rounded down to whole milliseconds because QEMU
 and libvirt take the limit in ms; it depends on B only through R / B.  Then
 P(downtime <= D) = P(converged), and B is the least bandwidth with
-P(total <= T) >= p, found by a safeguarded secant search on the model's
-prediction.
+P(total <= T) >= p, found on the bandwidth grid by a search that the
+model's mean path guides and the model decides (docs/model.md).
 """
 
 import dataclasses
