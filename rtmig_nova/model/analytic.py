@@ -387,20 +387,18 @@ def _advance(bins, st, n, pend, sched=None):
     x0, length = pend.x0, pend.length
     after_unsent = q + (1 - q) * p                  # pending, not sent
     after_swept = (1 - q) * p + q * g               # swept stretches
-    parts = []                                      # (x0, length, q)
-    swept = [(x0[i], length[i], after_swept[i]) for i in range(partial)]
-    if partial < x0.size:
-        i = partial
+    # New stretch order: the unsent rest from the cursor on, then the
+    # stretches swept, the one where the sync came last.
+    i = partial
+    if i < x0.size:
         cut = pend.layout.cut(x0[i], length[i], q[i] * bins.cost,
                               sent_bytes - before[i])
-        parts.append((cut, x0[i] + length[i] - cut, after_unsent[i]))
-        parts += [(x0[j], length[j], after_unsent[j])
-                  for j in range(i + 1, x0.size)]
-        swept.append((x0[i], cut - x0[i], after_swept[i]))
-    parts += swept
-    nx0 = np.array([pt[0] for pt in parts]) % 1.0
-    nlen = np.array([pt[1] for pt in parts])
-    nq = np.array([pt[2] for pt in parts])
+        nx0 = np.concatenate(([cut], x0[i + 1:], x0[:i + 1])) % 1.0
+        nlen = np.concatenate(([x0[i] + length[i] - cut], length[i + 1:],
+                               length[:i], [cut - x0[i]]))
+        nq = np.concatenate((after_unsent[i:], after_swept[:i + 1]))
+    else:
+        nx0, nlen, nq = x0 % 1.0, length, after_swept
     nx0, nlen, nq = _merge_stretches(pend.layout, nx0, nlen, nq)
     new = _Pending(pend.layout, nx0, nlen, nq)
     return new if new.pending.sum() > 0 else pend
@@ -576,16 +574,16 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
 
         # Converging part: pending below the threshold (STOP_CELLS cells);
         # surviving part: re-binned into cells for the next epoch.
-        lo = min(float((mu - SPAN * np.maximum(sd, 1e-9)).min()), boundary)
-        stop_edges = min(lo, boundary - 1e-9) + \
-            (boundary - min(lo, boundary - 1e-9)) * _STOP_FRACS
+        low = float((mu - SPAN * sd).min())
+        lo = min(low, boundary - 1e-9)
+        stop_edges = lo + (boundary - lo) * _STOP_FRACS
         stop_edges[0], stop_edges[-1] = -np.inf, boundary
         hi = float((mu + SPAN * sd).max())
-        surv_lo = max(boundary, float((mu - SPAN * sd).min()))
+        surv_lo = max(boundary, low)
         if hi > surv_lo:
             # Mean-field make-up of the survivors' pending set, advanced
             # from their mean pending count.
-            surv = 1.0 - special.ndtr((boundary - mu) / np.maximum(sd, 1e-12))
+            surv = 1.0 - special.ndtr((boundary - mu) / sd)
             ws = w * surv
             if surv.min() >= 1.0 - 1e-12:
                 pend = _advance(bins, st, n_w, pend, sched_w)
@@ -596,7 +594,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
             # and their next epoch is the same schedule for all of them;
             # otherwise cells that resolve the threshold and the 100 ms
             # steps.
-            far = float((mu - SPAN * sd).min()) > boundary + 0.5
+            far = low > boundary + 0.5
             ncell = 1 if far and _smooth(bins, st, surv_lo, hi, pend) \
                 else CELLS
             edges = surv_lo + (hi - surv_lo) * _CELL_FRACS[ncell]
