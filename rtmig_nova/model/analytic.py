@@ -659,6 +659,13 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     return _prediction(comps, defect, settings, profile, model_name)
 
 
+def rate_bins(profile):
+    """The model's rate bins of a profile (cached on it): ``rates``
+    (writes/s) and ``counts`` (pages), the first two rate-0 bins holding
+    the zero pages and the other idle pages."""
+    return _start(profile)[0]
+
+
 def _start(profile):
     """The profile's rate bins and its first epoch's pending set (every
     page), cached on the profile like its layout: a profile is not changed

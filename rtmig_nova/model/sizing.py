@@ -345,8 +345,10 @@ class _MeanPrecopy:
 
     def __init__(self, profile, settings, step, link_capacity, limit_ms_for,
                  lo, top):
-        self.rates, self.counts = analytic.merge_bins(
-            profile.rates, profile.counts.astype(np.float64))
+        # The model's rate bins (cached on the profile) without its two
+        # rate-0 bins.
+        bins = analytic.rate_bins(profile)
+        self.rates, self.counts = bins.rates[2:], bins.counts[2:]
         self.first_pass = first_pass_bytes(profile)
         self.idle = float(profile.idle_pages)
         self.zero = float(profile.zero_pages)
@@ -359,8 +361,10 @@ class _MeanPrecopy:
         self.step, self.link = step, link_capacity
         self.limit_ms_for = limit_ms_for
         self.cache = {}
-        self.coarse = np.unique(np.round(np.geomspace(
-            max(lo, 1), max(top, 2), self.COARSE)).astype(np.int64))
+        a, b = max(lo, 1), max(top, 2)
+        self.coarse = np.array(sorted({
+            round(a * (b / a) ** (i / (self.COARSE - 1)))
+            for i in range(self.COARSE)}), dtype=np.int64)
         self._compute(self.coarse)
 
     def time(self, k):
@@ -392,9 +396,9 @@ class _MeanPrecopy:
                 inner = np.arange(c - self.BATCH // 4, c + self.BATCH // 4)
                 inner = inner[(inner > a) & (inner < b)]
             if inner.size == 0:
-                inner = np.unique(np.linspace(a, b, self.BATCH + 2)[1:-1]
-                                  .round().astype(np.int64))
-                inner = inner[(inner > a) & (inner < b)]
+                inner = np.array(sorted({
+                    a + round((b - a) * (j + 1) / (self.BATCH + 1))
+                    for j in range(self.BATCH)} - {a, b}), dtype=np.int64)
             self._compute(inner)
             ok = [self.cache[k] <= target for k in inner.tolist()]
             good = [k for k, g in zip(inner.tolist(), ok) if g]
