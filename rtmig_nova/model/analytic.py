@@ -328,25 +328,28 @@ def _epoch(bins, st, n, pend):
                 sent_b[cells] += swept - even
                 if sent_gb is not None:
                     sent_gb[cells, i] = swept
-    rem_b = a - sent_b
-
-    lam = bins.rates[None, :]
-    p = -np.expm1(-lam * T[:, None])
-    if sent_gb is not None:
-        g = _resend_prob(bins, st, T, lo_b, g_sent)     # (G, groups, bins)
-        dirty_sent = (sent_gb * g).sum(axis=1)
-        var_sent = (sent_gb * g * (1 - g)).sum(axis=1)
-    elif st["dirty_log"] == "clear":
-        g = _resend_prob(bins, st, T, lo_b, g_sent,
-                         rate_order=True)               # (G, bins)
-        dirty_sent = sent_b * g
-        var_sent = dirty_sent * (1 - g)
+    # Pending at the next sync: the unsent pending pages, and the pages
+    # written in the epoch among the others (not pending; a <= counts) and,
+    # under the synced log, among those sent; under the cleared log a sent
+    # page counts only if written after it was sent.
+    p = -np.expm1(np.multiply.outer(T, -bins.rates))
+    if st["dirty_log"] == "sync":
+        u = (bins.counts - a + sent_b) * p
+        new_b = a - sent_b + u
+        var = (u - u * p).sum(axis=1)
     else:
-        dirty_sent = sent_b * p
-        var_sent = dirty_sent * (1 - p)
-    others = np.maximum(bins.counts[None, :] - a, 0.0)
-    new_b = rem_b + others * p + dirty_sent
-    var = (others * p * (1 - p) + var_sent).sum(axis=1)
+        if sent_gb is not None:
+            g = _resend_prob(bins, st, T, lo_b, g_sent)  # (G, groups, bins)
+            dirty_sent = (sent_gb * g).sum(axis=1)
+            var_sent = (sent_gb * g * (1 - g)).sum(axis=1)
+        else:
+            g = _resend_prob(bins, st, T, lo_b, g_sent,
+                             rate_order=True)            # (G, bins)
+            dirty_sent = sent_b * g
+            var_sent = dirty_sent * (1 - g)
+        others = (bins.counts - a) * p
+        new_b = a - sent_b + others + dirty_sent
+        var = (others - others * p + var_sent).sum(axis=1)
     new_bytes = new_b @ bins.cost
     return T, new_b.sum(axis=1), var, new_bytes, sched
 
