@@ -220,7 +220,17 @@ class _Pending:
         # of a bin's pending pages (rows sum to 1 where a bin has any).
         self.bin_share = per_bin / total if total > 0 else per_bin
         self.part = self.pending / np.maximum(per_bin, 1e-300)
+        self.part_t = self.part.T
+        self._part_bytes_t = None
         self._curves = {}
+
+    def part_bytes_t(self, cost):
+        """``part`` weighted by the bytes per page of each bin (``cost``,
+        the same for every call), transposed: pages per bin x this gives
+        bytes per stretch."""
+        if self._part_bytes_t is None:
+            self._part_bytes_t = (self.part * cost).T
+        return self._part_bytes_t
 
     def sent_pages(self, i, frac, cost):
         """Pending pages per bin of stretch i that an address sweep from its
@@ -267,7 +277,7 @@ def _schedule(bins, st, n, pend):
     if st["order"] == "rate":
         g_pages, g_bytes = a, a * bins.cost
     else:
-        g_pages, g_bytes = a @ pend.part.T, (a * bins.cost) @ pend.part.T
+        g_pages, g_bytes = a @ pend.part_t, a @ pend.part_bytes_t(bins.cost)
     cum_pages = np.cumsum(g_pages, axis=1)
     cum_bytes = np.cumsum(g_bytes, axis=1)
     total_bytes = cum_bytes[:, -1]
@@ -511,11 +521,11 @@ def _pool(mass, mean, var, s_mean, s_var):
     w = mass.sum(axis=0)
     ok = w > 0
     ws = np.where(ok, w, 1.0)
-    mn = (mass * mean).sum(axis=0) / ws
-    vn = (mass * (var + mean ** 2)).sum(axis=0) / ws - mn ** 2
-    ms = (mass * s_mean[:, None]).sum(axis=0) / ws
-    vs = (mass * (s_var[:, None] + s_mean[:, None] ** 2)).sum(axis=0) / ws \
-        - ms ** 2
+    mm = mass * mean
+    mn = mm.sum(axis=0) / ws
+    vn = (mass * var + mm * mean).sum(axis=0) / ws - mn ** 2
+    ms = s_mean @ mass / ws
+    vs = (s_var + s_mean ** 2) @ mass / ws - ms ** 2
     return w, mn, np.maximum(vn, 0.0), ms, np.maximum(vs, 0.0), ok
 
 
