@@ -265,7 +265,8 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     # cheap mean recursion of the pre-copy (_MeanPrecopy) whose time is
     # scaled to match the model's p-quantile at the last evaluation: it
     # lands on or next to the least step, so the search usually needs two
-    # model evaluations (the answer and the step below it).  A guess off
+    # model evaluations (the answer and the step below it), the second one
+    # the guess's neighbour, tried before rescaling.  A guess off
     # the bracket, or a run of three results on one side, falls back to the
     # bracket's log-midpoint.  Below first_pass / budget nothing succeeds;
     # the link capacity is presumed to succeed until it is evaluated.
@@ -288,23 +289,30 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     # log(model's p-quantile / mean recursion's time) at the last
     # evaluation with both finite.
     scale = 0.0
-    last = None
+    last = neighbour = None
     side, run_len = None, 0
     while hi - lo > 1 or hi not in known:
-        if last is not None:
-            q = known[last][0].total_time.quantile(confidence) - setup
-            t = guide.time(last)
-            if math.isfinite(q) and q > 0 and math.isfinite(t):
-                scale = math.log(q / t)
+        guided = False
         if hi - lo <= 1:
             k = hi                          # the link capacity, unevaluated
+        elif neighbour is not None and lo < neighbour < hi:
+            # The step next to a guided guess, towards the answer: usually
+            # the other end of the final bracket, so no rescaling needed.
+            k = neighbour
         else:
+            if last is not None:
+                q = known[last][0].total_time.quantile(confidence) - setup
+                t = guide.time(last)
+                if math.isfinite(q) and q > 0 and math.isfinite(t):
+                    scale = math.log(q / t)
             guess = guide.least_k(budget * math.exp(-scale), lo, hi)
             k = None if guess is None else max(guess, lo + 1)
             if guess is None and hi not in known:
                 k = hi          # hopeless by the guide: try the link first
             elif k is None or k > hi or run_len >= 2:
                 k = round(math.sqrt(max(lo, 1) * hi))
+            else:
+                guided = True
             k = min(max(k, lo + 1), hi if hi not in known else hi - 1)
         ok = evaluate(k)
         if not ok and k == top:
@@ -315,6 +323,7 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
             lo = k
         run_len = run_len + 1 if ok == side else 0
         side, last = ok, k
+        neighbour = (k - 1 if ok else k + 1) if guided else None
     pred, _ = known[hi]
     bw = min(hi * step, link_capacity)
     prob = success(pred)
