@@ -27,13 +27,16 @@ class Distribution:
     def __init__(self, means, sds, weights, defect=0.0,
                  support=(-np.inf, np.inf)):
         self.lo, self.hi = (float(v) for v in support)
-        self.means = np.atleast_1d(np.asarray(means, dtype=np.float64))
-        self.sds = np.broadcast_to(np.asarray(sds, dtype=np.float64),
-                                   self.means.shape).copy()
-        w = np.broadcast_to(np.asarray(weights, dtype=np.float64),
-                            self.means.shape).copy()
+        means = np.atleast_1d(np.asarray(means, dtype=np.float64))
+        sds = np.asarray(sds, dtype=np.float64)
+        w = np.asarray(weights, dtype=np.float64)
+        if sds.shape != means.shape:
+            sds = np.broadcast_to(sds, means.shape)
+        if w.shape != means.shape:
+            w = np.broadcast_to(w, means.shape)
+        # Boolean indexing copies: nothing is shared with the caller.
         keep = w > 0
-        self.means, self.sds, w = self.means[keep], self.sds[keep], w[keep]
+        self.means, self.sds, w = means[keep], sds[keep], w[keep]
         self.defect = float(min(max(defect, 0.0), 1.0))
         total = w.sum()
         # Normalise the finite part to 1 - defect (absorbs rounding drift).
