@@ -29,6 +29,8 @@ Page addresses are taken to be independent of rates, which is all a rate
 histogram can say.
 """
 
+import math
+
 import numpy as np
 from scipy import special
 
@@ -566,17 +568,18 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         n_w = float(np.dot(w, n_mean) / mass_in)
         if n_mean.size > 1:
             T, mu, var, new_bytes, sched = _epoch(
-                bins, st, np.append(n_mean, n_w), pend)
-            sched_w = tuple(x[-1:] for x in sched)
+                bins, st, np.concatenate((n_mean, (n_w,))), pend)
+            w_row = -1
             T, mu, var, new_bytes = T[:-1], mu[:-1], var[:-1], new_bytes[:-1]
             slope = _slope(mu, n_mean)
         else:
             # One cell: its slope from a second point, in the same call.
-            eps = max(np.sqrt(n_var[0]), 1e-6 * n_mean[0], 1e-3)
+            n0 = float(n_mean[0])
+            eps = max(math.sqrt(n_var[0]), 1e-6 * n0, 1e-3)
             T, mu, var, new_bytes, sched = _epoch(
-                bins, st, np.array([n_mean[0], n_mean[0] + eps]), pend)
-            sched_w = tuple(x[:1] for x in sched)
-            slope = np.array([(mu[1] - mu[0]) / eps])
+                bins, st, np.array((n0, n0 + eps)), pend)
+            w_row = 0
+            slope = (mu[1:] - mu[:1]) / eps
             T, mu, var, new_bytes = T[:1], mu[:1], var[:1], new_bytes[:1]
         # A floor of 1/1000 page keeps deterministic counts (all pages at
         # p = 0 or 1) inside the cell arithmetic.
@@ -599,7 +602,8 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
             surv = 1.0 - special.ndtr((boundary - mu) / sd)
             ws = w * surv
             if surv.min() >= 1.0 - 1e-12:
-                pend = _advance(bins, st, n_w, pend, sched_w)
+                pend = _advance(bins, st, n_w, pend,
+                                tuple(x[w_row:][:1] for x in sched))
             elif ws.sum() > 0:
                 pend = _advance(bins, st,
                                 float(np.dot(ws, n_mean) / ws.sum()), pend)
