@@ -217,7 +217,7 @@ class _Pending:
         self.layout, self.x0, self.length, self.q = layout, x0, length, q
         self.pending = q * layout.pages(x0, length)
         per_bin = self.pending.sum(axis=0)
-        total = per_bin.sum()
+        self.total = total = float(per_bin.sum())
         # Pending pages of a bin per pending page, and each stretch's part
         # of a bin's pending pages (rows sum to 1 where a bin has any).
         self.bin_share = per_bin / total if total > 0 else per_bin
@@ -385,7 +385,7 @@ def _advance(bins, st, n, pend, sched=None):
                         np.minimum(q, 1.0)[None, :])
     # Each stretch is swept whole, in part (the one where the sync came) or
     # not at all.
-    before = np.cumsum(g_bytes[0]) - g_bytes[0]
+    before = lo_b[0]                    # bytes of the stretches before
     sent_bytes = g_sent[0].sum()
     if exhausted[0]:
         partial = pend.x0.size
@@ -397,11 +397,12 @@ def _advance(bins, st, n, pend, sched=None):
     g = _resend_prob(bins, st, T[0], lo_b[0], g_sent[0]) \
         if st["dirty_log"] == "clear" else p
     # For groups scaled to n (not the stretch's own count), q scales too.
-    scale = a[0].sum() / max(pend.pending.sum(), 1e-300)
+    scale = a[0].sum() / max(pend.total, 1e-300)
     q = np.minimum(pend.q * scale, 1.0)
     x0, length = pend.x0, pend.length
-    after_unsent = q + (1 - q) * p                  # pending, not sent
-    after_swept = (1 - q) * p + q * g               # swept stretches
+    fresh = (1 - q) * p                             # written, not pending
+    after_unsent = q + fresh                        # pending, not sent
+    after_swept = fresh + q * g                     # swept stretches
     # New stretch order: the unsent rest from the cursor on, then the
     # stretches swept, the one where the sync came last.
     i = partial
@@ -416,7 +417,7 @@ def _advance(bins, st, n, pend, sched=None):
         nx0, nlen, nq = x0 % 1.0, length, after_swept
     nx0, nlen, nq = _merge_stretches(pend.layout, nx0, nlen, nq)
     new = _Pending(pend.layout, nx0, nlen, nq)
-    return new if new.pending.sum() > 0 else pend
+    return new if new.total > 0 else pend
 
 
 def _resend_prob(bins, st, T, lo_b, g_sent, rate_order=False):
@@ -449,7 +450,8 @@ def _merge_stretches(layout, x0, length, q):
     least address space) down to MAX_STRETCHES; a merged stretch keeps the
     pending pages of both."""
     keep = length > 1e-12
-    x0, length, q = x0[keep], length[keep], q[keep]
+    if not keep.all():
+        x0, length, q = x0[keep], length[keep], q[keep]
     while x0.size > MAX_STRETCHES:
         i = int(np.argmin(length[:-1] + length[1:]))
         pages = layout.pages(x0[i:i + 2], length[i:i + 2])
