@@ -45,6 +45,16 @@ class Distribution:
             self.defect = 1.0
 
     @classmethod
+    def _normalised(cls, means, sds, weights, defect, support=None):
+        """For models that build many: components already valid (float
+        arrays of one shape, weights > 0 summing to 1 - defect)."""
+        d = cls.__new__(cls)
+        d.lo, d.hi = support if support is not None else (-np.inf, np.inf)
+        d.means, d.sds, d.weights = means, sds, weights
+        d.defect = defect
+        return d
+
+    @classmethod
     def empirical(cls, samples):
         """From samples; ``inf`` samples count as not converged."""
         s = np.asarray(samples, dtype=np.float64).ravel()

@@ -280,8 +280,9 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         bw = min(k * step, link_capacity)
         pred = variants.run(predictor, profile, settings_for(bw))
         # A limit raised to 1 ms does not bound the downtime: a failure.
-        ok = limit_ms_for(bw) >= 1 and success(pred) >= confidence
-        known[k] = (pred, ok)
+        prob = success(pred)
+        ok = limit_ms_for(bw) >= 1 and prob >= confidence
+        known[k] = (pred, ok, prob)
         return ok
 
     guide = _MeanPrecopy(profile, settings, step, link_capacity,
@@ -324,9 +325,8 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         run_len = run_len + 1 if ok == side else 0
         side, last = ok, k
         neighbour = (k - 1 if ok else k + 1) if guided else None
-    pred, _ = known[hi]
+    pred, _, prob = known[hi]
     bw = min(hi * step, link_capacity)
-    prob = success(pred)
     limit = max(limit_ms_for(bw), 1) / 1000.0
     res = cpu(bw)
     if res.share > 1.0:
