@@ -272,7 +272,22 @@ def _schedule(bins, st, n, pend):
     whether the pending set ran out first, and the epoch length T (s).
     """
     bw, dt = st["bandwidth"], st["check_interval"]
-    window, h = bw * dt, st["threshold"]
+    window = bw * dt
+    a, g_bytes, cum_bytes, checks, exhausted = _checks(bins, st, n, pend)
+    total_bytes = cum_bytes[:, -1]
+    sent_bytes = np.minimum(checks * window, total_bytes)
+    T = np.where(exhausted, total_bytes / bw, checks * dt)
+    lo_b = cum_bytes - g_bytes
+    g_sent = np.minimum(np.maximum(sent_bytes[:, None] - lo_b, 0.0), g_bytes)
+    return a, g_bytes, g_sent, lo_b, checks, exhausted, T
+
+
+def _checks(bins, st, n, pend):
+    """Where an epoch from pending counts ``n`` (shape (G,)) syncs: the
+    pending pages per bin (G, bins), the bytes per send group and their
+    running sum (G, groups), the check (1, 2, ...) at which QEMU syncs
+    and whether the pending set runs out before it."""
+    window, h = st["bandwidth"] * st["check_interval"], st["threshold"]
     n = np.maximum(n, 0.0)
     # Pending pages per bin; no bin can have more than it has pages.
     a = np.minimum(n[:, None] * pend.bin_share, bins.counts)
@@ -282,7 +297,6 @@ def _schedule(bins, st, n, pend):
         g_pages, g_bytes = a @ pend.part_t, a @ pend.part_bytes_t(bins.cost)
     cum_pages = np.cumsum(g_pages, axis=1)
     cum_bytes = np.cumsum(g_bytes, axis=1)
-    total_bytes = cum_bytes[:, -1]
     # Bytes to send the first (n - h) pages: each group in turn, at its
     # bytes per page.
     x = np.maximum(cum_pages[:, -1] - h, 0.0)
@@ -292,20 +306,15 @@ def _schedule(bins, st, n, pend):
     # The first check (every window of bytes) at which fewer than h pages
     # remain; or every page is sent before it.
     checks = np.floor(need / window) + 1.0
-    sent_bytes = np.minimum(checks * window, total_bytes)
-    exhausted = checks * window >= total_bytes
-    T = np.where(exhausted, total_bytes / bw, checks * dt)
-    lo_b = cum_bytes - g_bytes
-    g_sent = np.minimum(np.maximum(sent_bytes[:, None] - lo_b, 0.0), g_bytes)
-    return a, g_bytes, g_sent, lo_b, checks, exhausted, T
+    exhausted = checks * window >= cum_bytes[:, -1]
+    return a, g_bytes, cum_bytes, checks, exhausted
 
 
 def _smooth(bins, st, lo, hi, pend):
     """True if the epoch schedule is the same (same check, same way of
     ending) for every pending count in [lo, hi]: the next pending count is
     then a smooth function of n there and one cell represents it."""
-    sched = _schedule(bins, st, np.array([lo, hi]), pend)
-    checks, exhausted = sched[4], sched[5]
+    _, _, _, checks, exhausted = _checks(bins, st, np.array((lo, hi)), pend)
     return checks[0] == checks[1] and exhausted[0] == exhausted[1]
 
 
@@ -476,8 +485,8 @@ def _slope(y, x):
     one-sided at the ends; zero if all x are equal."""
     if not x[-1] > x[0]:
         return np.zeros_like(y)
-    dx = np.diff(x)
-    dy = np.diff(y)
+    dx = x[1:] - x[:-1]
+    dy = y[1:] - y[:-1]
     out = np.empty_like(y)
     out[0], out[-1] = dy[0] / dx[0], dy[-1] / dx[-1]
     if y.size > 2:
