@@ -357,7 +357,7 @@ class _MeanPrecopy:
         # The model's rate bins (cached on the profile) without its two
         # rate-0 bins.
         bins = analytic.rate_bins(profile)
-        self.rates, self.counts = bins.rates[2:], bins.counts[2:]
+        self.neg_rates, self.counts = -bins.rates[2:], bins.counts[2:]
         self.first_pass = first_pass_bytes(profile)
         self.idle = float(profile.idle_pages)
         self.zero = float(profile.zero_pages)
@@ -444,12 +444,13 @@ class _MeanPrecopy:
         prev = np.full(bw.shape, np.inf)
         active = np.ones(bw.shape, dtype=bool)
         for _ in range(self.max_rounds):
-            # Pending at the sync: unsent, or written in the epoch.
-            p = -np.expm1(-np.multiply.outer(T, self.rates))
-            fresh = self.counts - rem
-            pend = rem + fresh * p
+            # Pending at the sync: unsent, or written in the epoch (all but
+            # the share e = exp(-rate T) of the others).
+            e = np.exp(np.multiply.outer(T, self.neg_rates))
+            fresh_e = (self.counts - rem) * e
+            pend = self.counts - fresh_e
             n = pend.sum(axis=1) + idle
-            nbytes = (n - zero) * self.page + zero * ZERO_PAGE_BYTES
+            nbytes = n * self.page - zero * (self.page - ZERO_PAGE_BYTES)
             conv = active & (n < h)
             out[conv] = total[conv] + nbytes[conv] / stop[conv] + \
                 self.switchover
@@ -458,7 +459,7 @@ class _MeanPrecopy:
             # converge: a geometric number of further epochs.
             stall = active & ~conv & (n >= prev * (1 - self.STALL))
             if stall.any():
-                sd = np.sqrt(np.maximum((fresh * (p - p * p)).sum(axis=1),
+                sd = np.sqrt(np.maximum((fresh_e - fresh_e * e).sum(axis=1),
                                         1e-12))
                 hit = special.ndtr((np.ceil(h) - 0.5 - n) / sd)
                 go = stall & (hit > 1e-9)
@@ -469,10 +470,11 @@ class _MeanPrecopy:
                 break
             # Sync at the first check with fewer than h pages left, or when
             # every page is sent; the rest (an even share) is carried over.
-            need = np.maximum(n - h, 0) * nbytes / n
+            need = np.maximum(n - h, 0) * nbytes / np.maximum(n, 1e-300)
             checks = np.floor(need / window) + 1
             T = np.minimum(checks * self.dt, nbytes / send)
-            kept = 1 - np.minimum(checks * window / nbytes, 1)
+            kept = 1 - np.minimum(checks * window / np.maximum(nbytes, 1e-300),
+                                  1)
             rem = pend * kept[:, None]
             idle = idle * kept
             zero = zero * kept
