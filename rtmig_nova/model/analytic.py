@@ -80,6 +80,7 @@ class _Bins:
         ).astype(np.float64)
         self.total = self.counts.sum()
         self.active = self.rates > 0
+        self.neg_rates = -self.rates
 
 
 LAYOUT_CHUNKS = 256  # address chunks of the per-page layout table
@@ -353,12 +354,16 @@ def _epoch(bins, st, n, pend):
     # written in the epoch among the others (not pending; a <= counts) and,
     # under the synced log, among those sent; under the cleared log a sent
     # page counts only if written after it was sent.
-    p = -np.expm1(np.multiply.outer(T, -bins.rates))
+    rem = a - sent_b
     if st["dirty_log"] == "sync":
-        u = (bins.counts - a + sent_b) * p
-        new_b = a - sent_b + u
-        var = (u - u * p).sum(axis=1)
+        # Written: each of counts - rem pages with p = 1 - exp(-rate T);
+        # with em = -p the expressions save two array negations.
+        em = np.expm1(np.multiply.outer(T, bins.neg_rates))
+        xm = (bins.counts - rem) * em
+        new_b = rem - xm
+        var = -(xm + xm * em).sum(axis=1)
     else:
+        p = -np.expm1(np.multiply.outer(T, bins.neg_rates))
         if sent_gb is not None:
             g = _resend_prob(bins, st, T, lo_b, g_sent)  # (G, groups, bins)
             dirty_sent = (sent_gb * g).sum(axis=1)
@@ -369,7 +374,7 @@ def _epoch(bins, st, n, pend):
             dirty_sent = sent_b * g
             var_sent = dirty_sent * (1 - g)
         others = (bins.counts - a) * p
-        new_b = a - sent_b + others + dirty_sent
+        new_b = rem + others + dirty_sent
         var = (others - others * p + var_sent).sum(axis=1)
     new_bytes = new_b @ bins.cost
     return T, new_b.sum(axis=1), var, new_bytes, sched
