@@ -42,6 +42,7 @@ CELLS = 24          # cells for a survivor distribution that needs shape
 SPAN = 7.0          # cells cover mean +- SPAN standard deviations
 STOP_CELLS = 4      # cells for the converging part (downtime shape)
 MASS_EPS = 1e-13    # survivor mass below this is dropped
+TAIL_EPS = 1e-8     # survivors in all below this: not followed (defect)
 
 
 # The model computes on rate bins of 2**-COMPUTE_BITS octave (at most
@@ -662,7 +663,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         big = ok & (w > MASS_EPS)
         w, n_mean, n_var, s_mean, s_var = \
             w[big], n_mean[big], n_var[big], s_mean[big], s_var[big]
-        if w.size == 0:
+        if w.size == 0 or w.sum() < TAIL_EPS:
             break
         if horizon is not None and \
                 (s_mean - SPAN * np.sqrt(s_var)).min() > horizon:
