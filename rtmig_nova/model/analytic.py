@@ -504,12 +504,10 @@ def _slope(y, x):
 
 def _normal_cells(mu, sd, edges):
     """Mass, mean and variance of N(mu, sd^2) (components along axis 0) in
-    each interval between ``edges`` (along axis 1)."""
+    each interval between ``edges`` (along axis 1).  The edges are finite:
+    for the open ends use :func:`_far_edges`."""
     sd = np.maximum(sd, 1e-12)[:, None]
-    # Beyond |z| = 40 the cdf is 0 or 1 and the pdf 0 in doubles: clipping
-    # keeps infinite edges finite.
-    z = np.minimum(np.maximum((edges[None, :] - mu[:, None]) / sd, -40.0),
-                   40.0)
+    z = (edges[None, :] - mu[:, None]) / sd
     cdf = special.ndtr(z)
     pdf = np.exp(-0.5 * z * z) * _INV_SQRT_2PI
     zpdf = z * pdf
@@ -532,6 +530,15 @@ def _normal_cells(mu, sd, edges):
 
 
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+FAR_Z = 40.0    # beyond this the normal cdf is 0 or 1 and the pdf 0 (doubles)
+
+
+def _far_edges(mu, sd):
+    """Finite stand-ins for -inf and +inf as cell edges of components
+    N(mu, sd^2): FAR_Z standard deviations beyond all of them, where the
+    cdf and pdf are exactly what they are at infinity (and z x pdf is 0,
+    not the nan of inf x 0)."""
+    return float((mu - FAR_Z * sd).min()), float((mu + FAR_Z * sd).max())
 
 
 def _pool(mass, mean, var, s_mean, s_var):
@@ -610,7 +617,8 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         low = float((mu - SPAN * sd).min())
         lo = min(low, boundary - 1e-9)
         stop_edges = lo + (boundary - lo) * _STOP_FRACS
-        stop_edges[0], stop_edges[-1] = -np.inf, boundary
+        far_lo, far_hi = _far_edges(mu, sd)
+        stop_edges[0], stop_edges[-1] = min(far_lo, lo), boundary
         hi = float((mu + SPAN * sd).max())
         surv_lo = max(boundary, low)
         if hi > surv_lo:
@@ -632,7 +640,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
             ncell = 1 if far and _smooth(bins, st, surv_lo, hi, pend) \
                 else CELLS
             edges = surv_lo + (hi - surv_lo) * _CELL_FRACS[ncell]
-            edges[-1] = np.inf
+            edges[-1] = max(far_hi, hi)
             # One call for both parts: the stop cells end at the boundary
             # where the survivor cells start.
             mass, cn, cv = _normal_cells(
