@@ -201,10 +201,12 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     link_rate = settings.get("link_rate")
 
     def limit_ms_for(bw):
+        """Whole ms (an int; an array for an array of bandwidths)."""
         stop = bw if link_rate is None else float(link_rate)
         ratio = stop / send_rate(bw, ps, check_interval)
-        return math.floor((max_downtime - switchover) * ps /
-                          (ps + PAGE_HEADER_BYTES) * ratio * 1000 + 1e-9)
+        ms = ((max_downtime - switchover) * ps / (ps + PAGE_HEADER_BYTES) *
+              ratio * 1000 + 1e-9) // 1
+        return int(ms) if np.ndim(ms) == 0 else ms
 
     limit_ms = limit_ms_for(link_capacity)
     if limit_ms < 1:
@@ -422,10 +424,8 @@ class _MeanPrecopy:
         if ks.size == 0:
             return
         bw = np.minimum(ks * self.step, self.link)
-        quota = np.floor(bw * self.dt)
-        send = (np.floor(quota / self.page) + 1) * self.page / self.dt
-        limit = np.array([max(self.limit_ms_for(b), 1)
-                          for b in bw.tolist()]) / 1000.0
+        send = send_rate(bw, self.ps, self.dt)
+        limit = np.maximum(self.limit_ms_for(bw), 1) / 1000.0
         h = send * limit / self.ps
         stop = bw if self.link_rate is None else float(self.link_rate)
         stop = np.broadcast_to(stop, bw.shape)
