@@ -789,19 +789,8 @@ def _prediction(comps, defect, settings, profile, model_name):
         rd = np.concatenate(comps["round"])
     else:
         cw = tm = tv = dm = dv = rd = np.zeros(0)
-    defect = float(min(max(defect, 1.0 - cw.sum()), 1.0))
-    if cw.size and (cw > 0).all() and cw.sum() > 0:
-        # Every component has weight: normalise once for all four.
-        cw = cw * ((1.0 - defect) / cw.sum())
-
-        def dist(means, sds, support=None):
-            return Distribution._normalised(
-                means, np.broadcast_to(np.asarray(sds, np.float64),
-                                       means.shape).copy(),
-                cw, defect, support)
-    else:
-        def dist(means, sds, support=(-np.inf, np.inf)):
-            return Distribution(means, sds, cw, defect, support)
+    # The four outcomes share their components' weights.
+    dist = Distribution.sharing_weights(cw, max(defect, 1.0 - cw.sum()))
     total = dist(tm, np.sqrt(tv))
     so = settings.switchover_time
     stop_bw = settings.stop_rate
@@ -816,8 +805,7 @@ def _prediction(comps, defect, settings, profile, model_name):
     bytes_v = pre_v * bw ** 2 + dv * stop_bw ** 2
     return Prediction(
         total_time=total,
-        downtime=dist(dm, np.sqrt(dv), (float(so), float(so + max(most,
-                                                                  0.0)))),
+        downtime=dist(dm, np.sqrt(dv), (so, so + max(most, 0.0))),
         bytes_sent=dist(bytes_m, np.sqrt(bytes_v)),
         rounds=dist(rd, 0.0),
         settings=settings, model=model_name, coarse=profile.coarse)

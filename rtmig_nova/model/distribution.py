@@ -14,6 +14,19 @@ from scipy import optimize, special
 DEFECT_TOLERANCE = 1e-6
 
 
+def _normalised(weights, defect):
+    """Components to keep (weight > 0), their weights scaled to sum to
+    1 - defect (absorbs rounding drift), and the defect (1 if no weight)."""
+    w = np.atleast_1d(np.asarray(weights, dtype=np.float64))
+    keep = w > 0
+    w = w[keep]
+    defect = float(min(max(defect, 0.0), 1.0))
+    total = w.sum()
+    if total > 0:
+        return keep, w * ((1.0 - defect) / total), defect
+    return keep, w, 1.0
+
+
 class Distribution:
     """A possibly defective distribution on the real line.
 
@@ -26,33 +39,35 @@ class Distribution:
 
     def __init__(self, means, sds, weights, defect=0.0,
                  support=(-np.inf, np.inf)):
+        means = np.atleast_1d(np.asarray(means, dtype=np.float64))
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != means.shape:
+            w = np.broadcast_to(w, means.shape)
+        keep, self.weights, self.defect = _normalised(w, defect)
+        self._set(means, sds, keep, support)
+
+    @staticmethod
+    def sharing_weights(weights, defect=0.0):
+        """A maker of distributions that share component weights and a
+        defect (the outcomes of one prediction): the weights are checked
+        and normalised once.  ``make(means, sds, support=(lo, hi))``."""
+        keep, w, defect = _normalised(weights, defect)
+
+        def make(means, sds, support=(-np.inf, np.inf)):
+            d = Distribution.__new__(Distribution)
+            d.weights, d.defect = w, defect
+            d._set(means, sds, keep, support)
+            return d
+        return make
+
+    def _set(self, means, sds, keep, support):
         self.lo, self.hi = (float(v) for v in support)
         means = np.atleast_1d(np.asarray(means, dtype=np.float64))
         sds = np.asarray(sds, dtype=np.float64)
-        w = np.asarray(weights, dtype=np.float64)
         if sds.shape != means.shape:
             sds = np.broadcast_to(sds, means.shape)
-        if w.shape != means.shape:
-            w = np.broadcast_to(w, means.shape)
         # Boolean indexing copies: nothing is shared with the caller.
-        keep = w > 0
-        self.means, self.sds, w = means[keep], sds[keep], w[keep]
-        self.defect = float(min(max(defect, 0.0), 1.0))
-        total = w.sum()
-        # Normalise the finite part to 1 - defect (absorbs rounding drift).
-        self.weights = w * ((1.0 - self.defect) / total) if total > 0 else w
-        if total <= 0:
-            self.defect = 1.0
-
-    @classmethod
-    def _normalised(cls, means, sds, weights, defect, support=None):
-        """For models that build many: components already valid (float
-        arrays of one shape, weights > 0 summing to 1 - defect)."""
-        d = cls.__new__(cls)
-        d.lo, d.hi = support if support is not None else (-np.inf, np.inf)
-        d.means, d.sds, d.weights = means, sds, weights
-        d.defect = defect
-        return d
+        self.means, self.sds = means[keep], sds[keep]
 
     @classmethod
     def empirical(cls, samples):
