@@ -286,6 +286,8 @@ def build_parser():
     _add_reserve_parser(sub, common)
     from rtmig_nova.cli import experiment
     experiment.add_parser(sub, common, _add_json_option)
+    from rtmig_nova.cli import flavor
+    flavor.add_parser(sub, common, _add_json_option)
     return parser
 
 

@@ -21,25 +21,14 @@ from importlib import resources
 from rtmig_nova.cli.errors import CliError
 
 BUILTIN_PREFIX = "builtin:"
-_PROFILE_SUFFIXES = ("-profile.json", "-profile.json.gz")
-
-
-def _data_dir():
-    return resources.files("rtmig_nova").joinpath("data")
 
 
 def builtin_profiles():
     """``{NAME: resource}`` of the profiles shipped in rtmig_nova/data."""
-    found = {}
-    try:
-        entries = list(_data_dir().iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return found
-    for entry in entries:
-        for suffix in _PROFILE_SUFFIXES:
-            if entry.name.endswith(suffix):
-                found[entry.name[:-len(suffix)]] = entry
-    return dict(sorted(found.items()))
+    # Imported here: rtmig_nova.planning pulls in rtmig_nova.model (numpy),
+    # which the command's start does not need.
+    from rtmig_nova import planning
+    return planning.builtin_profiles()
 
 
 def load_profile(ref):

@@ -21,7 +21,9 @@ live in one module per group; :mod:`rtmig_nova.conf.opts` lists them for
 from oslo_config import cfg
 
 from rtmig_nova.conf import model as model_conf
+from rtmig_nova.conf import nova as nova_conf
 
 CONF = cfg.CONF
 
 model_conf.register_opts(CONF)
+nova_conf.register_opts(CONF)

@@ -20,9 +20,11 @@ A new option module is added to the tuple.
 import collections
 
 from rtmig_nova.conf import model
+from rtmig_nova.conf import nova
 
 _CONF_MODULES = (
     model,
+    nova,
 )
 
 

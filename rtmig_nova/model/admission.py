@@ -78,6 +78,26 @@ def cpu_left(loads, bound):
     return [max(bound - x, 0.0) for x in loads]
 
 
+def free_desc(loads, bound):
+    """Free utilisation per CPU under ``bound``, largest first: what
+    :func:`group_fits` takes."""
+    return sorted(cpu_left(loads, bound), reverse=True)
+
+
+def group_fits(free, count, utilisation):
+    """Whether ``count`` servers of ``utilisation`` each, on distinct CPUs
+    (one VM's vCPUs), fit CPUs whose free utilisations are ``free``
+    (largest first, :func:`free_desc`).
+
+    Exact for one group on fixed loads (the same answer as
+    :func:`fit_servers` with that group alone), in O(1): the group fits iff
+    the ``count``-th freest CPU has room for one server.
+    """
+    if count < 1:
+        return True
+    return count <= len(free) and free[count - 1] + _EPS >= utilisation
+
+
 def fit_servers(loads, groups, bound):
     """Place servers on CPUs under the per-CPU bound.
 

@@ -1,0 +1,134 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""What the rtmig driver shim adds to Nova's libvirt driver for admission:
+the host's real-time capacity in Placement, its ledger in the compute-node
+stats, and the last word on a VM that lands here.
+
+- :meth:`RTComputeExtension.update_provider_tree` *merges* the two rtmig
+  inventories and the ``CUSTOM_RTMIG_HOST`` trait into the tree the
+  libvirt driver computed (its VCPU, MEMORY_MB, DISK_GB and traits stay).
+- :meth:`RTComputeExtension.stats` is the ledger the scheduler filter
+  reads: the host's capacity and, per real-time instance on it, its vCPU
+  reservations, network rate and planned migration time away.
+- :meth:`RTComputeExtension.check_spawn` re-checks, under a host-wide lock
+  and with the instances Nova has claimed on this host, that a real-time VM
+  about to spawn fits; if the scheduler decided on a ledger that was out of
+  date, Nova's ``ComputeResourcesUnavailable`` makes the compute
+  reschedule the build to another host.
+"""
+
+from nova import exception
+from nova import objects
+from oslo_concurrency import lockutils
+from oslo_log import log as logging
+
+from rtmig_nova import conf
+from rtmig_nova import planning
+from rtmig_nova.compute import host_facts
+from rtmig_nova.model import flavor
+from rtmig_nova.model import ledger
+from rtmig_nova.scheduler import ledgers
+
+LOG = logging.getLogger(__name__)
+CONF = conf.CONF
+_LOCK = "rtmig-admission"
+
+
+def host_capacity(group, online_cpus):
+    """:class:`~rtmig_nova.model.ledger.HostCapacity` from the ``[rtmig]``
+    options ``group`` and the host's ``online_cpus`` count."""
+    cpus = group.rt_cpu_count or online_cpus
+    return ledger.HostCapacity(
+        cpus=int(cpus), bound=host_facts.rt_bound(),
+        link=group.link_capacity,
+        migration_link=group.link_capacity * group.migration_link_share,
+        migration_cpu=group.migration_cpu,
+        max_evacuation=group.max_evacuation_time)
+
+
+class RTComputeExtension:
+    """Admission side of one compute service (its options read once, at
+    start, as Nova's drivers read theirs)."""
+
+    def __init__(self, online_cpus):
+        self.capacity = host_capacity(CONF.rtmig, online_cpus)
+        LOG.info("rtmig: real-time capacity %s", self.capacity)
+
+    def update_provider_tree(self, provider_tree, nodename):
+        inventory = provider_tree.data(nodename).inventory
+        inventory.update(self.capacity.inventories())
+        provider_tree.update_inventory(nodename, inventory)
+        provider_tree.add_traits(nodename, flavor.HOST_TRAIT)
+
+    def _entries(self, instances, skip=None):
+        entries = []
+        for inst in instances:
+            if inst.uuid == skip:
+                continue
+            fl = inst.flavor
+            try:
+                request = flavor.parse_specs(dict(fl.extra_specs or {}))
+            except flavor.SpecError as e:
+                # Counted at the largest it could be: never under-booked.
+                LOG.warning("rtmig: instance %s has malformed rtmig specs "
+                            "(%s); counted as one full CPU per vCPU",
+                            inst.uuid, e)
+                entries.append(ledger.VMEntry(
+                    inst.uuid, fl.vcpus, self.capacity.bound, 0.0,
+                    float("inf")))
+                continue
+            if request is None:
+                continue
+            need = planning.evacuation_need(
+                request, self.capacity.migration_link, CONF.rtmig)
+            entries.append(ledger.VMEntry(
+                inst.uuid, fl.vcpus, request.utilisation, request.net_rate,
+                need.time))
+        return entries
+
+    def host_ledger(self, context, host, nodename, skip=None):
+        instances = objects.InstanceList.get_by_host_and_node(
+            context, host, nodename, expected_attrs=["flavor"])
+        return ledger.HostLedger(self.capacity,
+                                 self._entries(instances, skip))
+
+    def stats(self, context, host, nodename):
+        """``{STATS_KEY: ledger JSON}`` for the driver's resources."""
+        led = self.host_ledger(context, host, nodename)
+        LOG.debug("rtmig: ledger of %s: %d RT VMs, %.3g CPUs free, "
+                  "evacuation %.4g s", nodename, len(led.vms), led.cpu_free,
+                  led.evacuation_time)
+        return {ledgers.STATS_KEY: led.to_json()}
+
+    def check_spawn(self, context, instance, host, nodename):
+        """:raises ComputeResourcesUnavailable: the instance's real-time
+        reservations no longer fit here (Nova reschedules the build)."""
+        fl = instance.flavor
+        try:
+            request = flavor.parse_specs(dict(fl.extra_specs or {}))
+        except flavor.SpecError as e:
+            raise exception.ComputeResourcesUnavailable(
+                reason=f"rtmig: {e}")
+        if request is None:
+            return
+        need = planning.evacuation_need(
+            request, self.capacity.migration_link, CONF.rtmig)
+        with lockutils.lock(_LOCK):
+            led = self.host_ledger(context, host, nodename,
+                                   skip=instance.uuid)
+            why = ledger.admit_vm(led, fl.vcpus, request, need)
+        if why:
+            LOG.info("rtmig: refusing instance %s here: %s", instance.uuid,
+                     why)
+            raise exception.ComputeResourcesUnavailable(
+                reason=f"rtmig: {why}")

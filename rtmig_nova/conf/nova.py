@@ -1,0 +1,127 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Options of the ``[rtmig]`` group read by the Nova layer: a compute's
+real-time capacity, the migration headroom it keeps, and the scheduler's
+weigher."""
+
+from oslo_config import cfg
+
+from rtmig_nova.conf.model import rtmig_group
+
+nova_opts = [
+    cfg.FloatOpt(
+        'link_capacity',
+        default=1.25e9,
+        min=1.0,
+        max=1.25e12,
+        help="""
+Capacity of the compute host's link that carries both the real-time VMs'
+reserved traffic and live migrations, in bytes/s (1.25e9 is 10 Gbit/s).
+It becomes the total of the host's ``CUSTOM_RTMIG_NET_KBPS`` Placement
+inventory.
+
+Unit: bytes/s.
+
+Related options:
+
+* ``migration_link_share``: the part of it kept for migrations.
+"""),
+    cfg.FloatOpt(
+        'migration_link_share',
+        default=0.4,
+        min=0.001,
+        max=1.0,
+        help="""
+Fraction of ``link_capacity`` kept free for live migrations: it is the
+``reserved`` amount of the host's ``CUSTOM_RTMIG_NET_KBPS`` inventory, so
+VMs can never claim it, and every real-time VM admitted to the host must be
+migratable away within its deadline at this bandwidth.
+
+Unit: none (a fraction in (0, 1]).
+
+Related options:
+
+* ``link_capacity``, ``migration_cpu``, ``max_evacuation_time``.
+"""),
+    cfg.FloatOpt(
+        'migration_cpu',
+        default=0.5,
+        min=0.001,
+        max=1.0,
+        help="""
+Share of one CPU kept for the live-migration thread: it is reserved out of
+the host's ``CUSTOM_RTMIG_CPU_MILLI`` inventory and placed on one CPU in
+the per-CPU bookkeeping.  A VM whose planned migration needs more is not
+admitted.  Must not exceed the kernel's real-time bound per CPU.
+
+Unit: share of one CPU.
+"""),
+    cfg.FloatOpt(
+        'max_evacuation_time',
+        default=0.0,
+        min=0.0,
+        max=864000.0,
+        help="""
+Bound on the time to live-migrate every real-time VM away from the host,
+one after the other, each at its planned bandwidth and confidence (the sum
+of the planned migration times).  A VM that would push the sum past it is
+not admitted.  0 sets no bound (the sum is still reported).
+
+Unit: seconds.
+"""),
+    cfg.IntOpt(
+        'rt_cpu_count',
+        default=0,
+        min=0,
+        max=65536,
+        help="""
+Number of physical CPUs offered to real-time reservations.  0 takes the
+CPUs the libvirt driver reports for VCPU (``[compute] cpu_dedicated_set`` /
+``cpu_shared_set`` or the online CPUs).
+
+Unit: CPUs (a count).
+"""),
+    cfg.StrOpt(
+        'profile_dir',
+        default='/var/lib/rtmig-nova/profiles',
+        help="""
+Directory of named dirty-page profiles: a flavor's ``rtmig:profile=NAME``
+(without ``builtin:``) names the file ``NAME.json`` or ``NAME.json.gz``
+here (the format of docs/profile-format.md).  The scheduler and the compute
+hosts must hold the same files.
+
+Unit: none (a directory path).
+"""),
+    cfg.FloatOpt(
+        'headroom_weight_multiplier',
+        default=1.0,
+        min=-1000.0,
+        max=1000.0,
+        help="""
+Multiplier of ``rtmig_nova.scheduler.weights.RTHeadroomWeigher``: a
+positive value spreads real-time VMs over the hosts with the most free
+real-time CPU, a negative one packs them onto the fullest.  It weighs only
+real-time requests.
+
+Unit: none (a factor).
+"""),
+]
+
+
+def register_opts(conf):
+    conf.register_group(rtmig_group)
+    conf.register_opts(nova_opts, group=rtmig_group)
+
+
+def list_opts():
+    return {rtmig_group: nova_opts}

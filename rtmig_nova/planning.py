@@ -1,0 +1,140 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""From a flavor's ``rtmig:`` specs to the plan of its migrations, as the
+scheduler filter and the compute both need it: profile references resolved
+(``builtin:NAME`` or ``[rtmig] profile_dir``), model settings from the
+``[rtmig]`` options, results cached (a plan takes milliseconds; the same
+flavor is asked for again and again).  numpy is imported only when a
+profile is loaded (the ``rtmig`` command imports this module at start)."""
+
+import functools
+import os
+from importlib import resources
+
+from rtmig_nova.model import ledger
+
+BUILTIN_PREFIX = "builtin:"
+_BUILTIN_SUFFIXES = ("-profile.json", "-profile.json.gz")
+_NAMED_SUFFIXES = (".json", ".json.gz")
+
+
+def builtin_profiles():
+    """``{NAME: resource}`` of the profiles shipped in rtmig_nova/data."""
+    found = {}
+    try:
+        entries = list(resources.files("rtmig_nova").joinpath(
+            "data").iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in entries:
+        for suffix in _BUILTIN_SUFFIXES:
+            if entry.name.endswith(suffix):
+                found[entry.name[:-len(suffix)]] = entry
+    return dict(sorted(found.items()))
+
+
+def _named_path(name, profile_dir):
+    from rtmig_nova.model.profile import ProfileError
+    for suffix in _NAMED_SUFFIXES:
+        path = os.path.join(profile_dir, name + suffix)
+        if os.path.isfile(path):
+            return path
+    raise ProfileError(f"profile {name!r}: no {name}.json or "
+                       f"{name}.json.gz in {profile_dir}")
+
+
+@functools.lru_cache(maxsize=64)
+def _load(ref, profile_dir, stamp):
+    from rtmig_nova.model.profile import DirtyProfile, ProfileError
+    if ref.startswith(BUILTIN_PREFIX):
+        name = ref[len(BUILTIN_PREFIX):]
+        available = builtin_profiles()
+        if name not in available:
+            raise ProfileError(
+                f"unknown builtin profile {ref!r}; available: "
+                + (", ".join(BUILTIN_PREFIX + n for n in available)
+                   or "none"))
+        with resources.as_file(available[name]) as path:
+            return DirtyProfile.load(path)
+    return DirtyProfile.load(_named_path(ref, profile_dir))
+
+
+def load_profile(ref, profile_dir):
+    """The DirtyProfile a flavor's ``rtmig:profile`` names.
+
+    :raises ProfileError: unknown, unreadable or malformed (one line)
+    """
+    from rtmig_nova.model.profile import ProfileError
+    stamp = None
+    if not ref.startswith(BUILTIN_PREFIX):
+        # A named profile replaced on disk is read again.
+        try:
+            st = os.stat(_named_path(ref, profile_dir))
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError as e:
+            raise ProfileError(f"profile {ref!r}: {e.strerror}") from None
+    return _load(ref, profile_dir, stamp)
+
+
+def plan_options(group):
+    """Keyword arguments of :func:`rtmig_nova.model.plan` from the
+    ``[rtmig]`` option group ``group`` (``CONF.rtmig``)."""
+    return {
+        "model": group.model,
+        "cpu_cost_per_page": group.cpu_cost_per_page,
+        "cpu_margin": group.cpu_margin,
+        "deadline_period": group.deadline_period,
+        "cgroup_period_us": group.cgroup_period,
+        "dirty_log": group.dirty_log,
+        "order": group.send_order,
+        "check_interval": group.check_interval,
+        "switchover_time": group.switchover_time,
+        "setup_time": group.setup_time,
+        "setup_time_sd": group.setup_time_sd,
+        "max_rounds": group.max_rounds,
+    }
+
+
+def _freeze(options):
+    return tuple(sorted(options.items()))
+
+
+@functools.lru_cache(maxsize=256)
+def _need(request, profile_ref, profile_dir, stamp, migration_link,
+          frozen_options):
+    profile = _load(profile_ref, profile_dir, stamp)
+    return ledger.evacuation_need(profile, request, migration_link,
+                                  dict(frozen_options))
+
+
+def evacuation_need(request, migration_link, group):
+    """:class:`~rtmig_nova.model.ledger.EvacuationNeed` of a VM under
+    ``request`` at ``migration_link`` bytes/s, with the ``[rtmig]`` options
+    ``group``; a profile that cannot be loaded gives an infeasible need
+    that says why."""
+    from rtmig_nova.model.profile import ProfileError
+    try:
+        load_profile(request.profile, group.profile_dir)
+    except ProfileError as e:
+        return ledger.EvacuationNeed(False, str(e), float("inf"),
+                                     migration_link, 0.0)
+    stamp = None
+    if not request.profile.startswith(BUILTIN_PREFIX):
+        st = os.stat(_named_path(request.profile, group.profile_dir))
+        stamp = (st.st_mtime_ns, st.st_size)
+    try:
+        return _need(request, request.profile, group.profile_dir, stamp,
+                     float(migration_link), _freeze(plan_options(group)))
+    except (ValueError, ProfileError) as e:
+        return ledger.EvacuationNeed(False, f"cannot plan: {e}",
+                                     float("inf"), migration_link, 0.0)

@@ -1,0 +1,19 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""rtmig-nova's compute driver, as Nova loads it: ``compute_driver =
+rtmig.RTLibvirtDriver``.  Installed into Nova's own package directory by
+``rtmig-nova-shim install`` (Nova loads drivers only from nova.virt)."""
+
+from nova.virt.rtmig import driver
+
+RTLibvirtDriver = driver.RTLibvirtDriver
