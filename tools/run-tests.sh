@@ -2,7 +2,9 @@
 # Run the whole test suite, installing and starting what it needs first.
 #   tools/run-tests.sh [pytest args]
 #
-# As root (CI is root) it also installs the system packages the host and
+# It installs Nova 34 and Placement (test-requirements-nova.txt) and the
+# rtmig driver shim into Nova's package directory, for the in-process Nova
+# tests in tests/functional/.  As root (CI is root) it also installs the system packages the host and
 # testbed tests use (QEMU, libvirt, iproute2; gcc, busybox-static and a
 # Debian kernel for the guest image), gives /dev/kvm the group udev would give it
 # (libvirt otherwise re-probes QEMU for minutes on every domain start), and
@@ -40,11 +42,15 @@ if [ "$(id -u)" = 0 ]; then
     fi
 fi
 
-echo "== installing rtmig-nova and its test requirements"
-"${PIP[@]}" -r requirements.txt -r test-requirements.txt
+echo "== installing rtmig-nova and its test requirements (Nova 34 included)"
+"${PIP[@]}" -r requirements.txt -r test-requirements.txt \
+    -r test-requirements-nova.txt
 if pkg-config --exists libvirt 2>/dev/null; then
     "${PIP[@]}" "libvirt-python>=9.0,<10"
 fi
 "${PIP[@]}" --no-deps -e .
+# Nova loads compute drivers only from its own package directory: put the
+# rtmig driver shim there (tests/functional/ boot servers on it).
+rtmig-nova-shim install
 echo "== running the tests"
 exec "$PY" -m pytest tests "$@"

@@ -178,27 +178,51 @@ class HostLedger:
     their placement (partitioned EDF, the migration thread's server
     included) computed once."""
 
-    def __init__(self, capacity, vms=()):
+    def __init__(self, capacity, vms=(), loads=None):
+        """``loads``: the per-CPU loads of a placement the publisher
+        computed (a parsed ledger); ``None`` packs the VMs here."""
         self.capacity = capacity
-        self.vms = tuple(vms)
-        groups = [[admission.Server(capacity.migration_cpu, 1.0)]]
-        groups += [[admission.Server(vm.utilisation, 1.0)] * vm.vcpus
-                   for vm in self.vms]
-        placement = admission.fit_servers([0.0] * capacity.cpus, groups,
-                                          capacity.bound)
+        self._vms = tuple(vms)
+        self._rows = None
+        self._settle(self._pack() if loads is None else loads,
+                     sum(vm.evacuation for vm in self._vms),
+                     sum(vm.net_rate for vm in self._vms))
+
+    def _settle(self, loads, evacuation_time, net_reserved):
         #: None when the VMs recorded no longer fit (e.g. the host's
         #: options changed): nothing more is admitted then.
-        self.loads = None
-        if placement is not None:
-            loads = [0.0] * capacity.cpus
-            for group, cpus in zip(groups, placement):
-                for srv, c in zip(group, cpus):
-                    loads[c] += srv.utilisation
-            self.loads = loads
+        self.loads = loads or None
         self.free_desc = [] if self.loads is None else \
-            admission.free_desc(self.loads, capacity.bound)
-        self.evacuation_time = sum(vm.evacuation for vm in self.vms)
-        self.net_reserved = sum(vm.net_rate for vm in self.vms)
+            admission.free_desc(self.loads, self.capacity.bound)
+        self.evacuation_time = evacuation_time
+        self.net_reserved = net_reserved
+
+    @property
+    def vms(self):
+        """The :class:`VMEntry` of each real-time VM (built on first use:
+        the scheduler reads thousands of ledgers and needs only their
+        sums)."""
+        if self._vms is None:
+            self._vms = tuple(
+                VMEntry(str(u), n, float(x), float(r),
+                        math.inf if ev is None else float(ev))
+                for u, n, x, r, ev in self._rows)
+        return self._vms
+
+    def _pack(self):
+        cap = self.capacity
+        groups = [[admission.Server(cap.migration_cpu, 1.0)]]
+        groups += [[admission.Server(vm.utilisation, 1.0)] * vm.vcpus
+                   for vm in self.vms]
+        placement = admission.fit_servers([0.0] * cap.cpus, groups,
+                                          cap.bound)
+        if placement is None:
+            return None
+        loads = [0.0] * cap.cpus
+        for group, cpus in zip(groups, placement):
+            for srv, c in zip(group, cpus):
+                loads[c] += srv.utilisation
+        return loads
 
     @property
     def cpu_free(self):
@@ -206,8 +230,11 @@ class HostLedger:
         return sum(self.free_desc)
 
     def to_json(self):
+        # The loads go along, so a reader need not pack again (the
+        # scheduler reads thousands of ledgers per request).
         doc = {"v": LEDGER_VERSION, "capacity": self.capacity.to_dict(),
-               "vms": [vm.to_list() for vm in self.vms]}
+               "vms": [vm.to_list() for vm in self.vms],
+               "loads": self.loads or []}
         return json.dumps(doc, separators=(",", ":"), allow_nan=False)
 
     @classmethod
@@ -224,15 +251,27 @@ class HostLedger:
             rows = doc["vms"]
             if len(rows) > MAX_VMS:
                 raise LedgerError(f"more than {MAX_VMS} VMs in the ledger")
-            vms = []
+            cpu = net_total = evac = 0.0
             for uuid, vcpus, util, net, ev in rows:
-                if not (isinstance(vcpus, int) and 1 <= vcpus <= 65536 and
-                        0 < util <= 1 and 0 <= net and
-                        (ev is None or ev >= 0)):
+                if not (type(vcpus) is int and 1 <= vcpus <= 65536 and
+                        0 < util <= 1 and 0 <= net < math.inf and
+                        (ev is None or 0 <= ev < math.inf)):
                     raise LedgerError(f"bad VM entry for {uuid!r}")
-                vms.append(VMEntry(str(uuid), vcpus, float(util), float(net),
-                                   math.inf if ev is None else float(ev)))
-            return cls(capacity, vms)
+                cpu += vcpus * util
+                net_total += net
+                evac += math.inf if ev is None else ev
+            loads = [float(x) for x in doc["loads"]]
+            if loads and (len(loads) != capacity.cpus or not all(
+                    0 <= x <= capacity.bound + 1e-9 for x in loads)):
+                raise LedgerError("loads do not match the host's CPUs")
+            if loads and abs(sum(loads) - capacity.migration_cpu - cpu) \
+                    > 1e-6:
+                raise LedgerError("loads do not add up to the VMs")
+            led = cls.__new__(cls)
+            led.capacity = capacity
+            led._vms, led._rows = None, rows
+            led._settle(loads, evac, net_total)
+            return led
         except LedgerError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as e:

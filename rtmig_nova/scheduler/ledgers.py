@@ -36,7 +36,9 @@ def host_ledger(host_state):
     raw = (host_state.stats or {}).get(STATS_KEY)
     key = host_state.uuid
     hit = _CACHE.get(key)
-    if hit is not None and hit[0] is raw:
+    # Equal text, not the same object: HostState.stats is rebuilt from the
+    # database at every compute update, and mostly says the same.
+    if hit is not None and hit[0] == raw:
         return hit[1]
     if raw is None:
         result = ledger.LedgerError(
