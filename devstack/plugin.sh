@@ -2,12 +2,14 @@
 #
 # devstack plugin of rtmig-nova.
 #
-# What it does today: installs the rtmig_nova package (in develop mode) into
-# devstack's Python environment and writes the [rtmig] defaults to nova.conf.
-# What it does not do yet: the Nova scheduler filter and the libvirt driver
-# hooks that use the model arrive in later issues; until then nothing in
-# Nova reads these options, and the plugin only makes the package and the
-# `rtmig` command available on the host.
+# stack/install:     installs the package (develop mode) and its driver shim
+#                    into Nova's package directory (rtmig-nova-shim install).
+# stack/post-config: on every node, the [rtmig] options; on compute nodes
+#                    compute_driver = rtmig.RTLibvirtDriver (it reports the
+#                    real-time capacity to Placement and publishes the
+#                    ledger the filter reads); on the scheduler the filter
+#                    and the weigher (see docs/nova.md).
+# unstack/clean:     clean removes the shim again.
 
 # Save trace setting
 _XTRACE_RTMIG_NOVA=$(set +o | grep xtrace)
@@ -15,13 +17,41 @@ set -o xtrace
 
 function install_rtmig_nova {
     setup_develop $RTMIG_NOVA_DIR
+    # Into the Nova that setup_develop's Python imports (an editable
+    # install cannot provide nova/virt/rtmig).
+    rtmig-nova-shim install
+}
+
+function _rtmig_nova_append {
+    # Append VALUE to the comma-separated option SECTION/OPTION of FILE
+    # unless it is there already.
+    local file=$1 section=$2 option=$3 value=$4
+    local current
+    current=$(iniget $file $section $option)
+    if [[ ",$current," != *",$value,"* ]]; then
+        iniset $file $section $option "${current:+$current,}$value"
+    fi
 }
 
 function configure_rtmig_nova {
-    # Later issues add the scheduler filter here, e.g. append rtmig_nova's
-    # filter to [filter_scheduler] enabled_filters, and the driver hooks.
     iniset $NOVA_CONF rtmig model "$RTMIG_NOVA_MODEL"
     iniset $NOVA_CONF rtmig dirty_log "$RTMIG_NOVA_DIRTY_LOG"
+    iniset $NOVA_CONF rtmig link_capacity "$RTMIG_NOVA_LINK_CAPACITY"
+    iniset $NOVA_CONF rtmig migration_link_share \
+        "$RTMIG_NOVA_MIGRATION_LINK_SHARE"
+    iniset $NOVA_CONF rtmig migration_cpu "$RTMIG_NOVA_MIGRATION_CPU"
+    if is_service_enabled n-cpu; then
+        iniset $NOVA_CPU_CONF DEFAULT compute_driver rtmig.RTLibvirtDriver
+    fi
+    if is_service_enabled n-sch; then
+        # available_filters is a multi-valued option: keep Nova's own.
+        iniadd $NOVA_CONF filter_scheduler available_filters \
+            rtmig_nova.scheduler.filters.all_filters
+        _rtmig_nova_append $NOVA_CONF filter_scheduler enabled_filters \
+            RTReservationFilter
+        iniadd $NOVA_CONF filter_scheduler weight_classes \
+            rtmig_nova.scheduler.weights.RTHeadroomWeigher
+    fi
 }
 
 if is_service_enabled rtmig-nova; then
@@ -35,13 +65,12 @@ if is_service_enabled rtmig-nova; then
     fi
 
     if [[ "$1" == "unstack" ]]; then
-        # Nothing runs as a service yet: nothing to stop.
+        # Nothing of rtmig-nova runs as a service of its own.
         :
     fi
 
     if [[ "$1" == "clean" ]]; then
-        # Nothing is installed outside the develop checkout yet.
-        :
+        rtmig-nova-shim uninstall || true
     fi
 fi
 

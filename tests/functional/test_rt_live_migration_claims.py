@@ -50,8 +50,8 @@ class RTLiveMigrationClaimsTest(base.RTMigFunctionalBase):
 
     def test_rt_classes_held_on_both_hosts_during_migration(self):
         self.start_rt_computes(2, cpus=4)
-        src, dst = (self.compute_rp_uuids[h] for h in ('compute1',
-                                                      'compute2'))
+        src = self.compute_rp_uuids['compute1']
+        dst = self.compute_rp_uuids['compute2']
         specs = rtflavor.flavor_properties(2, {
             'rtmig:vcpu_reservation': '3ms/10ms',
             'rtmig:net_rate': '10MB/s',

@@ -34,6 +34,14 @@ EXPECTED_DEFAULTS = {
     'cgroup_period': 100000,
     'default_profile': 'builtin:default',
     'reservation_state_dir': '/var/lib/rtmig-nova/reservations',
+    # The Nova layer's (rtmig_nova/conf/nova.py).
+    'link_capacity': 1.25e9,
+    'migration_link_share': 0.4,
+    'migration_cpu': 0.5,
+    'max_evacuation_time': 0.0,
+    'rt_cpu_count': 0,
+    'profile_dir': '/var/lib/rtmig-nova/profiles',
+    'headroom_weight_multiplier': 1.0,
 }
 
 

@@ -79,8 +79,8 @@ def test_placement_request_matches_and_mismatches():
             "resources:CUSTOM_RTMIG_NET_KBPS": "5"})
 
 
-@given(runtime_us=st.integers(2, 1000000), period_us=st.integers(1000,
-                                                                  1000000))
+@given(runtime_us=st.integers(2, 1000000),
+       period_us=st.integers(1000, 1000000))
 def test_cpu_units_never_undercount(runtime_us, period_us):
     if runtime_us > period_us:
         return

@@ -56,4 +56,3 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
                              network_info=network_info,
                              block_device_info=block_device_info,
                              power_on=power_on, accel_info=accel_info)
-
