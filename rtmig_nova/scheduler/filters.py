@@ -75,8 +75,18 @@ class _Request:
         per distinct link share, not one per host."""
         need = self._needs.get(migration_link)
         if need is None:
-            need = planning.evacuation_need(self.request, migration_link,
-                                            CONF.rtmig)
+            try:
+                need = planning.evacuation_need(self.request,
+                                                migration_link, CONF.rtmig)
+            except Exception as e:
+                # A bug in planning must not become a traceback in the
+                # scheduler, nor an admission: the host is refused.
+                LOG.error("rtmig: planning the migration of %s failed: "
+                          "%s: %s", self.request, type(e).__name__, e)
+                need = ledger.EvacuationNeed(
+                    False, f"internal error while planning "
+                           f"({type(e).__name__})", float("inf"),
+                    migration_link, 0.0)
             self._needs[migration_link] = need
         return need
 

@@ -191,6 +191,24 @@ class RTSchedulingTest(base.RTMigFunctionalBase):
         self.assertIn('headroom: the VM could not be migrated away in time',
                       fault)
 
+    def test_a_host_without_rtmig_takes_no_rt_vm(self):
+        self.start_rt_computes(1, cpus=4)
+        self.flags(compute_driver='libvirt.LibvirtDriver')
+        self.start_compute('stock', host_info=base.fakelibvirt.HostInfo(
+            cpu_nodes=1, cpu_sockets=1, cpu_cores=4, cpu_threads=1))
+        inv = self.placement.get('/resource_providers/%s/inventories'
+                                 % self.compute_rp_uuids['stock']).body[
+            'inventories']
+        self.assertNotIn(CPU, inv)
+        rt = self.rt_flavor('rt', 1, '1ms/10ms')
+        refused = self.boot_and_refresh(rt, wait_for='ERROR', host='stock')
+        self.assertIn('No valid host', self.fault_message(refused))
+        self.assertEqual('compute1',
+                         self.server_host(self.boot_and_refresh(rt)))
+        plain = self.make_flavor('plain', 1)
+        self.assertEqual('stock', self.server_host(self.boot_and_refresh(
+            plain, host='stock')))
+
     def test_malformed_and_contradictory_specs_get_400(self):
         fl = self.make_flavor('f', 2)
         for specs, words in [
