@@ -116,11 +116,16 @@ def _reservation(text, key):
     return runtime, period
 
 
-def _duration(text, key, low=0.0, high=math.inf):
+def _parsed(parse, text, key):
+    """``parse(text, key)`` with its ValueError as a SpecError."""
     try:
-        value = units.parse_duration(text, key)
+        return parse(text, key)
     except ValueError as e:
         raise SpecError(str(e)) from None
+
+
+def _duration(text, key, low=0.0, high=math.inf):
+    value = _parsed(units.parse_duration, text, key)
     if not low <= value <= high or value == 0:
         raise SpecError(f"{key}: {text!r} outside "
                         f"{units.format_duration(low)}.."
@@ -129,10 +134,7 @@ def _duration(text, key, low=0.0, high=math.inf):
 
 
 def _rate(text, key):
-    try:
-        value = units.parse_rate(text, key)
-    except ValueError as e:
-        raise SpecError(str(e)) from None
+    value = _parsed(units.parse_rate, text, key)
     if value > MAX_NET_RATE:
         raise SpecError(f"{key}: {text!r} above "
                         f"{units.format_rate(MAX_NET_RATE)}")
@@ -140,10 +142,7 @@ def _rate(text, key):
 
 
 def _confidence(text, key):
-    try:
-        value = units.parse_probability(text, key)
-    except ValueError as e:
-        raise SpecError(str(e)) from None
+    value = _parsed(units.parse_probability, text, key)
     if value > MAX_CONFIDENCE:
         raise SpecError(f"{key}: {text!r} above {MAX_CONFIDENCE}: no finite "
                         "reservation gives more")

@@ -185,3 +185,24 @@ class RTMigFunctionalBase(base.ServersTestBase):
     def run_periodics(self):
         """update_available_resource on every compute (Nova's helper)."""
         self._run_periodics()
+
+
+class RTMigNovaBase(RTMigFunctionalBase):
+    """Computes on rtmig's driver shim, the scheduler with rtmig's filter;
+    the hosts' kernel RT bound 0.95 whatever this machine's /proc says, 2
+    RT CPUs, 0.05 of one kept for the migration thread."""
+    COMPUTE_DRIVER = 'rtmig.RTLibvirtDriver'
+    EXTRA_AVAILABLE_FILTERS = ['rtmig_nova.scheduler.filters.all_filters']
+    ADDITIONAL_FILTERS = ['RTReservationFilter']
+
+    def setUp(self):
+        import rtmig_nova.conf  # noqa: F401  ([rtmig] on Nova's CONF)
+        from rtmig_nova import virt_shim
+        state = virt_shim.status()
+        if state != 'installed':
+            self.fail('the driver shim is %s: run rtmig-nova-shim install'
+                      % state)
+        super().setUp()
+        self.useFixture(fixtures.MockPatch(
+            'rtmig_nova.compute.host_facts.rt_bound', return_value=0.95))
+        self.flags(migration_cpu=0.05, rt_cpu_count=2, group='rtmig')

@@ -6,7 +6,6 @@ from lxml import etree
 
 import fixtures
 
-import rtmig_nova.conf  # noqa: F401  (registers [rtmig] on Nova's CONF)
 from rtmig_nova.model import flavor as rtflavor
 from tests.functional import base
 
@@ -14,16 +13,10 @@ CPU = rtflavor.CPU_CLASS
 NET = rtflavor.NET_CLASS
 
 
-class RTLiveMigrationClaimsTest(base.RTMigFunctionalBase):
-    COMPUTE_DRIVER = 'rtmig.RTLibvirtDriver'
-    EXTRA_AVAILABLE_FILTERS = ['rtmig_nova.scheduler.filters.all_filters']
-    ADDITIONAL_FILTERS = ['RTReservationFilter']
+class RTLiveMigrationClaimsTest(base.RTMigNovaBase):
 
     def setUp(self):
         super().setUp()
-        self.useFixture(fixtures.MockPatch(
-            'rtmig_nova.compute.host_facts.rt_bound', return_value=0.95))
-        self.flags(migration_cpu=0.05, rt_cpu_count=2, group='rtmig')
         self.useFixture(fixtures.MonkeyPatch(
             'nova.tests.fixtures.libvirt.Domain.migrateToURI3',
             self._migrate_stub))

@@ -5,12 +5,8 @@ where their reservations fit, race-free through Placement."""
 import concurrent.futures
 import time
 
-import fixtures
-
 from nova.tests.functional.api import client
 
-import rtmig_nova.conf  # noqa: F401  (registers [rtmig] on Nova's CONF)
-from rtmig_nova import virt_shim
 from rtmig_nova.model import flavor as rtflavor
 from tests.functional import base
 
@@ -18,26 +14,14 @@ CPU = rtflavor.CPU_CLASS
 NET = rtflavor.NET_CLASS
 
 
-class RTSchedulingTest(base.RTMigFunctionalBase):
-    COMPUTE_DRIVER = 'rtmig.RTLibvirtDriver'
-    EXTRA_AVAILABLE_FILTERS = ['rtmig_nova.scheduler.filters.all_filters']
-    ADDITIONAL_FILTERS = ['RTReservationFilter']
+class RTSchedulingTest(base.RTMigNovaBase):
     WEIGHT_CLASSES = ['nova.scheduler.weights.all_weighers',
                       'rtmig_nova.scheduler.weights.RTHeadroomWeigher']
 
     def setUp(self):
-        state = virt_shim.status()
-        if state != 'installed':
-            self.fail('the driver shim is %s: run rtmig-nova-shim install'
-                      % state)
         super().setUp()
-        # The kernel's RT bound of these tests' hosts, whatever this
-        # machine's /proc says.
-        self.useFixture(fixtures.MockPatch(
-            'rtmig_nova.compute.host_facts.rt_bound', return_value=0.95))
         # Pack (fill one host before the next), so the order is known.
-        self.flags(headroom_weight_multiplier=-1.0, migration_cpu=0.05,
-                   rt_cpu_count=2, group='rtmig')
+        self.flags(headroom_weight_multiplier=-1.0, group='rtmig')
 
     def rt_flavor(self, name, vcpus, reservation, **specs):
         specs = {'rtmig:vcpu_reservation': reservation,
