@@ -69,21 +69,25 @@ def _load(ref, profile_dir, stamp):
     return DirtyProfile.load(_named_path(ref, profile_dir))
 
 
+def _stamp(ref, profile_dir):
+    """What identifies the file behind ``ref`` now: a named profile
+    replaced on disk is read again; builtins never change."""
+    from rtmig_nova.model.profile import ProfileError
+    if ref.startswith(BUILTIN_PREFIX):
+        return None
+    try:
+        st = os.stat(_named_path(ref, profile_dir))
+    except OSError as e:
+        raise ProfileError(f"profile {ref!r}: {e.strerror}") from None
+    return (st.st_mtime_ns, st.st_size)
+
+
 def load_profile(ref, profile_dir):
     """The DirtyProfile a flavor's ``rtmig:profile`` names.
 
     :raises ProfileError: unknown, unreadable or malformed (one line)
     """
-    from rtmig_nova.model.profile import ProfileError
-    stamp = None
-    if not ref.startswith(BUILTIN_PREFIX):
-        # A named profile replaced on disk is read again.
-        try:
-            st = os.stat(_named_path(ref, profile_dir))
-            stamp = (st.st_mtime_ns, st.st_size)
-        except OSError as e:
-            raise ProfileError(f"profile {ref!r}: {e.strerror}") from None
-    return _load(ref, profile_dir, stamp)
+    return _load(ref, profile_dir, _stamp(ref, profile_dir))
 
 
 def plan_options(group):
@@ -124,14 +128,11 @@ def evacuation_need(request, migration_link, group):
     that says why."""
     from rtmig_nova.model.profile import ProfileError
     try:
-        load_profile(request.profile, group.profile_dir)
+        stamp = _stamp(request.profile, group.profile_dir)
+        _load(request.profile, group.profile_dir, stamp)
     except ProfileError as e:
         return ledger.EvacuationNeed(False, str(e), float("inf"),
                                      migration_link, 0.0)
-    stamp = None
-    if not request.profile.startswith(BUILTIN_PREFIX):
-        st = os.stat(_named_path(request.profile, group.profile_dir))
-        stamp = (st.st_mtime_ns, st.st_size)
     try:
         return _need(request, request.profile, group.profile_dir, stamp,
                      float(migration_link), _freeze(plan_options(group)))

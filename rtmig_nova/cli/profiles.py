@@ -16,7 +16,6 @@
 import contextlib
 import os
 import tempfile
-from importlib import resources
 
 from rtmig_nova.cli.errors import CliError
 
@@ -36,15 +35,11 @@ def load_profile(ref):
     from rtmig_nova.model import DirtyProfile, ProfileError
 
     if ref.startswith(BUILTIN_PREFIX):
-        name = ref[len(BUILTIN_PREFIX):]
-        available = builtin_profiles()
-        if name not in available:
-            names = ", ".join(BUILTIN_PREFIX + n for n in available) \
-                or "none"
-            raise CliError(f"--profile: unknown builtin profile {ref!r}; "
-                           f"available: {names}")
-        with resources.as_file(available[name]) as path:
-            return DirtyProfile.load(path)
+        from rtmig_nova import planning
+        try:
+            return planning.load_profile(ref, None)
+        except ProfileError as e:
+            raise CliError(f"--profile: {e}") from None
     if not ref:
         raise CliError("--profile: empty profile path")
     try:
