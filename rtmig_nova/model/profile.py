@@ -578,10 +578,13 @@ def _mle_rates(obs, tau, k, total_pages):
         dg = np.zeros(idx.size)
         for o, t in zip(obs, tau):
             j = pos[np.unique(o)]
+            # t/(e^x-1) and its derivative in e^-x, which cannot overflow
+            # for a page whose rate makes x large
             x = lam[j] * t
-            em1 = np.expm1(x)
-            g[j] += t / em1
-            dg[j] -= t * t * np.exp(x) / (em1 * em1)
+            emx = np.exp(-x)
+            one_m = -np.expm1(-x)               # 1 - e^-x
+            g[j] += t * emx / one_m
+            dg[j] -= t * t * emx / (one_m * one_m)
         step = g / dg
         new = lam - step
         # Newton on a convex-decreasing score: keep iterates positive.

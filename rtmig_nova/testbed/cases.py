@@ -71,7 +71,6 @@ DEFAULT_REPETITIONS = 3
 DEFAULT_CAPTURE_S = 20.0               # s of probe migration
 DEFAULT_PROBE_BANDWIDTH = 4 * MIB      # bytes/s, rounds after the first pass
 PROBE_FIRST_PASS_BANDWIDTH = 32 * MIB  # bytes/s
-DEFAULT_BOOT_S = 10.0                  # s from start to a steady workload
 
 
 IDLE = Workload("idle", None)

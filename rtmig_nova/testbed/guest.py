@@ -23,6 +23,7 @@ reads one.
 """
 
 import re
+import time
 from xml.etree import ElementTree as ET
 
 # The rtmig.* parameters each workload program takes (besides "workload").
@@ -35,6 +36,14 @@ WORKLOAD_PARAMS = {
 }
 _VALUE_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 _STATUS_RE = re.compile(r"rtmig-workload (\w+)((?: \w+=\S+)+)")
+# Seconds a guest may take from start to its workload's first status line:
+# about 10 s under TCG on a quiet 2-CPU host, several times that on a busy
+# one.
+BOOT_TIMEOUT = 120.0
+
+
+class GuestBootError(Exception):
+    """A testbed guest did not get its workload running."""
 
 
 def _format(key, value):
@@ -132,6 +141,42 @@ def qemu_argv(kernel, initrd, cmdline, memory_mib=128, vcpus=1,
             "-m", str(int(memory_mib)), "-smp", str(int(vcpus)),
             "-serial", serial, "-kernel", str(kernel),
             "-initrd", str(initrd), "-append", cmdline, *extra]
+
+
+def wait_until_running(console_log, workload=None, timeout=BOOT_TIMEOUT,
+                       alive=None, poll=0.2):
+    """Block until the guest whose serial console is copied to
+    ``console_log`` (a path) runs ``workload``: its first ``rtmig-workload``
+    status line, which the program prints one second after it started
+    writing; for an idle guest (None), init's ``rtmig-init: up`` line.
+    ``alive()``, if given, is polled too: False means the guest is gone.
+    Returns the seconds waited; raises :class:`GuestBootError` after
+    ``timeout`` s.
+
+    A fixed sleep is not enough: the boot takes from 10 s to several
+    times that under TCG, and a capture or a migration started during it
+    sees the kernel's boot-time writes instead of the workload's."""
+    marker = "rtmig-init: up" if workload is None \
+        else f"rtmig-workload {workload} "
+    start = time.monotonic()
+    while True:
+        try:
+            # a few kB: a boot's console under "quiet" is init's lines
+            with open(console_log, "rb") as f:
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        if marker in text:
+            return time.monotonic() - start
+        if alive is not None and not alive():
+            raise GuestBootError(f"the guest stopped before {marker!r} "
+                                 f"appeared in {console_log}")
+        if time.monotonic() - start >= timeout:
+            last = text.strip().splitlines()[-1:] or ["nothing"]
+            raise GuestBootError(
+                f"no {marker!r} in {console_log} after {timeout:g} s "
+                f"(last console line: {last[0][:200]!r})")
+        time.sleep(poll)
 
 
 def parse_status(line):

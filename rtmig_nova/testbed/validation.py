@@ -36,14 +36,16 @@ import math
 import os
 import statistics
 import threading
-import time
+import uuid
 
+from rtmig_nova.testbed import guest as guest_mod
 from rtmig_nova.testbed import hosts
 from rtmig_nova.testbed.cases import (  # noqa: F401  (also offered here)
-    DEFAULT_BOOT_S, DEFAULT_CAPTURE_S, DEFAULT_DOWNTIME_LIMIT,
+    DEFAULT_CAPTURE_S, DEFAULT_DOWNTIME_LIMIT,
     DEFAULT_PROBE_BANDWIDTH, DEFAULT_REPETITIONS, DEFAULT_WORKLOADS, IDLE,
     MIB, PROBE_FIRST_PASS_BANDWIDTH, Workload)
 
+BOOT_TIMEOUT = guest_mod.BOOT_TIMEOUT   # s
 MODELS = ("precopy", "geometric", "qemu-estimate")
 CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
@@ -227,16 +229,38 @@ def _destroy(uri, name):
         conn.close()
 
 
-def _boot(bed, boot_files, workload, boot_s):
-    name = bed.start_guest(*boot_files, workload.cmdline(),
-                           memory_mib=workload.memory_mib)
-    time.sleep(boot_s)
+def _active(uri, name):
+    libvirt = hosts._quiet_libvirt()
+    conn = libvirt.open(uri)
+    try:
+        return bool(conn.lookupByName(name).isActive())
+    except libvirt.libvirtError:
+        return False
+    finally:
+        conn.close()
+
+
+def _boot(bed, boot_files, workload, boot_timeout):
+    """Start a guest running ``workload`` on host A and wait (at most
+    ``boot_timeout`` s) until it runs; its console goes to
+    ``WORKDIR/NAME.console``.  Returns its name."""
+    name = hosts.DOMAIN_PREFIX + uuid.uuid4().hex[:8]
+    console = os.path.join(bed.workdir, name + ".console")
+    bed.start_guest(*boot_files, workload.cmdline(), name=name,
+                    memory_mib=workload.memory_mib, console_log=console)
+    try:
+        guest_mod.wait_until_running(
+            console, workload.program, boot_timeout,
+            alive=lambda: _active(hosts.URI_A, name))
+    except guest_mod.GuestBootError as e:
+        _destroy(hosts.URI_A, name)
+        raise hosts.TestbedError(f"guest {name}: {e}") from None
     return name
 
 
 def capture_profile(bed, boot_files, workload, capture_s=DEFAULT_CAPTURE_S,
                     probe_bandwidth=DEFAULT_PROBE_BANDWIDTH,
-                    boot_s=DEFAULT_BOOT_S):
+                    boot_timeout=BOOT_TIMEOUT):
     """Boot a guest running ``workload`` on host A, capture its profile
     (probe migrations of ``capture_s`` s in all), destroy it; returns the
     :class:`~rtmig_nova.capture.probe.CaptureResult`.
@@ -248,7 +272,7 @@ def capture_profile(bed, boot_files, workload, capture_s=DEFAULT_CAPTURE_S,
     docs/testbed.md), so every migration is of a fresh guest running the
     same workload with the same seed."""
     from rtmig_nova.capture import probe
-    name = _boot(bed, boot_files, workload, boot_s)
+    name = _boot(bed, boot_files, workload, boot_timeout)
     try:
         return probe.capture_domain(
             name, hosts.URI_A, duration=capture_s, bandwidth=probe_bandwidth,
@@ -258,7 +282,7 @@ def capture_profile(bed, boot_files, workload, capture_s=DEFAULT_CAPTURE_S,
 
 
 def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
-                     timeout, boot_s=DEFAULT_BOOT_S):
+                     timeout, boot_timeout=BOOT_TIMEOUT):
     """Boot a fresh guest running ``workload`` on host A and live-migrate it
     to B with ``bandwidth`` (bytes/s, a whole MiB/s) and ``downtime_limit``
     (s); returns (statistics or None if it timed out after ``timeout`` s).
@@ -266,7 +290,7 @@ def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
     raw ``libvirt`` dict, plus ``migration_thread_cpu_s`` (CPU seconds of
     QEMU's live_migration thread on A) and ``cpu_per_page_s`` (that over
     the pages sent, normal and zero).  The guest is destroyed."""
-    name = _boot(bed, boot_files, workload, boot_s)
+    name = _boot(bed, boot_files, workload, boot_timeout)
     try:
         with ThreadCpuSampler(name) as cpu:
             try:
@@ -287,7 +311,7 @@ def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
         _destroy(hosts.URI_B, name)
 
 
-def calibrate(bed, boot_files, repetitions=3, boot_s=DEFAULT_BOOT_S,
+def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
               log=None, warmup=True):
     """The host's fixed costs, from migrations of an idle guest (the image
     with no workload: it dirties almost nothing, so its migration is the
@@ -317,13 +341,13 @@ def calibrate(bed, boot_files, repetitions=3, boot_s=DEFAULT_BOOT_S,
     if warmup:
         log("calibration warm-up")
         discarded = migrate_measured(bed, boot_files, IDLE, bounded, 0.05,
-                                     60, boot_s)
+                                     60, boot_timeout)
     for i in range(repetitions):
         log("calibration %d/%d" % (i + 1, repetitions))
         a = migrate_measured(bed, boot_files, IDLE, bounded, 0.05, 60,
-                             boot_s)
+                             boot_timeout)
         b = migrate_measured(bed, boot_files, IDLE, 8192 * MIB, 0.05, 60,
-                             boot_s)
+                             boot_timeout)
         if a is None or b is None:
             raise hosts.TestbedError("an idle guest's migration timed out")
         setup = a["total_time_s"] - a["transferred_bytes"] / bounded - \
@@ -362,7 +386,7 @@ def model_settings(calibration):
 
 def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
             repetition=0, capture_s=DEFAULT_CAPTURE_S,
-            probe_bandwidth=DEFAULT_PROBE_BANDWIDTH, boot_s=DEFAULT_BOOT_S,
+            probe_bandwidth=DEFAULT_PROBE_BANDWIDTH, boot_timeout=BOOT_TIMEOUT,
             timeout=None, log=None, settings=None, profile_dir=None):
     """One run (see the module doc) on the running testbed ``bed`` with the
     guest image ``boot_files`` = (kernel, initrd).  ``bandwidth``: bytes/s
@@ -380,7 +404,7 @@ def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
     downtime_limit = max(1, int(round(downtime_limit * 1000))) / 1000.0
     log("%s: capturing for %gs" % (workload.label, capture_s))
     cap = capture_profile(bed, boot_files, workload, capture_s,
-                          probe_bandwidth, boot_s)
+                          probe_bandwidth, boot_timeout)
     profile = cap.profile
     if profile_dir is not None:
         os.makedirs(profile_dir, exist_ok=True)
@@ -399,7 +423,7 @@ def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
     log("%s: migrating at %.0f MiB/s, downtime limit %g ms"
         % (workload.label, applied / MIB, downtime_limit * 1000))
     measured = migrate_measured(bed, boot_files, workload, applied,
-                                downtime_limit, timeout, boot_s)
+                                downtime_limit, timeout, boot_timeout)
     return RunResult(workload.label, repetition, applied, downtime_limit,
                      summary, predicted, measured, measured is None,
                      timeout_s=timeout)
@@ -435,7 +459,7 @@ def run_experiment(workdir, boot_files, runs,
                    downtime_limit=DEFAULT_DOWNTIME_LIMIT,
                    capture_s=DEFAULT_CAPTURE_S,
                    probe_bandwidth=DEFAULT_PROBE_BANDWIDTH,
-                   boot_s=DEFAULT_BOOT_S, progress=None, log=None,
+                   boot_timeout=BOOT_TIMEOUT, progress=None, log=None,
                    calibration_runs=3, profile_dir=None):
     """Bring the testbed up in ``workdir``, calibrate the host's fixed
     costs (:func:`calibrate`, ``calibration_runs`` times; 0: none), do
@@ -449,14 +473,15 @@ def run_experiment(workdir, boot_files, runs,
     results = []
     bed = hosts.up(workdir)
     try:
-        calibration = calibrate(bed, boot_files, calibration_runs, boot_s,
+        calibration = calibrate(bed, boot_files, calibration_runs,
+                                boot_timeout,
                                 log) if calibration_runs else None
         settings = model_settings(calibration)
         for i, (workload, bandwidth, rep) in enumerate(runs):
             try:
                 res = run_one(bed, boot_files, workload, bandwidth,
                               downtime_limit, rep, capture_s,
-                              probe_bandwidth, boot_s, log=log,
+                              probe_bandwidth, boot_timeout, log=log,
                               settings=settings, profile_dir=profile_dir)
             except (probe.ProbeError, hosts.TestbedError) as e:
                 res = RunResult(workload.label, rep, bandwidth,

@@ -4,7 +4,6 @@ guest (root and a libvirtd at qemu:///system)."""
 import json
 import os
 import socket
-import time
 import uuid
 
 import pytest
@@ -39,7 +38,7 @@ def _qmp(dom, command, **args):
 
 
 @pytest.fixture
-def guest_domain(request, guest_boot_files):
+def guest_domain(request, guest_boot_files, tmp_path):
     """A running libvirt domain of the testbed guest writing uniformly
     over ``request.param`` = (working set, writes/s), default 4 MiB at
     20,000 writes/s."""
@@ -48,14 +47,16 @@ def guest_domain(request, guest_boot_files):
     from rtmig_nova.testbed import guest
     mem, rate = getattr(request, "param", ("4M", 20000))
     name = domains.PREFIX + uuid.uuid4().hex[:8]
+    console = tmp_path / "console.log"
     xml = guest.domain_xml(name, *guest_boot_files, 128, 1,
-                           guest.kernel_cmdline("uniform", mem, rate=rate))
+                           guest.kernel_cmdline("uniform", mem, rate=rate),
+                           console_log=console)
     conn = libvirt.open(domains.URI)
     dom = None
     try:
         dom = conn.createXML(xml, 0)
-        time.sleep(8)                   # boot and start the workload
-        assert dom.isActive(), "the guest died while booting"
+        # a capture during the boot would see the kernel's writes
+        guest.wait_until_running(console, "uniform", alive=dom.isActive)
         yield dom
     finally:
         try:
@@ -71,7 +72,8 @@ def test_capture_domain(guest_domain, tmp_path, capsys):
     before = _qmp(dom, "query-migrate-parameters")
     out_file = tmp_path / "guest-profile.json.gz"
     code, out, err = run(capsys, "profile", "capture", "--domain",
-                         dom.name(), "--duration", "12s", "--output",
+                         dom.name(), "--duration", "15s",
+                         "--first-pass-bandwidth", "32MiB/s", "--output",
                          out_file, "--json")
     assert code == 0, err
     doc = json.loads(out)

@@ -365,13 +365,8 @@ def test_real_migration_trace(tmp_path, request):
     qmp = None
     try:
         qmp = _QMP(qmp_path)
-        deadline = time.monotonic() + 120
-        while "rtmig-workload uniform" not in (
-                console.read_text(errors="replace")
-                if console.exists() else ""):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "workload did not start"
-            time.sleep(0.5)
+        guest.wait_until_running(console, "uniform",
+                                 alive=lambda: proc.poll() is None)
         # 8 MB/s: QEMU's rate limit lets 200 pages through per 100 ms
         # window, so a round of the ~1000 hot pages spans several windows
         # and never ends in one burst with a near-empty next round (which

@@ -117,6 +117,31 @@ def test_parse_status():
     assert guest.parse_status("[    1.2] Run /init as init process") is None
 
 
+def test_wait_until_running(tmp_path):
+    console = tmp_path / "console.log"
+    # no file yet, then the boot's lines: only the workload's status counts
+    with pytest.raises(guest.GuestBootError, match="after 0.3 s"):
+        guest.wait_until_running(console, "uniform", timeout=0.3, poll=0.05)
+    console.write_text("rtmig-init: up workload=uniform\n"
+                       "rtmig-config uniform mem=4194304\n")
+    with pytest.raises(guest.GuestBootError,
+                       match="last console line: 'rtmig-config uniform"):
+        guest.wait_until_running(console, "uniform", timeout=0.2, poll=0.05)
+    assert guest.wait_until_running(console, None, timeout=0.2) < 0.2
+    # another workload's status is not this one's
+    with console.open("a") as f:
+        f.write("rtmig-workload uniformx writes=1 t=1\n")
+    with pytest.raises(guest.GuestBootError):
+        guest.wait_until_running(console, "uniform", timeout=0.2, poll=0.05)
+    with console.open("a") as f:
+        f.write("rtmig-workload uniform writes=300 wps=300 t=1\n")
+    assert guest.wait_until_running(console, "uniform", timeout=5) < 1
+    # a guest that stopped is not waited for until the timeout
+    with pytest.raises(guest.GuestBootError, match="stopped"):
+        guest.wait_until_running(tmp_path / "other.log", "video",
+                                 timeout=30, alive=lambda: False)
+
+
 def _cpio_names(data):
     # Walk a newc archive: names and modes, checking magic and alignment.
     out, pos = {}, 0

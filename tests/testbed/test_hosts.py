@@ -185,9 +185,11 @@ def test_shaped_veth_slows_migration_and_timeout_aborts(
         # guest sends so little that all of it fits in the TCP send buffer:
         # QEMU would be done, and the abort too late, before the timeout.)
         from rtmig_nova.testbed import guest
+        console = os.path.join(str(workdir), "busy.console")
         busy = bed.start_guest(*guest_boot_files, guest.kernel_cmdline(
-            "uniform", "4M", rate=20000), memory_mib=128)
-        time.sleep(5)                                # boot, start writing
+            "uniform", "4M", rate=20000), memory_mib=128,
+            console_log=console)
+        guest.wait_until_running(console, "uniform")
         t0 = time.monotonic()
         with pytest.raises(hosts.MigrationTimeout) as info:
             bed.migrate(busy, timeout=2)

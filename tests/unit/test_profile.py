@@ -109,6 +109,21 @@ def test_observations_recover_true_rates():
     np.testing.assert_allclose(est, true, rtol=0.06)
 
 
+def test_observations_long_and_short_intervals_do_not_overflow():
+    # A first interval of 1000 s next to rounds of milliseconds (a capture
+    # whose first pass was slow) drives lam * t far past exp's range in
+    # the Newton steps; the estimate must stay finite and warning-free.
+    import warnings
+    obs = [np.array([0, 1, 2]), np.array([0]), np.array([0, 1])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = DirtyProfile.from_observations(obs, [1000.0, 0.001, 0.01], 10)
+    rates = p.page_rates
+    assert np.all(np.isfinite(rates))
+    # dirty in the 10 ms round: fast; only in the 1000 s one: slow
+    assert rates[1] > 10 > 1 > rates[2] > 0 and p.active_pages == 3
+
+
 def test_observations_bad_input():
     with pytest.raises(ValueError, match="observations"):
         DirtyProfile.from_observations([], 1.0, total_pages=4)
