@@ -113,12 +113,45 @@ def _freeze(options):
     return tuple(sorted(options.items()))
 
 
+class PlanningError(Exception):
+    """No plan can be made: the profile cannot be loaded or the request is
+    malformed (one line)."""
+
+
 @functools.lru_cache(maxsize=256)
-def _need(request, profile_ref, profile_dir, stamp, migration_link,
+def _plan(request, profile_ref, profile_dir, stamp, migration_link,
           frozen_options):
     profile = _load(profile_ref, profile_dir, stamp)
-    return ledger.evacuation_need(profile, request, migration_link,
-                                  dict(frozen_options))
+    return ledger.migration_plan(profile, request, migration_link,
+                                 dict(frozen_options))
+
+
+def migration_plan(request, migration_link, group, profile_ref=None):
+    """The :class:`~rtmig_nova.model.sizing.Plan` (feasible or not) of a
+    live migration of a VM under ``request`` over ``migration_link``
+    bytes/s with the ``[rtmig]`` options ``group``, for the profile
+    ``profile_ref`` (default: the flavor's ``rtmig:profile``; a path is
+    taken as a file, as the per-instance store gives them).
+
+    :raises PlanningError: the profile cannot be loaded, or no plan can be
+        computed from it
+    """
+    from rtmig_nova.model.profile import ProfileError
+    ref = request.profile if profile_ref is None else profile_ref
+    directory = group.profile_dir
+    if os.path.isabs(ref):
+        directory, ref = os.path.split(ref)
+        for suffix in _NAMED_SUFFIXES:
+            if ref.endswith(suffix):
+                ref = ref[:-len(suffix)]
+    try:
+        stamp = _stamp(ref, directory)
+        return _plan(request, ref, directory, stamp, float(migration_link),
+                     _freeze(plan_options(group)))
+    except ProfileError as e:
+        raise PlanningError(str(e)) from None
+    except ValueError as e:
+        raise PlanningError(f"cannot plan: {e}") from None
 
 
 def evacuation_need(request, migration_link, group):
@@ -126,16 +159,9 @@ def evacuation_need(request, migration_link, group):
     ``request`` at ``migration_link`` bytes/s, with the ``[rtmig]`` options
     ``group``; a profile that cannot be loaded gives an infeasible need
     that says why."""
-    from rtmig_nova.model.profile import ProfileError
     try:
-        stamp = _stamp(request.profile, group.profile_dir)
-        _load(request.profile, group.profile_dir, stamp)
-    except ProfileError as e:
+        pl = migration_plan(request, migration_link, group)
+    except PlanningError as e:
         return ledger.EvacuationNeed(False, str(e), float("inf"),
                                      migration_link, 0.0)
-    try:
-        return _need(request, request.profile, group.profile_dir, stamp,
-                     float(migration_link), _freeze(plan_options(group)))
-    except (ValueError, ProfileError) as e:
-        return ledger.EvacuationNeed(False, f"cannot plan: {e}",
-                                     float("inf"), migration_link, 0.0)
+    return ledger.need_of_plan(pl, request)

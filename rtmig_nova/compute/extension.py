@@ -41,7 +41,8 @@ from rtmig_nova.scheduler import ledgers
 
 LOG = logging.getLogger(__name__)
 CONF = conf.CONF
-_LOCK = "rtmig-admission"
+# One lock for every decision that adds a real-time VM to this host.
+ADMISSION_LOCK = "rtmig-admission"
 
 
 def host_capacity(group, online_cpus):
@@ -59,6 +60,8 @@ def host_capacity(group, online_cpus):
 class RTComputeExtension:
     """Admission side of one compute service (its options read once, at
     start, as Nova's drivers read theirs)."""
+
+    LOCK = ADMISSION_LOCK
 
     def __init__(self, online_cpus):
         self.capacity = host_capacity(CONF.rtmig, online_cpus)
@@ -97,10 +100,36 @@ class RTComputeExtension:
         return entries
 
     def host_ledger(self, context, host, nodename, skip=None):
-        instances = objects.InstanceList.get_by_host_and_node(
-            context, host, nodename, expected_attrs=["flavor"])
+        """The :class:`~rtmig_nova.model.ledger.HostLedger` of ``nodename``:
+        the instances on it and those migrating or resizing to it (Nova
+        moves ``instance.host`` only when they arrive), ``skip`` (a UUID)
+        left out."""
+        instances = list(objects.InstanceList.get_by_host_and_node(
+            context, host, nodename, expected_attrs=["flavor"]))
+        instances += self._incoming(context, host, nodename,
+                                    {i.uuid for i in instances})
         return ledger.HostLedger(self.capacity,
                                  self._entries(instances, skip))
+
+    @staticmethod
+    def _incoming(context, host, nodename, here):
+        out = []
+        for m in objects.MigrationList.get_in_progress_by_host_and_node(
+                context, host, nodename):
+            if m.dest_compute != host or m.dest_node != nodename or \
+                    m.instance_uuid in here:
+                continue
+            try:
+                inst = objects.Instance.get_by_uuid(
+                    context, m.instance_uuid,
+                    expected_attrs=["flavor"])
+            except exception.InstanceNotFound:
+                continue
+            if m.migration_type == "resize" and inst.new_flavor:
+                inst.flavor = inst.new_flavor
+            here.add(inst.uuid)
+            out.append(inst)
+        return out
 
     def stats(self, context, host, nodename):
         """``{STATS_KEY: ledger JSON}`` for the driver's resources."""
@@ -123,7 +152,7 @@ class RTComputeExtension:
             return
         need = planning.evacuation_need(
             request, self.capacity.migration_link, CONF.rtmig)
-        with lockutils.lock(_LOCK):
+        with lockutils.lock(ADMISSION_LOCK):
             led = self.host_ledger(context, host, nodename,
                                    skip=instance.uuid)
             why = ledger.admit_vm(led, fl.vcpus, request, need)

@@ -115,6 +115,18 @@ real-time requests.
 
 Unit: none (a factor).
 """),
+    cfg.StrOpt(
+        'instance_profile_dir',
+        default='/var/lib/rtmig-nova/instance-profiles',
+        help="""
+Per-instance store of captured dirty-page profiles on a compute host: the
+profile of instance UUID is ``UUID.json`` or ``UUID.json.gz`` here (the
+output of ``rtmig profile capture --domain instance-... --output``).  A live
+migration of a real-time instance is planned from its captured profile when
+there is one, else from its flavor's ``rtmig:profile``.
+
+Unit: none (a directory path).
+"""),
 ]
 
 

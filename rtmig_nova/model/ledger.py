@@ -19,7 +19,7 @@ for live migrations); Placement inventories come from it
 (:meth:`HostCapacity.inventories`).  The compute publishes a compact
 :class:`HostLedger` of its real-time VMs; the scheduler filter decides with
 :func:`admit_vm` on it.  Both use :mod:`rtmig_nova.model.admission` for the
-per-CPU arithmetic, and :func:`evacuation_need` (the model's plan) for the
+per-CPU arithmetic, and :func:`migration_plan` (the model's plan) for the
 migration headroom, so the compute and the scheduler agree.
 
 The headroom guarantee: every real-time VM admitted to a host can be live
@@ -135,15 +135,21 @@ class EvacuationNeed:
     cpu_share: float
 
 
-def evacuation_need(profile, request, migration_link, plan_options):
-    """Plan the migration of a VM of ``profile`` under ``request`` (an
-    :class:`~rtmig_nova.model.flavor.RTRequest`) at ``migration_link``
-    bytes/s.  ``plan_options``: further keyword arguments of
-    :func:`rtmig_nova.model.plan` (model settings, CPU cost)."""
+def migration_plan(profile, request, migration_link, plan_options):
+    """The :class:`~rtmig_nova.model.sizing.Plan` of a live migration of a
+    VM of ``profile`` under ``request`` (an
+    :class:`~rtmig_nova.model.flavor.RTRequest`: deadline, downtime bound,
+    confidence) over ``migration_link`` bytes/s.  ``plan_options``: further
+    keyword arguments of :func:`rtmig_nova.model.plan` (model settings,
+    CPU cost)."""
     from rtmig_nova.model import sizing
-    pl = sizing.plan(profile, request.deadline, request.max_downtime,
-                     request.confidence, link_capacity=migration_link,
-                     **plan_options)
+    return sizing.plan(profile, request.deadline, request.max_downtime,
+                       request.confidence, link_capacity=migration_link,
+                       **plan_options)
+
+
+def need_of_plan(pl, request):
+    """:class:`EvacuationNeed` of a :func:`migration_plan` ``pl``."""
     if not pl.feasible:
         return EvacuationNeed(False, pl.reason, math.inf, pl.bandwidth,
                               pl.cpu_share)

@@ -42,6 +42,7 @@ EXPECTED_DEFAULTS = {
     'rt_cpu_count': 0,
     'profile_dir': '/var/lib/rtmig-nova/profiles',
     'headroom_weight_multiplier': 1.0,
+    'instance_profile_dir': '/var/lib/rtmig-nova/instance-profiles',
 }
 
 

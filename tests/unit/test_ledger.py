@@ -94,9 +94,12 @@ def test_evacuation_need_from_the_model():
     from rtmig_nova.cli.profiles import load_profile
     profile = load_profile("builtin:default")      # 4 GiB video guest
     r = request()
-    need = ledger.evacuation_need(profile, r, 500e6, {})
+    pl = ledger.migration_plan(profile, r, 500e6, {})
+    need = ledger.need_of_plan(pl, r)
     assert need.feasible and 0 < need.time <= 60
-    slow = ledger.evacuation_need(profile, r, 20e6, {})
+    assert need.bandwidth == pl.bandwidth <= 500e6
+    slow = ledger.need_of_plan(ledger.migration_plan(profile, r, 20e6, {}),
+                               r)
     assert not slow.feasible and slow.time == math.inf and slow.reason
 
 

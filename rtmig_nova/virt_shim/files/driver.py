@@ -13,10 +13,13 @@
 """Nova's libvirt driver with rtmig-nova's extension points; no logic
 here, every decision is in rtmig_nova (installed by rtmig-nova-shim)."""
 
+import time
+
 from nova import context as nova_context
 from nova.virt.libvirt import driver as libvirt_driver
 
 from rtmig_nova.compute import extension
+from rtmig_nova.compute import live_migration
 
 
 class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
@@ -25,12 +28,15 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         self._rtmig = None
         self._rtmig_host = None
+        self._rtmig_lm = None
+        self._rtmig_guests = {}        # instance uuid -> RTGuest, migrating
 
     def init_host(self, host):
         super().init_host(host)
         self._rtmig_host = host
         self._rtmig = extension.RTComputeExtension(
             len(self._host.get_online_cpus()))
+        self._rtmig_lm = live_migration.RTLiveMigration(self._rtmig, host)
 
     def update_provider_tree(self, provider_tree, nodename,
                              allocations=None):
@@ -56,3 +62,55 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
                              network_info=network_info,
                              block_device_info=block_device_info,
                              power_on=power_on, accel_info=accel_info)
+
+    def check_can_live_migrate_destination(self, context, instance,
+                                           src_compute_info, dst_compute_info,
+                                           block_migration=False,
+                                           disk_over_commit=False):
+        self._rtmig_lm.check_destination(
+            context, instance, dst_compute_info['hypervisor_hostname'])
+        return super().check_can_live_migrate_destination(
+            context, instance, src_compute_info, dst_compute_info,
+            block_migration=block_migration,
+            disk_over_commit=disk_over_commit)
+
+    def check_can_live_migrate_source(self, context, instance,
+                                      dest_check_data,
+                                      block_device_info=None):
+        self._rtmig_lm.plan(context, instance)
+        return super().check_can_live_migrate_source(
+            context, instance, dest_check_data,
+            block_device_info=block_device_info)
+
+    def _live_migration(self, context, instance, dest, post_method,
+                        recover_method, block_migration, migrate_data):
+        plan = self._rtmig_lm.plan(context, instance, notify=True)
+        if plan is None:
+            return super()._live_migration(
+                context, instance, dest, post_method, recover_method,
+                block_migration, migrate_data)
+        guest = live_migration.RTGuest(self._host.get_guest(instance), plan)
+        self._rtmig_guests[instance.uuid] = guest
+        started = time.monotonic()
+        try:
+            return super()._live_migration(
+                context, instance, dest, post_method, recover_method,
+                block_migration, migrate_data)
+        finally:
+            del self._rtmig_guests[instance.uuid]
+            self._rtmig_lm.ended(context, instance, plan, guest, started)
+
+    def _live_migration_operation(self, context, instance, dest,
+                                  block_migration, migrate_data, guest,
+                                  device_names):
+        return super()._live_migration_operation(
+            context, instance, dest, block_migration, migrate_data,
+            self._rtmig_guests.get(instance.uuid, guest), device_names)
+
+    def _live_migration_monitor(self, context, instance, guest, dest,
+                                post_method, recover_method, block_migration,
+                                migrate_data, future, disk_paths):
+        return super()._live_migration_monitor(
+            context, instance, self._rtmig_guests.get(instance.uuid, guest),
+            dest, post_method, recover_method, block_migration,
+            migrate_data, future, disk_paths)

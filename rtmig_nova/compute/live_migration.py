@@ -1,0 +1,334 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""What the rtmig driver shim adds to Nova's libvirt driver for the live
+migration of a real-time instance (one whose flavor has ``rtmig:`` specs);
+other instances migrate exactly as Nova migrates them.
+
+- :meth:`RTLiveMigration.check_destination` (destination, in
+  ``check_can_live_migrate_destination``): the instance and its own
+  migration away must fit this host's ledger, with the migrations already
+  coming in counted, under the same lock as a spawn.  Otherwise Nova's
+  ``MigrationPreCheckError``: the conductor tries its next host, and a
+  migration forced to this host fails with the instance untouched.
+- :meth:`RTLiveMigration.plan` (source, in
+  ``check_can_live_migrate_source`` and again when the migration starts):
+  the model's plan from the instance's captured profile
+  (``[rtmig] instance_profile_dir/UUID.json[.gz]``) or else its flavor's
+  ``rtmig:profile``, at the host's migration link share.  An infeasible
+  plan refuses the migration before anything changes (``NoValidHost``:
+  no destination can help).
+- :class:`RTGuest` (source, for the migration's duration): Nova's Guest
+  with the plan's bandwidth in ``migrateToURI3``, the plan's downtime limit
+  set once and kept (Nova's downtime steps would raise it past
+  ``rtmig:max_downtime``), and neither auto-converge (it throttles the
+  vCPUs) nor post-copy (its downtime is unbounded).
+
+Notifications (oslo.messaging on Nova's notification transport, publisher
+``rtmig.HOST``, priority INFO):
+
+- ``rtmig.migration.plan``: instance_uuid, profile_source (``instance`` or
+  ``flavor``), profile, bandwidth_bytes_per_s, downtime_limit_s, deadline_s,
+  max_downtime_s, confidence, probability, predicted_total_time_s (at the
+  confidence), predicted_downtime_s (at the confidence).
+- ``rtmig.migration.end``: instance_uuid, outcome (``completed`` or
+  ``failed``), the plan's predictions and measured total_time_s,
+  downtime_s (None when libvirt did not say), memory_bytes, deadline_met.
+- ``rtmig.admission.reject``: instance_uuid, host, stage (``destination``
+  or ``plan``), reason.
+"""
+
+import dataclasses
+import os
+import time
+
+from nova import exception
+from nova import rpc
+from oslo_concurrency import lockutils
+from oslo_log import log as logging
+
+from rtmig_nova import conf
+from rtmig_nova import planning
+from rtmig_nova.model import flavor
+from rtmig_nova.model import ledger
+
+LOG = logging.getLogger(__name__)
+CONF = conf.CONF
+
+EVENT_PLAN = "rtmig.migration.plan"
+EVENT_END = "rtmig.migration.end"
+EVENT_REJECT = "rtmig.admission.reject"
+MIB = 1024 * 1024
+# What a stepped downtime would get instead of the plan's, and what would
+# turn a bounded pre-copy into an unbounded one.
+_LIBVIRT_FLAGS_STRIPPED = ("VIR_MIGRATE_AUTO_CONVERGE", "VIR_MIGRATE_POSTCOPY")
+
+
+@dataclasses.dataclass
+class MigrationPlan:
+    """The plan one live migration runs with.
+
+    :ivar bandwidth: bytes/s (whole MiB/s, libvirt's unit)
+    :ivar downtime_limit: QEMU's downtime limit, s (whole ms)
+    :ivar predicted_time: total time at the confidence, s
+    :ivar predicted_downtime: downtime at the confidence, s
+    """
+    instance_uuid: str
+    request: flavor.RTRequest
+    profile_source: str
+    profile: str
+    bandwidth: float
+    downtime_limit: float
+    probability: float
+    predicted_time: float
+    predicted_downtime: float
+
+    @property
+    def bandwidth_mib(self):
+        """The bandwidth in libvirt's unit, MiB/s (at least 1)."""
+        return max(1, int(round(self.bandwidth / MIB)))
+
+    @property
+    def downtime_limit_ms(self):
+        return max(1, int(round(self.downtime_limit * 1000)))
+
+    def payload(self):
+        r = self.request
+        return {"instance_uuid": self.instance_uuid,
+                "profile_source": self.profile_source,
+                "profile": self.profile,
+                "bandwidth_bytes_per_s": self.bandwidth,
+                "downtime_limit_s": self.downtime_limit,
+                "deadline_s": r.deadline,
+                "max_downtime_s": r.max_downtime,
+                "confidence": r.confidence,
+                "probability": self.probability,
+                "predicted_total_time_s": self.predicted_time,
+                "predicted_downtime_s": self.predicted_downtime}
+
+
+def instance_request(instance):
+    """The instance's :class:`~rtmig_nova.model.flavor.RTRequest`, or None
+    for an instance without ``rtmig:`` specs.
+
+    :raises MigrationPreCheckError: its specs are malformed
+    """
+    try:
+        return flavor.parse_specs(dict(instance.flavor.extra_specs or {}))
+    except flavor.SpecError as e:
+        raise exception.MigrationPreCheckError(
+            reason=f"rtmig: instance {instance.uuid}: {e}")
+
+
+def instance_profile(uuid, directory):
+    """Path of the captured profile of instance ``uuid`` in ``directory``,
+    or None."""
+    for suffix in (".json", ".json.gz"):
+        path = os.path.join(directory, uuid + suffix)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _notifier(host):
+    """An oslo.messaging notifier on Nova's notification transport, with
+    the ``[oslo_messaging_notifications]`` driver and topics (Nova's own
+    legacy notifier refuses event types it does not know)."""
+    import oslo_messaging
+    return oslo_messaging.Notifier(
+        rpc.NOTIFICATION_TRANSPORT, publisher_id=f"rtmig.{host}",
+        serializer=rpc.RequestContextSerializer(rpc.JsonPayloadSerializer()))
+
+
+class RTLiveMigration:
+    """Live-migration side of one compute service; ``admission`` is its
+    :class:`~rtmig_nova.compute.extension.RTComputeExtension`."""
+
+    def __init__(self, admission, host):
+        self.admission = admission
+        self.host = host
+        self._notifier = _notifier(host)
+
+    @property
+    def capacity(self):
+        return self.admission.capacity
+
+    def _reject(self, context, instance, stage, reason):
+        LOG.info("rtmig: refusing live migration (%s): %s", stage, reason,
+                 instance=instance)
+        self._notifier.info(context, EVENT_REJECT, {
+            "instance_uuid": instance.uuid, "host": self.host,
+            "stage": stage, "reason": reason})
+        if stage == "plan":
+            # The source's plan holds for every destination: NoValidHost
+            # ends the conductor's search at once (MigrationPreCheckError
+            # would make it try, and plan for, every other host).
+            raise exception.NoValidHost(reason=f"rtmig: {reason}")
+        raise exception.MigrationPreCheckError(reason=f"rtmig: {reason}")
+
+    # -- destination -------------------------------------------------------
+
+    def check_destination(self, context, instance, nodename):
+        """Admit the incoming ``instance`` to this host's ledger.
+
+        :raises MigrationPreCheckError: it does not fit (per CPU, network,
+            or the host's evacuation headroom), or its specs are malformed
+        """
+        request = instance_request(instance)
+        if request is None:
+            return
+        need = planning.evacuation_need(
+            request, self.capacity.migration_link, CONF.rtmig)
+        with lockutils.lock(self.admission.LOCK):
+            led = self.admission.host_ledger(context, self.host, nodename,
+                                             skip=instance.uuid)
+            why = ledger.admit_vm(led, instance.flavor.vcpus, request, need)
+        if why:
+            self._reject(context, instance, "destination",
+                         f"{self.host} cannot take instance "
+                         f"{instance.uuid}: {why}")
+
+    # -- source --------------------------------------------------------------
+
+    def plan(self, context, instance, notify=False):
+        """The :class:`MigrationPlan` of migrating ``instance`` away, or None
+        for an instance without ``rtmig:`` specs.
+
+        :raises NoValidHost: no feasible plan (the reason says which
+            limit), after an ``rtmig.admission.reject`` notification; Nova's
+            conductor then sets the migration to ``error`` and leaves the
+            instance ACTIVE where it is
+        """
+        request = instance_request(instance)
+        if request is None:
+            return None
+        path = instance_profile(instance.uuid,
+                                CONF.rtmig.instance_profile_dir)
+        source, ref = ("instance", path) if path else \
+            ("flavor", request.profile)
+        try:
+            pl = planning.migration_plan(
+                request, self.capacity.migration_link, CONF.rtmig,
+                profile_ref=ref)
+        except planning.PlanningError as e:
+            self._reject(context, instance, "plan",
+                         f"instance {instance.uuid}: profile {ref}: {e}")
+        if not pl.feasible:
+            self._reject(context, instance, "plan",
+                         f"instance {instance.uuid} cannot be migrated "
+                         f"within rtmig:migration_deadline="
+                         f"{request.deadline:g}s and rtmig:max_downtime="
+                         f"{request.max_downtime:g}s over "
+                         f"{self.capacity.migration_link:.4g} B/s: "
+                         f"{pl.reason}")
+        q = request.confidence
+        mp = MigrationPlan(
+            instance.uuid, request, source, ref, float(pl.bandwidth),
+            float(pl.downtime_limit), float(pl.probability),
+            float(pl.prediction.total_time.quantile(q)),
+            float(pl.prediction.downtime.quantile(q)))
+        if notify:
+            self._notifier.info(context, EVENT_PLAN, mp.payload())
+            LOG.info("rtmig: live migration at %d MiB/s, downtime limit "
+                     "%d ms (profile from %s)", mp.bandwidth_mib,
+                     mp.downtime_limit_ms, source, instance=instance)
+        return mp
+
+    def ended(self, context, instance, mp, guest, started):
+        """Send ``rtmig.migration.end``: the plan against what happened to
+        the migration of ``guest`` (an :class:`RTGuest`; ``started``:
+        time.monotonic() at its start)."""
+        total = time.monotonic() - started
+        stats = guest.rtmig_stats()
+        completed = stats.get("completed", False)
+        payload = mp.payload()
+        payload.update({
+            "outcome": "completed" if completed else "failed",
+            "total_time_s": total,
+            "downtime_s": stats.get("downtime_s"),
+            "memory_bytes": stats.get("memory_bytes"),
+            "deadline_met": bool(completed and
+                                 total <= mp.request.deadline)})
+        self._notifier.info(context, EVENT_END, payload)
+
+
+def _libvirt():
+    # The module Nova's Guest uses (Nova's tests replace it with a fake;
+    # they make a plain "import libvirt" fail).
+    from nova.virt.libvirt import guest as libvirt_guest
+    return libvirt_guest.libvirt
+
+
+class RTGuest:
+    """Nova's ``Guest`` of a migrating real-time instance, running its
+    :class:`MigrationPlan`; every other call goes to the wrapped guest."""
+
+    def __init__(self, guest, mp):
+        self._guest = guest
+        self.plan = mp
+        self._downtime_set = False
+        self._last_job = None
+
+    def __getattr__(self, name):
+        return getattr(self._guest, name)
+
+    def migrate(self, destination, migrate_uri=None, migrate_disks=None,
+                destination_xml=None, flags=0, bandwidth=0, parallel=0):
+        libvirt = _libvirt()
+        for name in _LIBVIRT_FLAGS_STRIPPED:
+            bit = getattr(libvirt, name)
+            if flags & bit:
+                LOG.info("rtmig: %s left out of a real-time migration",
+                         name)
+                flags &= ~bit
+        self._pin_downtime()
+        return self._guest.migrate(
+            destination, migrate_uri=migrate_uri,
+            migrate_disks=migrate_disks, destination_xml=destination_xml,
+            flags=flags, bandwidth=self.plan.bandwidth_mib,
+            parallel=parallel)
+
+    def _pin_downtime(self):
+        if not self._downtime_set:
+            self._guest.migrate_configure_max_downtime(
+                self.plan.downtime_limit_ms)
+            self._downtime_set = True
+
+    def migrate_configure_max_downtime(self, mstime):
+        # Nova's downtime steps: the plan's limit stays.
+        if mstime != self.plan.downtime_limit_ms:
+            LOG.debug("rtmig: keeping the downtime limit at %d ms (not %d)",
+                      self.plan.downtime_limit_ms, mstime)
+        self._pin_downtime()
+
+    def migrate_start_postcopy(self):
+        LOG.warning("rtmig: post-copy refused for a real-time migration "
+                    "(its downtime is not bounded); it goes on pre-copy")
+
+    def get_job_info(self):
+        info = self._guest.get_job_info()
+        self._last_job = info
+        return info
+
+    def rtmig_stats(self):
+        """What the migration's job said last: completed (bool), downtime_s,
+        memory_bytes."""
+        info = self._last_job
+        out = {}
+        if info is not None:
+            out["completed"] = \
+                info.type == _libvirt().VIR_DOMAIN_JOB_COMPLETED
+            if getattr(info, "downtime", 0):
+                out["downtime_s"] = info.downtime / 1000.0
+            if getattr(info, "memory_processed", 0):
+                out["memory_bytes"] = int(info.memory_processed)
+        return out

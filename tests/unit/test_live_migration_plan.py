@@ -1,0 +1,122 @@
+"""The live-migration plan of a real-time instance and the Guest that runs
+it (rtmig_nova.compute.live_migration), without a compute service."""
+
+import types
+
+import libvirt
+import pytest
+
+from rtmig_nova import conf
+from rtmig_nova import planning
+from rtmig_nova.compute import live_migration as lm
+from rtmig_nova.model import DirtyProfile
+from rtmig_nova.model import flavor
+
+CONF = conf.CONF
+SPECS = {'rtmig:vcpu_reservation': '2ms/10ms',
+         'rtmig:migration_deadline': '60s', 'rtmig:max_downtime': '300ms'}
+
+
+class FakeGuest:
+    def __init__(self):
+        self.calls = []
+        self.job = types.SimpleNamespace(
+            type=libvirt.VIR_DOMAIN_JOB_UNBOUNDED, downtime=0,
+            memory_processed=0)
+
+    def migrate(self, destination, **kwargs):
+        self.calls.append(('migrate', destination, kwargs))
+
+    def migrate_configure_max_downtime(self, ms):
+        self.calls.append(('downtime', ms))
+
+    def get_job_info(self):
+        return self.job
+
+    def name(self):
+        return 'instance-00000001'
+
+
+def _plan(bandwidth=40 * lm.MIB, downtime=0.25):
+    return lm.MigrationPlan('u1', flavor.parse_specs(SPECS), 'flavor',
+                            'builtin:default', bandwidth, downtime, 0.99,
+                            30.0, 0.2)
+
+
+def test_the_guest_migrates_with_the_plan():
+    inner = FakeGuest()
+    g = lm.RTGuest(inner, _plan())
+    flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_AUTO_CONVERGE
+             | libvirt.VIR_MIGRATE_POSTCOPY | libvirt.VIR_MIGRATE_PEER2PEER)
+    g.migrate('qemu+tcp://b/system', migrate_uri='tcp://b', flags=flags,
+              bandwidth=0, destination_xml='<domain/>', parallel=0)
+    assert inner.calls[0] == ('downtime', 250)
+    kind, dest, kwargs = inner.calls[1]
+    assert (kind, dest, kwargs['bandwidth']) == (
+        'migrate', 'qemu+tcp://b/system', 40)
+    assert kwargs['flags'] == (libvirt.VIR_MIGRATE_LIVE
+                               | libvirt.VIR_MIGRATE_PEER2PEER)
+    assert kwargs['destination_xml'] == '<domain/>'
+    # Nova's downtime steps do not move the limit; other calls pass on
+    g.migrate_configure_max_downtime(500)
+    assert [c for c in inner.calls if c[0] == 'downtime'] == [
+        ('downtime', 250)]
+    g.migrate_start_postcopy()
+    assert g.name() == 'instance-00000001'
+
+
+def test_the_guest_reports_the_last_job():
+    inner = FakeGuest()
+    g = lm.RTGuest(inner, _plan())
+    assert g.rtmig_stats() == {}
+    g.get_job_info()
+    assert g.rtmig_stats() == {'completed': False}
+    inner.job = types.SimpleNamespace(
+        type=libvirt.VIR_DOMAIN_JOB_COMPLETED, downtime=42,
+        memory_processed=123456)
+    g.get_job_info()
+    assert g.rtmig_stats() == {'completed': True, 'downtime_s': 0.042,
+                               'memory_bytes': 123456}
+
+
+def test_libvirt_units_are_whole_and_at_least_one():
+    assert _plan(bandwidth=0.2 * lm.MIB).bandwidth_mib == 1
+    assert _plan(bandwidth=7.6 * lm.MIB).bandwidth_mib == 8
+    assert _plan(downtime=0.0001).downtime_limit_ms == 1
+    payload = _plan().payload()
+    assert payload['deadline_s'] == 60.0
+    assert payload['max_downtime_s'] == 0.3
+
+
+def test_instance_profile_store(tmp_path):
+    assert lm.instance_profile('u1', str(tmp_path)) is None
+    assert lm.instance_profile('u1', str(tmp_path / 'missing')) is None
+    (tmp_path / 'u1.json.gz').write_bytes(b'')
+    assert lm.instance_profile('u1', str(tmp_path)) == str(
+        tmp_path / 'u1.json.gz')
+    (tmp_path / 'u1.json').write_text('{}')
+    assert lm.instance_profile('u1', str(tmp_path)) == str(
+        tmp_path / 'u1.json')
+
+
+def test_planning_from_a_file_and_its_errors(tmp_path):
+    request = flavor.parse_specs(SPECS)
+    path = tmp_path / 'p.json'
+    DirtyProfile.from_aggregate_rate(2 ** 30, 1e6).save(path)
+    light = planning.migration_plan(request, 500e6, CONF.rtmig,
+                                    profile_ref=str(path))
+    heavy = planning.migration_plan(request, 500e6, CONF.rtmig)
+    assert light.feasible and heavy.feasible
+    assert light.bandwidth < heavy.bandwidth
+    # replaced on disk: planned again from the new file
+    DirtyProfile.from_aggregate_rate(8 * 2 ** 30, 2e9).save(path)
+    again = planning.migration_plan(request, 500e6, CONF.rtmig,
+                                    profile_ref=str(path))
+    assert not again.feasible and again.reason
+    path.write_text('not json')
+    with pytest.raises(planning.PlanningError, match='p'):
+        planning.migration_plan(request, 500e6, CONF.rtmig,
+                                profile_ref=str(path))
+    with pytest.raises(planning.PlanningError):
+        planning.migration_plan(request, 500e6, CONF.rtmig,
+                                profile_ref=str(tmp_path / 'gone.json'))
