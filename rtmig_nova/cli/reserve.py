@@ -454,18 +454,9 @@ def _host_checks(req, enf):
 
 
 def _steps(req, threads, plan, enf):
-    rsv = enf.reservation
-    steps = [rsv.MigrationStep(req.uri, req.domain, req.bandwidth,
-                               req.downtime_limit)]
-    if req.cpu:
-        steps.append(rsv.CpuStep(req.uri, req.domain, dict(req.cpu)))
-    if req.deadline is not None:
-        runtime, deadline, period = req.deadline
-        steps += [rsv.DeadlineStep(tid, runtime, deadline, period)
-                  for tid in threads]
-    if plan is not None:
-        steps.append(rsv.ShapingStep(plan))
-    return steps
+    return enf.reservation.migration_steps(
+        req.uri, req.domain, req.bandwidth, req.downtime_limit, cpu=req.cpu,
+        deadline=req.deadline, threads=threads, shaping=plan)
 
 
 def _apply(res, enf):

@@ -43,21 +43,24 @@ Notifications (oslo.messaging on Nova's notification transport, publisher
 - ``rtmig.migration.end``: instance_uuid, outcome (``completed`` or
   ``failed``), the plan's predictions and measured total_time_s,
   downtime_s (None when libvirt did not say), memory_bytes, deadline_met.
-- ``rtmig.admission.reject``: instance_uuid, host, stage (``destination``
-  or ``plan``), reason.
+- ``rtmig.admission.reject``: instance_uuid, host, stage (``destination``,
+  ``plan`` or ``reserve``), reason.
 """
 
 import dataclasses
 import os
 import time
 
+from lxml import etree
 from nova import exception
 from nova import rpc
+from nova.compute import utils as compute_utils
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from rtmig_nova import conf
 from rtmig_nova import planning
+from rtmig_nova.enforce import reservation
 from rtmig_nova.model import flavor
 from rtmig_nova.model import ledger
 
@@ -68,6 +71,9 @@ EVENT_PLAN = "rtmig.migration.plan"
 EVENT_END = "rtmig.migration.end"
 EVENT_REJECT = "rtmig.admission.reject"
 MIB = 1024 * 1024
+# How this service labels its reservations (state files in [rtmig]
+# reservation_state_dir), so that it releases only its own.
+LABEL_PREFIX = "nova-live-migration {host} "
 # What a stepped downtime would get instead of the plan's, and what would
 # turn a bounded pre-copy into an unbounded one.
 _LIBVIRT_FLAGS_STRIPPED = ("VIR_MIGRATE_AUTO_CONVERGE", "VIR_MIGRATE_POSTCOPY")
@@ -81,6 +87,8 @@ class MigrationPlan:
     :ivar downtime_limit: QEMU's downtime limit, s (whole ms)
     :ivar predicted_time: total time at the confidence, s
     :ivar predicted_downtime: downtime at the confidence, s
+    :ivar cpu: the migration thread's
+        :class:`~rtmig_nova.model.sizing.CpuReservation`
     """
     instance_uuid: str
     request: flavor.RTRequest
@@ -91,6 +99,7 @@ class MigrationPlan:
     probability: float
     predicted_time: float
     predicted_downtime: float
+    cpu: object = None
 
     @property
     def bandwidth_mib(self):
@@ -113,7 +122,9 @@ class MigrationPlan:
                 "confidence": r.confidence,
                 "probability": self.probability,
                 "predicted_total_time_s": self.predicted_time,
-                "predicted_downtime_s": self.predicted_downtime}
+                "predicted_downtime_s": self.predicted_downtime,
+                "migration_cpu_share": (self.cpu.share if self.cpu
+                                        else None)}
 
 
 def instance_request(instance):
@@ -162,12 +173,15 @@ class RTLiveMigration:
     def capacity(self):
         return self.admission.capacity
 
-    def _reject(self, context, instance, stage, reason):
+    def _notify_reject(self, context, instance, stage, reason):
         LOG.info("rtmig: refusing live migration (%s): %s", stage, reason,
                  instance=instance)
         self._notifier.info(context, EVENT_REJECT, {
             "instance_uuid": instance.uuid, "host": self.host,
             "stage": stage, "reason": reason})
+
+    def _reject(self, context, instance, stage, reason):
+        self._notify_reject(context, instance, stage, reason)
         if stage == "plan":
             # The source's plan holds for every destination: NoValidHost
             # ends the conductor's search at once (MigrationPreCheckError
@@ -235,13 +249,88 @@ class RTLiveMigration:
             instance.uuid, request, source, ref, float(pl.bandwidth),
             float(pl.downtime_limit), float(pl.probability),
             float(pl.prediction.total_time.quantile(q)),
-            float(pl.prediction.downtime.quantile(q)))
+            float(pl.prediction.downtime.quantile(q)), pl.cpu)
         if notify:
             self._notifier.info(context, EVENT_PLAN, mp.payload())
             LOG.info("rtmig: live migration at %d MiB/s, downtime limit "
                      "%d ms (profile from %s)", mp.bandwidth_mib,
                      mp.downtime_limit_ms, source, instance=instance)
         return mp
+
+    # -- the source's reservation --------------------------------------------
+
+    @property
+    def label_prefix(self):
+        return LABEL_PREFIX.format(host=self.host)
+
+    def reserve_source(self, context, instance, mp, guest, uri, connect):
+        """Apply, all or nothing, the source's reservation for the
+        migration ``mp`` of ``instance``: libvirt's migration speed and
+        downtime limit, and the migration thread's CPU (the emulator
+        cgroup's CFS bandwidth).  ``guest`` (an :class:`RTGuest`) learns
+        the domain's settings from before, so that they, not the temporary
+        ones, go into the destination's definition.  Returns the
+        :class:`~rtmig_nova.enforce.reservation.Reservation`.
+
+        A step that fails (the ones before it undone) returns None after
+        an ``rtmig.admission.reject`` notification and an instance fault:
+        the caller rolls the migration back (Nova puts an instance whose
+        driver ``live_migration`` raises in ERROR).
+        """
+        cpu = reservation.migration_thread_cpu(mp.cpu) if mp.cpu else None
+        guest.remember_cputune(cpu or {})
+        res = reservation.Reservation(
+            reservation.migration_steps(uri, instance.uuid, mp.bandwidth,
+                                        mp.downtime_limit, cpu=cpu,
+                                        connect=connect),
+            CONF.rtmig.reservation_state_dir,
+            label=self.label_prefix + instance.uuid, connect=connect)
+        try:
+            res.apply()
+        except (reservation.ReservationError, OSError) as e:
+            reason = f"reserving on {self.host}: {e}"
+            self._notify_reject(context, instance, "reserve", reason)
+            compute_utils.add_instance_fault_from_exc(
+                context, instance,
+                exception.MigrationError(reason=f"rtmig: {reason}"))
+            return None
+        return res
+
+    def release(self, res, connect):
+        """Undo ``res``; a failure is logged (the record stays for
+        :meth:`reconcile`), not raised: the migration's outcome stands."""
+        try:
+            reservation.release(res.ident, res.state_dir, connect)
+        except (reservation.ReservationError, OSError) as e:
+            LOG.error("rtmig: could not release reservation %s: %s",
+                      res.ident, e)
+
+    def reconcile(self, active, connect):
+        """Release this service's reservations of instances not migrating
+        now (``active``: their UUIDs): what a crash or a failed release
+        left.  Returns the reservation ids released."""
+        released = []
+        try:
+            docs = reservation.load(CONF.rtmig.reservation_state_dir)
+        except reservation.ReservationError as e:
+            LOG.error("rtmig: %s", e)
+            return released
+        for doc in docs:
+            label = doc.get("label", "")
+            if not label.startswith(self.label_prefix) or \
+                    label[len(self.label_prefix):] in active:
+                continue
+            try:
+                reservation.release(doc["id"],
+                                    CONF.rtmig.reservation_state_dir,
+                                    connect)
+                released.append(doc["id"])
+                LOG.warning("rtmig: released leftover reservation %s (%s)",
+                            doc["id"], label)
+            except (reservation.ReservationError, OSError) as e:
+                LOG.error("rtmig: could not release leftover reservation "
+                          "%s: %s", doc["id"], e)
+        return released
 
     def ended(self, context, instance, mp, guest, started):
         """Send ``rtmig.migration.end``: the plan against what happened to
@@ -261,6 +350,38 @@ class RTLiveMigration:
         self._notifier.info(context, EVENT_END, payload)
 
 
+def cputune_values(xml, names):
+    """``{name: text or None}`` of the ``<cputune>`` children ``names`` of
+    the domain XML string ``xml`` (None: absent)."""
+    tune = etree.fromstring(xml).find("cputune")
+    out = {}
+    for name in names:
+        elem = tune.find(name) if tune is not None else None
+        out[name] = elem.text if elem is not None else None
+    return out
+
+
+def with_cputune(xml, values):
+    """The domain XML string ``xml`` with its ``<cputune>`` children set
+    to ``values`` (:func:`cputune_values`; None removes one)."""
+    root = etree.fromstring(xml)
+    tune = root.find("cputune")
+    for name, text in values.items():
+        elem = tune.find(name) if tune is not None else None
+        if text is None:
+            if elem is not None:
+                tune.remove(elem)
+            continue
+        if tune is None:
+            tune = etree.SubElement(root, "cputune")
+        if elem is None:
+            elem = etree.SubElement(tune, name)
+        elem.text = text
+    if tune is not None and len(tune) == 0 and not (tune.text or "").strip():
+        root.remove(tune)
+    return etree.tostring(root, encoding="unicode")
+
+
 def _libvirt():
     # The module Nova's Guest uses (Nova's tests replace it with a fake;
     # they make a plain "import libvirt" fail).
@@ -277,6 +398,13 @@ class RTGuest:
         self.plan = mp
         self._downtime_set = False
         self._last_job = None
+        self._cputune = {}          # element -> text before, None: absent
+
+    def remember_cputune(self, params):
+        """Record the live ``<cputune>`` elements named in ``params`` (the
+        CPU parameters the reservation will change) as they are now."""
+        xml = self._guest.get_xml_desc()
+        self._cputune = cputune_values(xml, params)
 
     def __getattr__(self, name):
         return getattr(self._guest, name)
@@ -291,6 +419,9 @@ class RTGuest:
                          name)
                 flags &= ~bit
         self._pin_downtime()
+        if destination_xml and self._cputune:
+            # Nova built it from the live XML, temporary settings included
+            destination_xml = with_cputune(destination_xml, self._cputune)
         return self._guest.migrate(
             destination, migrate_uri=migrate_uri,
             migrate_disks=migrate_disks, destination_xml=destination_xml,

@@ -13,6 +13,8 @@ microseconds, quota -1 for "no limit".
 
 import math
 import os
+import sys
+import uuid
 
 MIB = 2 ** 20
 # libvirt's typed scheduler parameters of the QEMU driver that rtmig-nova
@@ -34,6 +36,17 @@ def _libvirt():
     return libvirt
 
 
+def _libvirt_of(obj):
+    """The libvirt module ``obj`` (a connection, domain or bound method of
+    one) comes from: its errors and constants are the ones to use with it
+    (Nova's tests pass objects of their fake libvirt module)."""
+    obj = getattr(obj, "__self__", obj)
+    module = sys.modules.get(type(obj).__module__)
+    if module is not None and hasattr(module, "libvirtError"):
+        return module
+    return _libvirt()
+
+
 def _one_line(err):
     return " ".join(str(err).split())
 
@@ -49,12 +62,14 @@ def connect(uri="qemu:///system"):
 
 
 def lookup(conn, domain):
-    """A running domain by name or UUID."""
-    libvirt = _libvirt()
+    """A running domain by UUID or name."""
+    libvirt = _libvirt_of(conn)
     try:
         try:
+            uuid.UUID(domain)
+        except ValueError:
             dom = conn.lookupByName(domain)
-        except libvirt.libvirtError:
+        else:
             dom = conn.lookupByUUIDString(domain)
     except libvirt.libvirtError:
         raise LibvirtError(f"no domain {domain!r} on {conn.getURI()}") \
@@ -65,7 +80,7 @@ def lookup(conn, domain):
 
 
 def _call(what, fn, *args):
-    libvirt = _libvirt()
+    libvirt = _libvirt_of(fn)
     try:
         return fn(*args)
     except libvirt.libvirtError as e:
@@ -122,7 +137,7 @@ def migration_params(bandwidth):
 
 def get_cpu(dom):
     """Live CFS bandwidth parameters of the domain (``CPU_PARAMS``)."""
-    libvirt = _libvirt()
+    libvirt = _libvirt_of(dom)
     params = _call("reading the scheduler parameters",
                    dom.schedulerParametersFlags,
                    libvirt.VIR_DOMAIN_AFFECT_LIVE)
@@ -135,7 +150,7 @@ def set_cpu(dom, **params):
     Only the keys of ``CPU_PARAMS`` are accepted; periods must be
     1000..1000000 us and quotas -1 or 1000..18446744073709551 us (the
     kernel's limits)."""
-    libvirt = _libvirt()
+    libvirt = _libvirt_of(dom)
     clean = {}
     for key, value in params.items():
         if key not in CPU_PARAMS:

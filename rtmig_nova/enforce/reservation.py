@@ -41,7 +41,9 @@ def _one_line(exc):
 # -- steps -----------------------------------------------------------------
 # prepare() reads what the step will change and returns the undo record;
 # apply() changes it; undo(record) restores from the record alone (so it
-# works in a new process after a crash).
+# works in a new process after a crash).  The libvirt steps open their
+# connection with ``connect(uri)``: libvirt_controls.connect unless given
+# (Nova's driver passes its own connection, which Nova's tests fake).
 
 @dataclasses.dataclass
 class MigrationStep:
@@ -50,21 +52,25 @@ class MigrationStep:
     domain: str
     bandwidth: float
     max_downtime: float
+    connect: object = dataclasses.field(default=None, repr=False,
+                                        compare=False)
     kind = "migration"
 
     def prepare(self):
-        dom = _domain(self.uri, self.domain)
+        dom = _domain(self.uri, self.domain, connect=self.connect)
         speed, downtime = libvirt_controls.get_migration(dom)
         return {"uri": self.uri, "domain": dom.UUIDString(),
                 "bandwidth": speed, "max_downtime": downtime}
 
     def apply(self):
-        libvirt_controls.set_migration(_domain(self.uri, self.domain),
-                                       self.bandwidth, self.max_downtime)
+        libvirt_controls.set_migration(
+            _domain(self.uri, self.domain, connect=self.connect),
+            self.bandwidth, self.max_downtime)
 
     @staticmethod
-    def undo(record):
-        dom = _domain(record["uri"], record["domain"], missing_ok=True)
+    def undo(record, connect=None):
+        dom = _domain(record["uri"], record["domain"], missing_ok=True,
+                      connect=connect)
         if dom is not None:
             libvirt_controls.set_migration(dom, record["bandwidth"],
                                            record["max_downtime"])
@@ -78,22 +84,26 @@ class CpuStep:
     uri: str
     domain: str
     params: dict
+    connect: object = dataclasses.field(default=None, repr=False,
+                                        compare=False)
     kind = "cpu"
 
     def prepare(self):
-        dom = _domain(self.uri, self.domain)
+        dom = _domain(self.uri, self.domain, connect=self.connect)
         before = libvirt_controls.get_cpu(dom)
         return {"uri": self.uri, "domain": dom.UUIDString(),
                 "params": {k: before[k] for k in self.params
                            if k in before}}
 
     def apply(self):
-        libvirt_controls.set_cpu(_domain(self.uri, self.domain),
-                                 **self.params)
+        libvirt_controls.set_cpu(
+            _domain(self.uri, self.domain, connect=self.connect),
+            **self.params)
 
     @staticmethod
-    def undo(record):
-        dom = _domain(record["uri"], record["domain"], missing_ok=True)
+    def undo(record, connect=None):
+        dom = _domain(record["uri"], record["domain"], missing_ok=True,
+                      connect=connect)
         if dom is not None:
             libvirt_controls.set_cpu(dom, **record["params"])
 
@@ -118,7 +128,7 @@ class DeadlineStep:
             self.tid, (self.runtime_ns, self.deadline_ns, self.period_ns))
 
     @staticmethod
-    def undo(record):
+    def undo(record, connect=None):
         # A thread id can be reused after its thread ended: only restore the
         # thread that was changed (same start time).
         if _thread_start(record["tid"], missing_ok=True) != record["start"]:
@@ -144,7 +154,7 @@ class ShapingStep:
         netshape.apply_plan(self.plan)
 
     @staticmethod
-    def undo(record):
+    def undo(record, connect=None):
         try:
             netshape.remove(record["ifname"], record["netns"])
         except ValueError:
@@ -155,8 +165,38 @@ STEP_KINDS = {cls.kind: cls for cls in
               (MigrationStep, CpuStep, DeadlineStep, ShapingStep)}
 
 
-def _domain(uri, domain, missing_ok=False):
-    conn = libvirt_controls.connect(uri)
+def migration_steps(uri, domain, bandwidth, max_downtime, cpu=None,
+                    deadline=None, threads=(), shaping=None, connect=None):
+    """The steps of a migration's reservation on one host, in the order
+    they are applied: libvirt's migration speed (bytes/s) and maximum
+    downtime (s) of ``domain``; the CFS bandwidth of its cgroups (``cpu``:
+    libvirt's :data:`~libvirt_controls.CPU_PARAMS`, us); SCHED_DEADLINE
+    ``deadline`` = (runtime, deadline, period) ns on each of ``threads``;
+    the HTB ``shaping`` plan (a :class:`~netshape.ShapingPlan`).  The one
+    place a plan becomes steps: ``rtmig reserve apply`` and the Nova driver
+    both call it."""
+    steps = [MigrationStep(uri, domain, bandwidth, max_downtime,
+                           connect=connect)]
+    if cpu:
+        steps.append(CpuStep(uri, domain, dict(cpu), connect=connect))
+    if deadline is not None:
+        runtime, dl, period = deadline
+        steps += [DeadlineStep(tid, runtime, dl, period) for tid in threads]
+    if shaping is not None:
+        steps.append(ShapingStep(shaping))
+    return steps
+
+
+def migration_thread_cpu(cpu):
+    """libvirt CPU parameters (us) that give the emulator cgroup, where
+    QEMU's migration thread runs, the CPU of a plan's
+    :class:`~rtmig_nova.model.sizing.CpuReservation` ``cpu``."""
+    return {"emulator_period": int(cpu.cgroup_period_us),
+            "emulator_quota": int(cpu.quota_us)}
+
+
+def _domain(uri, domain, missing_ok=False, connect=None):
+    conn = (connect or libvirt_controls.connect)(uri)
     try:
         return libvirt_controls.lookup(conn, domain)
     except libvirt_controls.LibvirtError:
@@ -184,7 +224,10 @@ class Reservation:
     """Steps applied all or nothing, with a state file for recovery."""
 
     def __init__(self, steps, state_dir=DEFAULT_STATE_DIR, ident=None,
-                 label=""):
+                 label="", connect=None):
+        """``connect(uri)``: how undo connects to libvirt (the steps carry
+        their own)."""
+        self.connect = connect
         self.steps = list(steps)
         self.state_dir = state_dir
         self.ident = ident or uuid.uuid4().hex
@@ -222,7 +265,7 @@ class Reservation:
                 LOG.info("reservation %s: applied %s %s", self.ident,
                          step.kind, record)
             except Exception as exc:
-                undone, left = _undo_all(self.applied)
+                undone, left = _undo_all(self.applied, self.connect)
                 self.applied = left
                 if left:
                     self._save()
@@ -239,13 +282,13 @@ class Reservation:
         return self.ident
 
 
-def _undo_all(applied):
+def _undo_all(applied, connect=None):
     """Undo records in reverse order; returns (kinds undone, records that
     could not be undone)."""
     undone, left = [], []
     for kind, record in reversed(applied):
         try:
-            STEP_KINDS[kind].undo(record)
+            STEP_KINDS[kind].undo(record, connect)
             undone.append(kind)
             LOG.info("undid %s %s", kind, record)
         except Exception as exc:
@@ -286,15 +329,16 @@ def load(state_dir=DEFAULT_STATE_DIR):
     return out
 
 
-def release(ident, state_dir=DEFAULT_STATE_DIR):
-    """Undo the reservation ``ident``.  Idempotent: ``False`` if there is no
-    such reservation (already released)."""
+def release(ident, state_dir=DEFAULT_STATE_DIR, connect=None):
+    """Undo the reservation ``ident`` (libvirt through ``connect(uri)``, see
+    the steps).  Idempotent: ``False`` if there is no such reservation
+    (already released)."""
     path = os.path.join(state_dir, os.path.basename(ident) + ".json")
     docs = [d for d in load(state_dir) if d["id"] == ident]
     if not docs:
         return False
     applied = [(s["kind"], s["record"]) for s in docs[0]["applied"]]
-    undone, left = _undo_all(applied)
+    undone, left = _undo_all(applied, connect)
     if left:
         res = Reservation([], state_dir, ident, docs[0].get("label", ""))
         res.applied = left
@@ -307,11 +351,14 @@ def release(ident, state_dir=DEFAULT_STATE_DIR):
     return True
 
 
-def recover(state_dir=DEFAULT_STATE_DIR):
-    """Undo every reservation a crashed run left recorded; returns their
-    ids."""
+def recover(state_dir=DEFAULT_STATE_DIR, connect=None, label_prefix=None):
+    """Undo every reservation a crashed run left recorded (only those whose
+    label starts with ``label_prefix``, if given); returns their ids."""
     done = []
     for doc in load(state_dir):
-        release(doc["id"], state_dir)
+        if label_prefix is not None and \
+                not doc.get("label", "").startswith(label_prefix):
+            continue
+        release(doc["id"], state_dir, connect)
         done.append(doc["id"])
     return done

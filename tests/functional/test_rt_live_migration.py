@@ -49,14 +49,57 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.profile_dir = tempfile.mkdtemp(prefix='rtmig-inst-profiles-')
         self.addCleanup(shutil.rmtree, self.profile_dir, True)
         self.flags(instance_profile_dir=self.profile_dir, group='rtmig')
-        self.migrate_calls = []          # (source host, params, flags)
+        self.state_dir = tempfile.mkdtemp(prefix='rtmig-reservations-')
+        self.addCleanup(shutil.rmtree, self.state_dir, True)
+        self.flags(reservation_state_dir=self.state_dir, group='rtmig')
+        self.migrate_calls = []          # (uuid, params, flags)
+        self.during = []                 # what the source held, mid-way
         self.downtimes = []              # ms, as libvirt was told
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova.tests.fixtures.libvirt.Domain.migrateToURI3',
-            self._migrate))
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova.tests.fixtures.libvirt.Domain.migrateSetMaxDowntime',
-            lambda dom, ms: self.downtimes.append(ms)))
+        self.speeds = []                 # MiB/s, as libvirt was told
+        self.cpu = {}                    # uuid -> live CFS parameters
+        self.fail_migration = False
+        self._libvirt_like_fake()
+
+    def _libvirt_like_fake(self):
+        # What real libvirt does and Nova's fake leaves out: migration
+        # speed and downtime that read back, live CFS parameters, and a
+        # live XML whose <cputune> shows them (Nova builds the
+        # destination's definition from it).
+        cpu_default = {'emulator_period': 100000, 'emulator_quota': -1,
+                       'vcpu_period': 100000, 'vcpu_quota': -1}
+        cpu = self.cpu
+        xml_desc = fakelibvirt.Domain.XMLDesc
+
+        def patch(name, fn):
+            self.useFixture(fixtures.MonkeyPatch(
+                'nova.tests.fixtures.libvirt.Domain.' + name, fn))
+
+        def get_cpu(dom, flags=0):
+            return dict(cpu.setdefault(dom.UUIDString(), dict(cpu_default)))
+
+        def set_cpu(dom, params, flags=0):
+            get_cpu(dom)
+            cpu[dom.UUIDString()].update(params)
+
+        def live_xml(dom, flags=0):
+            root = etree.fromstring(xml_desc(dom, flags))
+            params = get_cpu(dom)
+            if params['emulator_quota'] != -1:
+                tune = etree.SubElement(root, 'cputune')
+                for name in ('emulator_period', 'emulator_quota'):
+                    etree.SubElement(tune, name).text = str(params[name])
+            return etree.tostring(root, encoding='unicode')
+
+        patch('migrateToURI3', self._migrate)
+        patch('migrateSetMaxDowntime',
+              lambda dom, ms, flags=0: self.downtimes.append(ms))
+        patch('migrateGetMaxDowntime', lambda dom, flags=0: 300)
+        patch('migrateSetMaxSpeed',
+              lambda dom, mib, flags=0: self.speeds.append(mib))
+        patch('migrateGetMaxSpeed', lambda dom, flags=0: 8796093022207)
+        patch('schedulerParametersFlags', get_cpu)
+        patch('setSchedulerParametersFlags', set_cpu)
+        patch('XMLDesc', live_xml)
         specs = rtflavor.flavor_properties(1, RT_SPECS)
         self.flavor = self.make_flavor('rt', 1, specs)
         self.request = rtflavor.parse_specs(RT_SPECS)
@@ -69,8 +112,18 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
             './uuid').text
         dest = destination.split('//')[1].split('/')[0]
         self.migrate_calls.append((uuid, dict(params), flags))
+        self.during.append({'cpu': dict(self.cpu.get(uuid, {})),
+                            'live_xml': domain.XMLDesc(0),
+                            'state_files': os.listdir(self.state_dir)})
         domain._job_type = fakelibvirt.VIR_DOMAIN_JOB_UNBOUNDED
         time.sleep(1.2)
+        self.during[-1]['downtimes'] = list(self.downtimes)
+        self.during[-1]['speeds'] = list(self.speeds)
+        if self.fail_migration:
+            # as libvirt reports a migration QEMU gave up on: the monitor
+            # sees the job failed and Nova rolls back
+            domain.fail_job()
+            return
         self.computes[dest].driver._host.get_connection().createXML(
             params['destination_xml'], 'fake')
         domain.complete_job()
@@ -115,7 +168,8 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         # to 500 ms never reached libvirt
         want_ms = round(pl.downtime_limit * 1000)
         self.assertLessEqual(want_ms, 300)
-        self.assertEqual([want_ms], sorted(set(self.downtimes)))
+        self.assertEqual([want_ms], sorted(set(
+            self.during[0]['downtimes'])))
 
         plan, = self.notifications('rtmig.migration.plan')
         self.assertEqual(server['id'], plan['instance_uuid'])
@@ -128,6 +182,94 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.assertTrue(end['deadline_met'])
         self.assertGreaterEqual(end['total_time_s'], 1.2)
         self.assertEqual([], self.notifications('rtmig.admission.reject'))
+
+        # The source's reservation, mid-way: the migration thread's CPU in
+        # the emulator cgroup, the speed, one state file; none left after.
+        during, = self.during
+        self.assertEqual(pl.cpu.quota_us, during['cpu']['emulator_quota'])
+        self.assertEqual(pl.cpu.cgroup_period_us,
+                         during['cpu']['emulator_period'])
+        self.assertEqual(1, len(during['state_files']))
+        self.assertEqual([want_mib], during['speeds'])
+        self.assertEqual([], os.listdir(self.state_dir))
+        # ... and the temporary quota, in the source's live XML then, is
+        # not in the destination's definition
+        self.assertIn('<emulator_quota>', during['live_xml'])
+        dest = etree.fromstring(params['destination_xml'])
+        self.assertIsNone(dest.find('./cputune/emulator_quota'))
+        self.assertEqual(dest.find('./uuid').text, server['id'])
+
+    def test_a_failed_migration_releases_the_reservation(self):
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        self.fail_migration = True
+        self._live_migrate(server, api=self.admin_api,
+                           migration_expected_state='failed')
+        self.assertEqual('compute1', self.server_host(server))
+        during, = self.during
+        self.assertNotEqual(-1, during['cpu']['emulator_quota'])
+        # the source domain is back as it was: no quota, libvirt's speed
+        # and downtime defaults, no state file
+        self.assertEqual(-1, self.cpu[server['id']]['emulator_quota'])
+        self.assertEqual(8796093022207, self.speeds[-1])
+        self.assertEqual(300, self.downtimes[-1])
+        self.assertEqual([], os.listdir(self.state_dir))
+        end, = self.notifications('rtmig.migration.end')
+        self.assertEqual('failed', end['outcome'])
+        self.assertFalse(end['deadline_met'])
+
+    def test_a_refused_setting_rolls_back_before_the_migration(self):
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+
+        def refuse(dom, params, flags=0):
+            # a quota is refused; putting back "no quota" works
+            if params.get('emulator_quota', -1) != -1:
+                raise fakelibvirt.make_libvirtError(
+                    fakelibvirt.libvirtError,
+                    'cgroup CPU controller not mounted',
+                    error_code=fakelibvirt.VIR_ERR_OPERATION_INVALID,
+                    error_domain=fakelibvirt.VIR_FROM_QEMU)
+            self.cpu[dom.UUIDString()].update(params)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Domain.setSchedulerParametersFlags',
+            refuse))
+        self._live_migrate(server, api=self.admin_api,
+                           migration_expected_state='failed')
+        self.assertEqual('compute1', self.server_host(server))
+        self.assertEqual([], self.migrate_calls)
+        # the speed and downtime step, applied first, was undone
+        want_mib = round(self.expected_plan().bandwidth / 2 ** 20)
+        self.assertEqual([want_mib, 8796093022207], self.speeds)
+        self.assertEqual(300, self.downtimes[-1])
+        self.assertEqual([], os.listdir(self.state_dir))
+        reject, = self.notifications('rtmig.admission.reject')
+        self.assertEqual('reserve', reject['stage'])
+        self.assertIn('cgroup CPU controller not mounted', reject['reason'])
+
+    def test_a_leftover_reservation_is_released_by_the_compute(self):
+        # A compute that died mid-migration left its state file; the
+        # restarted service (here: the next resource update) undoes it.
+        from rtmig_nova.enforce import reservation
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        conn = self.computes['compute1'].driver._host.get_connection()
+        steps = reservation.migration_steps(
+            'qemu:///system', server['id'], 8 * 2 ** 20, 0.05,
+            cpu={'emulator_period': 100000, 'emulator_quota': 5000},
+            connect=lambda uri: conn)
+        other = reservation.Reservation(
+            [], self.state_dir, label='somebody else')
+        other.apply()
+        reservation.Reservation(
+            steps, self.state_dir,
+            label='nova-live-migration compute1 ' + server['id'],
+            connect=lambda uri: conn).apply()
+        self.assertEqual(5000, self.cpu[server['id']]['emulator_quota'])
+        self._run_periodics()
+        self.assertEqual(-1, self.cpu[server['id']]['emulator_quota'])
+        self.assertEqual([other.ident + '.json'],
+                         os.listdir(self.state_dir))
 
     def test_a_stock_server_migrates_as_nova_migrates_it(self):
         self.start_rt_computes(2, cpus=4)

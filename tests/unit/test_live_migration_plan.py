@@ -120,3 +120,68 @@ def test_planning_from_a_file_and_its_errors(tmp_path):
     with pytest.raises(planning.PlanningError):
         planning.migration_plan(request, 500e6, CONF.rtmig,
                                 profile_ref=str(tmp_path / 'gone.json'))
+
+
+NOVA_NS = 'http://openstack.org/xmlns/libvirt/nova/1.1'
+LIVE_XML = f"""<domain type='kvm' xmlns:nova='{NOVA_NS}'>
+  <uuid>u1</uuid>
+  <metadata><nova:instance><nova:name>s</nova:name></nova:instance></metadata>
+  <cputune>
+    <shares>1024</shares>
+    <emulator_period>100000</emulator_period>
+    <emulator_quota>5000</emulator_quota>
+  </cputune>
+</domain>"""
+
+
+def test_cputune_restored_in_the_destination_xml():
+    names = ('emulator_period', 'emulator_quota')
+    assert lm.cputune_values(LIVE_XML, names) == {
+        'emulator_period': '100000', 'emulator_quota': '5000'}
+    # before the reservation there was no quota: the elements go
+    out = lm.with_cputune(LIVE_XML, {'emulator_period': None,
+                                     'emulator_quota': None})
+    assert 'emulator_' not in out and '<shares>1024</shares>' in out
+    assert 'nova:instance' in out          # namespace prefixes kept
+    # a quota the VM had of its own comes back as it was
+    out = lm.with_cputune(LIVE_XML, {'emulator_period': '20000',
+                                     'emulator_quota': '8000'})
+    assert lm.cputune_values(out, names) == {
+        'emulator_period': '20000', 'emulator_quota': '8000'}
+    # no <cputune> left empty; one made when needed
+    bare = "<domain><uuid>u1</uuid><cputune><emulator_quota>5000" \
+           "</emulator_quota></cputune></domain>"
+    assert '<cputune' not in lm.with_cputune(bare, {'emulator_quota': None})
+    made = lm.with_cputune("<domain/>", {'emulator_quota': '7000'})
+    assert lm.cputune_values(made, ['emulator_quota']) == {
+        'emulator_quota': '7000'}
+
+
+def test_the_guest_rewrites_the_destination_xml():
+    inner = FakeGuest()
+    inner.get_xml_desc = lambda: LIVE_XML.replace(
+        '<emulator_period>100000</emulator_period>\n    '
+        '<emulator_quota>5000</emulator_quota>\n', '')
+    g = lm.RTGuest(inner, _plan())
+    g.remember_cputune({'emulator_period': 100000, 'emulator_quota': 5000})
+    g.migrate('qemu+tcp://b/system', destination_xml=LIVE_XML)
+    xml = inner.calls[-1][2]['destination_xml']
+    assert 'emulator_quota' not in xml and 'emulator_period' not in xml
+
+
+def test_one_function_turns_a_plan_into_steps():
+    from rtmig_nova.enforce import reservation
+    from rtmig_nova.model import sizing
+    cpu = sizing.CpuReservation(0.25, 2500000, 10000000, 10000000, 25000,
+                                100000)
+    params = reservation.migration_thread_cpu(cpu)
+    assert params == {'emulator_period': 100000, 'emulator_quota': 25000}
+    steps = reservation.migration_steps('qemu:///system', 'u1', 8e6, 0.05,
+                                        cpu=params)
+    assert [s.kind for s in steps] == ['migration', 'cpu']
+    assert (steps[0].bandwidth, steps[0].max_downtime) == (8e6, 0.05)
+    steps = reservation.migration_steps(
+        'qemu:///system', 'u1', 8e6, 0.05, deadline=(1, 2, 3),
+        threads=[10, 11])
+    assert [(s.kind, getattr(s, 'tid', None)) for s in steps] == [
+        ('migration', None), ('deadline', 10), ('deadline', 11)]

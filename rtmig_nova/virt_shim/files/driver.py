@@ -37,6 +37,11 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
         self._rtmig = extension.RTComputeExtension(
             len(self._host.get_online_cpus()))
         self._rtmig_lm = live_migration.RTLiveMigration(self._rtmig, host)
+        self._rtmig_lm.reconcile(set(), self._rtmig_connect)
+
+    def _rtmig_connect(self, uri):
+        # the driver's own connection (the reservation steps' URI is its)
+        return self._host.get_connection()
 
     def update_provider_tree(self, provider_tree, nodename,
                              allocations=None):
@@ -49,6 +54,8 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
         stats = dict(resources.get("stats") or {})
         stats.update(self._rtmig.stats(nova_context.get_admin_context(),
                                        self._rtmig_host, nodename))
+        self._rtmig_lm.reconcile(set(self._rtmig_guests),
+                                 self._rtmig_connect)
         resources["stats"] = stats
         return resources
 
@@ -93,12 +100,22 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
         self._rtmig_guests[instance.uuid] = guest
         started = time.monotonic()
         try:
-            return super()._live_migration(
-                context, instance, dest, post_method, recover_method,
-                block_migration, migrate_data)
+            held = self._rtmig_lm.reserve_source(
+                context, instance, plan, guest, self._host._uri,
+                self._rtmig_connect)
+            if held is None:
+                # refused (and said why): rolled back as a failed migration
+                recover_method(context, instance, dest, migrate_data)
+                return
+            try:
+                return super()._live_migration(
+                    context, instance, dest, post_method, recover_method,
+                    block_migration, migrate_data)
+            finally:
+                self._rtmig_lm.release(held, self._rtmig_connect)
+                self._rtmig_lm.ended(context, instance, plan, guest, started)
         finally:
             del self._rtmig_guests[instance.uuid]
-            self._rtmig_lm.ended(context, instance, plan, guest, started)
 
     def _live_migration_operation(self, context, instance, dest,
                                   block_migration, migrate_data, guest,
