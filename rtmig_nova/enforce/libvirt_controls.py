@@ -72,8 +72,11 @@ def lookup(conn, domain):
         else:
             dom = conn.lookupByUUIDString(domain)
     except libvirt.libvirtError:
-        raise LibvirtError(f"no domain {domain!r} on {conn.getURI()}") \
-            from None
+        try:
+            where = conn.getURI()
+        except (libvirt.libvirtError, AttributeError):
+            where = "this libvirt"
+        raise LibvirtError(f"no domain {domain!r} on {where}") from None
     if not dom.isActive():
         raise LibvirtError(f"domain {domain!r} is not running")
     return dom
@@ -116,8 +119,10 @@ def set_migration(dom, bandwidth=None, max_downtime=None):
         _call("setting the migration speed", dom.migrateSetMaxSpeed,
               speed, 0)
     if downtime_ms is not None:
+        # no flags argument: there is none to give, and Nova's fake
+        # libvirt takes none
         _call("setting the maximum downtime", dom.migrateSetMaxDowntime,
-              downtime_ms, 0)
+              downtime_ms)
     return (speed * MIB if speed is not None else None,
             downtime_ms / 1000.0 if downtime_ms is not None else None)
 

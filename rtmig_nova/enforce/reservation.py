@@ -72,8 +72,10 @@ class MigrationStep:
         dom = _domain(record["uri"], record["domain"], missing_ok=True,
                       connect=connect)
         if dom is not None:
-            libvirt_controls.set_migration(dom, record["bandwidth"],
-                                           record["max_downtime"])
+            # a value libvirt reported as 0 cannot be set back: left as is
+            libvirt_controls.set_migration(
+                dom, record["bandwidth"] or None,
+                record["max_downtime"] or None)
 
 
 @dataclasses.dataclass

@@ -5,7 +5,9 @@ fixed.  testtools-style: run with stestr/subunit, not pytest collection
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import fixtures
 
@@ -52,6 +54,18 @@ def _get_info_mib(self):
     return info
 
 
+# What the recorded calls return: real libvirt's defaults for a QEMU
+# domain (no speed limit, 300 ms, no CFS quota).
+_FAKE_RETURNS = {
+    'migrateGetMaxSpeed': 8796093022207,        # MiB/s
+    'migrateGetMaxDowntime': 300,               # ms
+    'schedulerParameters': {},
+    'schedulerParametersFlags': {'vcpu_period': 100000, 'vcpu_quota': -1,
+                                 'emulator_period': 100000,
+                                 'emulator_quota': -1},
+}
+
+
 class RTMigFunctionalBase(base.ServersTestBase):
     # >= 2.86 so flavor extra specs are validated by the API; both the
     # admin and the project client get it (ADMIN_API is False).
@@ -76,6 +90,7 @@ class RTMigFunctionalBase(base.ServersTestBase):
         # Calls to libvirt APIs the fake Domain lacks: (domain, name, args).
         self.domain_calls = []
         for name in ('migrateSetMaxSpeed', 'migrateGetMaxSpeed',
+                     'migrateGetMaxDowntime',
                      'setSchedulerParameters',
                      'setSchedulerParametersFlags', 'schedulerParameters',
                      'schedulerParametersFlags'):
@@ -88,7 +103,7 @@ class RTMigFunctionalBase(base.ServersTestBase):
 
         def method(dom, *args, **kwargs):
             calls.append((dom.name(), name, args + tuple(kwargs.items())))
-            return {} if name.startswith('scheduler') else 0
+            return _FAKE_RETURNS.get(name, 0)
         return method
 
     def _setup_services(self):
@@ -205,4 +220,9 @@ class RTMigNovaBase(RTMigFunctionalBase):
         super().setUp()
         self.useFixture(fixtures.MockPatch(
             'rtmig_nova.compute.host_facts.rt_bound', return_value=0.95))
+        # reservation state files of the in-process computes: never the
+        # host's own /var/lib/rtmig-nova
+        self.state_dir = tempfile.mkdtemp(prefix='rtmig-reservations-')
+        self.addCleanup(shutil.rmtree, self.state_dir, True)
+        self.flags(reservation_state_dir=self.state_dir, group='rtmig')
         self.flags(migration_cpu=0.05, rt_cpu_count=2, group='rtmig')

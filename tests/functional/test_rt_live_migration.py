@@ -49,9 +49,6 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.profile_dir = tempfile.mkdtemp(prefix='rtmig-inst-profiles-')
         self.addCleanup(shutil.rmtree, self.profile_dir, True)
         self.flags(instance_profile_dir=self.profile_dir, group='rtmig')
-        self.state_dir = tempfile.mkdtemp(prefix='rtmig-reservations-')
-        self.addCleanup(shutil.rmtree, self.state_dir, True)
-        self.flags(reservation_state_dir=self.state_dir, group='rtmig')
         self.migrate_calls = []          # (uuid, params, flags)
         self.during = []                 # what the source held, mid-way
         self.downtimes = []              # ms, as libvirt was told
