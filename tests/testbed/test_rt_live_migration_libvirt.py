@@ -120,6 +120,18 @@ def _nova_migrate(rt_guest, dom, box):
         box["error"] = e
 
 
+def _reserve(lm, ext, dom, mp, conn):
+    """What the shim's _live_migration does first: RTGuest around Nova's
+    Guest, then the source's reservation; returns (RTGuest, held)."""
+    from nova.virt.libvirt import guest as nova_guest
+    rt_guest = lm.RTGuest(nova_guest.Guest(dom), mp)
+    held = ext.reserve_source(None, types.SimpleNamespace(
+        uuid=dom.UUIDString()), mp, rt_guest, hosts.URI_A,
+        lambda uri: conn)
+    assert held is not None
+    return rt_guest, held
+
+
 def _cpu(dom):
     return dom.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
@@ -127,18 +139,13 @@ def _cpu(dom):
 def test_reserve_migrate_release_on_real_libvirt(bed, workdir, state_dir,
                                                  guest_boot_files,
                                                  monkeypatch):
-    from nova.virt.libvirt import guest as nova_guest
     lm, ext = _extension(monkeypatch)
     name = _boot(bed, guest_boot_files, workdir, rate=1000)
     conn_a = libvirt.open(hosts.URI_A)
     try:
         dom = conn_a.lookupByName(name)
         mp = _plan(lm, name, dom)
-        rt_guest = lm.RTGuest(nova_guest.Guest(dom), mp)
-        held = ext.reserve_source(None, types.SimpleNamespace(
-            uuid=dom.UUIDString()), mp, rt_guest, hosts.URI_A,
-            lambda uri: conn_a)
-        assert held is not None
+        rt_guest, held = _reserve(lm, ext, dom, mp, conn_a)
         # held on A before the migration starts
         assert _cpu(dom)["emulator_quota"] == mp.cpu.quota_us
         assert dom.migrateGetMaxDowntime(0) == mp.downtime_limit_ms
@@ -177,7 +184,6 @@ def test_reserve_migrate_release_on_real_libvirt(bed, workdir, state_dir,
 def test_an_aborted_migration_releases_everything(bed, workdir, state_dir,
                                                   guest_boot_files,
                                                   monkeypatch):
-    from nova.virt.libvirt import guest as nova_guest
     lm, ext = _extension(monkeypatch)
     # 20,000 writes/s over 4 MiB never converge at a few MiB/s
     name = _boot(bed, guest_boot_files, workdir, rate=20000)
@@ -188,10 +194,7 @@ def test_an_aborted_migration_releases_everything(bed, workdir, state_dir,
         speed_before = dom.migrateGetMaxSpeed(0)
         mp = _plan(lm, name, dom)
         mp.bandwidth = 2 * MIB
-        rt_guest = lm.RTGuest(nova_guest.Guest(dom), mp)
-        held = ext.reserve_source(None, types.SimpleNamespace(
-            uuid=dom.UUIDString()), mp, rt_guest, hosts.URI_A,
-            lambda uri: conn_a)
+        rt_guest, held = _reserve(lm, ext, dom, mp, conn_a)
         box = {}
         worker = threading.Thread(target=_nova_migrate,
                                   args=(rt_guest, dom, box))
