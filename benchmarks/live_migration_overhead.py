@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""What the rtmig live-migration extension adds to the start and the end of
+a live migration on the source (run on demand as root, not in CI).
+
+    python benchmarks/live_migration_overhead.py [--repeat 9]
+
+Target (issue #9): at most 1 s added to the start (profile lookup, plan,
+the destination's admission check, applying the source's reservation) and
+at most 1 s to the end (releasing it).  Measured here, on real libvirt
+(qemu:///system, a diskless TCG domain idling in its firmware):
+
+``plan cold``      the first plan of a flavor: profile loaded, model run
+``plan warm``      the same plan again (cached, as for every later one)
+``admit``          the destination's ledger check for one more VM (a ledger
+                   of 10 RT VMs; the database query Nova makes around it is
+                   not included)
+``reserve``        the source's reservation applied: migration speed and
+                   downtime, the emulator cgroup's CFS quota, a state file
+                   fsynced per step
+``release``        all of it undone, the state file removed
+
+Medians of --repeat runs (``plan cold``: each run with the caches
+cleared).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import types
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                os.pardir))
+
+from rtmig_nova import conf  # noqa: E402
+from rtmig_nova import planning  # noqa: E402
+from rtmig_nova.model import flavor, ledger  # noqa: E402
+
+CONF = conf.CONF
+SPECS = {'rtmig:vcpu_reservation': '2ms/10ms', 'rtmig:net_rate': '10MB/s',
+         'rtmig:migration_deadline': '60s', 'rtmig:max_downtime': '300ms'}
+DOMAIN_XML = """<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices><serial type='pty'/></devices>
+</domain>"""
+
+
+def _ms(samples):
+    return statistics.median(samples) * 1000.0
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=9)
+    args = parser.parse_args()
+    CONF([], project="rtmig-nova")
+    request = flavor.parse_specs(SPECS)
+    link = CONF.rtmig.link_capacity * CONF.rtmig.migration_link_share
+    cold, warm = [], []
+    for _ in range(args.repeat):
+        planning._load.cache_clear()
+        planning._plan.cache_clear()
+        cold.append(_timed(lambda: planning.migration_plan(
+            request, link, CONF.rtmig))[0])
+        warm.append(_timed(lambda: planning.migration_plan(
+            request, link, CONF.rtmig))[0])
+    pl = planning.migration_plan(request, link, CONF.rtmig)
+
+    capacity = ledger.HostCapacity(cpus=8, bound=0.95, link=1.25e9,
+                                   migration_link=link, migration_cpu=0.5,
+                                   max_evacuation=0.0)
+    need = planning.evacuation_need(request, link, CONF.rtmig)
+    vms = [ledger.VMEntry(str(i), 2, 0.2, 1e7, need.time)
+           for i in range(10)]
+    admit = []
+    for _ in range(args.repeat):
+        admit.append(_timed(lambda: ledger.admit_vm(
+            ledger.HostLedger(capacity, vms), 2, request, need))[0])
+
+    import libvirt
+    from nova.virt.libvirt import guest as nova_guest
+    from rtmig_nova.compute import live_migration as lm
+    lm._notifier = lambda host: None           # no Nova transport here
+    conn = libvirt.open("qemu:///system")
+    name = "rtmtb-bench-" + uuid.uuid4().hex[:8]
+    dom = conn.createXML(DOMAIN_XML.format(name=name), 0)
+    reserve, release = [], []
+    try:
+        with tempfile.TemporaryDirectory() as state_dir:
+            CONF.set_override("reservation_state_dir", state_dir, "rtmig")
+            ext = lm.RTLiveMigration(types.SimpleNamespace(
+                capacity=types.SimpleNamespace(migration_link=link)), "a")
+            q = request.confidence
+            mp = lm.MigrationPlan(
+                dom.UUIDString(), request, "flavor", request.profile,
+                float(pl.bandwidth), float(pl.downtime_limit),
+                float(pl.probability),
+                float(pl.prediction.total_time.quantile(q)),
+                float(pl.prediction.downtime.quantile(q)), pl.cpu)
+            instance = types.SimpleNamespace(uuid=dom.UUIDString())
+            for _ in range(args.repeat):
+                g = lm.RTGuest(nova_guest.Guest(dom), mp)
+                t, held = _timed(lambda: ext.reserve_source(
+                    None, instance, mp, g, "qemu:///system",
+                    lambda uri: conn))
+                assert held is not None
+                reserve.append(t)
+                release.append(_timed(lambda: ext.release(
+                    held, lambda uri: conn))[0])
+                assert os.listdir(state_dir) == []
+    finally:
+        dom.destroy()
+        conn.close()
+
+    print("live-migration extension overhead (median of %d, ms)"
+          % args.repeat)
+    for label, samples in (("plan cold", cold), ("plan warm", warm),
+                           ("admit", admit), ("reserve", reserve),
+                           ("release", release)):
+        print("  %-10s %8.3f" % (label, _ms(samples)))
+    print("  start (plan warm + admit + reserve): %.1f ms; cold: %.1f ms"
+          % (_ms(warm) + _ms(admit) + _ms(reserve),
+             _ms(cold) + _ms(admit) + _ms(reserve)))
+    print("  end (release): %.1f ms" % _ms(release))
+
+
+if __name__ == "__main__":
+    main()
