@@ -42,6 +42,17 @@ function configure_rtmig_nova {
     iniset $NOVA_CONF rtmig migration_cpu "$RTMIG_NOVA_MIGRATION_CPU"
     if is_service_enabled n-cpu; then
         iniset $NOVA_CPU_CONF DEFAULT compute_driver rtmig.RTLibvirtDriver
+        # nova-compute runs as the stack user: the state files of its
+        # live-migration reservations and the captured profiles live in
+        # directories it owns.
+        local dir
+        for dir in "$RTMIG_NOVA_STATE_DIR" "$RTMIG_NOVA_PROFILE_DIR"; do
+            sudo install -d -m 0700 -o $STACK_USER "$dir"
+        done
+        iniset $NOVA_CPU_CONF rtmig reservation_state_dir \
+            "$RTMIG_NOVA_STATE_DIR"
+        iniset $NOVA_CPU_CONF rtmig instance_profile_dir \
+            "$RTMIG_NOVA_PROFILE_DIR"
     fi
     if is_service_enabled n-sch; then
         # available_filters is a multi-valued option: keep Nova's own.

@@ -332,6 +332,19 @@ class RTLiveMigration:
                           "%s: %s", doc["id"], e)
         return released
 
+    def plan_at_start(self, context, instance):
+        """:meth:`plan` again as the migration starts (the profile may have
+        changed since the checks): ``(plan or None, refused)``.  A refusal
+        leaves an instance fault; the caller rolls the migration back, as
+        the driver's ``live_migration`` must not raise (Nova would put the
+        instance in ERROR)."""
+        try:
+            return self.plan(context, instance, notify=True), False
+        except (exception.NoValidHost,
+                exception.MigrationPreCheckError) as e:
+            compute_utils.add_instance_fault_from_exc(context, instance, e)
+            return None, True
+
     def ended(self, context, instance, mp, guest, started):
         """Send ``rtmig.migration.end``: the plan against what happened to
         the migration of ``guest`` (an :class:`RTGuest`; ``started``:

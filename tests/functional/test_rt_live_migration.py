@@ -329,6 +329,35 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
             '/allocations/%s' % server['id']).body['allocations']
         self.assertEqual([self.compute_rp_uuids['compute1']], list(allocs))
 
+    def test_a_plan_that_fails_at_the_start_rolls_back(self):
+        # The checks pass; then, before the source starts, a capture
+        # replaces the profile with one no link share can carry.
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        path = os.path.join(self.profile_dir, server['id'] + '.json')
+        from nova.virt.rtmig import driver as rtmig_driver
+        original = rtmig_driver.RTLibvirtDriver.pre_live_migration
+
+        def pre_live_migration(drv, *args, **kwargs):
+            DirtyProfile.from_aggregate_rate(8 * 2 ** 30, 2e9).save(path)
+            return original(drv, *args, **kwargs)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.rtmig.driver.RTLibvirtDriver.pre_live_migration',
+            pre_live_migration))
+        self._live_migrate(server, api=self.admin_api,
+                           migration_expected_state='failed')
+        self.assertEqual('compute1', self.server_host(server))
+        self.assertEqual('ACTIVE', self.admin_api.get_server(
+            server['id'])['status'])
+        self.assertEqual([], self.migrate_calls)
+        self.assertEqual([], os.listdir(self.state_dir))
+        reject, = self.notifications('rtmig.admission.reject')
+        self.assertEqual('plan', reject['stage'])
+        # Placement: back on the source only
+        allocs = self.placement.get(
+            '/allocations/%s' % server['id']).body['allocations']
+        self.assertEqual([self.compute_rp_uuids['compute1']], list(allocs))
+
     def test_a_forced_destination_without_room_refuses(self):
         # two servers fill compute2's two RT CPUs; Placement has room
         self.start_rt_computes(2, cpus=4)

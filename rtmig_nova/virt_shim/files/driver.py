@@ -91,7 +91,10 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _live_migration(self, context, instance, dest, post_method,
                         recover_method, block_migration, migrate_data):
-        plan = self._rtmig_lm.plan(context, instance, notify=True)
+        plan, refused = self._rtmig_lm.plan_at_start(context, instance)
+        if refused:
+            recover_method(context, instance, dest, migrate_data)
+            return
         if plan is None:
             return super()._live_migration(
                 context, instance, dest, post_method, recover_method,
