@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import types
-import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 os.pardir))
@@ -42,13 +41,6 @@ from rtmig_nova.model import flavor, ledger  # noqa: E402
 CONF = conf.CONF
 SPECS = {'rtmig:vcpu_reservation': '2ms/10ms', 'rtmig:net_rate': '10MB/s',
          'rtmig:migration_deadline': '60s', 'rtmig:max_downtime': '300ms'}
-DOMAIN_XML = """<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices><serial type='pty'/></devices>
-</domain>"""
 
 
 def _ms(samples):
@@ -89,40 +81,34 @@ def main():
         admit.append(_timed(lambda: ledger.admit_vm(
             ledger.HostLedger(capacity, vms), 2, request, need))[0])
 
-    import libvirt
     from nova.virt.libvirt import guest as nova_guest
     from rtmig_nova.compute import live_migration as lm
+    from tests.host import domains
     lm._notifier = lambda host: None           # no Nova transport here
-    conn = libvirt.open("qemu:///system")
-    name = "rtmtb-bench-" + uuid.uuid4().hex[:8]
-    dom = conn.createXML(DOMAIN_XML.format(name=name), 0)
     reserve, release = [], []
-    try:
-        with tempfile.TemporaryDirectory() as state_dir:
-            CONF.set_override("reservation_state_dir", state_dir, "rtmig")
-            ext = lm.RTLiveMigration(types.SimpleNamespace(
-                capacity=types.SimpleNamespace(migration_link=link)), "a")
-            q = request.confidence
-            mp = lm.MigrationPlan(
-                dom.UUIDString(), request, "flavor", request.profile,
-                float(pl.bandwidth), float(pl.downtime_limit),
-                float(pl.probability),
-                float(pl.prediction.total_time.quantile(q)),
-                float(pl.prediction.downtime.quantile(q)), pl.cpu)
-            instance = types.SimpleNamespace(uuid=dom.UUIDString())
-            for _ in range(args.repeat):
-                g = lm.RTGuest(nova_guest.Guest(dom), mp)
-                t, held = _timed(lambda: ext.reserve_source(
-                    None, instance, mp, g, "qemu:///system",
-                    lambda uri: conn))
-                assert held is not None
-                reserve.append(t)
-                release.append(_timed(lambda: ext.release(
-                    held, lambda uri: conn))[0])
-                assert os.listdir(state_dir) == []
-    finally:
-        dom.destroy()
-        conn.close()
+    with domains.transient_domain() as dom, \
+            tempfile.TemporaryDirectory() as state_dir:
+        conn = dom.connect()
+        CONF.set_override("reservation_state_dir", state_dir, "rtmig")
+        ext = lm.RTLiveMigration(types.SimpleNamespace(
+            capacity=types.SimpleNamespace(migration_link=link)), "a")
+        q = request.confidence
+        mp = lm.MigrationPlan(
+            dom.UUIDString(), request, "flavor", request.profile,
+            float(pl.bandwidth), float(pl.downtime_limit),
+            float(pl.probability),
+            float(pl.prediction.total_time.quantile(q)),
+            float(pl.prediction.downtime.quantile(q)), pl.cpu)
+        instance = types.SimpleNamespace(uuid=dom.UUIDString())
+        for _ in range(args.repeat):
+            g = lm.RTGuest(nova_guest.Guest(dom), mp)
+            t, held = _timed(lambda: ext.reserve_source(
+                None, instance, mp, g, domains.URI, lambda uri: conn))
+            assert held is not None
+            reserve.append(t)
+            release.append(_timed(lambda: ext.release(
+                held, lambda uri: conn))[0])
+            assert os.listdir(state_dir) == []
 
     print("live-migration extension overhead (median of %d, ms)"
           % args.repeat)
