@@ -92,13 +92,8 @@ def main():
         CONF.set_override("reservation_state_dir", state_dir, "rtmig")
         ext = lm.RTLiveMigration(types.SimpleNamespace(
             capacity=types.SimpleNamespace(migration_link=link)), "a")
-        q = request.confidence
-        mp = lm.MigrationPlan(
-            dom.UUIDString(), request, "flavor", request.profile,
-            float(pl.bandwidth), float(pl.downtime_limit),
-            float(pl.probability),
-            float(pl.prediction.total_time.quantile(q)),
-            float(pl.prediction.downtime.quantile(q)), pl.cpu)
+        mp = lm.MigrationPlan.of(dom.UUIDString(), request, "flavor",
+                                 request.profile, pl)
         instance = types.SimpleNamespace(uuid=dom.UUIDString())
         for _ in range(args.repeat):
             g = lm.RTGuest(nova_guest.Guest(dom), mp)

@@ -60,6 +60,7 @@ from oslo_log import log as logging
 
 from rtmig_nova import conf
 from rtmig_nova import planning
+from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.enforce import reservation
 from rtmig_nova.model import flavor
 from rtmig_nova.model import ledger
@@ -70,7 +71,7 @@ CONF = conf.CONF
 EVENT_PLAN = "rtmig.migration.plan"
 EVENT_END = "rtmig.migration.end"
 EVENT_REJECT = "rtmig.admission.reject"
-MIB = 1024 * 1024
+MIB = libvirt_controls.MIB
 # How this service labels its reservations (state files in [rtmig]
 # reservation_state_dir), so that it releases only its own.
 LABEL_PREFIX = "nova-live-migration {host} "
@@ -101,14 +102,28 @@ class MigrationPlan:
     predicted_downtime: float
     cpu: object = None
 
+    @classmethod
+    def of(cls, instance_uuid, request, profile_source, profile, pl):
+        """The plan of the model's :class:`~rtmig_nova.model.sizing.Plan`
+        ``pl`` (feasible), with its predictions at the confidence."""
+        q = request.confidence
+        return cls(instance_uuid, request, profile_source, profile,
+                   float(pl.bandwidth), float(pl.downtime_limit),
+                   float(pl.probability),
+                   float(pl.prediction.total_time.quantile(q)),
+                   float(pl.prediction.downtime.quantile(q)), pl.cpu)
+
     @property
     def bandwidth_mib(self):
-        """The bandwidth in libvirt's unit, MiB/s (at least 1)."""
-        return max(1, int(round(self.bandwidth / MIB)))
+        """The bandwidth in libvirt's unit, MiB/s, as the reservation's
+        migration step sets it."""
+        return libvirt_controls.migration_params(self.bandwidth)["bandwidth"]
 
     @property
     def downtime_limit_ms(self):
-        return max(1, int(round(self.downtime_limit * 1000)))
+        """The downtime limit in libvirt's unit, ms (at least 1), as the
+        reservation's migration step sets it."""
+        return max(1, libvirt_controls.downtime_ms(self.downtime_limit))
 
     def payload(self):
         r = self.request
@@ -180,14 +195,10 @@ class RTLiveMigration:
             "instance_uuid": instance.uuid, "host": self.host,
             "stage": stage, "reason": reason})
 
-    def _reject(self, context, instance, stage, reason):
+    def _reject(self, context, instance, stage, reason,
+                error=exception.MigrationPreCheckError):
         self._notify_reject(context, instance, stage, reason)
-        if stage == "plan":
-            # The source's plan holds for every destination: NoValidHost
-            # ends the conductor's search at once (MigrationPreCheckError
-            # would make it try, and plan for, every other host).
-            raise exception.NoValidHost(reason=f"rtmig: {reason}")
-        raise exception.MigrationPreCheckError(reason=f"rtmig: {reason}")
+        raise error(reason=f"rtmig: {reason}")
 
     # -- destination -------------------------------------------------------
 
@@ -233,9 +244,13 @@ class RTLiveMigration:
             pl = planning.migration_plan(
                 request, self.capacity.migration_link, CONF.rtmig,
                 profile_ref=ref)
+        # The source's plan holds for every destination: NoValidHost ends
+        # the conductor's search at once (MigrationPreCheckError would make
+        # it try, and plan for, every other host).
         except planning.PlanningError as e:
             self._reject(context, instance, "plan",
-                         f"instance {instance.uuid}: profile {ref}: {e}")
+                         f"instance {instance.uuid}: profile {ref}: {e}",
+                         exception.NoValidHost)
         if not pl.feasible:
             self._reject(context, instance, "plan",
                          f"instance {instance.uuid} cannot be migrated "
@@ -243,13 +258,8 @@ class RTLiveMigration:
                          f"{request.deadline:g}s and rtmig:max_downtime="
                          f"{request.max_downtime:g}s over "
                          f"{self.capacity.migration_link:.4g} B/s: "
-                         f"{pl.reason}")
-        q = request.confidence
-        mp = MigrationPlan(
-            instance.uuid, request, source, ref, float(pl.bandwidth),
-            float(pl.downtime_limit), float(pl.probability),
-            float(pl.prediction.total_time.quantile(q)),
-            float(pl.prediction.downtime.quantile(q)), pl.cpu)
+                         f"{pl.reason}", exception.NoValidHost)
+        mp = MigrationPlan.of(instance.uuid, request, source, ref, pl)
         if notify:
             self._notifier.info(context, EVENT_PLAN, mp.payload())
             LOG.info("rtmig: live migration at %d MiB/s, downtime limit "

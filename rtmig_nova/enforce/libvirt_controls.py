@@ -98,11 +98,17 @@ def get_migration(dom):
     return speed * MIB, downtime / 1000.0
 
 
+def downtime_ms(seconds):
+    """A downtime limit in libvirt's whole ms, rounded down (never more
+    downtime than asked)."""
+    return math.floor(seconds * 1000 + 1e-9)
+
+
 def set_migration(dom, bandwidth=None, max_downtime=None):
     """Set the migration's maximum speed (bytes/s, rounded up to whole MiB/s)
     and maximum downtime (s, rounded down to whole ms).  Returns what was
     set, in bytes/s and s."""
-    speed = downtime_ms = None
+    speed = limit_ms = None
     if bandwidth is not None:
         if not (math.isfinite(bandwidth) and bandwidth > 0):
             raise ValueError(f"bandwidth must be > 0 bytes/s, got "
@@ -112,19 +118,19 @@ def set_migration(dom, bandwidth=None, max_downtime=None):
         if not (math.isfinite(max_downtime) and max_downtime > 0):
             raise ValueError(f"max_downtime must be > 0 s, got "
                              f"{max_downtime!r}")
-        downtime_ms = math.floor(max_downtime * 1000 + 1e-9)
-        if downtime_ms < 1:
+        limit_ms = downtime_ms(max_downtime)
+        if limit_ms < 1:
             raise ValueError("max_downtime must be at least 1 ms")
     if speed is not None:
         _call("setting the migration speed", dom.migrateSetMaxSpeed,
               speed, 0)
-    if downtime_ms is not None:
+    if limit_ms is not None:
         # no flags argument: there is none to give, and Nova's fake
         # libvirt takes none
         _call("setting the maximum downtime", dom.migrateSetMaxDowntime,
-              downtime_ms)
+              limit_ms)
     return (speed * MIB if speed is not None else None,
-            downtime_ms / 1000.0 if downtime_ms is not None else None)
+            limit_ms / 1000.0 if limit_ms is not None else None)
 
 
 def migration_params(bandwidth):

@@ -97,12 +97,8 @@ def _plan(lm, name, dom):
     pl = planning.migration_plan(request, 64 * MIB, CONF.rtmig,
                                  profile_ref=os.path.abspath(profile_path))
     assert pl.feasible, pl.reason
-    q = request.confidence
-    return lm.MigrationPlan(
-        dom.UUIDString(), request, "instance", profile_path,
-        float(pl.bandwidth), float(pl.downtime_limit),
-        float(pl.probability), float(pl.prediction.total_time.quantile(q)),
-        float(pl.prediction.downtime.quantile(q)), pl.cpu)
+    return lm.MigrationPlan.of(dom.UUIDString(), request, "instance",
+                               profile_path, pl)
 
 
 def _nova_migrate(rt_guest, dom, box):
