@@ -14,6 +14,13 @@ at most 1 s to the end (releasing it).  Measured here, on real libvirt
 ``admit``          the destination's ledger check for one more VM (a ledger
                    of 10 RT VMs; the database query Nova makes around it is
                    not included)
+``dirty rate``     the ``dirty_rate`` profile source's wait for its 1 s
+                   calculation when the migration starts 0.8 s after the
+                   source's check started it (pre_live_migration's time)
+``dirty rate now`` the same when the migration starts at once: the wait is
+                   capped (DIRTY_RATE_MAX_WAIT) and the plan falls back to
+                   the next source
+``plan measured``  the plan from the measured coarse profile (not cached)
 ``reserve``        the source's reservation applied: migration speed and
                    downtime, the emulator cgroup's CFS quota, a state file
                    fsynced per step
@@ -83,6 +90,7 @@ def main():
 
     from nova.virt.libvirt import guest as nova_guest
     from rtmig_nova.compute import live_migration as lm
+    from rtmig_nova.compute import profile_sources
     from tests.host import domains
     lm._notifier = lambda host: None           # no Nova transport here
     reserve, release = [], []
@@ -95,6 +103,24 @@ def main():
         mp = lm.MigrationPlan.of(dom.UUIDString(), request, "flavor",
                                  request.profile, pl)
         instance = types.SimpleNamespace(uuid=dom.UUIDString())
+        source = profile_sources.LibvirtDirtyRate()
+        rate_wait, rate_now, measured_plan = [], [], []
+        for _ in range(args.repeat):
+            g = nova_guest.Guest(dom)
+            source.prepare(instance, g)
+            t, found = _timed(lambda: source.find(instance, request, g,
+                                                  wait=True))
+            assert found is None, "a 1 s calculation done at once?"
+            rate_now.append(t)
+            time.sleep(1.0)         # let that calculation end
+            source.prepare(instance, g)
+            time.sleep(0.8)
+            t, found = _timed(lambda: source.find(instance, request, g,
+                                                  wait=True))
+            assert found is not None, "no dirty-rate result"
+            rate_wait.append(t)
+            measured_plan.append(_timed(lambda: planning.migration_plan_of(
+                request, link, CONF.rtmig, found.profile))[0])
         for _ in range(args.repeat):
             g = lm.RTGuest(nova_guest.Guest(dom), mp)
             t, held = _timed(lambda: ext.reserve_source(
@@ -108,12 +134,21 @@ def main():
     print("live-migration extension overhead (median of %d, ms)"
           % args.repeat)
     for label, samples in (("plan cold", cold), ("plan warm", warm),
-                           ("admit", admit), ("reserve", reserve),
+                           ("admit", admit), ("dirty rate", rate_wait),
+                           ("dirty rate now", rate_now),
+                           ("plan measured", measured_plan),
+                           ("reserve", reserve),
                            ("release", release)):
-        print("  %-10s %8.3f" % (label, _ms(samples)))
+        print("  %-14s %8.3f" % (label, _ms(samples)))
     print("  start (plan warm + admit + reserve): %.1f ms; cold: %.1f ms"
           % (_ms(warm) + _ms(admit) + _ms(reserve),
              _ms(cold) + _ms(admit) + _ms(reserve)))
+    print("  start with a dirty-rate measurement (dirty rate + plan "
+          "measured + admit + reserve): %.1f ms; at once (dirty rate now "
+          "+ plan warm + admit + reserve): %.1f ms"
+          % (_ms(rate_wait) + _ms(measured_plan) + _ms(admit)
+             + _ms(reserve),
+             _ms(rate_now) + _ms(warm) + _ms(admit) + _ms(reserve)))
     print("  end (release): %.1f ms" % _ms(release))
 
 

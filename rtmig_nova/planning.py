@@ -154,6 +154,20 @@ def migration_plan(request, migration_link, group, profile_ref=None):
         raise PlanningError(f"cannot plan: {e}") from None
 
 
+def migration_plan_of(request, migration_link, group, profile):
+    """As :func:`migration_plan`, for the
+    :class:`~rtmig_nova.model.profile.DirtyProfile` ``profile`` itself (a
+    measurement: not cached).
+
+    :raises PlanningError: no plan can be computed from it
+    """
+    try:
+        return ledger.migration_plan(profile, request, float(migration_link),
+                                     plan_options(group))
+    except ValueError as e:
+        raise PlanningError(f"cannot plan: {e}") from None
+
+
 def evacuation_need(request, migration_link, group):
     """:class:`~rtmig_nova.model.ledger.EvacuationNeed` of a VM under
     ``request`` at ``migration_link`` bytes/s, with the ``[rtmig]`` options

@@ -29,7 +29,7 @@ from stevedore import extension
 
 NAMESPACE = "rtmig_nova.models"
 
-__all__ = ["NAMESPACE", "available_models", "load_model"]
+__all__ = ["NAMESPACE", "available", "available_models", "load_model"]
 
 
 def _ignore(manager, entrypoint, exc):
@@ -38,10 +38,15 @@ def _ignore(manager, entrypoint, exc):
     it failed."""
 
 
+def available(namespace):
+    """Names of the installed plugins in ``namespace`` that load, sorted."""
+    return sorted(extension.ExtensionManager(
+        namespace, on_load_failure_callback=_ignore).names())
+
+
 def available_models():
     """Names of the installed model plugins that load, sorted."""
-    return sorted(extension.ExtensionManager(
-        NAMESPACE, on_load_failure_callback=_ignore).names())
+    return available(NAMESPACE)
 
 
 def _describe(names):

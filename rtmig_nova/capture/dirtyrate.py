@@ -35,17 +35,75 @@ from rtmig_nova.capture.probe import DEFAULT_URI, ProbeError, _one_line
 MIB = 1 << 20
 MIN_SECONDS, MAX_SECONDS = 1, 60     # QEMU's calc-time range
 STATUS_MEASURED = 2                  # dirtyrate.calc_status: measured
+# libvirt's VIR_DOMAIN_STATS_DIRTYRATE (a fake libvirt may lack it)
+_STATS_DIRTYRATE = 1 << 9
+
+
+def check_seconds(seconds):
+    """``seconds`` as an int if it is a valid calculation time (whole,
+    1-60 s), else :class:`ProbeError`."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or int(seconds) != seconds or \
+            not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise ProbeError(f"the dirty-rate calculation takes whole seconds "
+                         f"from {MIN_SECONDS} to {MAX_SECONDS}, got "
+                         f"{seconds!r}")
+    return int(seconds)
+
+
+def start(dom, seconds):
+    """Start QEMU's dirty-rate calculation of ``seconds`` on the running
+    libvirt domain ``dom`` and return at once.  QEMU resets the previous
+    result before it returns, so a measured result read after a
+    successful start is this calculation's.  libvirt's error (one that
+    says a calculation is already running, too) propagates."""
+    dom.startDirtyRateCalc(check_seconds(seconds), 0)
+
+
+def read(dom):
+    """The calculation's result on ``dom``: (dirty rate bytes/s, memory
+    bytes) once measured, else None."""
+    # getAllDomainStats, not domainListGetStats: the latter refuses the
+    # tpool proxies Nova wraps domains in under eventlet.
+    uuid = dom.UUIDString()
+    values = {}
+    for other, stats in dom.connect().getAllDomainStats(_STATS_DIRTYRATE):
+        if other.UUIDString() == uuid:
+            values = stats
+    if values.get("dirtyrate.calc_status") != STATUS_MEASURED or \
+            "dirtyrate.megabytes_per_second" not in values:
+        return None
+    rate = float(values["dirtyrate.megabytes_per_second"]) * MIB
+    return rate, int(dom.maxMemory()) * 1024
+
+
+def wait(dom, until, poll=0.1, clock=time.monotonic, sleep=time.sleep):
+    """:func:`read` ``dom`` every ``poll`` s until it has a result or
+    ``clock()`` passes ``until`` (s); the result or None."""
+    while True:
+        found = read(dom)
+        if found is not None or clock() >= until:
+            return found
+        sleep(max(0.0, min(poll, until - clock())))
+
+
+def coarse_profile(rate, memory, seconds, domain, page_size=4096):
+    """The coarse :class:`DirtyProfile` of one calculation's result:
+    ``rate`` bytes/s over ``memory`` bytes, measured for ``seconds`` on
+    ``domain`` (a name or UUID, for the record)."""
+    from rtmig_nova.model.profile import DirtyProfile
+    return DirtyProfile.from_aggregate_rate(
+        memory, rate, page_size,
+        metadata={"source": "libvirt-dirtyrate", "domain": domain,
+                  "capture": "dirty-rate calculation",
+                  "calc_seconds": int(seconds)})
 
 
 def measure(name, uri=DEFAULT_URI, seconds=1, poll=0.1, timeout=None):
     """Run libvirt's dirty-rate calculation on the running domain ``name``
     for ``seconds`` (whole, 1-60) and return (dirty rate bytes/s, memory
     bytes).  Errors are :class:`ProbeError` with one line."""
-    if isinstance(seconds, bool) or int(seconds) != seconds or \
-            not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        raise ProbeError(f"the dirty-rate calculation takes whole seconds "
-                         f"from {MIN_SECONDS} to {MAX_SECONDS}, got "
-                         f"{seconds!r}")
+    seconds = check_seconds(seconds)
     try:
         import libvirt
     except ImportError:
@@ -67,25 +125,20 @@ def measure(name, uri=DEFAULT_URI, seconds=1, poll=0.1, timeout=None):
         if not dom.isActive():
             raise ProbeError(f"domain {name!r} is not running")
         try:
-            dom.startDirtyRateCalc(int(seconds), 0)
+            start(dom, seconds)
         except libvirt.libvirtError as e:
             raise ProbeError(f"dirty-rate calculation of {name!r}: "
                              f"{_one_line(e)}") from None
         limit = timeout or seconds + 30
-        deadline = time.monotonic() + limit
-        while True:
-            time.sleep(poll)
-            stats = conn.domainListGetStats(
-                [dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)[0][1]
-            if stats.get("dirtyrate.calc_status") == STATUS_MEASURED and \
-                    "dirtyrate.megabytes_per_second" in stats:
-                rate = stats["dirtyrate.megabytes_per_second"] * MIB
-                return float(rate), int(dom.maxMemory()) * 1024
-            if time.monotonic() > deadline:
-                status = stats.get("dirtyrate.calc_status")
-                raise ProbeError(f"dirty-rate calculation of {name!r} did "
-                                 f"not finish in {limit:g} s (status "
-                                 f"{status})")
+        found = wait(dom, time.monotonic() + limit, poll)
+        if found is None:
+            status = conn.domainListGetStats(
+                [dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)[0][1].get(
+                    "dirtyrate.calc_status")
+            raise ProbeError(f"dirty-rate calculation of {name!r} did "
+                             f"not finish in {limit:g} s (status "
+                             f"{status})")
+        return found
     finally:
         conn.close()
 
@@ -93,10 +146,5 @@ def measure(name, uri=DEFAULT_URI, seconds=1, poll=0.1, timeout=None):
 def capture_domain_coarse(name, uri=DEFAULT_URI, seconds=1, page_size=4096):
     """A coarse :class:`DirtyProfile` of the running domain ``name`` from
     one dirty-rate calculation of ``seconds``."""
-    from rtmig_nova.model.profile import DirtyProfile
     rate, memory = measure(name, uri, seconds)
-    return DirtyProfile.from_aggregate_rate(
-        memory, rate, page_size,
-        metadata={"source": "libvirt-dirtyrate", "domain": name,
-                  "capture": "dirty-rate calculation",
-                  "calc_seconds": int(seconds)})
+    return coarse_profile(rate, memory, seconds, name, page_size)

@@ -22,11 +22,12 @@ other instances migrate exactly as Nova migrates them.
   migration forced to this host fails with the instance untouched.
 - :meth:`RTLiveMigration.plan` (source, in
   ``check_can_live_migrate_source`` and again when the migration starts):
-  the model's plan from the instance's captured profile
-  (``[rtmig] instance_profile_dir/UUID.json[.gz]``) or else its flavor's
-  ``rtmig:profile``, at the host's migration link share.  An infeasible
-  plan refuses the migration before anything changes (``NoValidHost``:
-  no destination can help).
+  the model's plan from the first of ``[rtmig] migration_profile_sources``
+  that has a profile (:mod:`~rtmig_nova.compute.profile_sources`: the
+  instance's captured profile, libvirt's dirty rate of the running domain,
+  the flavor's ``rtmig:profile``), at the host's migration link share.
+  An infeasible plan refuses the migration before anything changes
+  (``NoValidHost``: no destination can help).
 - :class:`RTGuest` (source, for the migration's duration): Nova's Guest
   with the plan's bandwidth in ``migrateToURI3``, the plan's downtime limit
   set once and kept (Nova's downtime steps would raise it past
@@ -36,10 +37,12 @@ other instances migrate exactly as Nova migrates them.
 Notifications (oslo.messaging on Nova's notification transport, publisher
 ``rtmig.HOST``, priority INFO):
 
-- ``rtmig.migration.plan``: instance_uuid, profile_source (``instance`` or
-  ``flavor``), profile, bandwidth_bytes_per_s, downtime_limit_s, deadline_s,
-  max_downtime_s, confidence, probability, predicted_total_time_s (at the
-  confidence), predicted_downtime_s (at the confidence).
+- ``rtmig.migration.plan``: instance_uuid, profile_source (the source's
+  name: ``instance``, ``dirty_rate``, ``flavor``), profile (its file,
+  flavor reference or measurement), bandwidth_bytes_per_s, downtime_limit_s,
+  deadline_s, max_downtime_s, confidence, probability,
+  predicted_total_time_s (at the confidence), predicted_downtime_s (at the
+  confidence), migration_cpu_share.
 - ``rtmig.migration.end``: instance_uuid, outcome (``completed`` or
   ``failed``), the plan's predictions and measured total_time_s,
   downtime_s (None when libvirt did not say), memory_bytes, deadline_met.
@@ -48,7 +51,6 @@ Notifications (oslo.messaging on Nova's notification transport, publisher
 """
 
 import dataclasses
-import os
 import time
 
 from lxml import etree
@@ -60,6 +62,7 @@ from oslo_log import log as logging
 
 from rtmig_nova import conf
 from rtmig_nova import planning
+from rtmig_nova.compute import profile_sources
 from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.enforce import reservation
 from rtmig_nova.model import flavor
@@ -155,16 +158,6 @@ def instance_request(instance):
             reason=f"rtmig: instance {instance.uuid}: {e}")
 
 
-def instance_profile(uuid, directory):
-    """Path of the captured profile of instance ``uuid`` in ``directory``,
-    or None."""
-    for suffix in (".json", ".json.gz"):
-        path = os.path.join(directory, uuid + suffix)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
 def _notifier(host):
     """An oslo.messaging notifier on Nova's notification transport, with
     the ``[oslo_messaging_notifications]`` driver and topics (Nova's own
@@ -179,10 +172,19 @@ class RTLiveMigration:
     """Live-migration side of one compute service; ``admission`` is its
     :class:`~rtmig_nova.compute.extension.RTComputeExtension`."""
 
-    def __init__(self, admission, host):
+    def __init__(self, admission, host, get_guest=None):
+        """``get_guest(instance)``: Nova's ``Guest`` of a local instance
+        (the driver's ``Host.get_guest``), for the sources that measure it.
+
+        :raises profile_sources.SourceError: ``[rtmig]
+            migration_profile_sources`` names a source not installed
+        """
         self.admission = admission
         self.host = host
+        self._get_guest = get_guest
         self._notifier = _notifier(host)
+        self.sources = profile_sources.load(
+            CONF.rtmig.migration_profile_sources)
 
     @property
     def capacity(self):
@@ -224,9 +226,22 @@ class RTLiveMigration:
 
     # -- source --------------------------------------------------------------
 
-    def plan(self, context, instance, notify=False):
-        """The :class:`MigrationPlan` of migrating ``instance`` away, or None
-        for an instance without ``rtmig:`` specs.
+    def _guest(self, instance):
+        if self._get_guest is None:
+            return None
+        try:
+            return self._get_guest(instance)
+        except exception.InstanceNotFound:
+            return None
+
+    def plan(self, context, instance, starting=False):
+        """The :class:`MigrationPlan` of migrating ``instance`` away, or
+        None for an instance without ``rtmig:`` specs.  The profile is the
+        first :mod:`~rtmig_nova.compute.profile_sources` source's that has
+        one;
+        at the checks each source asked may start a measurement, which
+        the plan made as the migration is ``starting`` waits for (and
+        sends as ``rtmig.migration.plan``).
 
         :raises NoValidHost: no feasible plan (the reason says which
             limit), after an ``rtmig.admission.reject`` notification; Nova's
@@ -236,21 +251,35 @@ class RTLiveMigration:
         request = instance_request(instance)
         if request is None:
             return None
-        path = instance_profile(instance.uuid,
-                                CONF.rtmig.instance_profile_dir)
-        source, ref = ("instance", path) if path else \
-            ("flavor", request.profile)
+        guest = self._guest(instance)
+        found = None
+        for src in self.sources:
+            if not starting:
+                src.prepare(instance, guest)
+            found = src.find(instance, request, guest, wait=starting)
+            if found is not None:
+                break
+        if found is None:
+            self._reject(context, instance, "plan",
+                         f"instance {instance.uuid}: none of the profile "
+                         f"sources {', '.join(s.name for s in self.sources)} "
+                         f"has a profile", exception.NoValidHost)
         try:
-            pl = planning.migration_plan(
-                request, self.capacity.migration_link, CONF.rtmig,
-                profile_ref=ref)
+            if found.profile is None:
+                pl = planning.migration_plan(
+                    request, self.capacity.migration_link, CONF.rtmig,
+                    profile_ref=found.ref)
+            else:
+                pl = planning.migration_plan_of(
+                    request, self.capacity.migration_link, CONF.rtmig,
+                    found.profile)
         # The source's plan holds for every destination: NoValidHost ends
         # the conductor's search at once (MigrationPreCheckError would make
         # it try, and plan for, every other host).
         except planning.PlanningError as e:
             self._reject(context, instance, "plan",
-                         f"instance {instance.uuid}: profile {ref}: {e}",
-                         exception.NoValidHost)
+                         f"instance {instance.uuid}: profile {found.ref}: "
+                         f"{e}", exception.NoValidHost)
         if not pl.feasible:
             self._reject(context, instance, "plan",
                          f"instance {instance.uuid} cannot be migrated "
@@ -259,12 +288,13 @@ class RTLiveMigration:
                          f"{request.max_downtime:g}s over "
                          f"{self.capacity.migration_link:.4g} B/s: "
                          f"{pl.reason}", exception.NoValidHost)
-        mp = MigrationPlan.of(instance.uuid, request, source, ref, pl)
-        if notify:
+        mp = MigrationPlan.of(instance.uuid, request, found.source,
+                              found.ref, pl)
+        if starting:
             self._notifier.info(context, EVENT_PLAN, mp.payload())
             LOG.info("rtmig: live migration at %d MiB/s, downtime limit "
-                     "%d ms (profile from %s)", mp.bandwidth_mib,
-                     mp.downtime_limit_ms, source, instance=instance)
+                     "%d ms (profile: %s)", mp.bandwidth_mib,
+                     mp.downtime_limit_ms, found.ref, instance=instance)
         return mp
 
     # -- the source's reservation --------------------------------------------
@@ -349,7 +379,7 @@ class RTLiveMigration:
         the driver's ``live_migration`` must not raise (Nova would put the
         instance in ERROR)."""
         try:
-            return self.plan(context, instance, notify=True), False
+            return self.plan(context, instance, starting=True), False
         except (exception.NoValidHost,
                 exception.MigrationPreCheckError) as e:
             compute_utils.add_instance_fault_from_exc(context, instance, e)

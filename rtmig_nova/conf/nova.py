@@ -123,9 +123,38 @@ Per-instance store of captured dirty-page profiles on a compute host: the
 profile of instance UUID is ``UUID.json`` or ``UUID.json.gz`` here (the
 output of ``rtmig profile capture --domain instance-... --output``).  A live
 migration of a real-time instance is planned from its captured profile when
-there is one, else from its flavor's ``rtmig:profile``.
+there is one (``migration_profile_sources``).
 
 Unit: none (a directory path).
+"""),
+    cfg.ListOpt(
+        'migration_profile_sources',
+        default=['instance', 'dirty_rate', 'flavor'],
+        help="""
+Where a compute takes the dirty-page profile of a real-time instance it
+live-migrates away, in order: the first source that has one wins.  Names of
+plugins in the stevedore namespace ``rtmig_nova.migration_extensions``:
+``instance`` (the captured profile in ``instance_profile_dir``),
+``dirty_rate`` (a coarse rate libvirt measures on the running domain for
+``dirty_rate_seconds``, started at the migration's pre-checks) and
+``flavor`` (the flavor's ``rtmig:profile``).  The compute service refuses
+to start with a name that is not installed.
+
+Unit: none (plugin names).
+"""),
+    cfg.IntOpt(
+        'dirty_rate_seconds',
+        default=1,
+        min=1,
+        max=60,
+        help="""
+Length of libvirt's dirty-rate calculation (``virDomainStartDirtyRateCalc``,
+QEMU's ``calc-dirty-rate``) that the ``dirty_rate`` profile source runs
+before a live migration.  It starts at the migration's pre-checks; the
+migration's start waits for what is left of it, at most 0.75 s, and plans
+from the next source if it is not done by then.
+
+Unit: seconds (whole, QEMU's range 1-60).
 """),
 ]
 

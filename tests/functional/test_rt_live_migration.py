@@ -302,6 +302,71 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         (_uuid, params, _flags), = self.migrate_calls
         self.assertEqual(round(pl.bandwidth / 2 ** 20), params['bandwidth'])
 
+    def _fake_dirty_rate(self, mib_per_s):
+        # libvirt's dirty-rate calculation, which Nova's fake lacks: a
+        # start resets the result (as QEMU does); the result, measured at
+        # once here, reads back through getAllDomainStats (None: never).
+        self.dirty_rate_calcs = []             # (uuid, seconds)
+        status = {}
+
+        def start(dom, seconds, flags=0):
+            self.dirty_rate_calcs.append((dom.UUIDString(), seconds))
+            status[dom.UUIDString()] = 1 if mib_per_s is None else 2
+
+        def all_stats(conn, stats=0, flags=0):
+            out = []
+            for dom in conn._vms.values():
+                values = {'dirtyrate.calc_status':
+                          status.get(dom.UUIDString(), 0)}
+                if values['dirtyrate.calc_status'] == 2:
+                    values['dirtyrate.megabytes_per_second'] = mib_per_s
+                out.append((dom, values))
+            return out
+        for cls, name, fn in (
+                (fakelibvirt.Domain, 'startDirtyRateCalc', start),
+                (fakelibvirt.Domain, 'connect', lambda dom: dom._connection),
+                (fakelibvirt.Connection, 'getAllDomainStats', all_stats)):
+            self.useFixture(fixtures.MockPatchObject(cls, name, new=fn,
+                                                     create=True))
+
+    def test_a_dirty_rate_measured_before_the_migration_plans_it(self):
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        self._fake_dirty_rate(3)
+        self._live_migrate(server, api=self.admin_api)
+        self.assertEqual('compute2', self.server_host(server))
+        # started once, at the source's check; read as the migration starts
+        self.assertEqual([(server['id'], 1)], self.dirty_rate_calcs)
+        from rtmig_nova.capture import dirtyrate
+        memory = 64 * 2 ** 20                  # the flavor's RAM
+        profile = dirtyrate.coarse_profile(3 * 2 ** 20, memory, 1,
+                                           server['id'])
+        link = CONF.rtmig.link_capacity * CONF.rtmig.migration_link_share
+        pl = planning.migration_plan_of(self.request, link, CONF.rtmig,
+                                        profile)
+        self.assertTrue(pl.feasible)
+        self.assertNotEqual(self.expected_plan().bandwidth, pl.bandwidth)
+        plan, = self.notifications('rtmig.migration.plan')
+        self.assertEqual('dirty_rate', plan['profile_source'])
+        self.assertIn('3 MiB/s over 1 s of %d bytes' % memory,
+                      plan['profile'])
+        self.assertEqual(pl.bandwidth, plan['bandwidth_bytes_per_s'])
+        (_uuid, params, _flags), = self.migrate_calls
+        self.assertEqual(round(pl.bandwidth / 2 ** 20), params['bandwidth'])
+
+    def test_a_dirty_rate_that_never_comes_falls_back_to_the_flavor(self):
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        self._fake_dirty_rate(None)
+        self._live_migrate(server, api=self.admin_api)
+        self.assertEqual('compute2', self.server_host(server))
+        self.assertEqual(1, len(self.dirty_rate_calcs))
+        plan, = self.notifications('rtmig.migration.plan')
+        self.assertEqual('flavor', plan['profile_source'])
+        (_uuid, params, _flags), = self.migrate_calls
+        self.assertEqual(round(self.expected_plan().bandwidth / 2 ** 20),
+                         params['bandwidth'])
+
     def test_an_infeasible_plan_refuses_before_anything_changes(self):
         self.start_rt_computes(2, cpus=4)
         server = self.boot_rt('compute1')

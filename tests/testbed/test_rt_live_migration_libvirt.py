@@ -197,15 +197,19 @@ def test_an_aborted_migration_releases_everything(bed, workdir, state_dir,
         worker.start()
         time.sleep(3)
         assert worker.is_alive(), box
-        # Nova's live_migration_abort, on a connection of its own (one
-        # carrying migrateToURI3 is not acted on until the migration ends)
-        abort_conn = libvirt.open(hosts.URI_A)
-        try:
-            abort_conn.lookupByName(name).abortJob()
-        finally:
-            abort_conn.close()
-        worker.join(60)
+        # Nova's live_migration_abort: on the driver's one connection, the
+        # one carrying migrateToURI3, from another native thread (Nova's
+        # tpool proxy, or its threading mode, runs each libvirt call in
+        # one); acted on at once, not when the migration ends
+        aborted = time.monotonic()
+        abort = threading.Thread(
+            target=lambda: conn_a.lookupByName(name).abortJob())
+        abort.start()
+        abort.join(30)
+        assert not abort.is_alive(), "abortJob is stuck"
+        worker.join(30)
         assert not worker.is_alive()
+        assert time.monotonic() - aborted < 15
         assert "error" in box                   # migrateToURI3: aborted
         ext.release(held, lambda uri: conn_a)
         assert os.listdir(state_dir) == []
@@ -220,3 +224,40 @@ def test_an_aborted_migration_releases_everything(bed, workdir, state_dir,
         assert name not in [d.name() for d in conn_b.listAllDomains()]
     finally:
         conn_b.close()
+
+
+def test_the_dirty_rate_source_measures_a_real_guest(bed, workdir,
+                                                     state_dir,
+                                                     guest_boot_files,
+                                                     monkeypatch):
+    # The plan of the shim's RTLiveMigration with no captured profile:
+    # libvirt's dirty-rate calculation, started at the source's check and
+    # read as the migration starts
+    from nova.virt.libvirt import guest as nova_guest
+    lm, ext = _extension(monkeypatch)
+    CONF.set_override("instance_profile_dir", str(workdir / "none"),
+                      "rtmig")
+    name = _boot(bed, guest_boot_files, workdir, rate=1000)
+    conn_a = libvirt.open(hosts.URI_A)
+    try:
+        dom = conn_a.lookupByName(name)
+        ext._get_guest = lambda instance: nova_guest.Guest(dom)
+        instance = types.SimpleNamespace(
+            uuid=dom.UUIDString(),
+            flavor=types.SimpleNamespace(extra_specs=SPECS))
+        at_check = ext.plan(None, instance)
+        assert at_check.profile_source == "flavor"     # not measured yet
+        time.sleep(0.8)         # for the conductor and pre_live_migration
+        started = time.monotonic()
+        mp = ext.plan(None, instance, starting=True)
+        waited = time.monotonic() - started
+    finally:
+        conn_a.close()
+        CONF.clear_override("instance_profile_dir", "rtmig")
+    assert mp.profile_source == "dirty_rate", mp.profile
+    assert "of %d bytes" % (128 * MIB) in mp.profile
+    # what was left of the 1 s calculation, within the start's budget
+    assert waited < lm.profile_sources.DIRTY_RATE_MAX_WAIT + 0.2
+    (event, payload), = ext._notifier.sent
+    assert (event, payload["profile_source"]) == (
+        "rtmig.migration.plan", "dirty_rate")

@@ -43,6 +43,8 @@ EXPECTED_DEFAULTS = {
     'profile_dir': '/var/lib/rtmig-nova/profiles',
     'headroom_weight_multiplier': 1.0,
     'instance_profile_dir': '/var/lib/rtmig-nova/instance-profiles',
+    'migration_profile_sources': ['instance', 'dirty_rate', 'flavor'],
+    'dirty_rate_seconds': 1,
 }
 
 

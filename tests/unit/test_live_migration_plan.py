@@ -9,6 +9,7 @@ import pytest
 from rtmig_nova import conf
 from rtmig_nova import planning
 from rtmig_nova.compute import live_migration as lm
+from rtmig_nova.compute import profile_sources
 from rtmig_nova.model import DirtyProfile
 from rtmig_nova.model import flavor
 
@@ -89,13 +90,14 @@ def test_libvirt_units_are_whole_and_at_least_one():
 
 
 def test_instance_profile_store(tmp_path):
-    assert lm.instance_profile('u1', str(tmp_path)) is None
-    assert lm.instance_profile('u1', str(tmp_path / 'missing')) is None
+    assert profile_sources.instance_profile('u1', str(tmp_path)) is None
+    assert profile_sources.instance_profile(
+        'u1', str(tmp_path / 'missing')) is None
     (tmp_path / 'u1.json.gz').write_bytes(b'')
-    assert lm.instance_profile('u1', str(tmp_path)) == str(
+    assert profile_sources.instance_profile('u1', str(tmp_path)) == str(
         tmp_path / 'u1.json.gz')
     (tmp_path / 'u1.json').write_text('{}')
-    assert lm.instance_profile('u1', str(tmp_path)) == str(
+    assert profile_sources.instance_profile('u1', str(tmp_path)) == str(
         tmp_path / 'u1.json')
 
 

@@ -36,7 +36,8 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
         self._rtmig_host = host
         self._rtmig = extension.RTComputeExtension(
             len(self._host.get_online_cpus()))
-        self._rtmig_lm = live_migration.RTLiveMigration(self._rtmig, host)
+        self._rtmig_lm = live_migration.RTLiveMigration(
+            self._rtmig, host, self._host.get_guest)
         self._rtmig_lm.reconcile(set(), self._rtmig_connect)
 
     def _rtmig_connect(self, uri):
