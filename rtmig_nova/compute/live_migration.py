@@ -51,6 +51,7 @@ Notifications (oslo.messaging on Nova's notification transport, publisher
 """
 
 import dataclasses
+import functools
 import time
 
 from lxml import etree
@@ -63,6 +64,7 @@ from oslo_log import log as logging
 from rtmig_nova import conf
 from rtmig_nova import planning
 from rtmig_nova.compute import profile_sources
+from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.enforce import reservation
 from rtmig_nova.model import flavor
@@ -81,6 +83,9 @@ LABEL_PREFIX = "nova-live-migration {host} "
 # What a stepped downtime would get instead of the plan's, and what would
 # turn a bounded pre-copy into an unbounded one.
 _LIBVIRT_FLAGS_STRIPPED = ("VIR_MIGRATE_AUTO_CONVERGE", "VIR_MIGRATE_POSTCOPY")
+# QEMU's name of its migration thread (libvirt starts QEMU with
+# debug-threads=on); it exists only while a migration runs.
+MIGRATION_THREAD = "live_migration"
 
 
 @dataclasses.dataclass
@@ -303,47 +308,118 @@ class RTLiveMigration:
     def label_prefix(self):
         return LABEL_PREFIX.format(host=self.host)
 
+    def _refuse_reservation(self, context, instance, reason):
+        reason = f"reserving on {self.host}: {reason}"
+        self._notify_reject(context, instance, "reserve", reason)
+        compute_utils.add_instance_fault_from_exc(
+            context, instance,
+            exception.MigrationError(reason=f"rtmig: {reason}"))
+
+    def _thread_deadline(self, mp):
+        """The plan's SCHED_DEADLINE triple for the migration thread, or
+        None (no CPU in the plan, or ``[rtmig] migration_thread_deadline``
+        off)."""
+        if mp.cpu is None or not CONF.rtmig.migration_thread_deadline:
+            return None
+        return reservation.migration_thread_deadline(mp.cpu)
+
+    def _new_reservation(self, instance, steps, connect):
+        return reservation.Reservation(
+            steps, CONF.rtmig.reservation_state_dir,
+            label=self.label_prefix + instance.uuid, connect=connect)
+
     def reserve_source(self, context, instance, mp, guest, uri, connect):
         """Apply, all or nothing, the source's reservation for the
         migration ``mp`` of ``instance``: libvirt's migration speed and
         downtime limit, and the migration thread's CPU (the emulator
         cgroup's CFS bandwidth).  ``guest`` (an :class:`RTGuest`) learns
         the domain's settings from before, so that they, not the temporary
-        ones, go into the destination's definition.  Returns the
-        :class:`~rtmig_nova.enforce.reservation.Reservation`.
+        ones, go into the destination's definition, and puts the migration
+        thread under SCHED_DEADLINE once it runs
+        (:meth:`reserve_migration_thread`).  Returns the list of
+        :class:`~rtmig_nova.enforce.reservation.Reservation` held, for
+        :meth:`release`.
 
-        A step that fails (the ones before it undone) returns None after
-        an ``rtmig.admission.reject`` notification and an instance fault:
-        the caller rolls the migration back (Nova puts an instance whose
+        A step that fails (the ones before it undone), or SCHED_DEADLINE
+        parameters the kernel's bounds refuse, return None after an
+        ``rtmig.admission.reject`` notification and an instance fault: the
+        caller rolls the migration back (Nova puts an instance whose
         driver ``live_migration`` raises in ERROR).
         """
+        dl = self._thread_deadline(mp)
+        if dl is not None:
+            try:
+                deadline.validate_deadline(*dl)
+            except ValueError as e:
+                self._refuse_reservation(
+                    context, instance, f"SCHED_DEADLINE of the migration "
+                    f"thread: {e}")
+                return None
         cpu = reservation.migration_thread_cpu(mp.cpu) if mp.cpu else None
         guest.remember_cputune(cpu or {})
-        res = reservation.Reservation(
-            reservation.migration_steps(uri, instance.uuid, mp.bandwidth,
-                                        mp.downtime_limit, cpu=cpu,
-                                        connect=connect),
-            CONF.rtmig.reservation_state_dir,
-            label=self.label_prefix + instance.uuid, connect=connect)
+        res = self._new_reservation(instance, reservation.migration_steps(
+            uri, instance.uuid, mp.bandwidth, mp.downtime_limit, cpu=cpu,
+            connect=connect), connect)
         try:
             res.apply()
         except (reservation.ReservationError, OSError) as e:
-            reason = f"reserving on {self.host}: {e}"
-            self._notify_reject(context, instance, "reserve", reason)
-            compute_utils.add_instance_fault_from_exc(
-                context, instance,
-                exception.MigrationError(reason=f"rtmig: {reason}"))
+            self._refuse_reservation(context, instance, e)
             return None
-        return res
+        held = [res]
+        if dl is not None:
+            guest.when_running = functools.partial(
+                self.reserve_migration_thread, context, instance, guest, dl,
+                held, connect)
+        return held
 
-    def release(self, res, connect):
-        """Undo ``res``; a failure is logged (the record stays for
-        :meth:`reconcile`), not raised: the migration's outcome stands."""
+    def reserve_migration_thread(self, context, instance, guest, dl, held,
+                                 connect):
+        """SCHED_DEADLINE ``dl`` (runtime, deadline, period ns) on QEMU's
+        migration thread of the running migration of ``guest``, added to
+        ``held``.  Returns False while the thread does not exist yet (ask
+        again), True once done: applied, or refused, in which case the
+        migration is aborted (Nova rolls it back) after an
+        ``rtmig.admission.reject`` notification and an instance fault."""
         try:
-            reservation.release(res.ident, res.state_dir, connect)
+            tids = [tid for tid, name in
+                    libvirt_controls.qemu_threads(guest._domain)
+                    if name == MIGRATION_THREAD]
+        except libvirt_controls.LibvirtError as e:
+            return self._abort(context, instance, guest, e)
+        if not tids:
+            return False
+        res = self._new_reservation(
+            instance, reservation.deadline_steps(tids, dl), connect)
+        try:
+            res.apply()
         except (reservation.ReservationError, OSError) as e:
-            LOG.error("rtmig: could not release reservation %s: %s",
-                      res.ident, e)
+            return self._abort(context, instance, guest, e)
+        held.append(res)
+        LOG.info("rtmig: migration thread %s under SCHED_DEADLINE %d/%d/%d "
+                 "ns", ",".join(map(str, tids)), *dl, instance=instance)
+        return True
+
+    def _abort(self, context, instance, guest, error):
+        self._refuse_reservation(
+            context, instance, f"SCHED_DEADLINE of the migration thread: "
+            f"{error}; migration aborted")
+        try:
+            guest.abort_job()
+        except libvirt_controls._libvirt_of(guest._domain).libvirtError as e:
+            LOG.error("rtmig: could not abort the migration: %s", e,
+                      instance=instance)
+        return True
+
+    def release(self, held, connect):
+        """Undo the reservations ``held``, last first; a failure is logged
+        (the record stays for :meth:`reconcile`), not raised: the
+        migration's outcome stands."""
+        for res in reversed(held):
+            try:
+                reservation.release(res.ident, res.state_dir, connect)
+            except (reservation.ReservationError, OSError) as e:
+                LOG.error("rtmig: could not release reservation %s: %s",
+                          res.ident, e)
 
     def reconcile(self, active, connect):
         """Release this service's reservations of instances not migrating
@@ -452,6 +528,9 @@ class RTGuest:
         self._downtime_set = False
         self._last_job = None
         self._cputune = {}          # element -> text before, None: absent
+        # Called at each job poll while the migration runs until it
+        # returns True (RTLiveMigration.reserve_migration_thread).
+        self.when_running = None
 
     def remember_cputune(self, params):
         """Record the live ``<cputune>`` elements named in ``params`` (the
@@ -501,6 +580,10 @@ class RTGuest:
     def get_job_info(self):
         info = self._guest.get_job_info()
         self._last_job = info
+        if self.when_running is not None and \
+                info.type == _libvirt().VIR_DOMAIN_JOB_UNBOUNDED and \
+                self.when_running():
+            self.when_running = None
         return info
 
     def rtmig_stats(self):

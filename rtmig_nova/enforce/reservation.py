@@ -182,11 +182,24 @@ def migration_steps(uri, domain, bandwidth, max_downtime, cpu=None,
     if cpu:
         steps.append(CpuStep(uri, domain, dict(cpu), connect=connect))
     if deadline is not None:
-        runtime, dl, period = deadline
-        steps += [DeadlineStep(tid, runtime, dl, period) for tid in threads]
+        steps += deadline_steps(threads, deadline)
     if shaping is not None:
         steps.append(ShapingStep(shaping))
     return steps
+
+
+def deadline_steps(threads, deadline):
+    """SCHED_DEADLINE ``deadline`` = (runtime, deadline, period) ns on each
+    of ``threads`` (thread ids)."""
+    runtime, dl, period = deadline
+    return [DeadlineStep(tid, runtime, dl, period) for tid in threads]
+
+
+def migration_thread_deadline(cpu):
+    """(runtime, deadline, period) ns of a plan's
+    :class:`~rtmig_nova.model.sizing.CpuReservation` ``cpu``, as
+    :func:`deadline_steps` takes it."""
+    return int(cpu.runtime_ns), int(cpu.deadline_ns), int(cpu.period_ns)
 
 
 def migration_thread_cpu(cpu):

@@ -6,6 +6,7 @@ changes, and the rtmig notifications say so."""
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -17,6 +18,8 @@ from oslo_messaging.notify import _impl_test
 
 from rtmig_nova import conf
 from rtmig_nova import planning
+from rtmig_nova.enforce import deadline
+from rtmig_nova.enforce import privileged
 from rtmig_nova.model import DirtyProfile
 from rtmig_nova.model import flavor as rtflavor
 from tests.functional import base
@@ -56,6 +59,33 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.cpu = {}                    # uuid -> live CFS parameters
         self.fail_migration = False
         self._libvirt_like_fake()
+        self.migration_thread = self._fake_migration_thread()
+
+    def _fake_migration_thread(self):
+        # QEMU's migration thread, which Nova's fake libvirt has none of:
+        # a real process's (a green thread would be this test's own), so
+        # that the kernel really sets SCHED_DEADLINE on it and puts it back.
+        # It "exists" while a job runs, as QEMU's does.  Privileged calls
+        # in-process (CI runs as root), as Nova's PrivsepFixture does.
+        ctx = privileged.sys_admin_pctxt
+        self.addCleanup(ctx.set_client_mode, ctx.client_mode)
+        ctx.set_client_mode(False)
+        proc = subprocess.Popen(['sleep', '120'])
+        self.addCleanup(proc.wait, 10)
+        self.addCleanup(proc.kill)
+
+        def qemu_threads(dom):
+            running = dom._job_type == fakelibvirt.VIR_DOMAIN_JOB_UNBOUNDED
+            return [(proc.pid, 'live_migration')] if running else []
+        self.useFixture(fixtures.MockPatch(
+            'rtmig_nova.enforce.libvirt_controls.qemu_threads',
+            new=qemu_threads))
+
+        def abort(dom):
+            dom._job_type = fakelibvirt.VIR_DOMAIN_JOB_CANCELLED
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Domain.abortJob', abort))
+        return proc.pid
 
     def _libvirt_like_fake(self):
         # What real libvirt does and Nova's fake leaves out: migration
@@ -116,6 +146,9 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         time.sleep(1.2)
         self.during[-1]['downtimes'] = list(self.downtimes)
         self.during[-1]['speeds'] = list(self.speeds)
+        self.during[-1]['thread'] = deadline.get_attr(self.migration_thread)
+        if domain._job_type == fakelibvirt.VIR_DOMAIN_JOB_CANCELLED:
+            return                  # aborted: migrateToURI3 would raise
         if self.fail_migration:
             # as libvirt reports a migration QEMU gave up on: the monitor
             # sees the job failed and Nova rolls back
@@ -189,6 +222,16 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.assertEqual(1, len(during['state_files']))
         self.assertEqual([want_mib], during['speeds'])
         self.assertEqual([], os.listdir(self.state_dir))
+        # the migration thread under SCHED_DEADLINE with the plan's CPU
+        # once it ran, and back to what it was after
+        thread = during['thread']
+        self.assertEqual(deadline.SCHED_DEADLINE, thread.policy)
+        self.assertEqual((pl.cpu.runtime_ns, pl.cpu.deadline_ns,
+                          pl.cpu.period_ns),
+                         (thread.runtime_ns, thread.deadline_ns,
+                          thread.period_ns))
+        self.assertEqual(deadline.SCHED_OTHER,
+                         deadline.get_attr(self.migration_thread).policy)
         # ... and the temporary quota, in the source's live XML then, is
         # not in the destination's definition
         self.assertIn('<emulator_quota>', during['live_xml'])
@@ -243,6 +286,39 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         reject, = self.notifications('rtmig.admission.reject')
         self.assertEqual('reserve', reject['stage'])
         self.assertIn('cgroup CPU controller not mounted', reject['reason'])
+
+    def test_a_kernel_refusing_sched_deadline_aborts_the_migration(self):
+        # A migration thread pinned to one CPU (as an emulatorpin would
+        # pin it): SCHED_DEADLINE needs an affinity spanning the root
+        # domain, so the kernel refuses with EPERM.
+        if len(os.sched_getaffinity(0)) < 2:
+            self.skipTest('needs two CPUs to pin a thread narrower')
+        os.sched_setaffinity(self.migration_thread,
+                             {min(os.sched_getaffinity(0))})
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        self._live_migrate(server, api=self.admin_api,
+                           migration_expected_state='cancelled')
+        self.assertEqual('compute1', self.server_host(server))
+        self.assertEqual(deadline.SCHED_OTHER,
+                         self.during[0]['thread'].policy)
+        reject, = self.notifications('rtmig.admission.reject')
+        self.assertEqual('reserve', reject['stage'])
+        self.assertIn('SCHED_DEADLINE of the migration thread',
+                      reject['reason'])
+        self.assertIn('migration aborted', reject['reason'])
+        # everything the source held is undone: no quota, libvirt's
+        # defaults, no state file
+        self.assertEqual(-1, self.cpu[server['id']]['emulator_quota'])
+        self.assertEqual(8796093022207, self.speeds[-1])
+        self.assertEqual([], os.listdir(self.state_dir))
+        # the instance fault says why (the API shows faults only of
+        # servers in ERROR)
+        from nova import context as nova_context
+        from nova import objects
+        faults = objects.InstanceFaultList.get_by_instance_uuids(
+            nova_context.get_admin_context(), [server['id']])
+        self.assertIn('SCHED_DEADLINE', faults[0].message)
 
     def test_a_leftover_reservation_is_released_by_the_compute(self):
         # A compute that died mid-migration left its state file; the

@@ -13,6 +13,9 @@ import pytest
 
 from rtmig_nova import conf
 from rtmig_nova import planning
+from rtmig_nova.enforce import deadline
+from rtmig_nova.enforce import libvirt_controls
+from rtmig_nova.enforce import privileged
 from rtmig_nova.model import DirtyProfile
 from rtmig_nova.model import flavor
 from rtmig_nova.testbed import guest as testbed_guest
@@ -44,6 +47,16 @@ def bed(workdir):
         yield bed
     finally:
         bed.down()
+
+
+@pytest.fixture(autouse=True)
+def privsep_in_process():
+    # privileged calls in this (root) process, as Nova's tests do
+    ctx = privileged.sys_admin_pctxt
+    previous = ctx.client_mode
+    ctx.set_client_mode(False)
+    yield
+    ctx.set_client_mode(previous)
 
 
 class _Notifications:
@@ -128,6 +141,21 @@ def _reserve(lm, ext, dom, mp, conn):
     return rt_guest, held
 
 
+def _monitor(rt_guest, dom, worker, seen):
+    """What Nova's _live_migration_monitor does to the guest: job info
+    every 0.5 s while the migration runs.  Records in ``seen`` the
+    scheduling of QEMU's migration thread at each poll."""
+    while worker.is_alive():
+        rt_guest.get_job_info()
+        try:
+            for tid, name in libvirt_controls.qemu_threads(dom):
+                if name == "live_migration":
+                    seen.append(deadline.get_attr(tid))
+        except (libvirt_controls.LibvirtError, ValueError):
+            pass                    # QEMU ended with the migration
+        worker.join(0.5)
+
+
 def _cpu(dom):
     return dom.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
@@ -154,9 +182,18 @@ def test_reserve_migrate_release_on_real_libvirt(bed, workdir, state_dir,
         worker = threading.Thread(target=_nova_migrate,
                                   args=(rt_guest, dom, box))
         worker.start()
+        seen = []
+        _monitor(rt_guest, dom, worker, seen)
         worker.join(120)
         assert not worker.is_alive(), "the migration did not end"
         assert "error" not in box, box
+        # QEMU's migration thread ran under SCHED_DEADLINE with the plan's
+        # CPU once the shim's monitor saw it
+        assert seen, "the migration thread was never seen"
+        want = (mp.cpu.runtime_ns, mp.cpu.deadline_ns, mp.cpu.period_ns)
+        assert [(a.policy, a.runtime_ns, a.deadline_ns, a.period_ns)
+                for a in seen][-1] == (deadline.SCHED_DEADLINE,) + want
+        assert len(held) == 2       # the source's, then the thread's
         ext.release(held, lambda uri: conn_a)
         assert os.listdir(state_dir) == []
     finally:
@@ -195,8 +232,14 @@ def test_an_aborted_migration_releases_everything(bed, workdir, state_dir,
         worker = threading.Thread(target=_nova_migrate,
                                   args=(rt_guest, dom, box))
         worker.start()
-        time.sleep(3)
+        for _ in range(6):
+            rt_guest.get_job_info()         # Nova's monitor
+            time.sleep(0.5)
         assert worker.is_alive(), box
+        assert len(held) == 2, "the migration thread was not reserved"
+        tid, = [t for t, n in libvirt_controls.qemu_threads(dom)
+                if n == "live_migration"]
+        assert deadline.get_attr(tid).policy == deadline.SCHED_DEADLINE
         # Nova's live_migration_abort: on the driver's one connection, the
         # one carrying migrateToURI3, from another native thread (Nova's
         # tpool proxy, or its threading mode, runs each libvirt call in

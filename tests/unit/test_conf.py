@@ -44,6 +44,7 @@ EXPECTED_DEFAULTS = {
     'headroom_weight_multiplier': 1.0,
     'instance_profile_dir': '/var/lib/rtmig-nova/instance-profiles',
     'migration_profile_sources': ['instance', 'dirty_rate', 'flavor'],
+    'migration_thread_deadline': True,
     'dirty_rate_seconds': 1,
 }
 
