@@ -297,17 +297,6 @@ def _shaping(args, bandwidth):
             "peer": peer}
 
 
-def _class_rate(netshape, bandwidth, link):
-    """The migration class's rate, frame bytes/s: what QEMU sends under the
-    limit ``bandwidth`` (a little more: see precopy.send_rate; 4 KiB pages)
-    in full frames, at most the link.  A bandwidth above the link stays as
-    it is, for validation to refuse."""
-    if bandwidth > link:
-        return bandwidth
-    from rtmig_nova.model.precopy import send_rate    # numpy: only here
-    return min(netshape.frame_rate(send_rate(bandwidth, 4096)), link)
-
-
 def _state_dir(args, defaults):
     state_dir = os.path.expanduser(
         args.state_dir if args.state_dir is not None
@@ -439,15 +428,12 @@ def _host_checks(req, enf):
                 raise CliError(f"--deadline-thread: {e}") from None
     plan = None
     if req.shaping is not None:
-        ns = enf.netshape
         s = req.shaping
-        plan = ns.ShapingPlan(
-            ifname=s["ifname"], netns=s["netns"], link_rate=s["link_rate"],
-            migration=ns.TrafficClass(
-                "migration", _class_rate(ns, s["rate"], s["link_rate"]),
-                match=ns.Match(dst_ports=tuple(s["ports"]), peer=s["peer"])))
+        plan = enf.reservation.migration_shaping(
+            s["ifname"], s["link_rate"], s["rate"], s["ports"], s["peer"],
+            s["netns"])
         try:
-            ns.validate(plan)
+            enf.netshape.validate(plan)
         except ValueError as e:
             raise CliError(f"shaping: {e}") from None
     return threads, plan

@@ -52,6 +52,9 @@ Notifications (oslo.messaging on Nova's notification transport, publisher
 
 import dataclasses
 import functools
+import ipaddress
+import socket
+import threading
 import time
 
 from lxml import etree
@@ -66,6 +69,7 @@ from rtmig_nova import planning
 from rtmig_nova.compute import profile_sources
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls
+from rtmig_nova.enforce import netshape
 from rtmig_nova.enforce import reservation
 from rtmig_nova.model import flavor
 from rtmig_nova.model import ledger
@@ -187,6 +191,8 @@ class RTLiveMigration:
         self.admission = admission
         self.host = host
         self._get_guest = get_guest
+        self._shaping_lock = threading.Lock()
+        self._shaped = None     # uuid of the migration shaped now
         self._notifier = _notifier(host)
         self.sources = profile_sources.load(
             CONF.rtmig.migration_profile_sources)
@@ -323,16 +329,34 @@ class RTLiveMigration:
             return None
         return reservation.migration_thread_deadline(mp.cpu)
 
+    def _shaping(self, mp, dest, migrate_data):
+        """The HTB plan of the migration's stream on ``[rtmig]
+        migration_interface``, or None (no interface set)."""
+        ifname = CONF.rtmig.migration_interface
+        if not ifname:
+            return None
+        ports = (CONF.rtmig.migration_port_min, CONF.rtmig.migration_port_max)
+        if ports[0] > ports[1]:
+            raise ValueError(f"[rtmig] migration_port_min {ports[0]} > "
+                             f"migration_port_max {ports[1]}")
+        # the class carries what libvirt enforces: whole MiB/s
+        return reservation.migration_shaping(
+            ifname, CONF.rtmig.link_capacity, mp.bandwidth_mib * MIB, ports,
+            migration_peer(dest, migrate_data))
+
     def _new_reservation(self, instance, steps, connect):
         return reservation.Reservation(
             steps, CONF.rtmig.reservation_state_dir,
             label=self.label_prefix + instance.uuid, connect=connect)
 
-    def reserve_source(self, context, instance, mp, guest, uri, connect):
+    def reserve_source(self, context, instance, mp, guest, uri, connect,
+                       dest=None, migrate_data=None):
         """Apply, all or nothing, the source's reservation for the
-        migration ``mp`` of ``instance``: libvirt's migration speed and
-        downtime limit, and the migration thread's CPU (the emulator
-        cgroup's CFS bandwidth).  ``guest`` (an :class:`RTGuest`) learns
+        migration ``mp`` of ``instance`` to ``dest`` (Nova's destination
+        host and migrate_data): libvirt's migration speed and downtime
+        limit, the migration thread's CPU (the emulator cgroup's CFS
+        bandwidth) and, with ``[rtmig] migration_interface``, the HTB class
+        of the migration's stream.  ``guest`` (an :class:`RTGuest`) learns
         the domain's settings from before, so that they, not the temporary
         ones, go into the destination's definition, and puts the migration
         thread under SCHED_DEADLINE once it runs
@@ -355,14 +379,28 @@ class RTLiveMigration:
                     context, instance, f"SCHED_DEADLINE of the migration "
                     f"thread: {e}")
                 return None
+        try:
+            shaping = self._shaping(mp, dest, migrate_data)
+            if shaping is not None:
+                netshape.validate(shaping)
+        except ValueError as e:
+            self._refuse_reservation(context, instance, f"shaping: {e}")
+            return None
+        if shaping is not None and not self._take_interface(instance):
+            self._refuse_reservation(
+                context, instance, f"shaping: {shaping.ifname} carries the "
+                f"migration of instance {self._shaped} (one shaped "
+                f"migration at a time)")
+            return None
         cpu = reservation.migration_thread_cpu(mp.cpu) if mp.cpu else None
         guest.remember_cputune(cpu or {})
         res = self._new_reservation(instance, reservation.migration_steps(
             uri, instance.uuid, mp.bandwidth, mp.downtime_limit, cpu=cpu,
-            connect=connect), connect)
+            shaping=shaping, connect=connect), connect)
         try:
             res.apply()
         except (reservation.ReservationError, OSError) as e:
+            self._give_interface(instance)
             self._refuse_reservation(context, instance, e)
             return None
         held = [res]
@@ -410,16 +448,30 @@ class RTLiveMigration:
                       instance=instance)
         return True
 
-    def release(self, held, connect):
-        """Undo the reservations ``held``, last first; a failure is logged
-        (the record stays for :meth:`reconcile`), not raised: the
-        migration's outcome stands."""
+    def _take_interface(self, instance):
+        with self._shaping_lock:
+            if self._shaped not in (None, instance.uuid):
+                return False
+            self._shaped = instance.uuid
+            return True
+
+    def _give_interface(self, instance):
+        with self._shaping_lock:
+            if self._shaped == instance.uuid:
+                self._shaped = None
+
+    def release(self, held, connect, instance=None):
+        """Undo the reservations ``held`` (of ``instance``'s migration),
+        last first; a failure is logged (the record stays for
+        :meth:`reconcile`), not raised: the migration's outcome stands."""
         for res in reversed(held):
             try:
                 reservation.release(res.ident, res.state_dir, connect)
             except (reservation.ReservationError, OSError) as e:
                 LOG.error("rtmig: could not release reservation %s: %s",
                           res.ident, e)
+        if instance is not None:
+            self._give_interface(instance)
 
     def reconcile(self, active, connect):
         """Release this service's reservations of instances not migrating
@@ -477,6 +529,30 @@ class RTLiveMigration:
             "deadline_met": bool(completed and
                                  total <= mp.request.deadline)})
         self._notifier.info(context, EVENT_END, payload)
+
+
+def migration_peer(dest, migrate_data=None):
+    """The address a migration's stream goes to: the destination's
+    ``target_connect_addr`` in Nova's migrate_data (its ``[libvirt]
+    live_migration_inbound_addr``) if set, else the host name ``dest``,
+    resolved; None when it does not resolve (the HTB class then matches by
+    port only)."""
+    addr = dest
+    if migrate_data is not None and "target_connect_addr" in migrate_data \
+            and migrate_data.target_connect_addr:
+        addr = migrate_data.target_connect_addr
+    if not addr:
+        return None
+    try:
+        return str(ipaddress.ip_address(addr))
+    except ValueError:
+        pass
+    try:
+        return socket.getaddrinfo(addr, None, type=socket.SOCK_STREAM)[0][4][0]
+    except (OSError, UnicodeError) as e:
+        LOG.info("rtmig: %s does not resolve (%s): the migration's HTB "
+                 "class matches by port only", addr, e)
+        return None
 
 
 def cputune_values(xml, names):

@@ -157,6 +157,41 @@ False only the CFS quota holds: a cap, not a guarantee.
 
 Unit: none (a switch).
 """),
+    cfg.StrOpt(
+        'migration_interface',
+        default='',
+        help="""
+Network interface that live-migration streams leave this compute host by.
+When set, the stream of a real-time live migration from this host gets an
+HTB class of the plan's bandwidth on it (and everything else a best-effort
+class sharing the rest of ``link_capacity``) for the migration's duration:
+packets to the destination's address and to ports ``migration_port_min``
+to ``migration_port_max``.  rtmig-nova replaces only a kernel default root
+qdisc (or its own); an interface with another root qdisc refuses the
+migration.  One shaped migration at a time per host (Nova's default
+``[DEFAULT] max_concurrent_live_migrations = 1``); a second one is refused.
+Empty: no shaping.
+
+Unit: none (an interface name).
+"""),
+    cfg.PortOpt(
+        'migration_port_min',
+        default=49152,
+        help="""
+First destination port of the migration streams that ``migration_interface``
+shapes: libvirt's ``migration_port_min`` in the destination's qemu.conf.
+
+Unit: none (a TCP port).
+"""),
+    cfg.PortOpt(
+        'migration_port_max',
+        default=49215,
+        help="""
+Last destination port of the migration streams that ``migration_interface``
+shapes: libvirt's ``migration_port_max`` in the destination's qemu.conf.
+
+Unit: none (a TCP port).
+"""),
     cfg.IntOpt(
         'dirty_rate_seconds',
         default=1,

@@ -188,6 +188,28 @@ def migration_steps(uri, domain, bandwidth, max_downtime, cpu=None,
     return steps
 
 
+def migration_shaping(ifname, link_rate, bandwidth, ports, peer=None,
+                      netns=None, page_size=4096):
+    """The :class:`~netshape.ShapingPlan` that gives a migration limited to
+    ``bandwidth`` bytes/s its HTB class on ``ifname`` (in ``netns``) of a
+    ``link_rate`` bytes/s link: what QEMU sends under that limit (a little
+    more: :func:`~rtmig_nova.model.precopy.send_rate`) in whole frames, at
+    most the link, for the packets to destination ports ``ports`` = (lo,
+    hi) and, if given, to ``peer`` (an address or prefix).  A bandwidth
+    above the link stays as it is, for :func:`netshape.validate` to
+    refuse.  Used by ``rtmig reserve`` and the Nova driver."""
+    rate = bandwidth
+    if bandwidth <= link_rate:
+        from rtmig_nova.model.precopy import send_rate   # numpy: only here
+        rate = min(netshape.frame_rate(send_rate(bandwidth, page_size)),
+                   link_rate)
+    return netshape.ShapingPlan(
+        ifname=ifname, netns=netns, link_rate=link_rate,
+        migration=netshape.TrafficClass(
+            "migration", rate,
+            match=netshape.Match(dst_ports=tuple(ports), peer=peer)))
+
+
 def deadline_steps(threads, deadline):
     """SCHED_DEADLINE ``deadline`` = (runtime, deadline, period) ns on each
     of ``threads`` (thread ids)."""

@@ -19,7 +19,9 @@ from oslo_messaging.notify import _impl_test
 from rtmig_nova import conf
 from rtmig_nova import planning
 from rtmig_nova.enforce import deadline
+from rtmig_nova.enforce import netshape
 from rtmig_nova.enforce import privileged
+from rtmig_nova.enforce import reservation
 from rtmig_nova.model import DirtyProfile
 from rtmig_nova.model import flavor as rtflavor
 from tests.functional import base
@@ -147,6 +149,9 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.during[-1]['downtimes'] = list(self.downtimes)
         self.during[-1]['speeds'] = list(self.speeds)
         self.during[-1]['thread'] = deadline.get_attr(self.migration_thread)
+        if CONF.rtmig.migration_interface:
+            self.during[-1]['htb'] = netshape.show(
+                CONF.rtmig.migration_interface)
         if domain._job_type == fakelibvirt.VIR_DOMAIN_JOB_CANCELLED:
             return                  # aborted: migrateToURI3 would raise
         if self.fail_migration:
@@ -319,6 +324,58 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         faults = objects.InstanceFaultList.get_by_instance_uuids(
             nova_context.get_admin_context(), [server['id']])
         self.assertIn('SCHED_DEADLINE', faults[0].message)
+
+    def _dummy_interface(self):
+        # an interface of this test's own, without an address: no traffic
+        # (no dummy driver on these kernels: a veth pair)
+        ifname = 'rtmigf%d' % (os.getpid() % 100000)
+        subprocess.run(['ip', 'link', 'add', ifname, 'type', 'veth', 'peer',
+                        'name', ifname + 'p'], check=True)
+        self.addCleanup(subprocess.run, ['ip', 'link', 'del', ifname])
+        subprocess.run(['ip', 'link', 'set', ifname, 'up'], check=True)
+        return ifname
+
+    def test_the_migration_stream_gets_its_htb_class(self):
+        ifname = self._dummy_interface()
+        self.flags(migration_interface=ifname, group='rtmig')
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        self._live_migrate(server, api=self.admin_api)
+        self.assertEqual('compute2', self.server_host(server))
+        want_mib = round(self.expected_plan().bandwidth / 2 ** 20)
+        want = reservation.migration_shaping(
+            ifname, CONF.rtmig.link_capacity, want_mib * 2 ** 20,
+            (49152, 49215)).migration.rate
+        htb = {row['role']: row for row in self.during[0]['htb']}
+        self.assertAlmostEqual(want, htb['migration']['rate'], delta=1)
+        self.assertEqual(CONF.rtmig.link_capacity, htb['link']['rate'])
+        self.assertIn('default', htb)
+        # the interface is back to the kernel's default qdisc
+        self.assertIsNone(netshape.show(ifname))
+        self.assertEqual([], os.listdir(self.state_dir))
+
+    def test_a_foreign_qdisc_refuses_the_migration(self):
+        ifname = self._dummy_interface()
+        subprocess.run(['tc', 'qdisc', 'add', 'dev', ifname, 'root',
+                        'handle', '7:', 'tbf', 'rate', '1mbit', 'burst',
+                        '32kbit', 'latency', '400ms'], check=True)
+        self.flags(migration_interface=ifname, group='rtmig')
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        self._live_migrate(server, api=self.admin_api,
+                           migration_expected_state='failed')
+        self.assertEqual('compute1', self.server_host(server))
+        self.assertEqual([], self.migrate_calls)
+        reject, = self.notifications('rtmig.admission.reject')
+        self.assertEqual('reserve', reject['stage'])
+        self.assertIn('did not create', reject['reason'])
+        # the foreign qdisc untouched; the speed and CPU steps undone
+        out = subprocess.run(['tc', 'qdisc', 'show', 'dev', ifname],
+                             capture_output=True, text=True,
+                             check=True).stdout
+        self.assertIn('qdisc tbf 7:', out)
+        self.assertEqual(-1, self.cpu[server['id']]['emulator_quota'])
+        self.assertEqual([], os.listdir(self.state_dir))
 
     def test_a_leftover_reservation_is_released_by_the_compute(self):
         # A compute that died mid-migration left its state file; the

@@ -15,6 +15,7 @@ from rtmig_nova import conf
 from rtmig_nova import planning
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls
+from rtmig_nova.enforce import netshape
 from rtmig_nova.enforce import privileged
 from rtmig_nova.model import DirtyProfile
 from rtmig_nova.model import flavor
@@ -136,17 +137,19 @@ def _reserve(lm, ext, dom, mp, conn):
     rt_guest = lm.RTGuest(nova_guest.Guest(dom), mp)
     held = ext.reserve_source(None, types.SimpleNamespace(
         uuid=dom.UUIDString()), mp, rt_guest, hosts.URI_A,
-        lambda uri: conn)
+        lambda uri: conn, hosts.IP_B)
     assert held is not None
     return rt_guest, held
 
 
-def _monitor(rt_guest, dom, worker, seen):
+def _monitor(rt_guest, dom, worker, seen, htb):
     """What Nova's _live_migration_monitor does to the guest: job info
     every 0.5 s while the migration runs.  Records in ``seen`` the
-    scheduling of QEMU's migration thread at each poll."""
+    scheduling of QEMU's migration thread, in ``htb`` the classes on A's
+    side of the veth, at each poll."""
     while worker.is_alive():
         rt_guest.get_job_info()
+        htb.append(netshape.show(hosts.VETH_A))
         try:
             for tid, name in libvirt_controls.qemu_threads(dom):
                 if name == "live_migration":
@@ -160,7 +163,18 @@ def _cpu(dom):
     return dom.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
 
+@pytest.fixture
+def shaped_veth():
+    # A's side of the testbed's veth is its migration interface
+    CONF.set_override("migration_interface", hosts.VETH_A, "rtmig")
+    try:
+        yield hosts.VETH_A
+    finally:
+        CONF.clear_override("migration_interface", "rtmig")
+
+
 def test_reserve_migrate_release_on_real_libvirt(bed, workdir, state_dir,
+                                                 shaped_veth,
                                                  guest_boot_files,
                                                  monkeypatch):
     lm, ext = _extension(monkeypatch)
@@ -182,11 +196,21 @@ def test_reserve_migrate_release_on_real_libvirt(bed, workdir, state_dir,
         worker = threading.Thread(target=_nova_migrate,
                                   args=(rt_guest, dom, box))
         worker.start()
-        seen = []
-        _monitor(rt_guest, dom, worker, seen)
+        seen, htb = [], []
+        _monitor(rt_guest, dom, worker, seen, htb)
         worker.join(120)
         assert not worker.is_alive(), "the migration did not end"
         assert "error" not in box, box
+        # the migration's stream (to B, ports 49152-49215) went through
+        # its HTB class, at the rate libvirt was given; libvirt's RPC
+        # through the best-effort class
+        assert htb and htb[-1], "no HTB classes seen during the migration"
+        classes = {row["role"]: row for row in htb[-1]}
+        assert classes["migration"]["bytes"] > 4 * MIB
+        assert classes["migration"]["bytes"] > 10 * classes["default"][
+            "bytes"]
+        assert mp.bandwidth_mib * MIB <= classes["migration"]["rate"] <= \
+            1.1 * mp.bandwidth_mib * MIB
         # QEMU's migration thread ran under SCHED_DEADLINE with the plan's
         # CPU once the shim's monitor saw it
         assert seen, "the migration thread was never seen"
@@ -196,6 +220,7 @@ def test_reserve_migrate_release_on_real_libvirt(bed, workdir, state_dir,
         assert len(held) == 2       # the source's, then the thread's
         ext.release(held, lambda uri: conn_a)
         assert os.listdir(state_dir) == []
+        assert netshape.show(shaped_veth) is None
     finally:
         conn_a.close()
     conn_b = libvirt.open(hosts.URI_B)

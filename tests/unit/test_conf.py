@@ -45,6 +45,9 @@ EXPECTED_DEFAULTS = {
     'instance_profile_dir': '/var/lib/rtmig-nova/instance-profiles',
     'migration_profile_sources': ['instance', 'dirty_rate', 'flavor'],
     'migration_thread_deadline': True,
+    'migration_interface': '',
+    'migration_port_min': 49152,
+    'migration_port_max': 49215,
     'dirty_rate_seconds': 1,
 }
 

@@ -187,3 +187,33 @@ def test_one_function_turns_a_plan_into_steps():
         threads=[10, 11])
     assert [(s.kind, getattr(s, 'tid', None)) for s in steps] == [
         ('migration', None), ('deadline', 10), ('deadline', 11)]
+
+
+class _MigrateData(dict):
+    # Nova's LibvirtLiveMigrateData answers "in" and attributes
+    def __getattr__(self, name):
+        return self[name]
+
+
+def test_the_migration_stream_goes_to_the_destination_address():
+    assert lm.migration_peer('192.0.2.7') == '192.0.2.7'
+    assert lm.migration_peer('2001:db8::7') == '2001:db8::7'
+    assert lm.migration_peer('localhost') in ('127.0.0.1', '::1')
+    assert lm.migration_peer('no-such-host.invalid') is None
+    assert lm.migration_peer(None) is None
+    # the destination's [libvirt] live_migration_inbound_addr wins
+    data = _MigrateData(target_connect_addr='198.51.100.3')
+    assert lm.migration_peer('host-b', data) == '198.51.100.3'
+    assert lm.migration_peer('192.0.2.7', _MigrateData(
+        target_connect_addr=None)) == '192.0.2.7'
+
+
+def test_one_shaped_migration_at_a_time(monkeypatch):
+    monkeypatch.setattr(lm, '_notifier', lambda host: None)
+    ext = lm.RTLiveMigration(types.SimpleNamespace(), 'host-a')
+    a, b = types.SimpleNamespace(uuid='a'), types.SimpleNamespace(uuid='b')
+    assert ext._take_interface(a)
+    assert ext._take_interface(a)           # its own again
+    assert not ext._take_interface(b)
+    ext.release([], None, a)
+    assert ext._take_interface(b)

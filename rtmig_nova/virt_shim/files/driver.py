@@ -106,7 +106,7 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
         try:
             held = self._rtmig_lm.reserve_source(
                 context, instance, plan, guest, self._host._uri,
-                self._rtmig_connect)
+                self._rtmig_connect, dest, migrate_data)
             if held is None:
                 # refused (and said why): rolled back as a failed migration
                 recover_method(context, instance, dest, migrate_data)
@@ -116,7 +116,7 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
                     context, instance, dest, post_method, recover_method,
                     block_migration, migrate_data)
             finally:
-                self._rtmig_lm.release(held, self._rtmig_connect)
+                self._rtmig_lm.release(held, self._rtmig_connect, instance)
                 self._rtmig_lm.ended(context, instance, plan, guest, started)
         finally:
             del self._rtmig_guests[instance.uuid]
