@@ -25,16 +25,22 @@ stats, and the last word on a VM that lands here.
   about to spawn fits; if the scheduler decided on a ledger that was out of
   date, Nova's ``ComputeResourcesUnavailable`` makes the compute
   reschedule the build to another host.
+- :meth:`RTComputeExtension.reserve_spawned`, :meth:`prepare_arrival`,
+  :meth:`arrived`, :meth:`release_vm` and :meth:`reconcile_vms` keep the
+  instances' own vCPU reservations
+  (:mod:`~rtmig_nova.compute.vm_reservation`) in step with where they run.
 """
 
 from nova import exception
 from nova import objects
+from nova.compute import utils as compute_utils
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from rtmig_nova import conf
 from rtmig_nova import planning
 from rtmig_nova.compute import host_facts
+from rtmig_nova.compute import vm_reservation
 from rtmig_nova.model import flavor
 from rtmig_nova.model import ledger
 from rtmig_nova.scheduler import ledgers
@@ -63,8 +69,13 @@ class RTComputeExtension:
 
     LOCK = ADMISSION_LOCK
 
-    def __init__(self, online_cpus):
+    def __init__(self, online_cpus, host=None, get_guest=None):
+        """``get_guest(instance)``: Nova's ``Guest`` of a local instance
+        (the driver's ``Host.get_guest``)."""
         self.capacity = host_capacity(CONF.rtmig, online_cpus)
+        self.host = host
+        self._get_guest = get_guest
+        self.vms = vm_reservation.RTVMReservations(host)
         LOG.info("rtmig: real-time capacity %s", self.capacity)
 
     def update_provider_tree(self, provider_tree, nodename):
@@ -161,3 +172,79 @@ class RTComputeExtension:
                      why)
             raise exception.ComputeResourcesUnavailable(
                 reason=f"rtmig: {why}")
+
+    # -- the instances' own vCPU reservations ------------------------------
+
+    @staticmethod
+    def _request(instance):
+        try:
+            return flavor.parse_specs(dict(instance.flavor.extra_specs or {}))
+        except flavor.SpecError:
+            return None         # refused at the API and at check_spawn
+
+    def _domain(self, instance):
+        try:
+            return self._get_guest(instance)._domain
+        except exception.InstanceNotFound:
+            return None
+
+    def reserve_spawned(self, context, instance):
+        """Reserve the vCPUs of ``instance``, just spawned here.
+
+        :raises ComputeResourcesUnavailable: refused (nothing stays
+            applied); Nova destroys the domain and reschedules the build
+        """
+        request = self._request(instance)
+        if request is None:
+            return
+        try:
+            self.vms.reserve(instance, request, self._domain(instance))
+        except vm_reservation.VMReservationError as e:
+            LOG.warning("rtmig: %s", e, instance=instance)
+            raise exception.ComputeResourcesUnavailable(
+                reason=f"rtmig: {e}")
+
+    def prepare_arrival(self, context, instance):
+        """``instance`` is about to arrive by live migration: reserve its
+        vCPUs as soon as the incoming QEMU has them (within its migration
+        deadline and a minute for Nova's own steps)."""
+        request = self._request(instance)
+        if request is None:
+            return
+        self.vms.watch_arrival(instance, request,
+                               lambda: self._domain(instance),
+                               request.deadline + 60.0)
+
+    def arrived(self, context, instance):
+        """``instance`` has arrived: its reservation is in place when this
+        returns, or else an instance fault says why (the guest runs
+        here already; raising would put it in ERROR)."""
+        request = self._request(instance)
+        if request is None:
+            return
+        try:
+            self.vms.arrived(instance, request, self._domain(instance),
+                             timeout=5.0)
+        except vm_reservation.VMReservationError as e:
+            LOG.error("rtmig: %s: the instance runs here without its "
+                      "reservation", e, instance=instance)
+            compute_utils.add_instance_fault_from_exc(
+                context, instance,
+                exception.ComputeResourcesUnavailable(reason=f"rtmig: {e}"))
+
+    def release_vm(self, instance, arriving=False):
+        """``instance`` is gone from here (destroyed, left, or its arrival
+        rolled back): release its reservation."""
+        if arriving:
+            self.vms.cancel_arrival(instance)
+        else:
+            self.vms.release(instance.uuid)
+
+    def reconcile_vms(self, context, host, nodename):
+        """Release the reservations of instances no longer on this node
+        (nor arriving); returns their UUIDs."""
+        instances = list(objects.InstanceList.get_by_host_and_node(
+            context, host, nodename, expected_attrs=["flavor"]))
+        here = {i.uuid for i in instances}
+        self._incoming(context, host, nodename, here)
+        return self.vms.reconcile(here)

@@ -143,6 +143,21 @@ to start with a name that is not installed.
 Unit: none (plugin names).
 """),
     cfg.BoolOpt(
+        'enforce_vcpu_reservation',
+        default=True,
+        help="""
+Put each vCPU thread of a real-time instance under SCHED_DEADLINE with its
+flavor's ``rtmig:vcpu_reservation`` (runtime per period, deadline = period)
+on the compute that runs it: after spawn (a refusal fails the build, which
+Nova reschedules) and on a live migration's destination as soon as the
+incoming QEMU's vCPU threads exist, so that it holds when the guest
+resumes there.  A reservation is a guarantee and a cap: a vCPU gets its
+runtime every period, and no more.  False: real-time instances are
+admitted (scheduler, Placement, ledgers) but not enforced.
+
+Unit: none (a switch).
+"""),
+    cfg.BoolOpt(
         'migration_thread_deadline',
         default=True,
         help="""

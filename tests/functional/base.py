@@ -6,6 +6,7 @@ fixed.  testtools-style: run with stestr/subunit, not pytest collection
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -226,3 +227,60 @@ class RTMigNovaBase(RTMigFunctionalBase):
         self.addCleanup(shutil.rmtree, self.state_dir, True)
         self.flags(reservation_state_dir=self.state_dir, group='rtmig')
         self.flags(migration_cpu=0.05, rt_cpu_count=2, group='rtmig')
+        # The in-process computes share this machine's kernel, whose
+        # deadline bandwidth (0.95 of each real CPU) cannot hold the vCPU
+        # reservations of several fake 4-CPU hosts: enforced only by the
+        # tests of enforcement.
+        self.flags(enforce_vcpu_reservation=False, group='rtmig')
+        self.pin_new_vcpus = False
+        self._fake_vcpu_threads()
+
+    def _fake_vcpu_threads(self):
+        # QEMU's vCPU threads, which Nova's fake libvirt has none of: real
+        # processes (a green thread would be this test's own), one per
+        # vCPU of each domain on each host, so that the kernel really sets
+        # SCHED_DEADLINE on them and puts it back.  Privileged calls run
+        # in-process (CI runs as root), as Nova's PrivsepFixture does.
+        from rtmig_nova.enforce import privileged
+        ctx = privileged.sys_admin_pctxt
+        self.addCleanup(ctx.set_client_mode, ctx.client_mode)
+        ctx.set_client_mode(False)
+        self.vcpu_procs = {}        # (host, uuid) -> [Popen]
+
+        def vcpu_threads(dom):
+            key = (dom._connection.hostname, dom.UUIDString())
+            if key not in self.vcpu_procs:
+                self.vcpu_procs[key] = [
+                    subprocess.Popen(['sleep', '300'])
+                    for _ in range(int(dom._def['vcpu']['number']))]
+                if self.pin_new_vcpus:      # as a vcpupin would
+                    for p in self.vcpu_procs[key]:
+                        os.sched_setaffinity(
+                            p.pid, {min(os.sched_getaffinity(0))})
+            return [p.pid for p in self.vcpu_procs[key]]
+        self.useFixture(fixtures.MockPatch(
+            'rtmig_nova.enforce.libvirt_controls.vcpu_threads',
+            new=vcpu_threads))
+        self.addCleanup(self._stop_vcpu_procs)
+
+    def _stop_vcpu_procs(self):
+        for procs in self.vcpu_procs.values():
+            for p in procs:
+                p.kill()
+                p.wait(10)
+
+    def vcpu_pids(self, host, server):
+        return [p.pid for p in self.vcpu_procs.get((host, server['id']), [])]
+
+    def state_labels(self):
+        """Labels of the reservation state files."""
+        labels = []
+        for name in sorted(os.listdir(self.state_dir)):
+            if name.endswith('.json'):
+                with open(os.path.join(self.state_dir, name)) as f:
+                    labels.append(json.load(f)['label'])
+        return labels
+
+    def migration_state_files(self):
+        return [label for label in self.state_labels()
+                if label.startswith('nova-live-migration ')]

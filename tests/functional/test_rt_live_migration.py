@@ -20,7 +20,6 @@ from rtmig_nova import conf
 from rtmig_nova import planning
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import netshape
-from rtmig_nova.enforce import privileged
 from rtmig_nova.enforce import reservation
 from rtmig_nova.model import DirtyProfile
 from rtmig_nova.model import flavor as rtflavor
@@ -67,11 +66,7 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         # QEMU's migration thread, which Nova's fake libvirt has none of:
         # a real process's (a green thread would be this test's own), so
         # that the kernel really sets SCHED_DEADLINE on it and puts it back.
-        # It "exists" while a job runs, as QEMU's does.  Privileged calls
-        # in-process (CI runs as root), as Nova's PrivsepFixture does.
-        ctx = privileged.sys_admin_pctxt
-        self.addCleanup(ctx.set_client_mode, ctx.client_mode)
-        ctx.set_client_mode(False)
+        # It "exists" while a job runs, as QEMU's does.
         proc = subprocess.Popen(['sleep', '120'])
         self.addCleanup(proc.wait, 10)
         self.addCleanup(proc.kill)
@@ -143,7 +138,7 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.migrate_calls.append((uuid, dict(params), flags))
         self.during.append({'cpu': dict(self.cpu.get(uuid, {})),
                             'live_xml': domain.XMLDesc(0),
-                            'state_files': os.listdir(self.state_dir)})
+                            'state_files': self.migration_state_files()})
         domain._job_type = fakelibvirt.VIR_DOMAIN_JOB_UNBOUNDED
         time.sleep(1.2)
         self.during[-1]['downtimes'] = list(self.downtimes)
@@ -178,9 +173,28 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         return planning.migration_plan(self.request, link, CONF.rtmig,
                                        profile_ref=profile_ref)
 
+    def assert_vcpus_reserved(self, host, server):
+        want = (5_000_000, 10_000_000, 10_000_000)      # RT_SPECS's 5ms/10ms
+        pids = self.vcpu_pids(host, server)
+        self.assertEqual(1, len(pids))
+        for pid in pids:
+            attr = deadline.get_attr(pid)
+            self.assertEqual(
+                (deadline.SCHED_DEADLINE,) + want,
+                (attr.policy, attr.runtime_ns, attr.deadline_ns,
+                 attr.period_ns))
+
+    def assert_vcpus_free(self, host, server):
+        for pid in self.vcpu_pids(host, server):
+            self.assertEqual(deadline.SCHED_OTHER,
+                             deadline.get_attr(pid).policy)
+
     def test_the_plan_reaches_libvirt_and_is_kept(self):
+        self.flags(enforce_vcpu_reservation=True, group='rtmig')
         self.start_rt_computes(2, cpus=4)
         server = self.boot_rt('compute1')
+        # the VM's own reservation, since its spawn
+        self.assert_vcpus_reserved('compute1', server)
         self._run_periodics()
         self._live_migrate(server, api=self.admin_api)
         self.assertEqual('compute2', self.server_host(server))
@@ -226,7 +240,7 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
                          during['cpu']['emulator_period'])
         self.assertEqual(1, len(during['state_files']))
         self.assertEqual([want_mib], during['speeds'])
-        self.assertEqual([], os.listdir(self.state_dir))
+        self.assertEqual([], self.migration_state_files())
         # the migration thread under SCHED_DEADLINE with the plan's CPU
         # once it ran, and back to what it was after
         thread = during['thread']
@@ -237,6 +251,13 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
                           thread.period_ns))
         self.assertEqual(deadline.SCHED_OTHER,
                          deadline.get_attr(self.migration_thread).policy)
+        # the VM's reservation went with it: held on the destination (in
+        # place when post_live_migration_at_destination returned), released
+        # on the source
+        self.assert_vcpus_reserved('compute2', server)
+        self.assert_vcpus_free('compute1', server)
+        self.assertEqual(['nova-vm compute2 ' + server['id']],
+                         self.state_labels())
         # ... and the temporary quota, in the source's live XML then, is
         # not in the destination's definition
         self.assertIn('<emulator_quota>', during['live_xml'])
@@ -245,6 +266,7 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.assertEqual(dest.find('./uuid').text, server['id'])
 
     def test_a_failed_migration_releases_the_reservation(self):
+        self.flags(enforce_vcpu_reservation=True, group='rtmig')
         self.start_rt_computes(2, cpus=4)
         server = self.boot_rt('compute1')
         self.fail_migration = True
@@ -258,10 +280,22 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.assertEqual(-1, self.cpu[server['id']]['emulator_quota'])
         self.assertEqual(8796093022207, self.speeds[-1])
         self.assertEqual(300, self.downtimes[-1])
-        self.assertEqual([], os.listdir(self.state_dir))
+        self.assertEqual([], self.migration_state_files())
         end, = self.notifications('rtmig.migration.end')
         self.assertEqual('failed', end['outcome'])
         self.assertFalse(end['deadline_met'])
+        # the VM keeps its reservation on the source; the destination's
+        # arrival watcher was stopped by the rollback, holding nothing
+        self.assert_vcpus_reserved('compute1', server)
+        self.assertEqual(['nova-vm compute1 ' + server['id']],
+                         self.state_labels())
+        # Nova did not tell the destination (it casts
+        # rollback_live_migration_at_destination only in some cases): its
+        # arrival watcher stops at the next resource update
+        watchers = self.computes['compute2'].driver._rtmig.vms._watchers
+        self.assertEqual([server['id']], list(watchers))
+        self._run_periodics()
+        self.assertEqual({}, watchers)
 
     def test_a_refused_setting_rolls_back_before_the_migration(self):
         self.start_rt_computes(2, cpus=4)
@@ -287,7 +321,7 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         want_mib = round(self.expected_plan().bandwidth / 2 ** 20)
         self.assertEqual([want_mib, 8796093022207], self.speeds)
         self.assertEqual(300, self.downtimes[-1])
-        self.assertEqual([], os.listdir(self.state_dir))
+        self.assertEqual([], self.migration_state_files())
         reject, = self.notifications('rtmig.admission.reject')
         self.assertEqual('reserve', reject['stage'])
         self.assertIn('cgroup CPU controller not mounted', reject['reason'])
@@ -316,7 +350,7 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         # defaults, no state file
         self.assertEqual(-1, self.cpu[server['id']]['emulator_quota'])
         self.assertEqual(8796093022207, self.speeds[-1])
-        self.assertEqual([], os.listdir(self.state_dir))
+        self.assertEqual([], self.migration_state_files())
         # the instance fault says why (the API shows faults only of
         # servers in ERROR)
         from nova import context as nova_context
@@ -352,7 +386,7 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.assertIn('default', htb)
         # the interface is back to the kernel's default qdisc
         self.assertIsNone(netshape.show(ifname))
-        self.assertEqual([], os.listdir(self.state_dir))
+        self.assertEqual([], self.migration_state_files())
 
     def test_a_foreign_qdisc_refuses_the_migration(self):
         ifname = self._dummy_interface()
@@ -375,7 +409,41 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
                              check=True).stdout
         self.assertIn('qdisc tbf 7:', out)
         self.assertEqual(-1, self.cpu[server['id']]['emulator_quota'])
-        self.assertEqual([], os.listdir(self.state_dir))
+        self.assertEqual([], self.migration_state_files())
+
+    def test_a_refused_vcpu_reservation_fails_the_build_cleanly(self):
+        # vCPU threads pinned to one CPU (as a vcpupin would pin them):
+        # SCHED_DEADLINE needs an affinity spanning the root domain
+        if len(os.sched_getaffinity(0)) < 2:
+            self.skipTest('needs two CPUs to pin a thread narrower')
+        self.flags(enforce_vcpu_reservation=True, group='rtmig')
+        self.pin_new_vcpus = True
+        self.start_rt_computes(2, cpus=4)
+        server = self._create_server(
+            image_uuid=base.IMAGE_UUID, flavor_id=self.flavor,
+            networks='none', expected_state='ERROR')
+        self.assertIn('Exceeded maximum number of retries',
+                      self.fault_message(server))
+        self.assertEqual([], self.state_labels())
+        for procs in self.vcpu_procs.values():       # tried on both hosts
+            for p in procs:
+                self.assertEqual(deadline.SCHED_OTHER,
+                                 deadline.get_attr(p.pid).policy)
+        self.assertEqual(2, len(self.vcpu_procs))
+
+    def test_a_vm_reservation_left_behind_is_released(self):
+        # A destination that never heard of a rollback keeps the record of
+        # an instance that is not there: the next resource update drops it.
+        self.flags(enforce_vcpu_reservation=True, group='rtmig')
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        from rtmig_nova.enforce import reservation as res_mod
+        res_mod.Reservation([], self.state_dir,
+                            label='nova-vm compute2 ' + server['id']).apply()
+        self._run_periodics()
+        self.assertEqual(['nova-vm compute1 ' + server['id']],
+                         self.state_labels())
+        self.assert_vcpus_reserved('compute1', server)
 
     def test_a_leftover_reservation_is_released_by_the_compute(self):
         # A compute that died mid-migration left its state file; the
@@ -398,8 +466,7 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.assertEqual(5000, self.cpu[server['id']]['emulator_quota'])
         self._run_periodics()
         self.assertEqual(-1, self.cpu[server['id']]['emulator_quota'])
-        self.assertEqual([other.ident + '.json'],
-                         os.listdir(self.state_dir))
+        self.assertEqual(['somebody else'], self.state_labels())
 
     def test_a_stock_server_migrates_as_nova_migrates_it(self):
         self.start_rt_computes(2, cpus=4)
@@ -548,7 +615,7 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.assertEqual('ACTIVE', self.admin_api.get_server(
             server['id'])['status'])
         self.assertEqual([], self.migrate_calls)
-        self.assertEqual([], os.listdir(self.state_dir))
+        self.assertEqual([], self.migration_state_files())
         reject, = self.notifications('rtmig.admission.reject')
         self.assertEqual('plan', reject['stage'])
         # Placement: back on the source only

@@ -44,6 +44,7 @@ EXPECTED_DEFAULTS = {
     'headroom_weight_multiplier': 1.0,
     'instance_profile_dir': '/var/lib/rtmig-nova/instance-profiles',
     'migration_profile_sources': ['instance', 'dirty_rate', 'flavor'],
+    'enforce_vcpu_reservation': True,
     'migration_thread_deadline': True,
     'migration_interface': '',
     'migration_port_min': 49152,

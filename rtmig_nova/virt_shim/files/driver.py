@@ -35,7 +35,7 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
         super().init_host(host)
         self._rtmig_host = host
         self._rtmig = extension.RTComputeExtension(
-            len(self._host.get_online_cpus()))
+            len(self._host.get_online_cpus()), host, self._host.get_guest)
         self._rtmig_lm = live_migration.RTLiveMigration(
             self._rtmig, host, self._host.get_guest)
         self._rtmig_lm.reconcile(set(), self._rtmig_connect)
@@ -57,6 +57,8 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
                                        self._rtmig_host, nodename))
         self._rtmig_lm.reconcile(set(self._rtmig_guests),
                                  self._rtmig_connect)
+        self._rtmig.reconcile_vms(nova_context.get_admin_context(),
+                                  self._rtmig_host, nodename)
         resources["stats"] = stats
         return resources
 
@@ -65,11 +67,52 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
               block_device_info=None, power_on=True, accel_info=None):
         self._rtmig.check_spawn(context, instance, self._rtmig_host,
                                 instance.node)
-        return super().spawn(context, instance, image_meta, injected_files,
-                             admin_password, allocations,
-                             network_info=network_info,
-                             block_device_info=block_device_info,
-                             power_on=power_on, accel_info=accel_info)
+        super().spawn(context, instance, image_meta, injected_files,
+                      admin_password, allocations, network_info=network_info,
+                      block_device_info=block_device_info, power_on=power_on,
+                      accel_info=accel_info)
+        self._rtmig.reserve_spawned(context, instance)
+
+    def destroy(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, destroy_secrets=True):
+        super().destroy(context, instance, network_info,
+                        block_device_info=block_device_info,
+                        destroy_disks=destroy_disks,
+                        destroy_secrets=destroy_secrets)
+        self._rtmig.release_vm(instance)
+
+    def pre_live_migration(self, context, instance, block_device_info,
+                           network_info, disk_info, migrate_data):
+        migrate_data = super().pre_live_migration(
+            context, instance, block_device_info, network_info, disk_info,
+            migrate_data)
+        self._rtmig.prepare_arrival(context, instance)
+        return migrate_data
+
+    def post_live_migration_at_destination(self, context, instance,
+                                           network_info,
+                                           block_migration=False,
+                                           block_device_info=None):
+        super().post_live_migration_at_destination(
+            context, instance, network_info, block_migration=block_migration,
+            block_device_info=block_device_info)
+        self._rtmig.arrived(context, instance)
+
+    def rollback_live_migration_at_destination(self, context, instance,
+                                               network_info,
+                                               block_device_info,
+                                               destroy_disks=True,
+                                               migrate_data=None):
+        super().rollback_live_migration_at_destination(
+            context, instance, network_info, block_device_info,
+            destroy_disks=destroy_disks, migrate_data=migrate_data)
+        self._rtmig.release_vm(instance, arriving=True)
+
+    def post_live_migration(self, context, instance, block_device_info,
+                            migrate_data=None):
+        super().post_live_migration(context, instance, block_device_info,
+                                    migrate_data=migrate_data)
+        self._rtmig.release_vm(instance)
 
     def check_can_live_migrate_destination(self, context, instance,
                                            src_compute_info, dst_compute_info,
