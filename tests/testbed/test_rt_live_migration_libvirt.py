@@ -159,6 +159,27 @@ def _monitor(rt_guest, dom, worker, seen, htb):
         worker.join(0.5)
 
 
+def _incoming_vcpu_threads(name):
+    """vCPU thread ids of host B's incoming QEMU of domain ``name``.  B's
+    pid files are in its own mount namespace (the testbed's, not the
+    shim's: on a real destination it reads its own /run); its processes
+    are in A's pid namespace, and the incoming QEMU has ``-incoming``."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"-incoming" in argv and any(
+                a.startswith(b"guest=" + name.encode() + b",")
+                for a in argv):
+            return [tid for tid, comm in deadline.threads(int(pid))
+                    if comm.startswith("CPU ") and comm.endswith("/TCG")]
+    raise libvirt_controls.LibvirtError(f"no incoming QEMU of {name}")
+
+
 def _cpu(dom):
     return dom.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
@@ -173,6 +194,36 @@ def shaped_veth():
         CONF.clear_override("migration_interface", "rtmig")
 
 
+def _watch_arrival(name, dom, monkeypatch):
+    """What the shim's pre_live_migration starts on B: the watcher of the
+    incoming domain's vCPU threads; returns (RTVMReservations, instance,
+    request, [monotonic time of the reservation], B's connection)."""
+    from rtmig_nova.compute import vm_reservation
+    monkeypatch.setattr(libvirt_controls, "vcpu_threads",
+                        lambda d: _incoming_vcpu_threads(name))
+    vms = vm_reservation.RTVMReservations("host-b")
+    applied = []
+    reserve = vms.reserve
+
+    def timed_reserve(*args, **kwargs):
+        res = reserve(*args, **kwargs)
+        applied.append(time.monotonic())
+        return res
+    vms.reserve = timed_reserve
+    instance = types.SimpleNamespace(
+        uuid=dom.UUIDString(), flavor=types.SimpleNamespace(vcpus=1))
+    request = flavor.parse_specs(SPECS)
+    conn_b = libvirt.open(hosts.URI_B)
+
+    def lookup():
+        try:
+            return conn_b.lookupByName(name)
+        except libvirt.libvirtError:
+            return None
+    vms.watch_arrival(instance, request, lookup, timeout=120)
+    return vms, instance, request, applied, conn_b
+
+
 def test_reserve_migrate_release_on_real_libvirt(bed, workdir, state_dir,
                                                  shaped_veth,
                                                  guest_boot_files,
@@ -184,6 +235,8 @@ def test_reserve_migrate_release_on_real_libvirt(bed, workdir, state_dir,
         dom = conn_a.lookupByName(name)
         mp = _plan(lm, name, dom)
         rt_guest, held = _reserve(lm, ext, dom, mp, conn_a)
+        arrival, instance, request, applied, watch_conn = _watch_arrival(
+            name, dom, monkeypatch)
         # held on A before the migration starts
         assert _cpu(dom)["emulator_quota"] == mp.cpu.quota_us
         assert dom.migrateGetMaxDowntime(0) == mp.downtime_limit_ms
@@ -199,7 +252,19 @@ def test_reserve_migrate_release_on_real_libvirt(bed, workdir, state_dir,
         seen, htb = [], []
         _monitor(rt_guest, dom, worker, seen, htb)
         worker.join(120)
+        ended = time.monotonic()
         assert not worker.is_alive(), "the migration did not end"
+        # B's side: the VM's vCPU reservation was in place before the
+        # migration ended, as the shim's pre_live_migration watcher puts it
+        res = arrival.arrived(instance, request, None, timeout=5)
+        assert applied and applied[0] < ended, (applied, ended)
+        for tid in _incoming_vcpu_threads(name):
+            attr = deadline.get_attr(tid)
+            assert (attr.policy, attr.runtime_ns, attr.period_ns) == (
+                deadline.SCHED_DEADLINE, 2_000_000, 10_000_000)
+        assert res.label == "nova-vm host-b " + instance.uuid
+        arrival.release(instance.uuid)
+        watch_conn.close()
         assert "error" not in box, box
         # the migration's stream (to B, ports 49152-49215) went through
         # its HTB class, at the rate libvirt was given; libvirt's RPC
