@@ -25,7 +25,7 @@ stats, and the last word on a VM that lands here.
   about to spawn fits; if the scheduler decided on a ledger that was out of
   date, Nova's ``ComputeResourcesUnavailable`` makes the compute
   reschedule the build to another host.
-- :meth:`RTComputeExtension.reserve_spawned`, :meth:`prepare_arrival`,
+- :meth:`RTComputeExtension.guest_started`, :meth:`prepare_arrival`,
   :meth:`arrived`, :meth:`release_vm` and :meth:`reconcile_vms` keep the
   instances' own vCPU reservations
   (:mod:`~rtmig_nova.compute.vm_reservation`) in step with where they run.
@@ -33,6 +33,7 @@ stats, and the last word on a VM that lands here.
 
 from nova import exception
 from nova import objects
+from nova.compute import task_states
 from nova.compute import utils as compute_utils
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
@@ -188,21 +189,33 @@ class RTComputeExtension:
         except exception.InstanceNotFound:
             return None
 
-    def reserve_spawned(self, context, instance):
-        """Reserve the vCPUs of ``instance``, just spawned here.
+    def guest_started(self, context, instance, guest):
+        """Nova has just started a QEMU for ``instance`` here (Nova's
+        ``Guest`` ``guest``, running or paused: spawn, hard reboot, power
+        on, resume, rescue, resize, rebuild): reserve its vCPUs, whose
+        threads are new.
 
-        :raises ComputeResourcesUnavailable: refused (nothing stays
-            applied); Nova destroys the domain and reschedules the build
+        :raises ComputeResourcesUnavailable: refused during a spawn
+            (nothing stays applied); Nova cleans the guest up and
+            reschedules the build.  Refused otherwise, an instance fault
+            says why and the instance runs unreserved (raising would put
+            it in ERROR).
         """
         request = self._request(instance)
         if request is None:
             return
         try:
-            self.vms.reserve(instance, request, self._domain(instance))
+            self.vms.reserve(instance, request, guest._domain)
         except vm_reservation.VMReservationError as e:
-            LOG.warning("rtmig: %s", e, instance=instance)
-            raise exception.ComputeResourcesUnavailable(
-                reason=f"rtmig: {e}")
+            if instance.task_state == task_states.SPAWNING:
+                LOG.warning("rtmig: %s", e, instance=instance)
+                raise exception.ComputeResourcesUnavailable(
+                    reason=f"rtmig: {e}")
+            LOG.error("rtmig: %s: the instance runs without its "
+                      "reservation", e, instance=instance)
+            compute_utils.add_instance_fault_from_exc(
+                context, instance,
+                exception.ComputeResourcesUnavailable(reason=f"rtmig: {e}"))
 
     def prepare_arrival(self, context, instance):
         """``instance`` is about to arrive by live migration: reserve its

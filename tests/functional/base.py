@@ -245,29 +245,35 @@ class RTMigNovaBase(RTMigFunctionalBase):
         ctx = privileged.sys_admin_pctxt
         self.addCleanup(ctx.set_client_mode, ctx.client_mode)
         ctx.set_client_mode(False)
-        self.vcpu_procs = {}        # (host, uuid) -> [Popen]
+        # (host, uuid) -> [Popen] of the domain's latest QEMU; every fake
+        # Domain object (a new one for each define: a reboot's new QEMU)
+        # gets its own
+        self.vcpu_procs = {}
+        self._all_vcpu_procs = []
 
         def vcpu_threads(dom):
-            key = (dom._connection.hostname, dom.UUIDString())
-            if key not in self.vcpu_procs:
-                self.vcpu_procs[key] = [
-                    subprocess.Popen(['sleep', '300'])
-                    for _ in range(int(dom._def['vcpu']['number']))]
+            procs = getattr(dom, '_rtmig_vcpu_procs', None)
+            if procs is None:
+                procs = [subprocess.Popen(['sleep', '300'])
+                         for _ in range(int(dom._def['vcpu']['number']))]
                 if self.pin_new_vcpus:      # as a vcpupin would
-                    for p in self.vcpu_procs[key]:
+                    for p in procs:
                         os.sched_setaffinity(
                             p.pid, {min(os.sched_getaffinity(0))})
-            return [p.pid for p in self.vcpu_procs[key]]
+                dom._rtmig_vcpu_procs = procs
+                self._all_vcpu_procs += procs
+                self.vcpu_procs[(dom._connection.hostname,
+                                 dom.UUIDString())] = procs
+            return [p.pid for p in procs]
         self.useFixture(fixtures.MockPatch(
             'rtmig_nova.enforce.libvirt_controls.vcpu_threads',
             new=vcpu_threads))
         self.addCleanup(self._stop_vcpu_procs)
 
     def _stop_vcpu_procs(self):
-        for procs in self.vcpu_procs.values():
-            for p in procs:
-                p.kill()
-                p.wait(10)
+        for p in self._all_vcpu_procs:
+            p.kill()
+            p.wait(10)
 
     def vcpu_pids(self, host, server):
         return [p.pid for p in self.vcpu_procs.get((host, server['id']), [])]

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 
 import fixtures
@@ -59,6 +60,8 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self.speeds = []                 # MiB/s, as libvirt was told
         self.cpu = {}                    # uuid -> live CFS parameters
         self.fail_migration = False
+        self.migration_seconds = 1.2     # how long a fake migration runs
+        self.migrating = threading.Event()
         self._libvirt_like_fake()
         self.migration_thread = self._fake_migration_thread()
 
@@ -140,7 +143,11 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
                             'live_xml': domain.XMLDesc(0),
                             'state_files': self.migration_state_files()})
         domain._job_type = fakelibvirt.VIR_DOMAIN_JOB_UNBOUNDED
-        time.sleep(1.2)
+        self.migrating.set()
+        end = time.monotonic() + self.migration_seconds
+        while time.monotonic() < end and \
+                domain._job_type != fakelibvirt.VIR_DOMAIN_JOB_CANCELLED:
+            time.sleep(0.05)
         self.during[-1]['downtimes'] = list(self.downtimes)
         self.during[-1]['speeds'] = list(self.speeds)
         self.during[-1]['thread'] = deadline.get_attr(self.migration_thread)
@@ -297,6 +304,41 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
         self._run_periodics()
         self.assertEqual({}, watchers)
 
+    def test_an_operator_abort_rolls_everything_back(self):
+        # openstack server migration abort: Nova's live_migration_abort on
+        # the source, abortJob on the domain mid-way
+        self.flags(enforce_vcpu_reservation=True, group='rtmig')
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        self.migration_seconds = 30
+        self.admin_api.post_server_action(
+            server['id'],
+            {'os-migrateLive': {'host': None, 'block_migration': 'auto'}})
+        self.assertTrue(self.migrating.wait(30))
+        migration = self._wait_for_migration_status(server, ['running'])
+        time.sleep(1.0)         # Nova's monitor: the thread's reservation
+        self.admin_api.microversion = '2.24'
+        self.admin_api.api_delete('/servers/%s/migrations/%s'
+                                  % (server['id'], migration['id']))
+        self._wait_for_migration_status(server, ['cancelled'])
+        self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('compute1', self.server_host(server))
+        during, = self.during
+        self.assertEqual(deadline.SCHED_DEADLINE, during['thread'].policy)
+        # the source back as it was, the VM keeping its own reservation;
+        # nothing on the destination once it hears of it (or reconciles)
+        self.assertEqual(-1, self.cpu[server['id']]['emulator_quota'])
+        self.assertEqual(8796093022207, self.speeds[-1])
+        self.assertEqual(300, self.downtimes[-1])
+        self.assertEqual(deadline.SCHED_OTHER,
+                         deadline.get_attr(self.migration_thread).policy)
+        self._run_periodics()
+        self.assertEqual(['nova-vm compute1 ' + server['id']],
+                         self.state_labels())
+        self.assert_vcpus_reserved('compute1', server)
+        end, = self.notifications('rtmig.migration.end')
+        self.assertEqual('failed', end['outcome'])
+
     def test_a_refused_setting_rolls_back_before_the_migration(self):
         self.start_rt_computes(2, cpus=4)
         server = self.boot_rt('compute1')
@@ -430,6 +472,19 @@ class RTLiveMigrationTest(base.RTMigNovaBase):
                 self.assertEqual(deadline.SCHED_OTHER,
                                  deadline.get_attr(p.pid).policy)
         self.assertEqual(2, len(self.vcpu_procs))
+
+    def test_a_hard_reboot_reserves_the_new_vcpus(self):
+        self.flags(enforce_vcpu_reservation=True, group='rtmig')
+        self.start_rt_computes(1, cpus=4)
+        server = self.boot_rt('compute1')
+        before = self.vcpu_pids('compute1', server)
+        self.assert_vcpus_reserved('compute1', server)
+        self._reboot_server(server, hard=True)
+        after = self.vcpu_pids('compute1', server)
+        self.assertNotEqual(before, after)          # a new QEMU
+        self.assert_vcpus_reserved('compute1', server)
+        self.assertEqual(['nova-vm compute1 ' + server['id']],
+                         self.state_labels())
 
     def test_a_vm_reservation_left_behind_is_released(self):
         # A destination that never heard of a rollback keeps the record of

@@ -67,11 +67,23 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
               block_device_info=None, power_on=True, accel_info=None):
         self._rtmig.check_spawn(context, instance, self._rtmig_host,
                                 instance.node)
-        super().spawn(context, instance, image_meta, injected_files,
-                      admin_password, allocations, network_info=network_info,
-                      block_device_info=block_device_info, power_on=power_on,
-                      accel_info=accel_info)
-        self._rtmig.reserve_spawned(context, instance)
+        return super().spawn(context, instance, image_meta, injected_files,
+                             admin_password, allocations,
+                             network_info=network_info,
+                             block_device_info=block_device_info,
+                             power_on=power_on, accel_info=accel_info)
+
+    def _create_guest(self, context, xml, instance, power_on=True,
+                      pause=False, post_xml_callback=None):
+        # Every path that starts a QEMU comes here (spawn, reboot, power
+        # on, resume, rescue, resize, rebuild); an incoming live migration
+        # does not (pre_live_migration's watcher).
+        guest = super()._create_guest(context, xml, instance,
+                                      power_on=power_on, pause=pause,
+                                      post_xml_callback=post_xml_callback)
+        if power_on or pause:
+            self._rtmig.guest_started(context, instance, guest)
+        return guest
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
