@@ -35,8 +35,12 @@ from rtmig_nova.capture.probe import DEFAULT_URI, ProbeError, _one_line
 MIB = 1 << 20
 MIN_SECONDS, MAX_SECONDS = 1, 60     # QEMU's calc-time range
 STATUS_MEASURED = 2                  # dirtyrate.calc_status: measured
-# libvirt's VIR_DOMAIN_STATS_DIRTYRATE (a fake libvirt may lack it)
+# libvirt's VIR_DOMAIN_STATS_DIRTYRATE and, for getAllDomainStats,
+# VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE | _NOWAIT (skip a domain whose
+# monitor is busy instead of waiting for its job); a fake libvirt may lack
+# the names
 _STATS_DIRTYRATE = 1 << 9
+_ACTIVE_NOWAIT = 1 | 1 << 29
 
 
 def check_seconds(seconds):
@@ -67,7 +71,9 @@ def read(dom):
     # tpool proxies Nova wraps domains in under eventlet.
     uuid = dom.UUIDString()
     values = {}
-    for other, stats in dom.connect().getAllDomainStats(_STATS_DIRTYRATE):
+    conn = dom.connect()
+    for other, stats in conn.getAllDomainStats(_STATS_DIRTYRATE,
+                                               _ACTIVE_NOWAIT):
         if other.UUIDString() == uuid:
             values = stats
     if values.get("dirtyrate.calc_status") != STATUS_MEASURED or \

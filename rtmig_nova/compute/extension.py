@@ -186,7 +186,7 @@ class RTComputeExtension:
     def _domain(self, instance):
         try:
             return self._get_guest(instance)._domain
-        except exception.InstanceNotFound:
+        except (exception.InstanceNotFound, exception.InternalError):
             return None
 
     def guest_started(self, context, instance, guest):
@@ -202,8 +202,8 @@ class RTComputeExtension:
             it in ERROR).
         """
         request = self._request(instance)
-        if request is None:
-            return
+        if request is None or not guest.is_active():
+            return          # a stopped instance's snapshot: no QEMU
         try:
             self.vms.reserve(instance, request, guest._domain)
         except vm_reservation.VMReservationError as e:

@@ -393,13 +393,16 @@ class RTLiveMigration:
                 f"migration at a time)")
             return None
         cpu = reservation.migration_thread_cpu(mp.cpu) if mp.cpu else None
-        guest.remember_cputune(cpu or {})
-        res = self._new_reservation(instance, reservation.migration_steps(
-            uri, instance.uuid, mp.bandwidth, mp.downtime_limit, cpu=cpu,
-            shaping=shaping, connect=connect), connect)
+        lv = libvirt_controls._libvirt_of(guest._domain)
         try:
+            guest.remember_cputune(cpu or {})
+            res = self._new_reservation(
+                instance, reservation.migration_steps(
+                    uri, instance.uuid, mp.bandwidth, mp.downtime_limit,
+                    cpu=cpu, shaping=shaping, connect=connect), connect)
             res.apply()
-        except (reservation.ReservationError, OSError) as e:
+        except (reservation.ReservationError, OSError, lv.libvirtError,
+                etree.LxmlError) as e:
             self._give_interface(instance)
             self._refuse_reservation(context, instance, e)
             return None
@@ -422,7 +425,9 @@ class RTLiveMigration:
             tids = [tid for tid, name in
                     libvirt_controls.qemu_threads(guest._domain)
                     if name == MIGRATION_THREAD]
-        except libvirt_controls.LibvirtError as e:
+        except (libvirt_controls.LibvirtError,
+                libvirt_controls._libvirt_of(guest._domain).libvirtError) \
+                as e:
             return self._abort(context, instance, guest, e)
         if not tids:
             return False
@@ -464,14 +469,16 @@ class RTLiveMigration:
         """Undo the reservations ``held`` (of ``instance``'s migration),
         last first; a failure is logged (the record stays for
         :meth:`reconcile`), not raised: the migration's outcome stands."""
-        for res in reversed(held):
-            try:
-                reservation.release(res.ident, res.state_dir, connect)
-            except (reservation.ReservationError, OSError) as e:
-                LOG.error("rtmig: could not release reservation %s: %s",
-                          res.ident, e)
-        if instance is not None:
-            self._give_interface(instance)
+        try:
+            for res in reversed(held):
+                try:
+                    reservation.release(res.ident, res.state_dir, connect)
+                except (reservation.ReservationError, OSError) as e:
+                    LOG.error("rtmig: could not release reservation %s: "
+                              "%s", res.ident, e)
+        finally:
+            if instance is not None:
+                self._give_interface(instance)
 
     def reconcile(self, active, connect):
         """Release this service's reservations of instances not migrating

@@ -162,6 +162,8 @@ class LibvirtDirtyRate(ProfileSource):
         if guest is None or started is None:
             return None
         at, seconds = started
+        if time.monotonic() - at > _STALE_AFTER:
+            return None         # from a check long ago
         dom = guest._domain
         until = min(at + seconds + DIRTY_RATE_GRACE,
                     time.monotonic() + DIRTY_RATE_MAX_WAIT) if wait else 0.0

@@ -70,6 +70,9 @@ class RTVMReservations:
         self.host = host
         self._lock = threading.Lock()
         self._watchers = {}     # uuid -> (thread, stop Event, result box)
+        # one reserve or release at a time (the arrival watcher and the
+        # driver's calls may meet): each sees the others' records
+        self._apply_lock = threading.Lock()
 
     @property
     def label_prefix(self):
@@ -99,16 +102,24 @@ class RTVMReservations:
         """
         if not CONF.rtmig.enforce_vcpu_reservation:
             return None
+        with self._apply_lock:
+            return self._reserve(instance, request, dom, connect)
+
+    def _reserve(self, instance, request, dom, connect):
+        if dom is None:
+            raise VMReservationError(f"instance {instance.uuid} has no "
+                                     f"domain here")
         try:
             tids = libvirt_controls.vcpu_threads(dom)
-        except (libvirt_controls.LibvirtError, ValueError) as e:
+        except (libvirt_controls.LibvirtError, ValueError,
+                libvirt_controls._libvirt_of(dom).libvirtError) as e:
             raise VMReservationError(f"vCPU threads of instance "
                                      f"{instance.uuid}: {e}") from None
         if len(tids) != instance.flavor.vcpus:
             raise VMReservationError(
                 f"instance {instance.uuid}: {len(tids)} vCPU threads, its "
                 f"flavor has {instance.flavor.vcpus}")
-        self.release(instance.uuid, connect)
+        self._release(instance.uuid, connect)
         res = reservation.Reservation(
             reservation.deadline_steps(tids, vcpu_deadline(request)),
             CONF.rtmig.reservation_state_dir,
@@ -127,6 +138,10 @@ class RTVMReservations:
     def release(self, uuid, connect=None):
         """Undo the reservations held for instance ``uuid`` here; failures
         are logged (the record stays for :meth:`reconcile`)."""
+        with self._apply_lock:
+            self._release(uuid, connect)
+
+    def _release(self, uuid, connect):
         for doc in self._records(uuid):
             try:
                 reservation.release(doc["id"],
@@ -177,8 +192,9 @@ class RTVMReservations:
                             box["res"] = self.reserve(instance, request, dom,
                                                       connect)
                             return
-                    except (libvirt_controls.LibvirtError,
-                            ValueError) as e:
+                    except (libvirt_controls.LibvirtError, ValueError,
+                            libvirt_controls._libvirt_of(dom).libvirtError
+                            ) as e:
                         last = e        # QEMU not up yet
                     except VMReservationError as e:
                         box["error"] = e
@@ -214,6 +230,11 @@ class RTVMReservations:
             stop.set()
             if "res" in box:
                 return box["res"]
+            if thread.is_alive():
+                # stuck in a libvirt call: it may still reserve; never two
+                raise VMReservationError(
+                    f"instance {instance.uuid}: the arrival watcher did "
+                    f"not finish in {timeout:g} s")
             if "error" in box:
                 LOG.warning("rtmig: %s; applying it now", box["error"],
                             instance=instance)

@@ -73,17 +73,31 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
                              block_device_info=block_device_info,
                              power_on=power_on, accel_info=accel_info)
 
+    # The paths that start a QEMU: _create_guest (spawn, hard reboot,
+    # power on, resume, rescue, resize, rebuild), a soft reboot's and a
+    # cold snapshot's launch; an incoming live migration has
+    # pre_live_migration's watcher.
     def _create_guest(self, context, xml, instance, power_on=True,
                       pause=False, post_xml_callback=None):
-        # Every path that starts a QEMU comes here (spawn, reboot, power
-        # on, resume, rescue, resize, rebuild); an incoming live migration
-        # does not (pre_live_migration's watcher).
         guest = super()._create_guest(context, xml, instance,
                                       power_on=power_on, pause=pause,
                                       post_xml_callback=post_xml_callback)
         if power_on or pause:
             self._rtmig.guest_started(context, instance, guest)
         return guest
+
+    def _soft_reboot(self, instance):
+        rebooted = super()._soft_reboot(instance)
+        if rebooted:
+            self._rtmig.guest_started(nova_context.get_admin_context(),
+                                      instance, self._host.get_guest(instance))
+        return rebooted
+
+    def _resume_guest_after_snapshot(self, context, live_snapshot,
+                                     original_power_state, instance, guest):
+        super()._resume_guest_after_snapshot(
+            context, live_snapshot, original_power_state, instance, guest)
+        self._rtmig.guest_started(context, instance, guest)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
@@ -115,10 +129,10 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
                                                block_device_info,
                                                destroy_disks=True,
                                                migrate_data=None):
+        self._rtmig.release_vm(instance, arriving=True)
         super().rollback_live_migration_at_destination(
             context, instance, network_info, block_device_info,
             destroy_disks=destroy_disks, migrate_data=migrate_data)
-        self._rtmig.release_vm(instance, arriving=True)
 
     def post_live_migration(self, context, instance, block_device_info,
                             migrate_data=None):
