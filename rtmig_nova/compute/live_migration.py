@@ -605,9 +605,14 @@ class RTGuest:
     """Nova's ``Guest`` of a migrating real-time instance, running its
     :class:`MigrationPlan`; every other call goes to the wrapped guest."""
 
-    def __init__(self, guest, mp):
+    def __init__(self, guest, mp, open_connection=None):
         self._guest = guest
         self.plan = mp
+        # () -> a new connection to this host's libvirtd, for migrateToURI3
+        # alone: an abortJob on the driver's connection, the one carrying
+        # the migration, was once not answered until the migration ended
+        # (docs/nova.md); None: the wrapped guest's own connection
+        self._open_connection = open_connection
         self._downtime_set = False
         self._last_job = None
         self._cputune = {}          # element -> text before, None: absent
@@ -637,11 +642,25 @@ class RTGuest:
         if destination_xml and self._cputune:
             # Nova built it from the live XML, temporary settings included
             destination_xml = with_cputune(destination_xml, self._cputune)
-        return self._guest.migrate(
-            destination, migrate_uri=migrate_uri,
-            migrate_disks=migrate_disks, destination_xml=destination_xml,
-            flags=flags, bandwidth=self.plan.bandwidth_mib,
-            parallel=parallel)
+        guest, conn = self._guest, None
+        if self._open_connection is not None:
+            from nova.virt.libvirt import guest as libvirt_guest
+            conn = self._open_connection()
+            try:
+                guest = libvirt_guest.Guest(
+                    conn.lookupByUUIDString(self._guest.uuid))
+            except Exception:
+                conn.close()
+                raise
+        try:
+            return guest.migrate(
+                destination, migrate_uri=migrate_uri,
+                migrate_disks=migrate_disks, destination_xml=destination_xml,
+                flags=flags, bandwidth=self.plan.bandwidth_mib,
+                parallel=parallel)
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _pin_downtime(self):
         if not self._downtime_set:

@@ -42,6 +42,8 @@ class RTLiveMigrationTest(live_migration_base.RTLiveMigrationBase):
         self.assertTrue(pl.feasible)
         (uuid, params, flags), = self.migrate_calls
         self.assertEqual(server['id'], uuid)
+        # on a libvirt connection of the source's own, closed after
+        self.assertEqual([['compute1', True]], self.migration_connections)
         want_mib = round(pl.bandwidth / 2 ** 20)
         # the plan's bandwidth, not Nova's [libvirt] live_migration_bandwidth
         self.assertEqual(want_mib, params['bandwidth'])
@@ -157,6 +159,9 @@ class RTLiveMigrationTest(live_migration_base.RTLiveMigrationBase):
         self.assertEqual('compute1', self.server_host(server))
         during, = self.during
         self.assertEqual(deadline.SCHED_DEADLINE, during['thread'].policy)
+        # aborted on the driver's connection, not the migration's, which
+        # is closed
+        self.assertEqual([['compute1', True]], self.migration_connections)
         # the source back as it was, the VM keeping its own reservation;
         # nothing on the destination once it hears of it (or reconciles)
         self.assertEqual(-1, self.cpu[server['id']]['emulator_quota'])

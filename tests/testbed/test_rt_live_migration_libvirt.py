@@ -130,11 +130,17 @@ def _nova_migrate(rt_guest, dom, box):
         box["error"] = e
 
 
-def _reserve(lm, ext, dom, mp, conn):
+def _reserve(lm, ext, dom, mp, conn, opened=None):
     """What the shim's _live_migration does first: RTGuest around Nova's
-    Guest, then the source's reservation; returns (RTGuest, held)."""
+    Guest (migrateToURI3 on a connection of its own, appended to
+    ``opened``), then the source's reservation; returns (RTGuest, held)."""
     from nova.virt.libvirt import guest as nova_guest
-    rt_guest = lm.RTGuest(nova_guest.Guest(dom), mp)
+    opened = [] if opened is None else opened
+
+    def open_connection():
+        opened.append(libvirt.open(hosts.URI_A))
+        return opened[-1]
+    rt_guest = lm.RTGuest(nova_guest.Guest(dom), mp, open_connection)
     held = ext.reserve_source(None, types.SimpleNamespace(
         uuid=dom.UUIDString()), mp, rt_guest, hosts.URI_A,
         lambda uri: conn, hosts.IP_B)
@@ -317,7 +323,8 @@ def test_an_aborted_migration_releases_everything(bed, workdir, state_dir,
         speed_before = dom.migrateGetMaxSpeed(0)
         mp = _plan(lm, name, dom)
         mp.bandwidth = 2 * MIB
-        rt_guest, held = _reserve(lm, ext, dom, mp, conn_a)
+        opened = []
+        rt_guest, held = _reserve(lm, ext, dom, mp, conn_a, opened)
         box = {}
         worker = threading.Thread(target=_nova_migrate,
                                   args=(rt_guest, dom, box))
@@ -330,16 +337,19 @@ def test_an_aborted_migration_releases_everything(bed, workdir, state_dir,
         tid, = [t for t, n in libvirt_controls.qemu_threads(dom)
                 if n == "live_migration"]
         assert deadline.get_attr(tid).policy == deadline.SCHED_DEADLINE
-        # the abort, on a connection of its own: on the one carrying
-        # migrateToURI3 it was acted on at once in most runs here but, in
-        # one CI run, not until the migration ended (docs/nova.md)
-        abort_conn = libvirt.open(hosts.URI_A)
-        try:
-            abort_conn.lookupByName(name).abortJob()
-        finally:
-            abort_conn.close()
-        worker.join(60)
+        # Nova's live_migration_abort: on the driver's connection (the one
+        # the monitor polls), from a native thread of its own; the
+        # migration runs on another, so nothing is queued behind it
+        aborted = time.monotonic()
+        abort = threading.Thread(
+            target=lambda: conn_a.lookupByName(name).abortJob())
+        abort.start()
+        abort.join(30)
+        assert not abort.is_alive(), "abortJob is stuck"
+        worker.join(30)
         assert not worker.is_alive()
+        assert time.monotonic() - aborted < 15
+        assert len(opened) == 1 and opened[0] is not conn_a
         assert "error" in box                   # migrateToURI3: aborted
         ext.release(held, lambda uri: conn_a)
         assert os.listdir(state_dir) == []

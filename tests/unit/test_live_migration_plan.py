@@ -66,6 +66,68 @@ def test_the_guest_migrates_with_the_plan():
     assert g.name() == 'instance-00000001'
 
 
+class FakeDomain:
+    def __init__(self, fail=False):
+        self.fail = fail
+        self.migrated = []
+
+    def UUIDString(self):
+        return 'u1'
+
+    def migrateSetMaxDowntime(self, ms, flags=0):
+        self.downtime = ms
+
+    def migrateToURI3(self, destination, params, flags):
+        if self.fail:
+            raise libvirt.libvirtError('migration failed')
+        self.migrated.append((destination, params, flags))
+
+
+class FakeConnection:
+    def __init__(self, dom):
+        self.dom = dom
+        self.closed = False
+
+    def lookupByUUIDString(self, uuid):
+        if self.dom is None:
+            raise libvirt.libvirtError('Domain not found')
+        assert uuid == 'u1'
+        return self.dom
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize('fail', [False, True])
+def test_the_guest_migrates_on_a_connection_of_its_own(fail):
+    from nova.virt.libvirt import guest as libvirt_guest
+    drivers = FakeDomain()
+    inner = libvirt_guest.Guest(drivers)
+    own = FakeConnection(FakeDomain(fail=fail))
+    g = lm.RTGuest(inner, _plan(), lambda: own)
+    call = lambda: g.migrate('qemu+tcp://b/system', flags=0,  # noqa: E731
+                             destination_xml='<domain/>')
+    if fail:
+        with pytest.raises(libvirt.libvirtError):
+            call()
+    else:
+        call()
+        (dest, params, _flags), = own.dom.migrated
+        assert (dest, params['bandwidth']) == ('qemu+tcp://b/system', 40)
+    assert drivers.migrated == []       # never on the driver's connection
+    assert drivers.downtime == 250      # set there, before the migration
+    assert own.closed
+
+
+def test_a_connection_without_the_domain_is_closed():
+    from nova.virt.libvirt import guest as libvirt_guest
+    own = FakeConnection(None)
+    g = lm.RTGuest(libvirt_guest.Guest(FakeDomain()), _plan(), lambda: own)
+    with pytest.raises(libvirt.libvirtError):
+        g.migrate('qemu+tcp://b/system', flags=0)
+    assert own.closed
+
+
 def test_the_guest_reports_the_last_job():
     inner = FakeGuest()
     g = lm.RTGuest(inner, _plan())

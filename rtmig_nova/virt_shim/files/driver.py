@@ -44,6 +44,11 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
         # the driver's own connection (the reservation steps' URI is its)
         return self._host.get_connection()
 
+    def _rtmig_migration_connection(self):
+        # a connection of its own for migrateToURI3, opened as Nova opens
+        # the driver's (tpool-proxied); aborts go over the driver's
+        return self._host._connect(self._host._uri, False)
+
     def update_provider_tree(self, provider_tree, nodename,
                              allocations=None):
         super().update_provider_tree(provider_tree, nodename,
@@ -169,7 +174,8 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
             return super()._live_migration(
                 context, instance, dest, post_method, recover_method,
                 block_migration, migrate_data)
-        guest = live_migration.RTGuest(self._host.get_guest(instance), plan)
+        guest = live_migration.RTGuest(self._host.get_guest(instance), plan,
+                                       self._rtmig_migration_connection)
         self._rtmig_guests[instance.uuid] = guest
         started = time.monotonic()
         try:
