@@ -194,6 +194,20 @@ class RTLiveMigrationBase(base.RTMigNovaBase):
                 in _impl_test.NOTIFICATIONS
                 if msg['event_type'] == event_type]
 
+    def no_job(self, host, server):
+        """The server's domain on ``host`` reports no job, as libvirt's
+        does once an aborted migration has ended (the fake keeps the
+        cancelled job, which Nova's monitor of the next migration would
+        read before that migration's job starts)."""
+        conn = self.computes[host].driver._host.get_connection()
+        conn.lookupByUUIDString(server['id'])._job_type = \
+            fakelibvirt.VIR_DOMAIN_JOB_NONE
+
+    def notifications_all(self):
+        """Event types of every notification sent, in order."""
+        return [msg['event_type'] for _ctx, msg, _prio, _retry
+                in _impl_test.NOTIFICATIONS]
+
     def boot_rt(self, host):
         return self._create_server(
             image_uuid=base.IMAGE_UUID, flavor_id=self.flavor,
