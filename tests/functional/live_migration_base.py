@@ -62,32 +62,6 @@ class RTLiveMigrationBase(base.RTMigNovaBase):
         self.migrating = threading.Event()
         self._libvirt_like_fake()
         self.migration_thread = self._fake_migration_thread()
-        self.migration_connections = []     # [(host, closed?)]
-        self._fake_migration_connection()
-
-    def _fake_migration_connection(self):
-        # The shim's connection of its own for migrateToURI3 (Nova's
-        # Host._connect): on the fake, a handle on the compute's one fake
-        # connection (a new fake Connection would hold no domains) that
-        # records that it was opened and closed.
-        opened = self.migration_connections
-
-        class Handle:
-            def __init__(self, conn):
-                self._conn = conn
-                self._index = len(opened)
-                opened.append([conn.hostname, False])
-
-            def lookupByUUIDString(self, uuid):
-                return self._conn.lookupByUUIDString(uuid)
-
-            def close(self):
-                opened[self._index][1] = True
-
-        def connect(host, uri, read_only):
-            return Handle(host.get_connection())
-        self.useFixture(fixtures.MockPatch(
-            'nova.virt.libvirt.host.Host._connect', new=connect))
 
     def _fake_migration_thread(self):
         # QEMU's migration thread, which Nova's fake libvirt has none of:
