@@ -49,7 +49,7 @@ def _exact(x, scale):
     return q >= 1 and abs(q - round(q)) <= 1e-9 * q
 
 
-def _fmt(kind, x):
+def fmt(kind, x):
     """``x`` as the docs write it: ``1 ms``, ``2000 s``, ``64 KiB``..."""
     if kind == "duration":
         if x == 0:
@@ -67,7 +67,7 @@ def _fmt(kind, x):
         for scale, unit in ((1e12, "Tbit/s"), (1e9, "Gbit/s")):
             if _exact(x * 8, scale):
                 return f"{x:g} bytes/s ({round(x * 8 / scale)} {unit})"
-        return f"{x:g} bytes/s"
+        return f"{x:g} byte/s" if x == 1 else f"{x:g} bytes/s"
     if kind == "writes":
         return f"{x:g} writes/s"
     if kind in ("count", "us", "ns"):
@@ -95,8 +95,8 @@ class Bound:
 
     @property
     def range_text(self):
-        lo = _fmt(self.kind, self.low)
-        hi = _fmt(self.kind, self.high)
+        lo = fmt(self.kind, self.low)
+        hi = fmt(self.kind, self.high)
         return f"more than {lo} and at most {hi}" if self.low_open \
             else f"{lo} to {hi}"
 
@@ -114,7 +114,7 @@ class Bound:
         """``value`` if it is inside the bound, else :class:`BoundError`
         naming ``name`` (an option, a file and field...).  ``text``: what
         the user wrote, shown instead of the number."""
-        whole = self.kind in ("count", "us", "ns")
+        whole = self.kind in ("count", "us", "ns", "size")
         if isinstance(value, bool) or (whole and not _is_int(value)):
             raise BoundError(f"{name}: expected a whole number from "
                              f"{self.range_text}, got {_show(value, text)}")
@@ -154,7 +154,9 @@ def _show(value, text):
     elif isinstance(value, float):
         shown = f"{value:.6g}"
     elif isinstance(value, int) and not isinstance(value, bool):
-        shown = str(value) if abs(value) < 10 ** 30 else f"{float(value):.6g}"
+        # float() of a huge int overflows; its length says enough.
+        shown = str(value) if abs(value) < 10 ** 30 else \
+            f"a {len(str(abs(value)))}-digit number"
     else:
         shown = repr(value)
     # A pasted megabyte stays one short line.
@@ -218,10 +220,13 @@ CHECK_INTERVAL = Bound(
     "check interval", "duration", 1e-3, 1.0,
     "QEMU checks every 100 ms (BUFFER_DELAY); 1 ms to 1 s are modelled")
 # QEMU's target page sizes: TARGET_PAGE_BITS 10 (some Arm) to 16 (64 KiB
-# pages of ppc64 and arm64); dirty tracking is per target page.
+# pages of ppc64 and arm64); dirty tracking is per target page.  Host huge
+# pages (2 MiB, 1 GiB) are accepted too, for a guest modelled at huge-page
+# granularity (postcopy and hugetlbfs-backed RAM send whole host pages).
 PAGE_SIZE = Bound(
-    "page size", "size", 1024, 64 * KIB,
-    "QEMU's target page sizes, a power of two from 1 KiB to 64 KiB")
+    "page size", "size", 1024, GIB,
+    "a power of two: QEMU's target pages are 1 KiB to 64 KiB, host huge "
+    "pages up to 1 GiB")
 # Linux CFS bandwidth (cpu.max): period 1 ms..1 s, quota at least 1 ms;
 # libvirt's largest quota is 17592186044415 us.
 CGROUP_PERIOD_US = Bound(
@@ -251,7 +256,7 @@ THREAD_ID = Bound("thread id", "count", 1, 2 ** 22,
 # QEMU calc-dirty-rate takes whole seconds, 1 to 60.
 DIRTY_RATE_SECONDS = Bound(
     "dirty-rate calculation", "duration", 1.0, 60.0,
-    "QEMU's calc-dirty-rate takes 1 to 60 whole seconds")
+    "QEMU's calc-dirty-rate takes whole seconds from 1 to 60")
 
 # -- sanity limits (no hypervisor limit, but a limit of sense) ----------------
 

@@ -75,6 +75,13 @@ def read_npy(path):
     """The per-page rates (writes/s) of a ``.npy`` file: a 1-D numeric
     array."""
     import numpy as np
+
+    from rtmig_nova import bounds
+    if os.path.getsize(path) > bounds.MAX_NPY_BYTES:
+        raise CliError(f"{path}: larger than "
+                       f"{bounds.fmt('size', bounds.MAX_NPY_BYTES)}, the "
+                       f"limit for per-page rates (capture a histogram "
+                       f"profile instead)")
     try:
         arr = np.load(path, allow_pickle=False)
     except OSError:
@@ -94,10 +101,15 @@ def read_npy(path):
 
 @contextlib.contextmanager
 def replacing(path, suffix):
-    """A temporary path next to ``path``, renamed over it on success."""
+    """A temporary path next to ``path``, renamed over it on success.  A
+    failure to write is reported for ``path``: the hidden temporary file
+    is ours, not the user's, and is removed."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rtmig-", suffix=suffix,
-                               dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".rtmig-", suffix=suffix,
+                                   dir=directory)
+    except OSError as e:
+        raise CliError(f"{path}: cannot write: {e.strerror}") from None
     os.close(fd)
     # mkstemp makes the file 0600; give it the mode open() would.
     umask = os.umask(0)
@@ -106,6 +118,10 @@ def replacing(path, suffix):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise CliError(f"{path}: cannot write: {e.strerror}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
