@@ -101,12 +101,19 @@ class Bound:
             else f"{lo} to {hi}"
 
     def contains(self, value):
-        try:
-            x = float(value)
-        except (TypeError, ValueError, OverflowError):
+        if isinstance(value, bool):
             return False
-        if not math.isfinite(x):
-            return False
+        if isinstance(value, numbers.Integral):
+            # Exact: float() would round 2**128 - 1 up, and overflow
+            # beyond 1e308.
+            x = int(value)
+        else:
+            try:
+                x = float(value)
+            except (TypeError, ValueError, OverflowError):
+                return False
+            if not math.isfinite(x):
+                return False
         above_low = x > self.low if self.low_open else x >= self.low
         return above_low and x <= self.high
 

@@ -26,6 +26,7 @@ from rtmig_nova import bounds
 
 GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 16
+_READ_CHUNK = 1 << 20
 
 
 class ReadError(ValueError):
@@ -44,7 +45,15 @@ def _size(n):
 def read_stream(f, where, limit):
     """At most ``limit`` bytes of the binary stream ``f``; more is an
     error (read ``limit + 1`` bytes, never the whole of /dev/zero)."""
-    data = f.read(limit + 1)
+    # In chunks: read(limit + 1) would allocate the whole limit up front,
+    # 64 MiB for every small profile.
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = f.read(min(_READ_CHUNK, limit + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    data = bytes(data)
     if len(data) > limit:
         raise ReadError(where, f"larger than {_size(limit)}, the limit "
                         f"for this kind of file")

@@ -473,8 +473,12 @@ class _MeanPrecopy:
             need = np.maximum(n - h, 0) * nbytes / np.maximum(n, 1e-300)
             checks = np.floor(need / window) + 1
             T = np.minimum(checks * self.dt, nbytes / send)
-            kept = 1 - np.minimum(checks * window / np.maximum(nbytes, 1e-300),
-                                  1)
+            # The unsent share; none when every byte went (nbytes can be 0:
+            # dividing by a floor of 1e-300 overflowed to inf there).
+            sent = checks * window
+            kept = np.where(nbytes > sent,
+                            1 - sent / np.where(nbytes > sent, nbytes, 1.0),
+                            0.0)
             rem = pend * kept[:, None]
             idle = idle * kept
             zero = zero * kept
