@@ -80,10 +80,12 @@ def _bandwidth_and_limit(args):
 def _model(args, defaults, **kwargs):
     from rtmig_nova import plugins
     name = args.model if args.model is not None else defaults.model
+    # The message names where the name came from.
+    where = "--model" if args.model is not None else "[rtmig] model"
     try:
         return plugins.load_model(name, **kwargs)
     except ValueError as e:
-        raise CliError(f"--model: {e}") from None
+        raise CliError(f"{where}: {e}") from None
 
 
 def _isatty(stream):

@@ -107,5 +107,8 @@ def load_defaults(config_file=None):
         # Leave the global CONF as found (tests call main() repeatedly).
         conf.CONF.clear()
     for name, bound in _BOUNDS.items():
+        if values[name] is None:
+            raise CliError(f"{where} {name}: empty value; allowed: "
+                           f"{bound.range_text}")
         bound.check(values[name], f"{where} {name}")
     return Defaults(**values)

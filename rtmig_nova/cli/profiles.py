@@ -30,8 +30,9 @@ def builtin_profiles():
     return planning.builtin_profiles()
 
 
-def load_profile(ref):
-    """A DirtyProfile from a path or ``builtin:NAME``."""
+def load_profile(ref, where="--profile"):
+    """A DirtyProfile from a path or ``builtin:NAME``; errors name
+    ``where`` (the option or config value it came from)."""
     from rtmig_nova.model import DirtyProfile, ProfileError
 
     if ref.startswith(BUILTIN_PREFIX):
@@ -39,21 +40,22 @@ def load_profile(ref):
         try:
             return planning.load_profile(ref, None)
         except ProfileError as e:
-            raise CliError(f"--profile: {e}") from None
+            raise CliError(f"{where}: {e}") from None
     if not ref:
-        raise CliError("--profile: empty profile path")
+        raise CliError(f"{where}: empty profile path")
     try:
         return DirtyProfile.load(os.path.expanduser(ref))
     except ProfileError as e:
-        raise CliError(f"--profile: {e}") from None
+        raise CliError(f"{where}: {e}") from None
 
 
 def resolve_profile(args, defaults):
     """``(ref, DirtyProfile)`` of ``--profile``, or of the [rtmig]
     default_profile when it is not given."""
-    ref = args.profile if args.profile is not None \
-        else defaults.default_profile
-    return ref, load_profile(ref)
+    if args.profile is not None:
+        return args.profile, load_profile(args.profile)
+    ref = defaults.default_profile
+    return ref, load_profile(ref, "[rtmig] default_profile")
 
 
 def file_kind(path, what):

@@ -376,7 +376,9 @@ def undo_text(kind, record, policy_names):
         if kind == "shaping":
             return (f"{_where(record['ifname'], record['netns'])}: the "
                     f"kernel's default qdisc (removes the rtmig HTB)")
-    except (KeyError, TypeError, ValueError, OverflowError):
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
+        # A record of another shape (load checked only its kind): shown
+        # as it is stored.
         pass
     return json.dumps(record, sort_keys=True)
 

@@ -26,7 +26,9 @@ class FiniteFloat(types.Float):
 
     def __call__(self, value):
         value = super().__call__(value)
-        if not math.isfinite(value):
+        # oslo.config's Float gives None for an empty value: left to the
+        # reader of the option, as for any other type.
+        if value is not None and not math.isfinite(value):
             raise ValueError(f"must be a finite number, got {value}")
         return value
 
