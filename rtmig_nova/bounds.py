@@ -27,6 +27,7 @@ Units, as everywhere: bytes, seconds, bytes/s, writes/s.
 """
 
 import dataclasses
+import json
 import math
 import numbers
 
@@ -165,7 +166,11 @@ def _show(value, text):
         shown = str(value) if abs(value) < 10 ** 30 else \
             f"a {len(str(abs(value)))}-digit number"
     else:
-        shown = repr(value)
+        # As the file had it (null, [1, 2]), not a Python repr.
+        try:
+            shown = json.dumps(value)
+        except (TypeError, ValueError):
+            shown = str(value)
     # A pasted megabyte stays one short line.
     return repr(shown[:60] + ("..." if len(shown) > 60 else "")) \
         if text is not None else shown[:60]

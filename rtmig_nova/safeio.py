@@ -20,6 +20,8 @@ the input (its path, ``<stdin>``...).  The limits are in
 """
 
 import json
+import os
+import stat
 import zlib
 
 from rtmig_nova import bounds
@@ -64,8 +66,14 @@ def read_file(path, limit, where=None):
     """The bytes of ``path``, at most ``limit`` of them.  An OSError
     (missing, a directory, no permission) stays an OSError, named by
     ``path``."""
+    where = where or str(path)
+    # A pipe would block the read until a writer comes (a hang); a device
+    # such as /dev/zero is bounded by the limit like any file.
+    if stat.S_ISFIFO(os.stat(path).st_mode) or \
+            stat.S_ISSOCK(os.stat(path).st_mode):
+        raise ReadError(where, "not a regular file (a pipe or a socket)")
     with open(path, "rb") as f:
-        return read_stream(f, where or str(path), limit)
+        return read_stream(f, where, limit)
 
 
 def gunzip(data, where, limit):

@@ -15,6 +15,7 @@
 
 import contextlib
 import os
+import stat
 import tempfile
 
 from rtmig_nova.cli.errors import CliError
@@ -79,7 +80,11 @@ def read_npy(path):
     import numpy as np
 
     from rtmig_nova import bounds
-    if os.path.getsize(path) > bounds.MAX_NPY_BYTES:
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        # np.load of a pipe would wait for a writer.
+        raise CliError(f"{path}: not a regular file")
+    if st.st_size > bounds.MAX_NPY_BYTES:
         raise CliError(f"{path}: larger than "
                        f"{bounds.fmt('size', bounds.MAX_NPY_BYTES)}, the "
                        f"limit for per-page rates (capture a histogram "

@@ -24,6 +24,7 @@ import math
 import numpy as np
 from scipy import special
 
+from rtmig_nova import bounds
 from rtmig_nova.model import analytic
 from rtmig_nova.model import variants
 from rtmig_nova.model.baselines import first_pass_bytes
@@ -206,6 +207,9 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         ratio = stop / send_rate(bw, ps, check_interval)
         ms = ((max_downtime - switchover) * ps / (ps + PAGE_HEADER_BYTES) *
               ratio * 1000 + 1e-9) // 1
+        # QEMU refuses a limit above its maximum (a stop rate far above
+        # the bandwidth asks for more).
+        ms = np.minimum(ms, bounds.QEMU_MAX_DOWNTIME_S * 1000)
         return int(ms) if np.ndim(ms) == 0 else ms
 
     limit_ms = limit_ms_for(link_capacity)
