@@ -393,3 +393,25 @@ def test_messages_show_a_bounded_excerpt_of_long_input(capsys):
     err = _error(capsys, *PREDICT[:3], "--downtime-limit", "9" * 5000)
     assert len(err) < 400
     assert re.search(r"--downtime-limit: ", err)
+
+
+def test_a_pipe_is_refused_not_waited_on(capsys, tmp_path):
+    fifo = tmp_path / "p.json"
+    os.mkfifo(fifo)
+    for argv in (["profile", "show", "--profile", fifo],
+                 ["profile", "convert", tmp_path / "r.npy",
+                  tmp_path / "o.json"],
+                 ["reserve", "apply", "--domain", "vm", "--plan", fifo]):
+        if "convert" in argv:
+            os.mkfifo(argv[2])
+        assert "not a regular file" in _error(capsys, *argv)
+
+
+def test_file_values_are_shown_as_json_not_python(tmp_path):
+    doc = _valid_profile_doc()
+    doc["page_size"]["value"] = None
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ProfileError, match="got null") as e:
+        DirtyProfile.load(path)
+    assert "None" not in str(e.value)

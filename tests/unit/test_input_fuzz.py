@@ -430,9 +430,13 @@ def profile_bytes(draw):
 def test_profile_files(tmp_path, data, gz_name):
     path = tmp_path / ("p.json.gz" if gz_name else "p.json")
     path.write_bytes(data)
-    for argv in (["profile", "show", "--profile", path, "--json"],
-                 ["predict", "--profile", path, "--bandwidth", "100MB/s",
-                  "--downtime-limit", "300ms", "--json"]):
+    argv = ["profile", "show", "--profile", path, "--json"]
+    if assert_clean(rtmig(*argv), argv) != 0:
+        return
+    # A profile that loads is planned and predicted from.
+    for argv in (["predict", "--profile", path, "--bandwidth", "100MB/s",
+                  "--downtime-limit", "300ms", "--json"],
+                 ["plan", "--profile", path, "--json"]):
         assert_clean(rtmig(*argv), argv)
 
 
@@ -658,3 +662,47 @@ def test_the_surfaces_answer_valid_input_too(small_profile, tmp_path):
 
 def teardown_module():
     print("\nanswers/refusals by command:", OUTCOMES)
+
+
+# -- the loaders on their own (what Nova's compute and scheduler call) -------
+
+
+@settings(FUZZ, max_examples=80)
+@given(data=profile_bytes(), csv_data=csv_bytes())
+def test_profile_loaders_raise_only_profile_errors(tmp_path, data,
+                                                   csv_data):
+    """The profile sources and the planner catch ProfileError: no other
+    exception may leave the loaders, whatever the file holds."""
+    from rtmig_nova.model import ProfileError
+    path, csv_path = tmp_path / "p.json", tmp_path / "h.csv"
+    path.write_bytes(data)
+    csv_path.write_bytes(csv_data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for load in (lambda: DirtyProfile.load(path),
+                     lambda: DirtyProfile.load_csv(csv_path)):
+            try:
+                p = load()
+            except ProfileError as e:
+                assert "\n" not in str(e)
+            else:
+                assert 0 < p.memory_bytes <= bounds.MAX_GUEST_MEMORY
+
+
+@settings(FUZZ, max_examples=60)
+@given(data=st.data())
+def test_state_loader_raises_only_reservation_errors(tmp_path, data):
+    from rtmig_nova.enforce import reservation
+    state = tmp_path / "s"
+    state.mkdir(exist_ok=True)
+    ident = "abc123"
+    raw = json.dumps(data.draw(state_documents(ident))).encode()
+    if data.draw(st.booleans()):
+        raw = raw[:data.draw(st.integers(0, len(raw)))]
+    (state / f"{ident}.json").write_bytes(raw)
+    try:
+        docs = reservation.load(str(state))
+    except reservation.ReservationError as e:
+        assert "\n" not in str(e)
+    else:
+        assert [d["id"] for d in docs] == [ident]
