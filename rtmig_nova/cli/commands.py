@@ -77,6 +77,17 @@ def _bandwidth_and_limit(args):
     return bw, limit
 
 
+def _check_link_rate(settings, bw, args):
+    """The stop-and-copy runs unthrottled: never slower than the limit
+    (said here, naming both options, before the model says it of its
+    link_rate field)."""
+    link = settings.get("link_rate")
+    if link is not None and link < bw:
+        raise CliError(f"--link-rate: {args.link_rate} is below --bandwidth "
+                       f"{args.bandwidth}: the link_rate of the "
+                       f"stop-and-copy cannot be below the bandwidth limit")
+
+
 def _model(args, defaults, **kwargs):
     from rtmig_nova import plugins
     name = args.model if args.model is not None else defaults.model
@@ -101,6 +112,7 @@ def cmd_predict(args, defaults):
     from rtmig_nova import model as rtmodel
     bw, limit = _bandwidth_and_limit(args)
     settings = _settings(args, defaults)
+    _check_link_rate(settings, bw, args)
     ref, profile = resolve_profile(args, defaults)
     predictor = _model(args, defaults)
     pred = rtmodel.predict(profile, bw, limit, model=predictor, **settings)
@@ -163,6 +175,7 @@ def cmd_simulate(args, defaults):
     seed = bounds.SEED.parse(args.seed, "--seed") \
         if args.seed is not None else None
     settings = _settings(args, defaults)
+    _check_link_rate(settings, bw, args)
     ref, profile = resolve_profile(args, defaults)
     # Refused before the simulator allocates its per-page arrays.
     bounds.SIMULATED_PAGES.check(

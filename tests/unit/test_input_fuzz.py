@@ -128,6 +128,9 @@ def assert_clean(result, argv, json_out=None):
         return code
     assert code == 2, (argv, code, err)
     assert out == "", (argv, out)
+    if os.environ.get("RTMIG_FUZZ_LOG"):
+        with open(os.environ["RTMIG_FUZZ_LOG"], "a") as f:
+            f.write(err)
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("rtmig: error: "), \
         (argv, err)
