@@ -99,6 +99,15 @@ def _model(args, defaults, **kwargs):
         raise CliError(f"{where}: {e}") from None
 
 
+def _check_simulated(predictor, ref, profile):
+    """The page-level simulator as a model refuses large guests before
+    allocating, as ``simulate`` does: said of the option here."""
+    if getattr(predictor, "name", None) == "montecarlo":
+        bounds.SIMULATED_PAGES.check(
+            profile.total_pages,
+            f"--profile: {ref}: pages to simulate (--model montecarlo)")
+
+
 def _isatty(stream):
     try:
         return stream.isatty()
@@ -115,6 +124,7 @@ def cmd_predict(args, defaults):
     _check_link_rate(settings, bw, args)
     ref, profile = resolve_profile(args, defaults)
     predictor = _model(args, defaults)
+    _check_simulated(predictor, ref, profile)
     pred = rtmodel.predict(profile, bw, limit, model=predictor, **settings)
     if args.json:
         doc = pred.to_dict(QUANTILES)
@@ -148,6 +158,7 @@ def cmd_plan(args, defaults):
     settings = _settings(args, defaults)
     ref, profile = resolve_profile(args, defaults)
     predictor = _model(args, defaults)
+    _check_simulated(predictor, ref, profile)
     pl = rtmodel.plan(profile, deadline, max_downtime, confidence,
                       link_capacity=link, cpu_cost_per_page=cpu_cost,
                       model=predictor, cpu_margin=defaults.cpu_margin,

@@ -294,6 +294,19 @@ def test_simulating_a_1_tib_guest_is_refused_before_allocating(capsys,
     assert peak < 64 * 2 ** 20
 
 
+@pytest.mark.parametrize("command", ["predict", "plan"])
+def test_the_simulator_as_a_model_is_bounded_too(capsys, tmp_path, command):
+    path = tmp_path / "big.json"
+    DirtyProfile.from_histogram(
+        [1.0], [1], idle_pages=bounds.MAX_SIMULATED_PAGES).save(path)
+    argv = [command, "--profile", path, "--model", "montecarlo"]
+    if command == "predict":
+        argv += ["--bandwidth", "1GiB/s", "--downtime-limit", "300ms"]
+    err = _error(capsys, *argv)
+    assert f"--profile: {path}: pages to simulate (--model montecarlo)" \
+        in err
+
+
 def test_simulator_refuses_too_many_pages_from_the_python_api():
     from rtmig_nova.model import simulate
     p = DirtyProfile.from_histogram(

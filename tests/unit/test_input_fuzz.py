@@ -128,6 +128,7 @@ def assert_clean(result, argv, json_out=None):
         return code
     assert code == 2, (argv, code, err)
     assert out == "", (argv, out)
+    # RTMIG_FUZZ_LOG=FILE collects the refusals, to read what they say.
     if os.environ.get("RTMIG_FUZZ_LOG"):
         with open(os.environ["RTMIG_FUZZ_LOG"], "a") as f:
             f.write(err)
