@@ -162,9 +162,11 @@ def _show(value, text):
     elif isinstance(value, float):
         shown = f"{value:.6g}"
     elif isinstance(value, int) and not isinstance(value, bool):
-        # float() of a huge int overflows; its length says enough.
+        # float() of a huge int overflows, str() refuses more than 4300
+        # digits; its length says enough.
         shown = str(value) if abs(value) < 10 ** 30 else \
-            f"a {len(str(abs(value)))}-digit number"
+            f"a {int(abs(value).bit_length() * math.log10(2)) + 1}-digit " \
+            f"number"
     else:
         # As the file had it (null, [1, 2]), not a Python repr.
         try:
@@ -186,6 +188,9 @@ _PARSERS = {
     "size": units.parse_size,
     "probability": units.parse_probability,
     "count": _parse_count,
+    "us": _parse_count,
+    "ns": _parse_count,
+    "writes": lambda t, n: _float(t, n),
     "factor": lambda t, n: _float(t, n),
 }
 

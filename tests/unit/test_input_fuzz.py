@@ -710,3 +710,23 @@ def test_state_loader_raises_only_reservation_errors(tmp_path, data):
         assert "\n" not in str(e)
     else:
         assert [d["id"] for d in docs] == [ident]
+
+
+@settings(FUZZ, max_examples=300)
+@given(bound=st.sampled_from([b for _, b, _ in bounds.TABLE]),
+       value=st.one_of(st.floats(), st.integers(-2 ** 70, 10 ** 5000),
+                       st.none(), st.text(max_size=5), st.booleans(),
+                       st.lists(st.integers(), max_size=2)),
+       text=fuzz_text())
+def test_bounds_answer_every_value(bound, value, text):
+    """check() returns a value inside the bound or raises BoundError with
+    one short line; parse() raises only ValueError."""
+    try:
+        assert bound.contains(bound.check(value, "x"))
+    except bounds.BoundError as e:
+        assert str(e).startswith("x: ") and "\n" not in str(e)
+        assert len(str(e)) < 400
+    try:
+        assert bound.contains(bound.parse(text, "--x"))
+    except ValueError as e:
+        assert str(e).startswith("--x: ") and "\n" not in str(e)
