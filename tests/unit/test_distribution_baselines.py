@@ -106,9 +106,13 @@ def test_model_package_is_pure(paths):
                 names = [node.module or ""]
             else:
                 continue
+            # The bounded file reader may look at what a path is (a pipe
+            # is refused before it is read).
+            allowed = ALLOWED | ({"os", "stat"} if path.name == "safeio.py"
+                                 else set())
             for name in names:
                 top = name.split(".")[0]
-                assert top in ALLOWED, f"{path.name} imports {name}"
+                assert top in allowed, f"{path.name} imports {name}"
                 if top == "rtmig_nova":
                     assert name.startswith("rtmig_nova.model") or \
                         name in PURE_OUTSIDE or (
