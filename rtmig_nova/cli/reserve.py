@@ -102,8 +102,10 @@ def _plan_number(doc, key, where, kind, bound):
         ok = isinstance(node, int) and not isinstance(node, bool) \
             and node > 0
     else:
+        # math.isfinite() of a huge JSON integer overflows: ints are finite
+        # (and bounded below).
         ok = isinstance(node, (int, float)) and not isinstance(node, bool) \
-            and math.isfinite(node) and node > 0
+            and (isinstance(node, int) or math.isfinite(node)) and node > 0
     if not ok:
         what = "a whole number > 0" if kind is int else "a number > 0"
         raise CliError(f"--plan: {where}: {key} must be {what}, got "

@@ -428,3 +428,16 @@ def test_file_values_are_shown_as_json_not_python(tmp_path):
     with pytest.raises(ProfileError, match="got null") as e:
         DirtyProfile.load(path)
     assert "None" not in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["bandwidth_bytes_per_s", "downtime_limit_s"])
+def test_plan_numbers_too_large_for_a_float(capsys, tmp_path, key):
+    code, out, err = run(capsys, "plan", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    doc[key] = 10 ** 400
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(doc))
+    err = _error(capsys, "reserve", "apply", "--domain", "vm", "--plan",
+                 path)
+    assert f"--plan: {path}: {key}: a 401-digit number is outside" in err
