@@ -568,8 +568,12 @@ def _csv_rate(cell, where):
         raise ProfileError(f"{where}: rate_per_s {cell.strip()!r} is "
                            f"negative")
     if rate > bounds.PAGE_WRITE_RATE.high:
-        bounds.PAGE_WRITE_RATE.check(rate, f"{where}: rate_per_s",
-                                     cell.strip())
+        try:
+            bounds.PAGE_WRITE_RATE.check(rate, f"{where}: rate_per_s",
+                                         cell.strip())
+        except bounds.BoundError as e:
+            # ProfileError is what the callers catch (Nova's too).
+            raise ProfileError(str(e)) from None
     return rate
 
 

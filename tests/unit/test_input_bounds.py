@@ -441,3 +441,11 @@ def test_plan_numbers_too_large_for_a_float(capsys, tmp_path, key):
     err = _error(capsys, "reserve", "apply", "--domain", "vm", "--plan",
                  path)
     assert f"--plan: {path}: {key}: a 401-digit number is outside" in err
+
+
+def test_csv_rate_beyond_its_bound_is_a_profile_error(tmp_path):
+    """Nova's profile sources catch ProfileError, not any ValueError."""
+    path = tmp_path / "r.csv"
+    path.write_text("rate_per_s,pages\n1000000001.0,0\n")
+    with pytest.raises(ProfileError, match="r.csv:2: rate_per_s"):
+        DirtyProfile.load_csv(path)
