@@ -80,6 +80,9 @@ _DURATIONS = {
 
 
 def _bad(name, text, forms, why=None):
+    # A pasted megabyte stays one short line.
+    if isinstance(text, str) and len(text) > 60:
+        text = text[:60] + "..."
     what = f"invalid value {text!r}" if why is None else \
         f"{why}, got {text!r}"
     return ValueError(f"{name}: {what}; expected {forms}")
@@ -97,6 +100,10 @@ def _split(text, name, forms):
         if low.lstrip("+-") in ("nan", "inf", "infinity"):
             raise _bad(name, text, forms, "must be a finite number")
         raise _bad(name, text, forms)
+    if len(m.group(1)) > 400:
+        # Python refuses int() of more than 4300 digits, in a message that
+        # names no option; no quantity of ours needs 400.
+        raise _bad(name, text, forms, "too many digits")
     exp = re.search(r"[eE]([+-]?\d+)$", m.group(1))
     if exp and abs(int(exp.group(1))) > 400:
         # Fraction("1e999999999") would take forever to build.

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 
+from rtmig_nova import bounds
 from rtmig_nova import units
 from rtmig_nova.cli.errors import EXIT_INFEASIBLE, EXIT_OK, CliError
 from rtmig_nova.cli.output import emit, print_json
@@ -39,10 +40,13 @@ DEFAULT_CAPTURE_BANDWIDTH = "8MB/s"
 
 # -- option values ------------------------------------------------------------
 
-def _positive(value, name):
-    if not value > 0:
-        raise CliError(f"{name}: must be > 0, got {value:g}")
-    return value
+# Settings options whose option names are their field names, and their
+# bounds.
+_SETTING_BOUNDS = (("check_interval", bounds.CHECK_INTERVAL),
+                   ("switchover_time", bounds.SWITCHOVER_TIME),
+                   ("setup_time", bounds.SETUP_TIME),
+                   ("setup_time_sd", bounds.SETUP_TIME),
+                   ("max_rounds", bounds.MAX_ROUNDS))
 
 
 def _settings(args, defaults):
@@ -56,41 +60,52 @@ def _settings(args, defaults):
         "setup_time_sd": defaults.setup_time_sd,
         "max_rounds": defaults.max_rounds,
     }
-    if args.check_interval is not None:
-        s["check_interval"] = _positive(units.parse_duration(
-            args.check_interval, "--check-interval"), "--check-interval")
-    # Durations >= 0 s whose option names are their field names.
-    for field in ("switchover_time", "setup_time", "setup_time_sd"):
+    for field, bound in _SETTING_BOUNDS:
         text = getattr(args, field)
         if text is not None:
-            s[field] = units.parse_duration(
-                text, "--" + field.replace("_", "-"))
+            s[field] = bound.parse(text, "--" + field.replace("_", "-"))
     if getattr(args, "link_rate", None) is not None:
-        s["link_rate"] = _positive(units.parse_rate(args.link_rate,
-                                                    "--link-rate"),
-                                   "--link-rate")
-    if args.max_rounds is not None:
-        s["max_rounds"] = units.parse_int(args.max_rounds, "--max-rounds",
-                                          minimum=1)
+        s["link_rate"] = bounds.LINK_RATE.parse(args.link_rate,
+                                                "--link-rate")
     return s
 
 
 def _bandwidth_and_limit(args):
-    bw = _positive(units.parse_rate(args.bandwidth, "--bandwidth"),
-                   "--bandwidth")
-    limit = _positive(units.parse_duration(args.downtime_limit,
-                                           "--downtime-limit"),
-                      "--downtime-limit")
+    bw = bounds.BANDWIDTH.parse(args.bandwidth, "--bandwidth")
+    limit = bounds.DOWNTIME_LIMIT.parse(args.downtime_limit,
+                                        "--downtime-limit")
     return bw, limit
+
+
+def _check_link_rate(settings, bw, args):
+    """The stop-and-copy runs unthrottled: never slower than the limit
+    (said here, naming both options, before the model says it of its
+    link_rate field)."""
+    link = settings.get("link_rate")
+    if link is not None and link < bw:
+        raise CliError(f"--link-rate: {args.link_rate} is below --bandwidth "
+                       f"{args.bandwidth}: the link_rate of the "
+                       f"stop-and-copy cannot be below the bandwidth limit")
 
 
 def _model(args, defaults, **kwargs):
     from rtmig_nova import plugins
     name = args.model if args.model is not None else defaults.model
+    # The message names where the name came from.
+    where = "--model" if args.model is not None else "[rtmig] model"
     try:
         return plugins.load_model(name, **kwargs)
     except ValueError as e:
-        raise CliError(f"--model: {e}") from None
+        raise CliError(f"{where}: {e}") from None
+
+
+def _check_simulated(predictor, ref, profile):
+    """The page-level simulator as a model refuses large guests before
+    allocating, as ``simulate`` does: said of the option here."""
+    if getattr(predictor, "name", None) == "montecarlo":
+        bounds.SIMULATED_PAGES.check(
+            profile.total_pages,
+            f"--profile: {ref}: pages to simulate (--model montecarlo)")
 
 
 def _isatty(stream):
@@ -106,8 +121,10 @@ def cmd_predict(args, defaults):
     from rtmig_nova import model as rtmodel
     bw, limit = _bandwidth_and_limit(args)
     settings = _settings(args, defaults)
+    _check_link_rate(settings, bw, args)
     ref, profile = resolve_profile(args, defaults)
     predictor = _model(args, defaults)
+    _check_simulated(predictor, ref, profile)
     pred = rtmodel.predict(profile, bw, limit, model=predictor, **settings)
     if args.json:
         doc = pred.to_dict(QUANTILES)
@@ -124,23 +141,24 @@ def cmd_predict(args, defaults):
 
 def cmd_plan(args, defaults):
     from rtmig_nova import model as rtmodel
-    deadline = _positive(units.parse_duration(
+    deadline = bounds.DEADLINE.parse(
         args.deadline if args.deadline is not None else DEFAULT_DEADLINE,
-        "--deadline"), "--deadline")
-    max_downtime = _positive(units.parse_duration(
+        "--deadline")
+    max_downtime = bounds.MAX_DOWNTIME.parse(
         args.max_downtime if args.max_downtime is not None
-        else DEFAULT_MAX_DOWNTIME, "--max-downtime"), "--max-downtime")
-    confidence = units.parse_probability(args.confidence, "--confidence") \
+        else DEFAULT_MAX_DOWNTIME, "--max-downtime")
+    confidence = bounds.CONFIDENCE.parse(args.confidence, "--confidence") \
         if args.confidence is not None else defaults.confidence
-    link = _positive(units.parse_rate(
+    link = bounds.LINK_RATE.parse(
         args.link_capacity if args.link_capacity is not None
-        else DEFAULT_LINK_CAPACITY, "--link-capacity"), "--link-capacity")
-    cpu_cost = units.parse_duration(args.cpu_cost_per_page,
-                                    "--cpu-cost-per-page") \
+        else DEFAULT_LINK_CAPACITY, "--link-capacity")
+    cpu_cost = bounds.CPU_COST_PER_PAGE.parse(
+        args.cpu_cost_per_page, "--cpu-cost-per-page") \
         if args.cpu_cost_per_page is not None else defaults.cpu_cost_per_page
     settings = _settings(args, defaults)
     ref, profile = resolve_profile(args, defaults)
     predictor = _model(args, defaults)
+    _check_simulated(predictor, ref, profile)
     pl = rtmodel.plan(profile, deadline, max_downtime, confidence,
                       link_capacity=link, cpu_cost_per_page=cpu_cost,
                       model=predictor, cpu_margin=defaults.cpu_margin,
@@ -163,12 +181,16 @@ def cmd_simulate(args, defaults):
 
     from rtmig_nova import model as rtmodel
     bw, limit = _bandwidth_and_limit(args)
-    runs = units.parse_int(args.runs, "--runs", minimum=1) \
+    runs = bounds.RUNS.parse(args.runs, "--runs") \
         if args.runs is not None else DEFAULT_RUNS
-    seed = units.parse_int(args.seed, "--seed", minimum=0) \
+    seed = bounds.SEED.parse(args.seed, "--seed") \
         if args.seed is not None else None
     settings = _settings(args, defaults)
+    _check_link_rate(settings, bw, args)
     ref, profile = resolve_profile(args, defaults)
+    # Refused before the simulator allocates its per-page arrays.
+    bounds.SIMULATED_PAGES.check(
+        profile.total_pages, f"--profile: {ref}: pages to simulate")
     show = args.progress if args.progress is not None \
         else _isatty(sys.stderr)
     start = time.monotonic()
@@ -209,18 +231,13 @@ def cmd_profile_show(args, defaults):
 
 
 def cmd_profile_convert(args, defaults):
-    import numpy as np
-
-    from rtmig_nova.model import DirtyProfile
     src, dst = args.input, args.output
     in_kind = file_kind(src, "INPUT")
     out_kind = file_kind(dst, "OUTPUT")
     page_size = None
     if args.page_size is not None:
-        page_size = units.parse_size(args.page_size, "--page-size")
-        if page_size <= 0:
-            raise CliError(f"--page-size: must be > 0 bytes, got "
-                           f"{args.page_size!r}")
+        page_size = bounds.check_page_size(
+            units.parse_size(args.page_size, "--page-size"), "--page-size")
     zero = units.parse_int(args.zero_pages, "--zero-pages", minimum=0) \
         if args.zero_pages is not None else None
     if os.path.lexists(dst) and not args.force:
@@ -228,23 +245,13 @@ def cmd_profile_convert(args, defaults):
     if os.path.isdir(dst):
         raise CliError(f"OUTPUT: {dst} is a directory")
     meta = {"converted_from": os.path.basename(src)}
-    if in_kind == "npy":
-        arr = read_npy(src)
-        profile = DirtyProfile.from_rates(
-            np.asarray(arr, dtype=np.float64), page_size=page_size or 4096,
-            zero_pages=zero or 0, metadata=meta)
-    elif in_kind == "csv":
-        profile = DirtyProfile.load_csv(
-            src, page_size=page_size or 4096, zero_pages=zero or 0,
-            metadata=meta)
-    else:
-        profile = DirtyProfile.load(src)
-        if page_size is not None or zero is not None:
-            profile = DirtyProfile(
-                profile.rates, profile.counts, profile.idle_pages,
-                profile.zero_pages if zero is None else zero,
-                profile.page_size if page_size is None else page_size,
-                profile.metadata)
+    try:
+        profile = _convert_input(src, in_kind, page_size, zero, meta)
+    except ValueError as e:     # ProfileError included: names the file
+        msg = str(e)
+        if not msg.startswith(src):
+            msg = f"{src}: {msg}"
+        raise CliError(f"INPUT: {msg}") from None
     suffix = ".json.gz" if dst.lower().endswith(".gz") else \
         os.path.splitext(dst)[1]
     with replacing(dst, suffix) as tmp:
@@ -262,6 +269,30 @@ def cmd_profile_convert(args, defaults):
                    f"({profile.zero_pages}) and metadata are not stored")
     emit(out)
     return EXIT_OK
+
+
+def _convert_input(src, in_kind, page_size, zero, meta):
+    """The profile ``profile convert`` reads from ``src``."""
+    import numpy as np
+
+    from rtmig_nova.model import DirtyProfile
+    if in_kind == "npy":
+        arr = read_npy(src)
+        return DirtyProfile.from_rates(
+            np.asarray(arr, dtype=np.float64), page_size=page_size or 4096,
+            zero_pages=zero or 0, metadata=meta)
+    if in_kind == "csv":
+        return DirtyProfile.load_csv(
+            src, page_size=page_size or 4096, zero_pages=zero or 0,
+            metadata=meta)
+    profile = DirtyProfile.load(src)
+    if page_size is not None or zero is not None:
+        profile = DirtyProfile(
+            profile.rates, profile.counts, profile.idle_pages,
+            profile.zero_pages if zero is None else zero,
+            profile.page_size if page_size is None else page_size,
+            profile.metadata)
+    return profile
 
 
 def _capture_output(args):
@@ -296,9 +327,9 @@ def _capture_coarse(args):
         if value is not None:
             raise CliError(f"{opt} goes with a probe migration, not with "
                            f"--coarse")
-    seconds = units.parse_duration(
+    seconds = bounds.DIRTY_RATE_SECONDS.parse(
         args.duration if args.duration is not None else "1s", "--duration")
-    if seconds != int(seconds) or not 1 <= seconds <= 60:
+    if seconds != int(seconds):
         raise CliError(f"--duration: --coarse takes whole seconds from 1 to "
                        f"60, got {args.duration!r}")
     dst = _capture_output(args)
@@ -340,23 +371,17 @@ def cmd_profile_capture(args, defaults):
         raise CliError("--uri goes with --domain")
     if args.coarse:
         return _capture_coarse(args)
-    duration = _positive(units.parse_duration(
+    duration = bounds.CAPTURE_DURATION.parse(
         args.duration if args.duration is not None
-        else DEFAULT_CAPTURE_DURATION, "--duration"), "--duration")
-    bandwidth = _positive(units.parse_rate(
+        else DEFAULT_CAPTURE_DURATION, "--duration")
+    bandwidth = bounds.CAPTURE_BANDWIDTH.parse(
         args.bandwidth if args.bandwidth is not None
-        else DEFAULT_CAPTURE_BANDWIDTH, "--bandwidth"), "--bandwidth")
-    if bandwidth < 4096:
-        raise CliError(f"--bandwidth: must be at least 4096 bytes/s, got "
-                       f"{args.bandwidth!r}")
+        else DEFAULT_CAPTURE_BANDWIDTH, "--bandwidth")
     first_bw = None
     if args.first_pass_bandwidth is not None:
-        first_bw = units.parse_rate(args.first_pass_bandwidth,
-                                    "--first-pass-bandwidth")
-        if first_bw < 4096:
-            raise CliError(f"--first-pass-bandwidth: must be at least 4096 "
-                           f"bytes/s, got {args.first_pass_bandwidth!r}")
-    rounds = units.parse_int(args.rounds, "--rounds", minimum=1) \
+        first_bw = bounds.CAPTURE_BANDWIDTH.parse(args.first_pass_bandwidth,
+                                                  "--first-pass-bandwidth")
+    rounds = bounds.CAPTURE_ROUNDS.parse(args.rounds, "--rounds") \
         if args.rounds is not None else None
     dst = _capture_output(args)
 

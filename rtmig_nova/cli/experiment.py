@@ -13,6 +13,7 @@
 """``rtmig experiment validate``: the model against real migrations on the
 two-host testbed (:mod:`rtmig_nova.testbed.validation`)."""
 
+import dataclasses
 import datetime
 import json
 import os
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 
-from rtmig_nova import units
+from rtmig_nova import bounds
 from rtmig_nova.cli.errors import EXIT_OK, CliError
 from rtmig_nova.cli.output import emit, print_json
 
@@ -102,7 +103,7 @@ def _bandwidths(text):
     for item in text.split(","):
         if not item.strip():
             continue
-        rate = units.parse_rate(item.strip(), "--bandwidths")
+        rate = bounds.BANDWIDTH.parse(item.strip(), "--bandwidths")
         if rate < 2 ** 20:
             raise CliError(f"--bandwidths: {item.strip()} is below 1 MiB/s, "
                            f"libvirt's unit")
@@ -130,17 +131,19 @@ def cmd_experiment_validate(args, defaults):
     workloads = _workloads(args.workloads)
     bandwidths = None if args.bandwidths is None else \
         _bandwidths(args.bandwidths)
-    reps = units.parse_int(args.repetitions, "--repetitions", minimum=1)
-    cal_runs = units.parse_int(args.calibration_runs, "--calibration-runs",
-                               minimum=0)
-    limit = units.parse_duration(args.downtime_limit, "--downtime-limit")
-    capture_s = units.parse_duration(args.capture_duration,
-                                     "--capture-duration")
-    if not 0 < limit <= 10:
+    reps = bounds.REPETITIONS.parse(args.repetitions, "--repetitions")
+    # 0 calibration runs: take the calibration of the defaults.
+    cal_runs = dataclasses.replace(bounds.REPETITIONS, low=0).parse(
+        args.calibration_runs, "--calibration-runs")
+    limit = bounds.DOWNTIME_LIMIT.parse(args.downtime_limit,
+                                        "--downtime-limit")
+    capture_s = bounds.CAPTURE_DURATION.parse(args.capture_duration,
+                                              "--capture-duration")
+    if not limit <= 10:
+        # The testbed's guests migrate in seconds: a longer limit stops
+        # them at once and validates nothing.
         raise CliError(f"--downtime-limit: must be in (0, 10] s, got "
                        f"{args.downtime_limit}")
-    if not capture_s > 0:
-        raise CliError("--capture-duration: must be > 0")
     try:
         import matplotlib  # noqa: F401  (the report's plot)
     except ImportError:

@@ -16,7 +16,7 @@ Placement request computed together so that they agree."""
 
 import shlex
 
-from rtmig_nova import units
+from rtmig_nova import bounds
 from rtmig_nova.cli.errors import EXIT_OK, CliError
 from rtmig_nova.cli.output import emit, print_json
 
@@ -68,17 +68,13 @@ def add_parser(sub, common, add_json):
 
 def cmd_flavor(args, defaults):
     from rtmig_nova.model import flavor
-    vcpus = units.parse_int(args.vcpus, "--vcpus", minimum=1)
-    if vcpus > 65536:
-        raise CliError("--vcpus: at most 65536")
+    vcpus = bounds.VCPUS.parse(args.vcpus, "--vcpus")
     memory = link = None
     if (args.memory is None) != (args.link_capacity is None):
         raise CliError("--memory and --link-capacity go together")
     if args.memory is not None:
-        memory = units.parse_size(args.memory, "--memory")
-        link = units.parse_rate(args.link_capacity, "--link-capacity")
-        if memory <= 0 or link <= 0:
-            raise CliError("--memory and --link-capacity must be > 0")
+        memory = bounds.GUEST_MEMORY.parse(args.memory, "--memory")
+        link = bounds.LINK_RATE.parse(args.link_capacity, "--link-capacity")
     specs = {key: getattr(args, opt) for opt, key in _OPTIONS
              if getattr(args, opt) is not None}
     try:

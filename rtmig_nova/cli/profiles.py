@@ -15,6 +15,7 @@
 
 import contextlib
 import os
+import stat
 import tempfile
 
 from rtmig_nova.cli.errors import CliError
@@ -30,8 +31,9 @@ def builtin_profiles():
     return planning.builtin_profiles()
 
 
-def load_profile(ref):
-    """A DirtyProfile from a path or ``builtin:NAME``."""
+def load_profile(ref, where="--profile"):
+    """A DirtyProfile from a path or ``builtin:NAME``; errors name
+    ``where`` (the option or config value it came from)."""
     from rtmig_nova.model import DirtyProfile, ProfileError
 
     if ref.startswith(BUILTIN_PREFIX):
@@ -39,21 +41,22 @@ def load_profile(ref):
         try:
             return planning.load_profile(ref, None)
         except ProfileError as e:
-            raise CliError(f"--profile: {e}") from None
+            raise CliError(f"{where}: {e}") from None
     if not ref:
-        raise CliError("--profile: empty profile path")
+        raise CliError(f"{where}: empty profile path")
     try:
         return DirtyProfile.load(os.path.expanduser(ref))
     except ProfileError as e:
-        raise CliError(f"--profile: {e}") from None
+        raise CliError(f"{where}: {e}") from None
 
 
 def resolve_profile(args, defaults):
     """``(ref, DirtyProfile)`` of ``--profile``, or of the [rtmig]
     default_profile when it is not given."""
-    ref = args.profile if args.profile is not None \
-        else defaults.default_profile
-    return ref, load_profile(ref)
+    if args.profile is not None:
+        return args.profile, load_profile(args.profile)
+    ref = defaults.default_profile
+    return ref, load_profile(ref, "[rtmig] default_profile")
 
 
 def file_kind(path, what):
@@ -75,6 +78,17 @@ def read_npy(path):
     """The per-page rates (writes/s) of a ``.npy`` file: a 1-D numeric
     array."""
     import numpy as np
+
+    from rtmig_nova import bounds
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        # np.load of a pipe would wait for a writer.
+        raise CliError(f"{path}: not a regular file")
+    if st.st_size > bounds.MAX_NPY_BYTES:
+        raise CliError(f"{path}: larger than "
+                       f"{bounds.fmt('size', bounds.MAX_NPY_BYTES)}, the "
+                       f"limit for per-page rates (capture a histogram "
+                       f"profile instead)")
     try:
         arr = np.load(path, allow_pickle=False)
     except OSError:
@@ -94,10 +108,15 @@ def read_npy(path):
 
 @contextlib.contextmanager
 def replacing(path, suffix):
-    """A temporary path next to ``path``, renamed over it on success."""
+    """A temporary path next to ``path``, renamed over it on success.  A
+    failure to write is reported for ``path``: the hidden temporary file
+    is ours, not the user's, and is removed."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rtmig-", suffix=suffix,
-                               dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".rtmig-", suffix=suffix,
+                                   dir=directory)
+    except OSError as e:
+        raise CliError(f"{path}: cannot write: {e.strerror}") from None
     os.close(fd)
     # mkstemp makes the file 0600; give it the mode open() would.
     umask = os.umask(0)
@@ -106,6 +125,10 @@ def replacing(path, suffix):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise CliError(f"{path}: cannot write: {e.strerror}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -376,7 +376,9 @@ def undo_text(kind, record, policy_names):
         if kind == "shaping":
             return (f"{_where(record['ifname'], record['netns'])}: the "
                     f"kernel's default qdisc (removes the rtmig HTB)")
-    except (KeyError, TypeError, ValueError):
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
+        # A record of another shape (load checked only its kind): shown
+        # as it is stored.
         pass
     return json.dumps(record, sort_keys=True)
 
@@ -384,7 +386,11 @@ def undo_text(kind, record, policy_names):
 def _created(created):
     if not isinstance(created, (int, float)):
         return "unknown"
-    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(created))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S %z",
+                             time.localtime(created))
+    except (OverflowError, OSError, ValueError):   # no time of this world
+        return "unknown"
 
 
 def reserve_show_lines(state_dir, docs, policy_names):

@@ -37,6 +37,8 @@ import sys
 import types
 import warnings
 
+from rtmig_nova import bounds
+from rtmig_nova import safeio
 from rtmig_nova import units
 from rtmig_nova.cli.errors import EXIT_OK, CliError, os_error_message
 from rtmig_nova.cli.output import emit, print_json
@@ -47,9 +49,13 @@ DEFAULT_URI = "qemu:///system"
 # libvirt's default port range of QEMU's migration stream (the same as
 # rtmig_nova.enforce.netshape.MIGRATION_PORTS, which is not imported here).
 DEFAULT_MIGRATION_PORTS = (49152, 49215)
-# The limits libvirt and the kernel put on CFS bandwidth, microseconds.
-CFS_PERIOD_US = (1000, 1000000)
-CFS_MIN_QUOTA_US = 1000
+# The limits libvirt and the kernel put on CFS bandwidth, microseconds
+# (rtmig_nova.bounds states them).
+CFS_PERIOD_US = (int(bounds.CGROUP_PERIOD_US.low),
+                 int(bounds.CGROUP_PERIOD_US.high))
+CFS_MIN_QUOTA_US = int(bounds.CGROUP_QUOTA_US.low)
+# A label is kept in the state file, which is read back under a size limit.
+MAX_LABEL = 1000
 
 _PORTS = re.compile(r"^\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?$")
 
@@ -85,7 +91,7 @@ class Request:
     state_dir: str
 
 
-def _plan_number(doc, key, where, kind):
+def _plan_number(doc, key, where, kind, bound):
     node = doc
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -96,12 +102,15 @@ def _plan_number(doc, key, where, kind):
         ok = isinstance(node, int) and not isinstance(node, bool) \
             and node > 0
     else:
+        # math.isfinite() of a huge JSON integer overflows: ints are finite
+        # (and bounded below).
         ok = isinstance(node, (int, float)) and not isinstance(node, bool) \
-            and math.isfinite(node) and node > 0
+            and (isinstance(node, int) or math.isfinite(node)) and node > 0
     if not ok:
         what = "a whole number > 0" if kind is int else "a number > 0"
         raise CliError(f"--plan: {where}: {key} must be {what}, got "
-                       f"{json.dumps(node)}")
+                       f"{json.dumps(node)[:60]}")
+    bound.check(node, f"--plan: {where}: {key}")
     return node
 
 
@@ -109,36 +118,41 @@ def read_plan(path):
     """The :class:`PlanValues` of a ``rtmig plan --json`` document in
     ``path`` (``-``: standard input); an infeasible plan is refused."""
     where = "<stdin>" if path == "-" else path
+    limit = bounds.MAX_DOCUMENT_BYTES
     try:
         if path == "-":
-            data = sys.stdin.buffer.read()
+            data = safeio.read_stream(sys.stdin.buffer, where, limit)
         else:
-            with open(os.path.expanduser(path), "rb") as f:
-                data = f.read()
+            data = safeio.read_file(os.path.expanduser(path), limit, where)
+        doc = safeio.loads_json(data, where)
     except OSError as e:
         raise CliError(f"--plan: {os_error_message(e)}") from None
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise CliError(f"--plan: {where}: not JSON ({e})") from None
+    except safeio.ReadError as e:
+        raise CliError(f"--plan: {e}") from None
     if not isinstance(doc, dict) or "feasible" not in doc:
         raise CliError(f"--plan: {where}: not a plan (the JSON of 'rtmig "
                        f"plan --json')")
     if doc["feasible"] is not True:
         reason = doc.get("reason") or "no reason given"
+        if not isinstance(reason, str):
+            reason = "no reason given"
         raise CliError(f"--plan: {where}: the plan is infeasible "
-                       f"({reason}); nothing applied")
+                       f"({reason[:300]}); nothing applied")
     return PlanValues(
         bandwidth=float(_plan_number(doc, "bandwidth_bytes_per_s", where,
-                                     float)),
+                                     float, bounds.BANDWIDTH)),
         downtime_limit=float(_plan_number(doc, "downtime_limit_s", where,
-                                          float)),
-        quota_us=_plan_number(doc, "cpu.quota_us", where, int),
+                                          float, bounds.DOWNTIME_LIMIT)),
+        quota_us=_plan_number(doc, "cpu.quota_us", where, int,
+                              bounds.CGROUP_QUOTA_US),
         cgroup_period_us=_plan_number(doc, "cpu.cgroup_period_us", where,
-                                      int),
-        runtime_ns=_plan_number(doc, "cpu.runtime_ns", where, int),
-        deadline_ns=_plan_number(doc, "cpu.deadline_ns", where, int),
-        period_ns=_plan_number(doc, "cpu.period_ns", where, int))
+                                      int, bounds.CGROUP_PERIOD_US),
+        runtime_ns=_plan_number(doc, "cpu.runtime_ns", where, int,
+                                bounds.DEADLINE_TIME_NS),
+        deadline_ns=_plan_number(doc, "cpu.deadline_ns", where, int,
+                                 bounds.DEADLINE_TIME_NS),
+        period_ns=_plan_number(doc, "cpu.period_ns", where, int,
+                               bounds.DEADLINE_TIME_NS))
 
 
 def _positive_duration(text, name):
@@ -148,14 +162,24 @@ def _positive_duration(text, name):
     return value
 
 
-def _us(text, name):
-    """A duration option as whole microseconds (rounded to the nearest)."""
-    return int(round(_positive_duration(text, name) * 1e6))
+def _whole(text, name, scale, bound):
+    """A duration option as a whole number of 1/``scale`` s (rounded to
+    the nearest) inside ``bound``; checked before rounding, where a huge
+    value would overflow."""
+    n = _positive_duration(text, name) * scale
+    if not bound.contains(n):
+        bound.check(n, name, text)
+    return bound.check(int(round(n)), name, text)
+
+
+def _us(text, name, bound=bounds.CGROUP_QUOTA_US):
+    """A duration option as whole microseconds."""
+    return _whole(text, name, 1e6, bound)
 
 
 def _ns(text, name):
-    """A duration option as whole nanoseconds (rounded to the nearest)."""
-    return int(round(_positive_duration(text, name) * 1e9))
+    """A duration option as whole nanoseconds."""
+    return _whole(text, name, 1e9, bounds.DEADLINE_TIME_NS)
 
 
 def _check_period(value, name):
@@ -196,10 +220,7 @@ def _peer(text):
 def _migration(args, plan):
     bandwidth = limit = None
     if args.bandwidth is not None:
-        bandwidth = units.parse_rate(args.bandwidth, "--bandwidth")
-        if not bandwidth > 0:
-            raise CliError(f"--bandwidth: must be > 0, got "
-                           f"{args.bandwidth!r}")
+        bandwidth = bounds.BANDWIDTH.parse(args.bandwidth, "--bandwidth")
     elif plan is not None:
         bandwidth = plan.bandwidth
     if args.downtime_limit is not None:
@@ -207,6 +228,8 @@ def _migration(args, plan):
         if limit < 1e-3 * (1 - 1e-9):
             raise CliError(f"--downtime-limit: must be at least 1ms (libvirt "
                            f"sets whole ms), got {args.downtime_limit!r}")
+        bounds.DOWNTIME_LIMIT.check(limit, "--downtime-limit",
+                                    args.downtime_limit)
     elif plan is not None:
         limit = plan.downtime_limit
     for value, option in ((bandwidth, "--bandwidth"),
@@ -227,8 +250,9 @@ def _cpu(args, plan, defaults):
         quota = getattr(args, f"{prefix}_quota")
         period = getattr(args, f"{prefix}_period")
         quota = _us(quota, quota_opt) if quota is not None else plan_quota
-        period = _us(period, period_opt) if period is not None \
-            else plan_period
+        # The period's own bound is checked below, with its message.
+        period = _us(period, period_opt, bounds.CGROUP_QUOTA_US) \
+            if period is not None else plan_period
         if quota is None:
             if period is not None:
                 raise CliError(f"{period_opt}: needs {quota_opt}"
@@ -284,10 +308,7 @@ def _shaping(args, bandwidth):
         return None
     if args.link_capacity is None:
         raise CliError("--link-capacity: required with --interface")
-    link = units.parse_rate(args.link_capacity, "--link-capacity")
-    if not link > 0:
-        raise CliError(f"--link-capacity: must be > 0, got "
-                       f"{args.link_capacity!r}")
+    link = bounds.LINK_RATE.parse(args.link_capacity, "--link-capacity")
     ports = parse_ports(args.migration_ports) \
         if args.migration_ports is not None else DEFAULT_MIGRATION_PORTS
     peer = _peer(args.migration_peer) \
@@ -315,12 +336,14 @@ def build_request(args, defaults):
     cpu = _cpu(args, plan, defaults)
     threads = []
     for text in args.deadline_thread or ():
-        tid = units.parse_int(text, "--deadline-thread", minimum=1)
+        tid = bounds.THREAD_ID.parse(text, "--deadline-thread")
         if tid not in threads:
             threads.append(tid)
     deadline = _deadline(args, plan)
     shaping = _shaping(args, bandwidth)
     state_dir = _state_dir(args, defaults)
+    if len(args.label or "") > MAX_LABEL:
+        raise CliError(f"--label: longer than {MAX_LABEL} characters")
     return Request(domain=args.domain, uri=args.uri, bandwidth=bandwidth,
                    downtime_limit=limit, cpu=cpu, threads=threads,
                    vcpus=args.deadline_vcpus, deadline=deadline,

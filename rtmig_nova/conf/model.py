@@ -12,7 +12,39 @@
 
 """Options of the ``[rtmig]`` group: the migration model and reservation."""
 
+import math
+
 from oslo_config import cfg
+from oslo_config import types
+
+from rtmig_nova import bounds
+
+
+class FiniteFloat(types.Float):
+    """oslo.config's Float without NaN and infinities: NaN passes every
+    min/max comparison, and the command line refuses both."""
+
+    def __call__(self, value):
+        value = super().__call__(value)
+        # oslo.config's Float gives None for an empty value: left to the
+        # reader of the option, as for any other type.
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
+
+
+def bounded_float(name, bound, **kwargs):
+    """A float option of ``bound`` (rtmig_nova.bounds): min and max as
+    oslo.config checks them (an open lower end as its closed one: the
+    reader of the option refuses it, see rtmig_nova.cli.config)."""
+    return cfg.Opt(name, type=FiniteFloat(min=bound.low, max=bound.high),
+                   **kwargs)
+
+
+def bounded_int(name, bound, **kwargs):
+    return cfg.IntOpt(name, min=int(bound.low), max=int(bound.high),
+                      **kwargs)
+
 
 rtmig_group = cfg.OptGroup(
     'rtmig',
@@ -66,20 +98,18 @@ Order in which the dirty pages of a round are sent.
 
 Unit: none (one of the choices).
 """),
-    cfg.FloatOpt(
-        'check_interval',
+    bounded_float(
+        'check_interval', bounds.CHECK_INTERVAL,
         default=0.1,
-        min=0.001,
         help="""
 Period, in seconds, at which QEMU checks the pending bytes against the
 downtime limit (its BUFFER_DELAY, 100 ms in QEMU).
 
 Unit: seconds.
 """),
-    cfg.FloatOpt(
-        'switchover_time',
+    bounded_float(
+        'switchover_time', bounds.SWITCHOVER_TIME,
         default=0.0,
-        min=0.0,
         help="""
 Fixed part of the downtime, in seconds: the time to transfer device state
 and to switch the guest over to the destination, added to the time to send
@@ -87,10 +117,9 @@ the last round of dirty pages.
 
 Unit: seconds.
 """),
-    cfg.FloatOpt(
-        'setup_time',
+    bounded_float(
+        'setup_time', bounds.SETUP_TIME,
         default=0.0,
-        min=0.0,
         help="""
 Fixed time, in seconds, from the start of the migration job to QEMU's first
 page, added to the predicted total time: libvirt's prepare phase, which
@@ -99,10 +128,9 @@ it on your hosts as docs/testbed.md describes).
 
 Unit: seconds.
 """),
-    cfg.FloatOpt(
-        'setup_time_sd',
+    bounded_float(
+        'setup_time_sd', bounds.SETUP_TIME,
         default=0.0,
-        min=0.0,
         help="""
 Standard deviation, in seconds, of setup_time from one migration to the
 next; it widens the predicted total-time distribution (taken as normal and
@@ -110,31 +138,27 @@ independent of the rest).
 
 Unit: seconds.
 """),
-    cfg.IntOpt(
-        'max_rounds',
+    bounded_int(
+        'max_rounds', bounds.MAX_ROUNDS,
         default=200,
-        min=1,
         help="""
 Largest number of pre-copy rounds the model simulates before it declares that
 the migration does not converge.
 
 Unit: rounds (a count).
 """),
-    cfg.FloatOpt(
-        'confidence',
+    bounded_float(
+        'confidence', bounds.CONFIDENCE,
         default=0.95,
-        min=0.5,
-        max=0.999999,
         help="""
 Probability with which the predicted downtime and migration time must hold:
 the models report this quantile of their distributions.
 
-Unit: probability (a fraction between 0.5 and 0.999999).
+Unit: probability (more than 0, at most 0.999999).
 """),
-    cfg.FloatOpt(
-        'cpu_cost_per_page',
+    bounded_float(
+        'cpu_cost_per_page', bounds.CPU_COST_PER_PAGE,
         default=2.5e-06,
-        min=0.0,
         help="""
 CPU time, in seconds, that the migration thread spends per page it sends
 (scanning, copying, and the socket write).  Calibrate it on the host with
@@ -142,20 +166,18 @@ CPU time, in seconds, that the migration thread spends per page it sends
 
 Unit: seconds of CPU time per page.
 """),
-    cfg.FloatOpt(
-        'cpu_margin',
+    bounded_float(
+        'cpu_margin', bounds.CPU_MARGIN,
         default=1.25,
-        min=1.0,
         help="""
 Safety factor applied to the computed CPU share of the migration thread
 before it is reserved.
 
 Unit: none (a factor, at least 1.0).
 """),
-    cfg.FloatOpt(
-        'deadline_period',
+    bounded_float(
+        'deadline_period', bounds.DEADLINE_PERIOD,
         default=0.01,
-        min=0.0001,
         help="""
 Period, in seconds, of the SCHED_DEADLINE reservation of the migration
 thread; its runtime is the reserved CPU share times this period.  Linux
@@ -164,11 +186,9 @@ default).
 
 Unit: seconds.
 """),
-    cfg.IntOpt(
-        'cgroup_period',
+    bounded_int(
+        'cgroup_period', bounds.CGROUP_PERIOD_US,
         default=100000,
-        min=1000,
-        max=1000000,
         help="""
 CPU bandwidth period of the cgroup that holds the migration thread when the
 reservation is made with the cgroup CPU controller (cpu.max); the quota is

@@ -16,14 +16,16 @@ weigher."""
 
 from oslo_config import cfg
 
+from rtmig_nova import bounds
+from rtmig_nova.conf.model import FiniteFloat
+from rtmig_nova.conf.model import bounded_float
+from rtmig_nova.conf.model import bounded_int
 from rtmig_nova.conf.model import rtmig_group
 
 nova_opts = [
-    cfg.FloatOpt(
-        'link_capacity',
+    bounded_float(
+        'link_capacity', bounds.LINK_RATE,
         default=1.25e9,
-        min=1.0,
-        max=1.25e12,
         help="""
 Capacity of the compute host's link that carries both the real-time VMs'
 reserved traffic and live migrations, in bytes/s (1.25e9 is 10 Gbit/s).
@@ -36,11 +38,10 @@ Related options:
 
 * ``migration_link_share``: the part of it kept for migrations.
 """),
-    cfg.FloatOpt(
+    cfg.Opt(
         'migration_link_share',
+        type=FiniteFloat(min=0.001, max=1.0),
         default=0.4,
-        min=0.001,
-        max=1.0,
         help="""
 Fraction of ``link_capacity`` kept free for live migrations: it is the
 ``reserved`` amount of the host's ``CUSTOM_RTMIG_NET_KBPS`` inventory, so
@@ -53,11 +54,10 @@ Related options:
 
 * ``link_capacity``, ``migration_cpu``, ``max_evacuation_time``.
 """),
-    cfg.FloatOpt(
+    cfg.Opt(
         'migration_cpu',
+        type=FiniteFloat(min=0.001, max=1.0),
         default=0.5,
-        min=0.001,
-        max=1.0,
         help="""
 Share of one CPU kept for the live-migration thread: it is reserved out of
 the host's ``CUSTOM_RTMIG_CPU_MILLI`` inventory and placed on one CPU in
@@ -66,11 +66,10 @@ admitted.  Must not exceed the kernel's real-time bound per CPU.
 
 Unit: share of one CPU.
 """),
-    cfg.FloatOpt(
+    cfg.Opt(
         'max_evacuation_time',
+        type=FiniteFloat(min=0.0, max=864000.0),
         default=0.0,
-        min=0.0,
-        max=864000.0,
         help="""
 Bound on the time to live-migrate every real-time VM away from the host,
 one after the other, each at its planned bandwidth and confidence (the sum
@@ -102,11 +101,10 @@ hosts must hold the same files.
 
 Unit: none (a directory path).
 """),
-    cfg.FloatOpt(
+    cfg.Opt(
         'headroom_weight_multiplier',
+        type=FiniteFloat(min=-1000.0, max=1000.0),
         default=1.0,
-        min=-1000.0,
-        max=1000.0,
         help="""
 Multiplier of ``rtmig_nova.scheduler.weights.RTHeadroomWeigher``: a
 positive value spreads real-time VMs over the hosts with the most free
@@ -207,11 +205,9 @@ shapes: libvirt's ``migration_port_max`` in the destination's qemu.conf.
 
 Unit: none (a TCP port).
 """),
-    cfg.IntOpt(
-        'dirty_rate_seconds',
+    bounded_int(
+        'dirty_rate_seconds', bounds.DIRTY_RATE_SECONDS,
         default=1,
-        min=1,
-        max=60,
         help="""
 Length of libvirt's dirty-rate calculation (``virDomainStartDirtyRateCalc``,
 QEMU's ``calc-dirty-rate``) that the ``dirty_rate`` profile source runs

@@ -21,6 +21,8 @@ import uuid
 
 from oslo_log import log as logging
 
+from rtmig_nova import bounds
+from rtmig_nova import safeio
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.enforce import netshape
@@ -276,17 +278,25 @@ class Reservation:
         return os.path.join(self.state_dir, self.ident + ".json")
 
     def _save(self):
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         doc = {"version": STATE_VERSION, "id": self.ident,
                "label": self.label, "created": time.time(),
                "applied": [{"kind": k, "record": r}
                            for k, r in self.applied]}
-        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        tmp = None
+        try:
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".tmp-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as e:
+            # Named by the state file: the temporary one is ours.
+            if tmp is not None:
+                _remove(tmp)
+            raise ReservationError(f"{self.path}: cannot write the state "
+                                   f"file: {e.strerror or e}") from None
 
     def apply(self):
         """Apply every step, or none: on a failure undo the applied ones in
@@ -355,15 +365,48 @@ def load(state_dir=DEFAULT_STATE_DIR):
             continue
         path = os.path.join(state_dir, name)
         try:
-            with open(path) as f:
-                doc = json.load(f)
-        except (OSError, ValueError):
-            raise ReservationError(f"{path}: unreadable state file") \
-                from None
-        if doc.get("version") != STATE_VERSION or "applied" not in doc:
-            raise ReservationError(f"{path}: not a reservation state file")
+            doc = safeio.loads_json(
+                safeio.read_file(path, bounds.MAX_DOCUMENT_BYTES), path)
+        except OSError as e:
+            raise ReservationError(f"{path}: unreadable state file "
+                                   f"({e.strerror or e})") from None
+        except safeio.ReadError as e:
+            raise ReservationError(f"{path}: unreadable state file "
+                                   f"({e.reason})") from None
+        why = _malformed(doc, name[:-len(".json")])
+        if why:
+            raise ReservationError(f"{path}: not a reservation state file "
+                                   f"({why})")
         out.append(doc)
     return out
+
+
+def _malformed(doc, ident):
+    """Why ``doc`` (read from ``ident``.json) is no state document, or
+    ``""``: what show and release read from it is checked here, so that
+    they never meet a wrong type."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    if doc.get("version") != STATE_VERSION:
+        return f"version is not {STATE_VERSION}"
+    if doc.get("id") != ident:
+        return "its id is not its file name"
+    if not isinstance(doc.get("label", ""), str):
+        return "label is not a string"
+    created = doc.get("created")
+    if created is not None and (isinstance(created, bool) or
+                                not isinstance(created, (int, float))):
+        return "created is not a number"
+    applied = doc.get("applied")
+    if not isinstance(applied, list):
+        return "applied is not a list"
+    for step in applied:
+        if not isinstance(step, dict) or \
+                step.get("kind") not in STEP_KINDS or \
+                not isinstance(step.get("record"), dict):
+            return ("applied holds a step that is not {kind: one of "
+                    f"{', '.join(STEP_KINDS)}, record: {{...}}}}")
+    return ""
 
 
 def release(ident, state_dir=DEFAULT_STATE_DIR, connect=None):

@@ -452,6 +452,10 @@ def _resend_prob(bins, st, T, lo_b, g_sent, rate_order=False):
     if st["dirty_log"] != "clear":
         return np.broadcast_to(-np.expm1(-lam * end),
                                np.broadcast_shapes(t0.shape, lam.shape))
+    # No page is sent after the epoch ends: the send times of the last
+    # group can pass T by rounding, and exp(lam x (t1 - T)) then overflows
+    # for a hot page (a RuntimeWarning on a valid request).
+    t0, t1 = np.minimum(t0, end), np.minimum(t1, end)
     width = t1 - t0
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         g = 1.0 - (np.exp(-lam * (end - t1)) - np.exp(-lam * (end - t0))) \

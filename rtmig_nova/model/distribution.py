@@ -146,7 +146,9 @@ class Distribution:
             p = np.where(self.sds > 0,
                          special.ndtr(z / np.where(self.sds > 0, self.sds, 1)),
                          (z >= 0).astype(np.float64))
-        out = p @ self.weights
+        # Rounding can carry the weighted sum an ulp past the converged
+        # mass (a probability printed above 1): clipped where it arises.
+        out = np.clip(p @ self.weights, 0.0, self.converged)
         return np.where(below, 0.0, np.where(above, self.converged, out))
 
     def quantile(self, q):

@@ -34,6 +34,7 @@ import dataclasses
 import math
 import re
 
+from rtmig_nova import bounds
 from rtmig_nova import units
 
 PREFIX = "rtmig:"
@@ -43,16 +44,18 @@ HOST_TRAIT = "CUSTOM_RTMIG_HOST"
 CPU_UNITS_PER_CPU = 1000
 NET_BYTES_PER_UNIT = 125.0          # 1 kbit/s
 
-# Bounds at the point of entry.  SCHED_DEADLINE refuses runtimes under
+# Bounds at the point of entry, from rtmig_nova.bounds (the command line
+# and the planner use the same).  SCHED_DEADLINE refuses runtimes under
 # 1024 ns; the CFS bandwidth controller takes periods of 1 ms to 1 s.
-MIN_RUNTIME = 1024e-9               # s
-MIN_PERIOD = 1e-3                   # s
-MAX_PERIOD = 1.0                    # s
-MAX_NET_RATE = 125e9                # bytes/s (1 Tbit/s)
-MAX_DEADLINE = 86400.0              # s
-MIN_DOWNTIME = 1e-3                 # s: QEMU takes its limit in whole ms
-MAX_DOWNTIME = 2000.0               # s: QEMU's downtime-limit maximum
-MAX_CONFIDENCE = 0.9999
+MIN_RUNTIME = bounds.DEADLINE_TIME.low                  # s
+MIN_PERIOD = bounds.CGROUP_PERIOD.low                   # s
+MAX_PERIOD = bounds.CGROUP_PERIOD.high                  # s
+MAX_NET_RATE = bounds.NET_RATE.high                     # bytes/s
+MIN_DEADLINE = bounds.DEADLINE.low                      # s
+MAX_DEADLINE = bounds.DEADLINE.high                     # s
+MIN_DOWNTIME = bounds.MAX_DOWNTIME.low                  # s: whole ms
+MAX_DOWNTIME = bounds.MAX_DOWNTIME.high                 # s: QEMU's maximum
+MAX_CONFIDENCE = bounds.FLAVOR_CONFIDENCE.high
 MAX_PROFILE_NAME = 255
 _PROFILE_NAME = re.compile(r"(builtin:)?[A-Za-z0-9][A-Za-z0-9._-]*")
 _RESERVATION = re.compile(r"\s*([^/\s]+)\s*/\s*([^/\s]+)\s*")
@@ -124,13 +127,19 @@ def _parsed(parse, text, key):
         raise SpecError(str(e)) from None
 
 
-def _duration(text, key, low=0.0, high=math.inf):
+def _duration(text, key):
+    """A duration > 0 (the runtime and period of a reservation, checked
+    against each other by the caller)."""
     value = _parsed(units.parse_duration, text, key)
-    if not low <= value <= high or value == 0:
-        raise SpecError(f"{key}: {text!r} outside "
-                        f"{units.format_duration(low)}.."
-                        f"{units.format_duration(high)} (and not 0)")
+    if not value > 0:
+        raise SpecError(f"{key}: {text!r} must be more than 0 s")
     return value
+
+
+def _bounded(bound):
+    """The parser of a key whose value is ``bound`` (rtmig_nova.bounds):
+    the same check and message as the command line's."""
+    return lambda text, key: _parsed(bound.parse, text, key)
 
 
 def _rate(text, key):
@@ -185,13 +194,13 @@ SPECS = (
          "link, bytes/s (bits/s with 'bit').",
          _rate),
     Spec("rtmig:migration_deadline", "a duration, e.g. 60s", True, None,
-         "A live migration of the VM must finish within this time (up to "
+         "A live migration of the VM must finish within this time (1 ms to "
          "one day).",
-         lambda t, k: _duration(t, k, high=MAX_DEADLINE)),
+         _bounded(bounds.DEADLINE)),
     Spec("rtmig:max_downtime", "a duration, e.g. 300ms", True, None,
          "Longest pause of the VM at the switch-over of a live migration "
          "(1 ms to QEMU's maximum downtime-limit, 2000 s).",
-         lambda t, k: _duration(t, k, low=MIN_DOWNTIME, high=MAX_DOWNTIME)),
+         _bounded(bounds.MAX_DOWNTIME)),
     Spec("rtmig:confidence", "a probability, e.g. 0.95 or 95%", False,
          "0.95",
          "Probability with which a migration meets both the deadline and "
@@ -315,9 +324,10 @@ def flavor_properties(vcpus, specs, memory_bytes=None, link_capacity=None):
 
     :raises SpecError: as :func:`parse_specs`, or the deadline is too short
     """
-    if not isinstance(vcpus, int) or not 1 <= vcpus <= 65536:
-        raise SpecError(f"vcpus must be a whole number in 1..65536, got "
-                        f"{vcpus!r}")
+    if isinstance(vcpus, bool) or not isinstance(vcpus, int) or \
+            not bounds.VCPUS.contains(vcpus):
+        raise SpecError(f"vcpus must be a whole number in "
+                        f"{bounds.VCPUS.range_text}, got {vcpus!r}")
     request = parse_specs(specs)
     if request is None:
         raise SpecError("no rtmig: specs given")

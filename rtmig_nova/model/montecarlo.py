@@ -11,6 +11,7 @@ model is validated against, and slow where that one is fast.
 
 import numpy as np
 
+from rtmig_nova import bounds
 from rtmig_nova.model.distribution import Distribution
 from rtmig_nova.model.precopy import PAGE_HEADER_BYTES, ZERO_PAGE_BYTES
 from rtmig_nova.model.prediction import Prediction
@@ -118,6 +119,10 @@ def simulate(profile, settings, runs=1000, seed=None, progress=None,
     if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) \
             or runs < 1:
         raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
+    # Refused before the per-page arrays exist (a 1 TiB guest would need
+    # about 16 GiB of them).
+    bounds.SIMULATED_PAGES.check(profile.total_pages, "simulate: profile "
+                                 "pages")
     rng = np.random.default_rng(seed)
     guest = _Guest(profile, settings, rng)
     # The first pass is the same in every run: all pages from address 0.

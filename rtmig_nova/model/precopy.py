@@ -52,6 +52,7 @@ round sends pages in increasing order of write rate, hot pages last.
 
 import dataclasses
 
+from rtmig_nova import bounds
 from rtmig_nova.model.checks import non_negative, positive
 
 # Bytes on the wire (QEMU 7.2 migration/ram.c).
@@ -65,6 +66,20 @@ QEMU_DEFAULT_MAX_BANDWIDTH = 128 * 2**20  # bytes/s (MAX_THROTTLE)
 
 DIRTY_LOGS = ("sync", "clear")
 ORDERS = ("address", "rate")
+
+
+# Fields of MigrationSettings and their bounds (rtmig_nova.bounds).  The
+# downtime limit is only bounded above: the planner tries limits below
+# QEMU's least one, 1 ms, to say how far off a request is.
+_BOUNDS = (("bandwidth", bounds.BANDWIDTH),
+           ("link_rate", bounds.LINK_RATE),
+           ("downtime_limit", dataclasses.replace(
+               bounds.DOWNTIME_LIMIT, low=0.0, low_open=True)),
+           ("check_interval", bounds.CHECK_INTERVAL),
+           ("switchover_time", bounds.SWITCHOVER_TIME),
+           ("setup_time", bounds.SETUP_TIME),
+           ("setup_time_sd", bounds.SETUP_TIME),
+           ("max_rounds", bounds.MAX_ROUNDS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +145,12 @@ class MigrationSettings:
                 not isinstance(self.max_rounds, int) or self.max_rounds < 1:
             raise ValueError(f"max_rounds must be an integer >= 1, "
                              f"got {self.max_rounds!r}")
+        # The bounds every entry point checks, also for callers of the
+        # Python API: beyond them the arithmetic overflows or runs away.
+        for name, bound in _BOUNDS:
+            value = getattr(self, name)
+            if value is not None:
+                bound.check(value, name)
 
     def threshold_pages(self, page_size):
         """QEMU converges when pending pages x page size < measured

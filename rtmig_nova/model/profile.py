@@ -17,8 +17,12 @@ import gzip
 import io
 import json
 import math
+import numbers
 
 import numpy as np
+
+from rtmig_nova import bounds
+from rtmig_nova import safeio
 
 FORMAT_NAME = "rtmig-dirty-profile"
 FORMAT_VERSION = 1
@@ -36,7 +40,6 @@ _SHIFT = 52 - BIN_MANTISSA_BITS
 # The CSV histogram (DirtyProfile.save_csv / load_csv): this header, then one
 # row per rate; rate 0 is the idle pages.
 CSV_HEADER = ("rate_per_s", "pages")
-_CSV_MAX_PAGES = 2 ** 52     # a row of more pages is an error (16 EiB)
 
 
 class ProfileError(ValueError):
@@ -63,7 +66,22 @@ def _check_rates(name, rates):
         raise ValueError(f"{name} contains NaN or infinite values")
     if (arr < 0).any():
         raise ValueError(f"{name} contains negative rates")
+    _check_max_rate(name, arr)
     return arr
+
+
+def _check_max_rate(name, arr):
+    top = float(arr.max()) if arr.size else 0.0
+    if top > bounds.PAGE_WRITE_RATE.high:
+        bounds.PAGE_WRITE_RATE.check(top, f"{name}: a rate")
+
+
+_MAX_MEMORY_TEXT = bounds.fmt("size", bounds.MAX_GUEST_MEMORY)
+
+
+def _max_pages(page_size):
+    """Most pages of ``page_size`` bytes a guest can have."""
+    return bounds.MAX_GUEST_MEMORY // page_size
 
 
 _CHUNK = 1 << 18            # pages per chunk: bounded temporary memory
@@ -99,6 +117,7 @@ def bin_rates(rates, name="rates"):
         kmax = int(keys.max())
         if kmax >= _NONFINITE_KEY:
             raise ValueError(f"{name} contains NaN or infinite values")
+        _check_max_rate(name, x)
         # Count over the keys present only (a chunk spans few of them).
         keys -= kmin
         counts[kmin:kmax + 1] += np.bincount(keys, minlength=kmax - kmin + 1)
@@ -126,7 +145,7 @@ class DirtyProfile:
 
     def __init__(self, rates, counts, idle_pages=0, zero_pages=0,
                  page_size=4096, metadata=None, page_rates=None):
-        page_size = _check_positive_int("page_size", page_size)
+        page_size = bounds.check_page_size(page_size, "page_size")
         rates = np.asarray(rates, dtype=np.float64)
         counts = np.asarray(counts)
         if rates.ndim != 1 or counts.shape != rates.shape:
@@ -141,13 +160,23 @@ class DirtyProfile:
                 raise ValueError("counts must be whole numbers of pages")
             if (counts < 0).any():
                 raise ValueError("counts must be >= 0 pages")
+        most = _max_pages(page_size)
+        # Before the int64 sum below can wrap round.
+        if counts.size and float(counts.max()) > most:
+            raise ValueError(f"counts: {float(counts.max()):.6g} pages of "
+                             f"{page_size} bytes are more than a guest "
+                             f"holds (at most {_MAX_MEMORY_TEXT})")
         counts = counts.astype(np.int64)
         for name, val in (("idle_pages", idle_pages),
                           ("zero_pages", zero_pages)):
             if isinstance(val, bool) or \
                     not isinstance(val, (int, np.integer)) or val < 0:
                 raise ValueError(f"{name} must be an integer >= 0, "
-                                 f"got {val!r}")
+                                 f"got {str(val)[:40]}")
+            if val > most:
+                raise ValueError(f"{name}: {val:.6g} pages of {page_size} "
+                                 f"bytes are more than a guest holds "
+                                 f"(at most {_MAX_MEMORY_TEXT})")
         if zero_pages > idle_pages:
             raise ValueError("zero_pages cannot exceed idle_pages: a zero "
                              "page is one that is never written")
@@ -161,6 +190,7 @@ class DirtyProfile:
         self.metadata = dict(metadata or {})
         if self.total_pages == 0:
             raise ValueError("profile is empty: it has no pages")
+        bounds.GUEST_MEMORY.check(self.memory_bytes, "profile memory")
         if page_rates is not None and len(page_rates) != self.total_pages:
             raise ValueError("page_rates does not match the histogram")
         self.page_rates = page_rates
@@ -399,11 +429,31 @@ class DirtyProfile:
                        for c in pages):
                 raise ProfileError(f"{origin}: histogram pages must be "
                                    "whole numbers")
+            page_size = bounds.check_page_size(ps.get("value"),
+                                               "page_size")
+            most = _max_pages(page_size)
+            # Python ints beyond int64 or float would raise OverflowError
+            # in numpy: bounded here, as numbers.
+            if any(c > most for c in pages):
+                raise ProfileError(
+                    f"{origin}: histogram pages: a count above {most} "
+                    f"pages of {page_size} bytes "
+                    f"({_MAX_MEMORY_TEXT} of memory)")
+            for r in rates:
+                if isinstance(r, bool) or not isinstance(r, numbers.Real):
+                    raise ProfileError(f"{origin}: histogram rates must be "
+                                       f"numbers (writes/s)")
+                if r < 0:
+                    raise ProfileError(f"{origin}: histogram rates: "
+                                       f"negative rate {float(r):.6g}")
+                bounds.PAGE_WRITE_RATE.check(r, "histogram rates")
+            meta = doc.get("metadata") or {}
+            if not isinstance(meta, dict):
+                raise ProfileError(f"{origin}: metadata must be an object")
             return cls.from_histogram(
                 np.asarray(rates, dtype=np.float64), np.asarray(
                     pages, dtype=np.int64),
-                doc["idle_pages"], doc["zero_pages"], ps["value"],
-                doc.get("metadata") or {})
+                doc["idle_pages"], doc["zero_pages"], page_size, meta)
         except ProfileError:
             raise
         except KeyError as e:
@@ -417,12 +467,13 @@ class DirtyProfile:
         problem raises :class:`ProfileError` with a one-line message."""
         raw = _read_file(path)
         try:
-            if raw[:2] == b"\x1f\x8b":
-                raw = gzip.decompress(raw)
-            doc = json.loads(raw.decode("utf-8"))
-        except (OSError, EOFError, UnicodeDecodeError, ValueError):
-            raise ProfileError(f"{path}: not a profile file (not JSON or "
-                               "gzip-compressed JSON)") from None
+            if raw[:2] == safeio.GZIP_MAGIC:
+                raw = safeio.gunzip(raw, str(path), bounds.MAX_PROFILE_BYTES)
+            doc = safeio.loads_json(raw, str(path))
+        except safeio.ReadError as e:
+            raise ProfileError(f"{path}: not a profile file (JSON, "
+                               f"optionally gzip-compressed): "
+                               f"{e.reason}") from None
         return cls.from_dict(doc, origin=str(path))
 
     def save_csv(self, path):
@@ -516,6 +567,13 @@ def _csv_rate(cell, where):
     if rate < 0:
         raise ProfileError(f"{where}: rate_per_s {cell.strip()!r} is "
                            f"negative")
+    if rate > bounds.PAGE_WRITE_RATE.high:
+        try:
+            bounds.PAGE_WRITE_RATE.check(rate, f"{where}: rate_per_s",
+                                         cell.strip())
+        except bounds.BoundError as e:
+            # ProfileError is what the callers catch (Nova's too).
+            raise ProfileError(str(e)) from None
     return rate
 
 
@@ -534,19 +592,24 @@ def _csv_pages(cell, where):
                            f"{problem}") from None
     if n < 0:
         raise ProfileError(f"{where}: pages {cell.strip()!r} is negative")
-    if n > _CSV_MAX_PAGES:
-        raise ProfileError(f"{where}: pages {cell.strip()!r} is too large "
-                           f"(at most 2**52)")
+    # More pages than the largest guest of the least page size holds.
+    most = _max_pages(bounds.PAGE_SIZE.low)
+    if n > most:
+        raise ProfileError(f"{where}: pages {cell.strip()[:40]!r} is too "
+                           f"large (at most {most}: "
+                           f"{_MAX_MEMORY_TEXT} of memory)")
     return n
 
 
 def _read_file(path):
-    """The bytes of ``path``; ProfileError (one line) if unreadable."""
+    """The bytes of ``path`` (at most bounds.MAX_PROFILE_BYTES);
+    ProfileError (one line) if unreadable or larger."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return safeio.read_file(path, bounds.MAX_PROFILE_BYTES)
     except OSError as e:
         raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
+    except safeio.ReadError as e:
+        raise ProfileError(str(e)) from None
 
 
 def _mle_rates(obs, tau, k, total_pages):

@@ -24,6 +24,7 @@ import math
 import numpy as np
 from scipy import special
 
+from rtmig_nova import bounds
 from rtmig_nova.model import analytic
 from rtmig_nova.model import variants
 from rtmig_nova.model.baselines import first_pass_bytes
@@ -206,6 +207,9 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         ratio = stop / send_rate(bw, ps, check_interval)
         ms = ((max_downtime - switchover) * ps / (ps + PAGE_HEADER_BYTES) *
               ratio * 1000 + 1e-9) // 1
+        # QEMU refuses a limit above its maximum (a stop rate far above
+        # the bandwidth asks for more).
+        ms = np.minimum(ms, bounds.QEMU_MAX_DOWNTIME_S * 1000)
         return int(ms) if np.ndim(ms) == 0 else ms
 
     limit_ms = limit_ms_for(link_capacity)
@@ -473,8 +477,12 @@ class _MeanPrecopy:
             need = np.maximum(n - h, 0) * nbytes / np.maximum(n, 1e-300)
             checks = np.floor(need / window) + 1
             T = np.minimum(checks * self.dt, nbytes / send)
-            kept = 1 - np.minimum(checks * window / np.maximum(nbytes, 1e-300),
-                                  1)
+            # The unsent share; none when every byte went (nbytes can be 0:
+            # dividing by a floor of 1e-300 overflowed to inf there).
+            sent = checks * window
+            kept = np.where(nbytes > sent,
+                            1 - sent / np.where(nbytes > sent, nbytes, 1.0),
+                            0.0)
             rem = pend * kept[:, None]
             idle = idle * kept
             zero = zero * kept

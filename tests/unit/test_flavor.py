@@ -39,7 +39,7 @@ def test_defaults_and_units():
     ("rtmig:net_rate", "2Tbit/s", "above"),
     ("rtmig:net_rate", "fast", "rtmig:net_rate"),
     ("rtmig:migration_deadline", "2d", "rtmig:migration_deadline"),
-    ("rtmig:migration_deadline", "0", "not 0"),
+    ("rtmig:migration_deadline", "0", "1 ms to 86400 s"),
     ("rtmig:max_downtime", "0.1ms", "outside"),
     ("rtmig:max_downtime", "3000s", "outside"),
     ("rtmig:confidence", "1", "rtmig:confidence"),
