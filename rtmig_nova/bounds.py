@@ -263,10 +263,15 @@ DEADLINE_TIME_NS = Bound(
 DEADLINE_TIME = Bound(
     "SCHED_DEADLINE time", "duration", 1024e-9, 4294.967295,
     "the kernel's least runtime, 1024 ns, and its largest period setting")
-# kernel.sched_deadline_period_{min,max}_us defaults: 100 us and 2**22 us.
+# kernel.sched_deadline_period_min_us's default (100 us) below; above, the
+# sysctls' own largest value: an administrator may raise
+# sched_deadline_period_max_us past its 2**22 us default, and
+# enforce/deadline.py checks a period against the host's own setting.
 DEADLINE_PERIOD = Bound(
-    "SCHED_DEADLINE period", "duration", 100e-6, 4.194304,
-    "the kernel's default sched_deadline_period_min_us and _max_us")
+    "SCHED_DEADLINE period", "duration", 100e-6, 4294.967295,
+    "the kernel's default sched_deadline_period_min_us, and the largest "
+    "value its period sysctls take (the host's own are checked when "
+    "applied)")
 # Linux PID_MAX_LIMIT: thread ids are at most 2**22.
 THREAD_ID = Bound("thread id", "count", 1, 2 ** 22,
                   "the kernel's PID_MAX_LIMIT")
