@@ -36,7 +36,6 @@ _BOUNDS = {"check_interval": bounds.CHECK_INTERVAL,
 # of a LocationInfo; the message keeps the option and the reason only.
 _VALUE_ERROR = re.compile(r"Value for option (\S+) from .*? is not valid: "
                           r"(.*)$", re.S)
-_LOCATION = re.compile(r"LocationInfo\(.*?detail='([^']*)'\)", re.S)
 
 
 @dataclasses.dataclass
@@ -57,12 +56,6 @@ class Defaults:
     cgroup_period: int
     default_profile: str
     reservation_state_dir: str
-
-
-def _no_repr(e):
-    """oslo.config's message with the LocationInfo(...) repr replaced by
-    the file it names."""
-    return _LOCATION.sub(lambda m: m.group(1), str(e))
 
 
 def load_defaults(config_file=None):
@@ -96,9 +89,11 @@ def load_defaults(config_file=None):
             if name in _BOUNDS:
                 why += f"; allowed: {_BOUNDS[name].range_text}"
             raise CliError(f"{where} {name}: {why}") from None
-        raise CliError(f"--config-file: {_no_repr(e)}") from None
+        raise CliError(
+            f"--config-file: {conf.without_location_repr(e)}") from None
     except cfg.Error as e:
-        raise CliError(f"--config-file: {_no_repr(e)}") from None
+        raise CliError(
+            f"--config-file: {conf.without_location_repr(e)}") from None
     except (UnicodeDecodeError, ValueError) as e:
         # oslo.config's parser reads text: bytes that are not UTF-8.
         raise CliError(f"--config-file: {config_file}: not a config file "

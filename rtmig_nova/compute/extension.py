@@ -72,7 +72,11 @@ class RTComputeExtension:
 
     def __init__(self, online_cpus, host=None, get_guest=None):
         """``get_guest(instance)``: Nova's ``Guest`` of a local instance
-        (the driver's ``Host.get_guest``)."""
+        (the driver's ``Host.get_guest``).
+
+        :raises ValueError: an ``[rtmig]`` option of nova.conf outside its
+            bounds (the compute does not start)"""
+        conf.check_options(CONF)
         self.capacity = host_capacity(CONF.rtmig, online_cpus)
         self.host = host
         self._get_guest = get_guest

@@ -100,6 +100,8 @@ class RTReservationFilter(filters.BaseHostFilter):
 
     def __init__(self):
         super().__init__()
+        # a bad [rtmig] option stops the scheduler at start, named
+        conf.check_options(CONF)
         self._index = 0
 
     def run_filter_for_index(self, index):

@@ -158,3 +158,25 @@ def test_generator_writes_sample(tmp_path):
     assert '#cgroup_period = 100000' in sample
     # oslo.log's options come with the second namespace.
     assert '#debug = false' in sample
+
+
+def test_a_bad_option_in_a_file_is_named_at_start(tmp_path):
+    """oslo.config checks a file's value only when it is read: the compute
+    extension and the filter read every [rtmig] option at start."""
+    from rtmig_nova import conf
+    from rtmig_nova.conf import nova as nova_conf
+    path = tmp_path / "nova.conf"
+    path.write_text("[rtmig]\nmax_rounds = 20000\ncheck_interval = 0.1\n")
+    local = cfg.ConfigOpts()
+    model_conf.register_opts(local)
+    nova_conf.register_opts(local)
+    local(args=[], default_config_files=[str(path)],
+          default_config_dirs=[])
+    with pytest.raises(ValueError) as e:
+        conf.check_options(local)
+    message = str(e.value)
+    assert message.startswith("[rtmig] max_rounds: ")
+    assert "LocationInfo" not in message and str(path) in message
+    path.write_text("[rtmig]\nmax_rounds = 200\n")
+    local.reload_config_files()
+    conf.check_options(local)           # every option readable
