@@ -257,18 +257,21 @@ CGROUP_PERIOD = Bound(
     "the kernel's cpu.max period, 1 ms to 1 s")
 # SCHED_DEADLINE (kernel/sched/deadline.c): runtime >= 1 << DL_SCALE ns;
 # sched_deadline_period_max_us is an unsigned int of microseconds.
+_DL_LEAST_RUNTIME_NS = 1024
+_DL_LARGEST_PERIOD_NS = (2 ** 32 - 1) * 1000
+_DL_WHY = "the kernel's least runtime, 1024 ns, and its largest period setting"
 DEADLINE_TIME_NS = Bound(
-    "SCHED_DEADLINE time", "ns", 1024, 4294967295000,
-    "the kernel's least runtime, 1024 ns, and its largest period setting")
+    "SCHED_DEADLINE time", "ns", _DL_LEAST_RUNTIME_NS, _DL_LARGEST_PERIOD_NS,
+    _DL_WHY)
 DEADLINE_TIME = Bound(
-    "SCHED_DEADLINE time", "duration", 1024e-9, 4294.967295,
-    "the kernel's least runtime, 1024 ns, and its largest period setting")
+    "SCHED_DEADLINE time", "duration", _DL_LEAST_RUNTIME_NS * 1e-9,
+    _DL_LARGEST_PERIOD_NS * 1e-9, _DL_WHY)
 # kernel.sched_deadline_period_min_us's default (100 us) below; above, the
 # sysctls' own largest value: an administrator may raise
 # sched_deadline_period_max_us past its 2**22 us default, and
 # enforce/deadline.py checks a period against the host's own setting.
 DEADLINE_PERIOD = Bound(
-    "SCHED_DEADLINE period", "duration", 100e-6, 4294.967295,
+    "SCHED_DEADLINE period", "duration", 100e-6, DEADLINE_TIME.high,
     "the kernel's default sched_deadline_period_min_us, and the largest "
     "value its period sysctls take (the host's own are checked when "
     "applied)")
