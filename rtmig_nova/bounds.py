@@ -283,6 +283,12 @@ DIRTY_RATE_SECONDS = Bound(
     "dirty-rate calculation", "duration", 1.0, 60.0,
     "QEMU's calc-dirty-rate takes whole seconds from 1 to 60")
 
+# Nova's live-migration monitor reads the job every 0.5 s: the closed loop
+# cannot look more often.
+REPLAN_INTERVAL = Bound(
+    "re-planning interval", "duration", 0.5, 60.0,
+    "Nova's monitor reads the migration's job every 0.5 s")
+
 # -- sanity limits (no hypervisor limit, but a limit of sense) ----------------
 
 # 64 TiB: above the largest instances on offer (24-32 TiB), and 2**34
@@ -435,4 +441,5 @@ TABLE = (
      "capture --coarse --duration, [rtmig] dirty_rate_seconds"),
     ("repetitions", REPETITIONS,
      "experiment --repetitions, --calibration-runs"),
+    ("re-planning interval", REPLAN_INTERVAL, "[rtmig] replan_interval"),
 )

@@ -137,13 +137,7 @@ def migration_plan(request, migration_link, group, profile_ref=None):
         computed from it
     """
     from rtmig_nova.model.profile import ProfileError
-    ref = request.profile if profile_ref is None else profile_ref
-    directory = group.profile_dir
-    if os.path.isabs(ref):
-        directory, ref = os.path.split(ref)
-        for suffix in _NAMED_SUFFIXES:
-            if ref.endswith(suffix):
-                ref = ref[:-len(suffix)]
+    ref, directory = _where(request, group, profile_ref)
     try:
         stamp = _stamp(ref, directory)
         return _plan(request, ref, directory, stamp, float(migration_link),
@@ -152,6 +146,33 @@ def migration_plan(request, migration_link, group, profile_ref=None):
         raise PlanningError(str(e)) from None
     except ValueError as e:
         raise PlanningError(f"cannot plan: {e}") from None
+
+
+def _where(request, group, profile_ref):
+    """(name, directory) of the profile ``profile_ref`` (default: the
+    flavor's); a path is taken as a file."""
+    ref = request.profile if profile_ref is None else profile_ref
+    directory = group.profile_dir
+    if os.path.isabs(ref):
+        directory, ref = os.path.split(ref)
+        for suffix in _NAMED_SUFFIXES:
+            if ref.endswith(suffix):
+                ref = ref[:-len(suffix)]
+    return ref, directory
+
+
+def plan_profile(request, group, profile_ref=None):
+    """The :class:`~rtmig_nova.model.profile.DirtyProfile` that
+    :func:`migration_plan` plans from for the same arguments (cached).
+
+    :raises PlanningError: it cannot be loaded
+    """
+    from rtmig_nova.model.profile import ProfileError
+    ref, directory = _where(request, group, profile_ref)
+    try:
+        return _load(ref, directory, _stamp(ref, directory))
+    except ProfileError as e:
+        raise PlanningError(str(e)) from None
 
 
 def migration_plan_of(request, migration_link, group, profile):

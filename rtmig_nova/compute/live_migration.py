@@ -66,6 +66,7 @@ from oslo_log import log as logging
 
 from rtmig_nova import conf
 from rtmig_nova import planning
+from rtmig_nova.compute import closed_loop
 from rtmig_nova.compute import profile_sources
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls
@@ -102,6 +103,10 @@ class MigrationPlan:
     :ivar predicted_downtime: downtime at the confidence, s
     :ivar cpu: the migration thread's
         :class:`~rtmig_nova.model.sizing.CpuReservation`
+    :ivar model_plan: the model's :class:`~rtmig_nova.model.sizing.Plan`
+    :ivar dirty_profile: the
+        :class:`~rtmig_nova.model.profile.DirtyProfile` planned from (for
+        the closed loop; None: not loaded)
     """
     instance_uuid: str
     request: flavor.RTRequest
@@ -113,17 +118,22 @@ class MigrationPlan:
     predicted_time: float
     predicted_downtime: float
     cpu: object = None
+    model_plan: object = dataclasses.field(default=None, repr=False)
+    dirty_profile: object = dataclasses.field(default=None, repr=False)
 
     @classmethod
-    def of(cls, instance_uuid, request, profile_source, profile, pl):
+    def of(cls, instance_uuid, request, profile_source, profile, pl,
+           dirty_profile=None):
         """The plan of the model's :class:`~rtmig_nova.model.sizing.Plan`
-        ``pl`` (feasible), with its predictions at the confidence."""
+        ``pl`` (feasible) of ``dirty_profile``, with its predictions at the
+        confidence."""
         q = request.confidence
         return cls(instance_uuid, request, profile_source, profile,
                    float(pl.bandwidth), float(pl.downtime_limit),
                    float(pl.probability),
                    float(pl.prediction.total_time.quantile(q)),
-                   float(pl.prediction.downtime.quantile(q)), pl.cpu)
+                   float(pl.prediction.downtime.quantile(q)), pl.cpu, pl,
+                   dirty_profile)
 
     @property
     def bandwidth_mib(self):
@@ -275,11 +285,14 @@ class RTLiveMigration:
                          f"instance {instance.uuid}: none of the profile "
                          f"sources {', '.join(s.name for s in self.sources)} "
                          f"has a profile", exception.NoValidHost)
+        dirty_profile = found.profile
         try:
             if found.profile is None:
                 pl = planning.migration_plan(
                     request, self.capacity.migration_link, CONF.rtmig,
                     profile_ref=found.ref)
+                dirty_profile = planning.plan_profile(request, CONF.rtmig,
+                                                      found.ref)
             else:
                 pl = planning.migration_plan_of(
                     request, self.capacity.migration_link, CONF.rtmig,
@@ -300,7 +313,7 @@ class RTLiveMigration:
                          f"{self.capacity.migration_link:.4g} B/s: "
                          f"{pl.reason}", exception.NoValidHost)
         mp = MigrationPlan.of(instance.uuid, request, found.source,
-                              found.ref, pl)
+                              found.ref, pl, dirty_profile)
         if starting:
             self._notifier.info(context, EVENT_PLAN, mp.payload())
             LOG.info("rtmig: live migration at %d MiB/s, downtime limit "
@@ -411,7 +424,80 @@ class RTLiveMigration:
             guest.when_running = functools.partial(
                 self.reserve_migration_thread, context, instance, guest, dl,
                 held, connect)
+        if CONF.rtmig.replan and mp.model_plan is not None and \
+                mp.dirty_profile is not None:
+            guest.closed_loop = closed_loop.ClosedLoop(
+                self, context, instance, mp, guest, held, uri, connect,
+                shaping)
         return held
+
+    def notify(self, context, event_type, payload):
+        """Send ``event_type`` (INFO) on this service's notifier."""
+        self._notifier.info(context, event_type, payload)
+
+    def raise_bandwidth(self, instance, mp, guest, bandwidth, held, uri,
+                        connect, shaping=None):
+        """Raise the running migration ``mp`` of ``instance`` to
+        ``bandwidth`` bytes/s (whole MiB/s): libvirt's migration speed, the
+        migration thread's CPU for it (the emulator cgroup's quota and, if
+        it runs under it, its SCHED_DEADLINE runtime) and the migration's
+        HTB class (``shaping``, the plan's), as one reservation over the
+        ones ``held`` (added to them: released with them, last first).
+        Returns None, or why it was refused (nothing changed)."""
+        from rtmig_nova.model import sizing
+        cpu = None
+        if mp.cpu is not None:
+            pl = mp.model_plan
+            cpu = sizing.cpu_reservation(
+                bandwidth, mp.dirty_profile.page_size, pl.cpu_cost_per_page,
+                pl.cpu_margin, mp.cpu.period_ns / 1e9,
+                mp.cpu.cgroup_period_us)
+        steps = reservation.migration_steps(
+            uri, instance.uuid, bandwidth, mp.downtime_limit,
+            cpu=reservation.migration_thread_cpu(cpu) if cpu else None,
+            connect=connect)
+        lv = libvirt_controls._libvirt_of(guest._domain)
+        try:
+            if cpu is not None and self._thread_deadline(mp) is not None \
+                    and guest.when_running is None:
+                tids = [tid for tid, name in
+                        libvirt_controls.qemu_threads(guest._domain)
+                        if name == MIGRATION_THREAD]
+                steps += reservation.deadline_steps(
+                    tids, reservation.migration_thread_deadline(cpu))
+            if shaping is not None:
+                raised = reservation.migration_shaping(
+                    shaping.ifname, shaping.link_rate,
+                    libvirt_controls.migration_params(bandwidth)["bandwidth"]
+                    * MIB, shaping.migration.match.dst_ports,
+                    shaping.migration.match.peer, shaping.netns)
+                netshape.validate(raised)
+                steps.append(reservation.ShapingRateStep(
+                    shaping.ifname, shaping.netns,
+                    netshape.migration_rates(raised)))
+            res = self._new_reservation(instance, steps, connect)
+            res.apply()
+        except (reservation.ReservationError, ValueError, OSError,
+                libvirt_controls.LibvirtError, lv.libvirtError) as e:
+            return str(e)
+        held.append(res)
+        return None
+
+    def abort_late(self, context, instance, guest, reason):
+        """Abort the running migration of ``guest`` because the closed loop
+        found it cannot meet its deadline (``reason``): Nova rolls it back
+        and the instance goes on running here; an instance fault says
+        why."""
+        reason = f"live migration aborted early: {reason}"
+        LOG.warning("rtmig: %s", reason, instance=instance)
+        compute_utils.add_instance_fault_from_exc(
+            context, instance,
+            exception.MigrationError(reason=f"rtmig: {reason}"))
+        try:
+            guest.abort_job()
+        except libvirt_controls._libvirt_of(guest._domain).libvirtError as e:
+            LOG.error("rtmig: could not abort the migration: %s", e,
+                      instance=instance)
 
     def reserve_migration_thread(self, context, instance, guest, dl, held,
                                  connect):
@@ -528,7 +614,11 @@ class RTLiveMigration:
         stats = guest.rtmig_stats()
         completed = stats.get("completed", False)
         payload = mp.payload()
+        loop = guest.closed_loop
         payload.update({
+            "final_bandwidth_bytes_per_s":
+                loop.bandwidth if loop is not None else mp.bandwidth,
+            "replans": len(loop.decisions) if loop is not None else 0,
             "outcome": "completed" if completed else "failed",
             "total_time_s": total,
             "downtime_s": stats.get("downtime_s"),
@@ -619,6 +709,8 @@ class RTGuest:
         # Called at each job poll while the migration runs until it
         # returns True (RTLiveMigration.reserve_migration_thread).
         self.when_running = None
+        # Its poll() at each job poll while the migration runs.
+        self.closed_loop = None
 
     def remember_cputune(self, params):
         """Record the live ``<cputune>`` elements named in ``params`` (the
@@ -682,10 +774,20 @@ class RTGuest:
     def get_job_info(self):
         info = self._guest.get_job_info()
         self._last_job = info
-        if self.when_running is not None and \
-                info.type == _libvirt().VIR_DOMAIN_JOB_UNBOUNDED and \
+        running = info.type == _libvirt().VIR_DOMAIN_JOB_UNBOUNDED
+        if self.when_running is not None and running and \
                 self.when_running():
             self.when_running = None
+        if self.closed_loop is not None and running:
+            try:
+                self.closed_loop.poll()
+            except Exception:
+                # A fault in the loop must not end Nova's monitor: the plan
+                # goes on as it was.
+                LOG.exception("rtmig: closed loop stopped; the migration "
+                              "goes on at %d MiB/s",
+                              self.closed_loop.bandwidth // MIB)
+                self.closed_loop = None
         return info
 
     def rtmig_stats(self):

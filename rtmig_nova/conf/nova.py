@@ -217,6 +217,50 @@ from the next source if it is not done by then.
 
 Unit: seconds (whole, QEMU's range 1-60).
 """),
+    cfg.BoolOpt(
+        'replan',
+        default=True,
+        help="""
+Re-plan a real-time live migration while it runs (the closed loop): every
+``replan_interval`` the migration's libvirt job stats (bytes remaining,
+bytes sent, bitmap syncs, QEMU's dirty rate) are held against the plan's
+prediction; when the projected total time leaves the plan's band, the rest
+is re-planned from what is observed and the bandwidth raised, never above
+the host's reserved migration link share (``link_capacity`` x
+``migration_link_share``) nor beyond what its admitted migration CPU
+(``migration_cpu``) can push, with the migration thread's CPU and the
+migration's HTB class raised with it, all or nothing; or, when even that
+cannot meet ``rtmig:migration_deadline``, the migration is aborted early
+(``replan_abort``).  Each decision is sent as ``rtmig.migration.replan``.
+False: the plan's bandwidth holds to the end.
+
+Unit: none (a switch).
+"""),
+    bounded_float(
+        'replan_interval', bounds.REPLAN_INTERVAL,
+        default=1.0,
+        help="""
+How often the closed loop (``replan``) reads a running real-time
+migration's job and re-plans if it left the plan's band.  Nova's monitor
+reads the job every 0.5 s; the loop uses every reading at least this far
+apart.
+
+Unit: seconds.
+"""),
+    cfg.BoolOpt(
+        'replan_abort',
+        default=True,
+        help="""
+Abort a real-time live migration as soon as the closed loop (``replan``)
+finds, at two readings in a row, that even the most bandwidth allowed
+cannot meet its deadline (it does not converge, or its expected end is
+past the deadline) or that the migration has stalled: Nova rolls it back
+and the instance goes on running on the source, instead of a migration
+that runs past its deadline.  False: such a migration goes on at the most
+bandwidth allowed.
+
+Unit: none (a switch).
+"""),
 ]
 
 

@@ -656,6 +656,67 @@ def show(ifname, netns=None):
     return sorted(rows, key=lambda r: int(r["classid"].split(":")[1], 16))
 
 
+def migration_rates(plan):
+    """``{"migration": [rate, ceil], "default": [rate, ceil]}`` (bytes/s)
+    of the classes :func:`apply` builds for ``plan`` (a
+    :class:`ShapingPlan`) whose rates depend on the migration's: what
+    :func:`set_rates` changes when a running migration's bandwidth is
+    raised."""
+    mig = plan.migration
+    return {"migration": [float(mig.rate),
+                          float(mig.rate if mig.ceil is None else mig.ceil)],
+            "default": [_default_rate(plan), float(plan.link_rate)]}
+
+
+_RATE_ROLES = {"migration": MIGRATION_CLASS, "default": DEFAULT_CLASS}
+
+
+@privileged.sys_admin_pctxt.entrypoint
+def set_rates(ifname, netns, rates):
+    """Privileged: change the rate and ceil of our HTB's ``rates`` classes
+    (``{"migration" | "default": [rate, ceil]}``, bytes/s) on ``ifname``
+    in place (``tc class change``: no packet is dropped, unlike rebuilding
+    the hierarchy).  Returns the rates they had, in the same form, or
+    ``None`` when the root qdisc is not ours (nothing changed).  A change
+    the kernel refuses: :class:`NetShapeError`, the classes changed before
+    it set back."""
+    _check_ifname(ifname)
+    _check_netns(netns)
+    where = _where(ifname, netns)
+    for role, pair in rates.items():
+        if role not in _RATE_ROLES or len(pair) != 2:
+            raise ValueError(f"set_rates: unknown class {role!r} or not a "
+                             f"[rate, ceil] pair")
+        for value in pair:
+            _rate(f"{role} rate", value)
+    with _ipr(netns) as ipr:
+        index = _link_index(ipr, ifname, netns)
+        root = _root_qdisc(ipr, index)
+        if root is None or not _is_ours(root):
+            return None
+        rows = {r["role"]: r for r in
+                (_class_row(m) for m in ipr.get_classes(index)
+                 if m["index"] == index and m.get_attr("TCA_KIND") == "htb")}
+        before = {role: [rows[role]["rate"], rows[role]["ceil"]]
+                  for role in rates if role in rows}
+        done = []
+        try:
+            for role, (rate, ceil) in rates.items():
+                ipr.tc("change-class", "htb", index, _RATE_ROLES[role],
+                       parent=LINK_CLASS, **_class_params(rate, ceil))
+                done.append(role)
+        except Exception as exc:
+            for role in reversed(done):
+                try:
+                    ipr.tc("change-class", "htb", index, _RATE_ROLES[role],
+                           parent=LINK_CLASS, **_class_params(*before[role]))
+                except Exception:       # the error below is the one to see
+                    pass
+            raise NetShapeError(f"changing the rates on {where} failed: "
+                                f"{_err(exc)}") from None
+    return before
+
+
 @privileged.sys_admin_pctxt.entrypoint
 def remove(ifname, netns=None):
     """Privileged: delete our HTB root qdisc from ``ifname`` (the kernel

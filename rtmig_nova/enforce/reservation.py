@@ -165,8 +165,41 @@ class ShapingStep:
             pass            # the interface or namespace is gone
 
 
+@dataclasses.dataclass
+class ShapingRateStep:
+    """New rates (bytes/s) for the classes of an HTB hierarchy already in
+    place whose rates follow the migration's
+    (:func:`netshape.migration_rates`): a running migration's bandwidth
+    raised without rebuilding the hierarchy."""
+    ifname: str
+    netns: str
+    rates: dict
+    kind = "shaping-rate"
+
+    def prepare(self):
+        rows = netshape.show(self.ifname, self.netns)
+        if rows is None:
+            raise ReservationError(f"{self.ifname} carries no rtmig HTB to "
+                                   f"change")
+        roles = {r["role"]: [r["rate"], r["ceil"]] for r in rows}
+        return {"ifname": self.ifname, "netns": self.netns,
+                "rates": {k: roles[k] for k in self.rates if k in roles}}
+
+    def apply(self):
+        netshape.set_rates(self.ifname, self.netns, self.rates)
+
+    @staticmethod
+    def undo(record, connect=None):
+        try:
+            netshape.set_rates(record["ifname"], record["netns"],
+                               record["rates"])
+        except ValueError:
+            pass            # the interface or namespace is gone
+
+
 STEP_KINDS = {cls.kind: cls for cls in
-              (MigrationStep, CpuStep, DeadlineStep, ShapingStep)}
+              (MigrationStep, CpuStep, DeadlineStep, ShapingStep,
+               ShapingRateStep)}
 
 
 def migration_steps(uri, domain, bandwidth, max_downtime, cpu=None,

@@ -343,6 +343,22 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     return result(True, "", bw, limit, pred, prob)
 
 
+@dataclasses.dataclass(frozen=True)
+class MeanStart:
+    """Where a running pre-copy is, for :class:`_MeanPrecopy`.
+
+    :ivar pending: bytes of RAM still to send in the epoch under way (as
+        libvirt counts them: pages x page size, zero pages included)
+    :ivar epoch_elapsed: seconds since that epoch's bitmap sync (its
+        writes so far count in the next epoch's pending pages)
+    :ivar first_pass: the epoch is the first pass (its pending pages are
+        an even share of all of RAM, not dirtied ones)
+    """
+    pending: float
+    epoch_elapsed: float
+    first_pass: bool
+
+
 class _MeanPrecopy:
     """Pre-copy time (s, without the setup) of the model's mean path, on
     the bandwidth grid k x step: expected pending pages per rate bin, each
@@ -352,6 +368,11 @@ class _MeanPrecopy:
     the threshold.  It has no spread and no address layout, so it only
     guides the planner's search (scaled to the model's p-quantile); it
     never decides it.  Vectorised over bandwidths, cached per k.
+
+    The closed loop (:mod:`~rtmig_nova.model.replan`) runs it from a
+    running migration's observed ``start`` (:class:`MeanStart`) instead of
+    the first page, with every write rate times ``scale`` and QEMU sending
+    ``efficiency`` times its send rate.
     """
 
     COARSE = 17             # log-spaced bandwidths over the whole bracket
@@ -359,13 +380,17 @@ class _MeanPrecopy:
     STALL = 1e-3            # relative drop per round below which it stalls
 
     def __init__(self, profile, settings, step, link_capacity, limit_ms_for,
-                 lo, top):
+                 lo, top, start=None, scale=1.0, efficiency=1.0):
         # The model's rate bins (cached on the profile) without its two
         # rate-0 bins.
         bins = analytic.rate_bins(profile)
-        self.neg_rates, self.counts = -bins.rates[2:], bins.counts[2:]
+        self.neg_rates = -bins.rates[2:] * float(scale)
+        self.counts = bins.counts[2:]
+        self.start = start
+        self.efficiency = float(efficiency)
         self.first_pass = first_pass_bytes(profile)
         self.idle = float(profile.idle_pages)
+        self.total_pages = float(profile.total_pages)
         self.zero = float(profile.zero_pages)
         self.ps = profile.page_size
         self.page = self.ps + PAGE_HEADER_BYTES
@@ -428,23 +453,50 @@ class _MeanPrecopy:
         if ks.size == 0:
             return
         bw = np.minimum(ks * self.step, self.link)
-        send = send_rate(bw, self.ps, self.dt)
+        send = send_rate(bw, self.ps, self.dt) * self.efficiency
         limit = np.maximum(self.limit_ms_for(bw), 1) / 1000.0
         h = send * limit / self.ps
         stop = bw if self.link_rate is None else float(self.link_rate)
-        stop = np.broadcast_to(stop, bw.shape)
+        stop = np.broadcast_to(stop, bw.shape) * self.efficiency
         out = np.full(bw.shape, np.inf)
         window = send * self.dt                             # bytes
-        # First pass: every page; QEMU syncs at the first check with fewer
-        # than h pages left (or none), the unsent share f carried over.
-        checks = np.floor(np.maximum(self.first_pass - h * self.page, 0) /
+        # The epoch under way: the first pass (every page) unless started
+        # from an observation.  QEMU syncs at the first check with fewer
+        # than h pages left (or none), the unsent share carried over.
+        st = self.start
+        if st is None:
+            left, share = self.first_pass, 1.0
+        elif st.first_pass:
+            # libvirt counts RAM bytes; the wire carries zero pages in 9 B
+            share = min(max(float(st.pending), 0.0) /
+                        max(self.ps * self.total_pages, 1.0), 1.0)
+            left = share * self.first_pass
+        else:
+            left = max(float(st.pending), 0.0) / self.ps * self.page
+        st = st or MeanStart(0.0, 0.0, True)
+        checks = np.floor(np.maximum(left - h * self.page, 0) /
                           window) + 1
-        T = np.minimum(checks * self.dt, self.first_pass / send)
-        kept = 1 - np.minimum(checks * window / self.first_pass, 1)
-        rem = np.multiply.outer(kept, self.counts)          # (K, bins)
-        idle = kept * self.idle                # never written, still unsent
-        zero = kept * self.zero                # of which zero pages (9 B)
-        total = T.copy()
+        sent_t = np.minimum(checks * self.dt, left / send)
+        T = sent_t + st.epoch_elapsed         # the epoch's writes count
+        if st.first_pass:
+            kept = share * (1 - np.minimum(checks * window / max(left, 1e-300),
+                                           1))
+            rem = np.multiply.outer(kept, self.counts)      # (K, bins)
+            idle = kept * self.idle            # never written, still unsent
+            zero = kept * self.zero            # of which zero pages (9 B)
+        else:
+            # Dirtied pages pending, spread over the bins as an epoch as
+            # long as this one dirties them.
+            w = self.counts * -np.expm1(self.neg_rates *
+                                        max(st.epoch_elapsed, self.dt))
+            pages = left / self.page
+            w = np.minimum(w / max(w.sum(), 1e-300) * pages, self.counts)
+            kept = 1 - np.minimum(checks * window / max(left, 1e-300), 1)
+            rem = np.multiply.outer(kept, w)
+            # what the bins cannot hold: pages the profile has no writes for
+            idle = kept * max(pages - float(w.sum()), 0.0)
+            zero = np.zeros(bw.shape)
+        total = sent_t.copy()
         prev = np.full(bw.shape, np.inf)
         active = np.ones(bw.shape, dtype=bool)
         for _ in range(self.max_rounds):

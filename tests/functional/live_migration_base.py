@@ -2,6 +2,7 @@
 in-process (API, conductor, scheduler, Placement) with computes on rtmig's
 driver shim over Nova's fake libvirt, made to migrate as libvirt does."""
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -149,6 +150,7 @@ class RTLiveMigrationBase(base.RTMigNovaBase):
         self.during[-1]['downtimes'] = list(self.downtimes)
         self.during[-1]['speeds'] = list(self.speeds)
         self.during[-1]['thread'] = deadline.get_attr(self.migration_thread)
+        self.during[-1]['cpu_end'] = dict(self.cpu.get(uuid, {}))
         if CONF.rtmig.migration_interface:
             self.during[-1]['htb'] = netshape.show(
                 CONF.rtmig.migration_interface)
@@ -162,6 +164,16 @@ class RTLiveMigrationBase(base.RTMigNovaBase):
         self.computes[dest].driver._host.get_connection().createXML(
             params['destination_xml'], 'fake')
         domain.complete_job()
+
+    def dummy_interface(self):
+        # an interface of this test's own, without an address: no traffic
+        # (no dummy driver on these kernels: a veth pair)
+        ifname = 'rtmigf%d' % (os.getpid() % 100000)
+        subprocess.run(['ip', 'link', 'add', ifname, 'type', 'veth', 'peer',
+                        'name', ifname + 'p'], check=True)
+        self.addCleanup(subprocess.run, ['ip', 'link', 'del', ifname])
+        subprocess.run(['ip', 'link', 'set', ifname, 'up'], check=True)
+        return ifname
 
     def notifications(self, event_type):
         return [msg['payload'] for _ctx, msg, _prio, _retry

@@ -238,18 +238,8 @@ class RTLiveMigrationTest(live_migration_base.RTLiveMigrationBase):
             nova_context.get_admin_context(), [server['id']])
         self.assertIn('SCHED_DEADLINE', faults[0].message)
 
-    def _dummy_interface(self):
-        # an interface of this test's own, without an address: no traffic
-        # (no dummy driver on these kernels: a veth pair)
-        ifname = 'rtmigf%d' % (os.getpid() % 100000)
-        subprocess.run(['ip', 'link', 'add', ifname, 'type', 'veth', 'peer',
-                        'name', ifname + 'p'], check=True)
-        self.addCleanup(subprocess.run, ['ip', 'link', 'del', ifname])
-        subprocess.run(['ip', 'link', 'set', ifname, 'up'], check=True)
-        return ifname
-
     def test_the_migration_stream_gets_its_htb_class(self):
-        ifname = self._dummy_interface()
+        ifname = self.dummy_interface()
         self.flags(migration_interface=ifname, group='rtmig')
         self.start_rt_computes(2, cpus=4)
         server = self.boot_rt('compute1')
@@ -268,7 +258,7 @@ class RTLiveMigrationTest(live_migration_base.RTLiveMigrationBase):
         self.assertEqual([], self.migration_state_files())
 
     def test_a_foreign_qdisc_refuses_the_migration(self):
-        ifname = self._dummy_interface()
+        ifname = self.dummy_interface()
         subprocess.run(['tc', 'qdisc', 'add', 'dev', ifname, 'root',
                         'handle', '7:', 'tbf', 'rate', '1mbit', 'burst',
                         '32kbit', 'latency', '400ms'], check=True)

@@ -420,3 +420,39 @@ def test_rates_above_32_bits(clean):
             rows[("default", None)]["rate"]) == (12.5e9, 5e9, 7.5e9)
     tc = _tc_classes()
     assert tc["1:1"] == pytest.approx((12.5e9, 12.5e9), rel=1e-3)
+
+
+# -- (6) a running migration's rate raised in place -------------------------
+
+def test_set_rates_changes_the_migration_class_in_place(clean):
+    from rtmig_nova.enforce import reservation
+    netshape.apply_plan(_plan())
+    filters = _netns_exec(NS_A, "tc", "filter", "show", "dev", IF_A)
+    raised = _plan(migration=TrafficClass(
+        "migration", 2 * MIGRATION, match=Match(dst_ports=(49152, 49215))))
+    want = netshape.migration_rates(raised)
+    assert want["default"][0] == LINK - 2 * MIGRATION - RESERVED
+    step = reservation.ShapingRateStep(IF_A, NS_A, want)
+    record = step.prepare()
+    assert record["rates"] == {"migration": [MIGRATION, MIGRATION],
+                               "default": [LINK - MIGRATION - RESERVED, LINK]}
+    step.apply()
+    tc = _tc_classes()
+    assert tc["1:10"] == pytest.approx((2 * MIGRATION,) * 2, rel=1e-3)
+    assert tc["1:fffe"] == pytest.approx(tuple(want["default"]), rel=1e-3)
+    assert tc["1:20"] == pytest.approx((RESERVED, RESERVED), rel=1e-3)
+    # the same hierarchy, filters and all: changed, not rebuilt
+    assert _netns_exec(NS_A, "tc", "filter", "show", "dev", IF_A) == filters
+    reservation.ShapingRateStep.undo(record)
+    tc = _tc_classes()
+    assert tc["1:10"] == pytest.approx((MIGRATION, MIGRATION), rel=1e-3)
+    assert tc["1:fffe"] == pytest.approx((LINK - MIGRATION - RESERVED, LINK),
+                                         rel=1e-3)
+    # nothing of ours there: nothing changed, and an undo is a no-op
+    netshape.remove(IF_A, NS_A)
+    assert netshape.set_rates(IF_A, NS_A, want) is None
+    reservation.ShapingRateStep.undo(record)
+    with pytest.raises(reservation.ReservationError, match="no rtmig HTB"):
+        step.prepare()
+    with pytest.raises(ValueError, match="unknown class"):
+        netshape.set_rates(IF_A, NS_A, {"link": [1, 1]})

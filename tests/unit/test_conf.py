@@ -50,6 +50,9 @@ EXPECTED_DEFAULTS = {
     'migration_port_min': 49152,
     'migration_port_max': 49215,
     'dirty_rate_seconds': 1,
+    'replan': True,
+    'replan_interval': 1.0,
+    'replan_abort': True,
 }
 
 
