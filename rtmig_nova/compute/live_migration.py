@@ -45,9 +45,17 @@ Notifications (oslo.messaging on Nova's notification transport, publisher
   confidence), migration_cpu_share.
 - ``rtmig.migration.end``: instance_uuid, outcome (``completed`` or
   ``failed``), the plan's predictions and measured total_time_s,
-  downtime_s (None when libvirt did not say), memory_bytes, deadline_met.
+  downtime_s (None when libvirt did not say), memory_bytes, deadline_met,
+  final_bandwidth_bytes_per_s, replans.
+- ``rtmig.migration.replan``: the closed loop's decisions
+  (:mod:`~rtmig_nova.compute.closed_loop`): instance_uuid, observed, the
+  new plan, decision, applied.
 - ``rtmig.admission.reject``: instance_uuid, host, stage (``destination``,
   ``plan`` or ``reserve``), reason.
+
+While the migration runs, the closed loop re-plans it from libvirt's job
+stats (``[rtmig] replan``): more bandwidth within the host's reserved
+share, or an early abort.
 """
 
 import dataclasses
