@@ -210,8 +210,11 @@ def test_deep_json_is_refused_not_a_recursion_error(capsys, tmp_path, kind):
         path.write_text(deep)
         argv = ["reserve", "apply", "--domain", "vm", "--plan", path]
     else:
+        # show lists it as refused; release of it is the error.
         (tmp_path / "abc.json").write_text(deep)
-        argv = ["reserve", "show", "--state-dir", tmp_path]
+        assert "nested deeper than 32 levels" in _answer(
+            capsys, "reserve", "show", "--state-dir", tmp_path)
+        argv = ["reserve", "release", "abc", "--state-dir", tmp_path]
     err = _error(capsys, *argv)
     assert "nested deeper than 32 levels" in err
     assert "RecursionError" not in err
