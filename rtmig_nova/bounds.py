@@ -302,15 +302,12 @@ DEADLINE = Bound(
 SETUP_TIME = Bound(
     "setup time", "duration", 0.0, 3600.0,
     "libvirt's prepare phase takes seconds, never an hour")
+# The planner's, whoever asks: the command line, [rtmig] confidence and a
+# flavor's rtmig:confidence all plan with rtmig_nova.model.sizing.
 CONFIDENCE = Bound(
     "confidence", "probability", 0.0, 0.999999,
     "the model follows the last 1e-8 of probability no further",
     low_open=True)
-# The admission of a flavor asks less: no finite reservation makes a
-# migration surer than this (see docs/nova.md).
-FLAVOR_CONFIDENCE = Bound(
-    "flavor confidence", "probability", 0.0, 0.9999,
-    "no finite reservation gives more", low_open=True)
 # The migration thread's CPU per page sent: measured 1.6 us; a millisecond
 # would not sustain 4 MB/s on a whole CPU.
 CPU_COST_PER_PAGE = Bound(
@@ -407,8 +404,8 @@ TABLE = (
     ("deadline", DEADLINE, "--deadline, rtmig:migration_deadline"),
     ("setup time", SETUP_TIME,
      "--setup-time, --setup-time-sd, [rtmig] setup_time(_sd)"),
-    ("confidence", CONFIDENCE, "--confidence, [rtmig] confidence"),
-    ("flavor confidence", FLAVOR_CONFIDENCE, "rtmig:confidence"),
+    ("confidence", CONFIDENCE,
+     "--confidence, [rtmig] confidence, rtmig:confidence"),
     ("CPU cost per page", CPU_COST_PER_PAGE,
      "--cpu-cost-per-page, [rtmig] cpu_cost_per_page"),
     ("CPU margin", CPU_MARGIN, "[rtmig] cpu_margin"),

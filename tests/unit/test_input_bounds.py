@@ -95,6 +95,34 @@ def test_the_flavor_contract_uses_the_same_bounds(capsys):
         assert "1 ms to 2000 s" in _error(capsys, *argv), argv
 
 
+def test_one_confidence_bound_for_the_flavor_and_the_command_line(capsys):
+    """rtmig:confidence plans with the same planner as --confidence and
+    [rtmig] confidence: the flavor refused 0.99999, which plan answered
+    (and Nova's [rtmig] confidence took)."""
+    assert flavor.MAX_CONFIDENCE == bounds.CONFIDENCE.high
+    assert [n for n, b, _ in bounds.TABLE if b.kind == "probability"] == \
+        ["confidence"]
+    top = repr(bounds.CONFIDENCE.high)
+    assert flavor.check_spec("rtmig:confidence", top) == \
+        bounds.CONFIDENCE.high
+    doc = json.loads(_answer(capsys, "plan", "--confidence", top, "--json"))
+    assert doc["feasible"] is True
+    flavor_argv = ["flavor", "f", "--vcpus", "1", "--vcpu-reservation",
+                   "1ms/10ms", "--deadline", "60s", "--max-downtime",
+                   "300ms", "--confidence"]
+    _answer(capsys, *flavor_argv, top)
+    for over in ("0.9999991", "1", "0"):
+        for argv in (["plan", "--confidence", over], flavor_argv + [over]):
+            err = _error(capsys, *argv)
+            assert "--confidence" in err or "rtmig:confidence" in err
+        with pytest.raises(flavor.SpecError, match="rtmig:confidence"):
+            flavor.check_spec("rtmig:confidence", over)
+    # The same message, naming the same range.
+    for argv in (["plan", "--confidence", "0.9999991"],
+                 flavor_argv + ["0.9999991"]):
+        assert "more than 0 and at most 0.999999" in _error(capsys, *argv)
+
+
 # -- numbers too large for the arithmetic (were OverflowError) ----------------
 
 

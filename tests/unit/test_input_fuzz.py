@@ -325,7 +325,7 @@ def _reservations():
               ("--vcpu-reservation", _reservations()),
               ("--deadline", valid(bounds.DEADLINE)),
               ("--max-downtime", valid(bounds.MAX_DOWNTIME))],
-    optional={"--confidence": valid(bounds.FLAVOR_CONFIDENCE),
+    optional={"--confidence": valid(bounds.CONFIDENCE),
               "--net-rate": valid(bounds.NET_RATE),
               "--profile": st.sampled_from(
                   ["builtin:default", "a/b", "x" * 300, "ok.name"]),
