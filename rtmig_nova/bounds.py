@@ -360,6 +360,9 @@ MAX_NPY_BYTES = GIB
 # Plans, reservation state files and config files are a few kilobytes.
 MAX_DOCUMENT_BYTES = MIB
 MAX_CONFIG_BYTES = MIB
+# The ledger a compute publishes in its stats for the scheduler: a few
+# kilobytes for a host of real-time VMs (at most 4096 of them).
+MAX_LEDGER_BYTES = MIB
 # Deeper JSON is no document of ours (profiles nest 3 levels, metadata a
 # few more); the limit keeps recursive code from RecursionError.
 MAX_JSON_DEPTH = 32
@@ -370,6 +373,8 @@ FILE_LIMITS = (
     ("per-page rates (.npy)", MAX_NPY_BYTES),
     ("plan (--plan) and reservation state files", MAX_DOCUMENT_BYTES),
     ("config file (--config-file)", MAX_CONFIG_BYTES),
+    ("scheduler ledger (a compute's published stats value, characters)",
+     MAX_LEDGER_BYTES),
 )
 
 
