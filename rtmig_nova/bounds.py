@@ -348,6 +348,11 @@ CAPTURE_ROUNDS = Bound("probe rounds", "count", 1, 10000,
                        "as the model's round limit")
 REPETITIONS = Bound("repetitions", "count", 1, 1000,
                     "each repetition is a real migration")
+# experiment validate plans workloads x bandwidths x repetitions runs up
+# front; a run takes 20-60 s.
+EXPERIMENT_RUNS = Bound("experiment runs", "count", 1, 10000,
+                        "each run is a real migration of 20-60 s: 10000 "
+                        "take about a week")
 
 # -- reads --------------------------------------------------------------------
 
@@ -437,4 +442,6 @@ TABLE = (
      "capture --coarse --duration, [rtmig] dirty_rate_seconds"),
     ("repetitions", REPETITIONS,
      "experiment --repetitions, --calibration-runs"),
+    ("experiment runs", EXPERIMENT_RUNS,
+     "experiment validate: workloads x bandwidths x --repetitions"),
 )

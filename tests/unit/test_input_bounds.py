@@ -480,3 +480,15 @@ def test_csv_rate_beyond_its_bound_is_a_profile_error(tmp_path):
     path.write_text("rate_per_s,pages\n1000000001.0,0\n")
     with pytest.raises(ProfileError, match="r.csv:2: rate_per_s"):
         DirtyProfile.load_csv(path)
+
+
+def test_experiment_runs_are_bounded_before_they_are_listed(capsys):
+    """experiment validate listed workloads x bandwidths x repetitions runs
+    (real migrations) before anything else: 20000 rates x 1000
+    repetitions were 10**8 of them in memory."""
+    rates = ",".join(["8MiB/s"] * 20000)
+    err = _error(capsys, "experiment", "validate", "--bandwidths", rates,
+                 "--repetitions", "1000", "--workloads", "video")
+    assert "20000000 runs (1 workloads x 20000 bandwidths x 1000 " \
+        "repetitions)" in err
+    assert "experiment runs range, 1 to 10000" in err
