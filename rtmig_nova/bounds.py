@@ -362,6 +362,13 @@ MAX_PROFILE_BYTES = 64 * MIB
 # Per-page rates (.npy, 8 bytes a page): 1 GiB is a 512 GiB guest of
 # 4 KiB pages; larger guests are captured as histograms.
 MAX_NPY_BYTES = GIB
+# A capture by probe migrations (a QEMU trace) holds per-page rates too,
+# and a page bitmap: the same 2**27 pages as the .npy limit.
+MAX_TRACED_PAGES = MAX_NPY_BYTES // 8
+TRACED_PAGES = Bound(
+    "per-page capture", "count", 1, MAX_TRACED_PAGES,
+    "per-page rates take 8 bytes a page, as in a .npy file of at most "
+    "1 GiB; a larger guest is captured with --coarse")
 # Plans, reservation state files and config files are a few kilobytes.
 MAX_DOCUMENT_BYTES = MIB
 MAX_CONFIG_BYTES = MIB
@@ -423,6 +430,8 @@ TABLE = (
     ("simulation runs", RUNS, "--runs"),
     ("seed", SEED, "--seed"),
     ("simulated guest (pages)", SIMULATED_PAGES, "simulate --profile"),
+    ("per-page capture (pages)", TRACED_PAGES,
+     "capture (the guest's pages), trace page offsets"),
     ("CFS period", CGROUP_PERIOD,
      "--emulator-period, --vcpu-period, [rtmig] cgroup_period, "
      "rtmig:vcpu_reservation period"),
