@@ -334,6 +334,15 @@ SIMULATED_PAGES = Bound(
     "simulated guest", "count", 1, MAX_SIMULATED_PAGES,
     f"the page-level simulator holds about {SIMULATOR_BYTES_PER_PAGE} bytes "
     f"per page; the analytic models have no such limit")
+# Its work: every simulated round of every run goes over the guest's pages
+# (about 1e8 page-rounds a second on one core), so runs x rounds x pages
+# within the bounds above could take centuries.  The rounds actually
+# simulated are counted against this.
+MAX_SIMULATION_WORK = 10 ** 12
+SIMULATION_WORK = Bound(
+    "simulation work", "count", 1, MAX_SIMULATION_WORK,
+    "page-rounds (runs x rounds x pages) simulated, about 1e8 a second: "
+    "hours of work")
 VCPUS = Bound("vCPUs", "count", 1, 65536, "Nova's and libvirt's range")
 # A VM's own reserved traffic: 1 Tbit/s (flavor rtmig:net_rate).
 NET_RATE = Bound("VM network rate", "rate", 0.0, 125e9,
@@ -430,6 +439,8 @@ TABLE = (
     ("simulation runs", RUNS, "--runs"),
     ("seed", SEED, "--seed"),
     ("simulated guest (pages)", SIMULATED_PAGES, "simulate --profile"),
+    ("simulation work (page-rounds)", SIMULATION_WORK,
+     "simulate, --model montecarlo: runs x rounds x pages"),
     ("per-page capture (pages)", TRACED_PAGES,
      "capture (the guest's pages), trace page offsets"),
     ("CFS period", CGROUP_PERIOD,

@@ -492,3 +492,28 @@ def test_experiment_runs_are_bounded_before_they_are_listed(capsys):
     assert "20000000 runs (1 workloads x 20000 bandwidths x 1000 " \
         "repetitions)" in err
     assert "experiment runs range, 1 to 10000" in err
+
+
+def test_simulation_work_is_bounded_and_results_within_it_unchanged(
+        capsys, tmp_path, monkeypatch):
+    """runs x rounds x pages within their own bounds could take centuries
+    (about 1e8 page-rounds a second): the rounds simulated are counted
+    against bounds.SIMULATION_WORK; a simulation within it is the same."""
+    import dataclasses
+    path = tmp_path / "p.json"
+    # 1024 pages that never converge at 1 MiB/s: every run takes
+    # max_rounds rounds.
+    DirtyProfile.from_histogram([1e3], [1000], idle_pages=24).save(path)
+    argv = ["simulate", "--profile", path, "--bandwidth", "1MiB/s",
+            "--downtime-limit", "1ms", "--max-rounds", "50", "--runs", "4",
+            "--seed", "7", "--no-progress", "--json"]
+    before = _answer(capsys, *argv)
+    # Exactly enough for the 4 runs of 50 rounds: the same answer.
+    monkeypatch.setattr(bounds, "SIMULATION_WORK", dataclasses.replace(
+        bounds.SIMULATION_WORK, high=4 * 50 * 1024))
+    assert _answer(capsys, *argv) == before
+    monkeypatch.setattr(bounds, "SIMULATION_WORK", dataclasses.replace(
+        bounds.SIMULATION_WORK, high=4 * 50 * 1024 - 1))
+    err = _error(capsys, *argv)
+    assert "simulate: more than 204799 page-rounds after 3 of 4 runs of " \
+        "1024 pages" in err and "simulation work range" in err
