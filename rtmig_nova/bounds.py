@@ -308,15 +308,12 @@ DEADLINE = Bound(
 SETUP_TIME = Bound(
     "setup time", "duration", 0.0, 3600.0,
     "libvirt's prepare phase takes seconds, never an hour")
+# The planner's, whoever asks: the command line, [rtmig] confidence and a
+# flavor's rtmig:confidence all plan with rtmig_nova.model.sizing.
 CONFIDENCE = Bound(
     "confidence", "probability", 0.0, 0.999999,
     "the model follows the last 1e-8 of probability no further",
     low_open=True)
-# The admission of a flavor asks less: no finite reservation makes a
-# migration surer than this (see docs/nova.md).
-FLAVOR_CONFIDENCE = Bound(
-    "flavor confidence", "probability", 0.0, 0.9999,
-    "no finite reservation gives more", low_open=True)
 # The migration thread's CPU per page sent: measured 1.6 us; a millisecond
 # would not sustain 4 MB/s on a whole CPU.
 CPU_COST_PER_PAGE = Bound(
@@ -343,6 +340,15 @@ SIMULATED_PAGES = Bound(
     "simulated guest", "count", 1, MAX_SIMULATED_PAGES,
     f"the page-level simulator holds about {SIMULATOR_BYTES_PER_PAGE} bytes "
     f"per page; the analytic models have no such limit")
+# Its work: every simulated round of every run goes over the guest's pages
+# (about 1e8 page-rounds a second on one core), so runs x rounds x pages
+# within the bounds above could take centuries.  The rounds actually
+# simulated are counted against this.
+MAX_SIMULATION_WORK = 10 ** 12
+SIMULATION_WORK = Bound(
+    "simulation work", "count", 1, MAX_SIMULATION_WORK,
+    "page-rounds (runs x rounds x pages) simulated, about 1e8 a second: "
+    "hours of work")
 VCPUS = Bound("vCPUs", "count", 1, 65536, "Nova's and libvirt's range")
 # A VM's own reserved traffic: 1 Tbit/s (flavor rtmig:net_rate).
 NET_RATE = Bound("VM network rate", "rate", 0.0, 125e9,
@@ -357,6 +363,11 @@ CAPTURE_ROUNDS = Bound("probe rounds", "count", 1, 10000,
                        "as the model's round limit")
 REPETITIONS = Bound("repetitions", "count", 1, 1000,
                     "each repetition is a real migration")
+# experiment validate plans workloads x bandwidths x repetitions runs up
+# front; a run takes 20-60 s.
+EXPERIMENT_RUNS = Bound("experiment runs", "count", 1, 10000,
+                        "each run is a real migration of 20-60 s: 10000 "
+                        "take about a week")
 
 # -- reads --------------------------------------------------------------------
 
@@ -366,9 +377,19 @@ MAX_PROFILE_BYTES = 64 * MIB
 # Per-page rates (.npy, 8 bytes a page): 1 GiB is a 512 GiB guest of
 # 4 KiB pages; larger guests are captured as histograms.
 MAX_NPY_BYTES = GIB
+# A capture by probe migrations (a QEMU trace) holds per-page rates too,
+# and a page bitmap: the same 2**27 pages as the .npy limit.
+MAX_TRACED_PAGES = MAX_NPY_BYTES // 8
+TRACED_PAGES = Bound(
+    "per-page capture", "count", 1, MAX_TRACED_PAGES,
+    "per-page rates take 8 bytes a page, as in a .npy file of at most "
+    "1 GiB; a larger guest is captured with --coarse")
 # Plans, reservation state files and config files are a few kilobytes.
 MAX_DOCUMENT_BYTES = MIB
 MAX_CONFIG_BYTES = MIB
+# The ledger a compute publishes in its stats for the scheduler: a few
+# kilobytes for a host of real-time VMs (at most 4096 of them).
+MAX_LEDGER_BYTES = MIB
 # Deeper JSON is no document of ours (profiles nest 3 levels, metadata a
 # few more); the limit keeps recursive code from RecursionError.
 MAX_JSON_DEPTH = 32
@@ -379,6 +400,8 @@ FILE_LIMITS = (
     ("per-page rates (.npy)", MAX_NPY_BYTES),
     ("plan (--plan) and reservation state files", MAX_DOCUMENT_BYTES),
     ("config file (--config-file)", MAX_CONFIG_BYTES),
+    ("scheduler ledger (a compute's published stats value, characters)",
+     MAX_LEDGER_BYTES),
 )
 
 
@@ -413,8 +436,8 @@ TABLE = (
     ("deadline", DEADLINE, "--deadline, rtmig:migration_deadline"),
     ("setup time", SETUP_TIME,
      "--setup-time, --setup-time-sd, [rtmig] setup_time(_sd)"),
-    ("confidence", CONFIDENCE, "--confidence, [rtmig] confidence"),
-    ("flavor confidence", FLAVOR_CONFIDENCE, "rtmig:confidence"),
+    ("confidence", CONFIDENCE,
+     "--confidence, [rtmig] confidence, rtmig:confidence"),
     ("CPU cost per page", CPU_COST_PER_PAGE,
      "--cpu-cost-per-page, [rtmig] cpu_cost_per_page"),
     ("CPU margin", CPU_MARGIN, "[rtmig] cpu_margin"),
@@ -422,6 +445,10 @@ TABLE = (
     ("simulation runs", RUNS, "--runs"),
     ("seed", SEED, "--seed"),
     ("simulated guest (pages)", SIMULATED_PAGES, "simulate --profile"),
+    ("simulation work (page-rounds)", SIMULATION_WORK,
+     "simulate, --model montecarlo: runs x rounds x pages"),
+    ("per-page capture (pages)", TRACED_PAGES,
+     "capture (the guest's pages), trace page offsets"),
     ("CFS period", CGROUP_PERIOD,
      "--emulator-period, --vcpu-period, [rtmig] cgroup_period, "
      "rtmig:vcpu_reservation period"),
@@ -441,5 +468,7 @@ TABLE = (
      "capture --coarse --duration, [rtmig] dirty_rate_seconds"),
     ("repetitions", REPETITIONS,
      "experiment --repetitions, --calibration-runs"),
+    ("experiment runs", EXPERIMENT_RUNS,
+     "experiment validate: workloads x bandwidths x --repetitions"),
     ("re-planning interval", REPLAN_INTERVAL, "[rtmig] replan_interval"),
 )

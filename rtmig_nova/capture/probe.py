@@ -40,8 +40,9 @@ import socket
 import threading
 import time
 
+from rtmig_nova import bounds
 from rtmig_nova.capture.trace import (
-    EVENTS, PAGE_EVENT, SYNC_EVENT, TraceError, TraceParser,
+    EVENTS, MAX_PAGES, PAGE_EVENT, SYNC_EVENT, TraceError, TraceParser,
     pages_never_sent)
 
 DEFAULT_DURATION = 20.0             # seconds
@@ -447,6 +448,16 @@ def capture(monitor, log_path, duration=DEFAULT_DURATION,
         if not value >= page_size:
             raise ProbeError(f"{what} must be at least one page per second, "
                              f"got {value!r} bytes/s")
+    if total_pages is None:
+        mem = monitor.memory_bytes()
+        if mem:
+            total_pages = mem // page_size
+    if total_pages is not None and total_pages > MAX_PAGES:
+        # Refused before the probe, not after it (its per-page arrays),
+        # before anything changes.
+        raise ProbeError(f"the guest's {total_pages} pages are more than a "
+                         f"per-page capture holds, {MAX_PAGES} "
+                         f"({bounds.TRACED_PAGES.why})")
     status = _status(monitor)
     if status in RUNNING:
         raise ProbeError(f"a migration is already running (status "
@@ -458,10 +469,6 @@ def capture(monitor, log_path, duration=DEFAULT_DURATION,
     caps = {c["capability"]: c["state"]
             for c in monitor.cmd("query-migrate-capabilities") or ()}
     was_running = bool((monitor.cmd("query-status") or {}).get("running"))
-    if total_pages is None:
-        mem = monitor.memory_bytes()
-        if mem:
-            total_pages = mem // page_size
     follower = LogFollower(log_path)     # before anything changes
     parsers = []
     undo = _Undo()

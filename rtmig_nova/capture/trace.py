@@ -42,10 +42,12 @@ memory.  A malformed line of one of the two events is a :class:`TraceError`;
 other lines are skipped.
 """
 
+import array
 import re
 
 import numpy as np
 
+from rtmig_nova import bounds
 from rtmig_nova.model.profile import DirtyProfile
 
 SYNC_EVENT = "migration_bitmap_sync_end"
@@ -53,7 +55,12 @@ PAGE_EVENT = "ram_save_page"
 EVENTS = (SYNC_EVENT, PAGE_EVENT)
 MAX_LINE = 4096          # bytes, newline excluded
 CHUNK = 65536
-_MAX_OFFSET = 2 ** 62    # a RAM block offset beyond this is garbage
+# Pages of a RAM block a capture follows (bounds.TRACED_PAGES): a page
+# beyond them is refused, not given a per-page array of its index's size.
+MAX_PAGES = bounds.MAX_TRACED_PAGES
+# Other RAM blocks are counted by name, the first few of them.
+MAX_OTHER_BLOCKS = 64
+OTHER_BLOCKS = "(other blocks)"
 
 _PREFIX_RE = re.compile(rb"(\d{1,10})@(\d{1,12})\.(\d{6}):([A-Za-z0-9_]+)")
 _SYNC_ARGS_RE = re.compile(rb"dirty_pages (\d{1,20})")
@@ -92,7 +99,9 @@ class TraceParser:
         self._lineno = 0
         self._closed = False
         self.syncs = []            # (time s, dirty_pages) of every sync
-        self._round = None         # pages of the current round, or None
+        # Pages of the current round as sent (8 bytes each, deduplicated
+        # when they outgrow the block: a set took 70), or None.
+        self._round = None
         self._rounds_done = 0      # rounds closed by a sync
         self.observations_ = []    # np.int64 arrays
         self.intervals = []        # seconds
@@ -184,13 +193,16 @@ class TraceParser:
                 raise TraceError(f"trace line {self._lineno}: bad "
                                  f"{PAGE_EVENT} arguments: {_short(line)}")
             offset = int(a.group(2), 16)
-            if offset % self.page_size or offset >= _MAX_OFFSET:
+            if offset % self.page_size:
                 raise TraceError(
                     f"trace line {self._lineno}: page offset 0x{offset:x} "
-                    f"is not a multiple of the page size {self.page_size}"
-                    if offset % self.page_size else
+                    f"is not a multiple of the page size {self.page_size}")
+            if offset // self.page_size >= MAX_PAGES and \
+                    a.group(1) == self.ram_block:
+                raise TraceError(
                     f"trace line {self._lineno}: page offset 0x{offset:x} "
-                    f"is out of range")
+                    f"is beyond the {MAX_PAGES} pages a per-page capture "
+                    f"holds ({bounds.TRACED_PAGES.why})")
             self._page(a.group(1), offset // self.page_size)
 
     def _sync(self, t, dirty_pages):
@@ -200,34 +212,43 @@ class TraceParser:
                 f"before the previous one at {self.syncs[-1][0]:.6f} s")
         if self._round is not None:
             self._rounds_done += 1
+            pages = self._pages()
             if self._rounds_done == 1:
-                self.first_pass_pages = len(self._round)
-                self.first_pass = np.fromiter(
-                    sorted(self._round), dtype=np.int64,
-                    count=len(self._round))
+                self.first_pass_pages = len(pages)
+                self.first_pass = pages
             else:
                 # The round after sync j (j = len(self.syncs) >= 2): pages
                 # dirtied between syncs j-1 and j.
                 tau = self.syncs[-1][0] - self.syncs[-2][0]
                 if tau > 0:
-                    self.observations_.append(
-                        np.fromiter(sorted(self._round), dtype=np.int64,
-                                    count=len(self._round)))
+                    self.observations_.append(pages)
                     self.intervals.append(tau)
                 else:
                     self.zero_intervals += 1
         self.syncs.append((t, dirty_pages))
-        self._round = set()
+        self._round = array.array("q")
+
+    def _pages(self):
+        """The current round's pages, sorted, each once (np.int64)."""
+        return np.unique(np.frombuffer(self._round, dtype=np.int64)) \
+            if len(self._round) else np.zeros(0, dtype=np.int64)
 
     def _page(self, block, page):
         if block != self.ram_block:
-            name = block.decode("utf-8", "backslashreplace")
+            name = block.decode("utf-8", "backslashreplace")[:80]
+            if name not in self.other_blocks and \
+                    len(self.other_blocks) >= MAX_OTHER_BLOCKS:
+                name = OTHER_BLOCKS
             self.other_blocks[name] = self.other_blocks.get(name, 0) + 1
             return
         if self._round is None:
             self.pages_before_sync += 1
             return
-        self._round.add(page)
+        self._round.append(page)
+        if len(self._round) > 2 * MAX_PAGES:
+            # Pages sent again within a round (QEMU sends each once):
+            # held once, so a round never holds more than the block.
+            self._round = array.array("q", self._pages().tobytes())
         if page > self.max_page:
             self.max_page = page
 
@@ -250,6 +271,9 @@ def pages_never_sent(parsers, total_pages):
     """Pages of ``0..total_pages-1`` that none of ``parsers`` (one per probe
     migration of the same guest) saw sent, in a first pass or a complete
     round."""
+    if not 0 <= int(total_pages) <= MAX_PAGES:
+        raise TraceError(f"total_pages {int(total_pages)} is outside 0.."
+                         f"{MAX_PAGES}, the pages a per-page capture holds")
     seen = np.zeros(int(total_pages), dtype=bool)
     for parser in parsers:
         for pages in [parser.first_pass] + parser.observations_:
@@ -311,6 +335,10 @@ def profile_from_trace(lines, ram_block="pc.ram", page_size=4096,
         raise TraceError("trace has no complete round after the first pass: "
                          "let the migration run for more rounds")
     total = seen if total_pages is None else int(total_pages)
+    if total > MAX_PAGES:
+        raise TraceError(f"total_pages {total} is beyond the {MAX_PAGES} "
+                         f"pages a per-page capture holds "
+                         f"({bounds.TRACED_PAGES.why})")
     if total < seen:
         raise TraceError(f"total_pages {total} is below the pages seen in "
                          f"the trace ({seen})")

@@ -144,6 +144,19 @@ def cmd_experiment_validate(args, defaults):
         # them at once and validates nothing.
         raise CliError(f"--downtime-limit: must be in (0, 10] s, got "
                        f"{args.downtime_limit}")
+    # Counted before the runs are listed (a long --bandwidths list times
+    # 1000 repetitions would be millions of them).
+    count = reps * sum(len(w.bandwidths if bandwidths is None
+                           else bandwidths) for w in workloads)
+    if not bounds.EXPERIMENT_RUNS.contains(count):
+        raise CliError(
+            f"--workloads, --bandwidths, --repetitions: {count} runs "
+            f"({len(workloads)} workloads x "
+            f"{'their' if bandwidths is None else len(bandwidths)} "
+            f"bandwidths x {reps} repetitions) is outside the "
+            f"{bounds.EXPERIMENT_RUNS.what} range, "
+            f"{bounds.EXPERIMENT_RUNS.range_text} "
+            f"({bounds.EXPERIMENT_RUNS.why})")
     try:
         import matplotlib  # noqa: F401  (the report's plot)
     except ImportError:

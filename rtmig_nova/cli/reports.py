@@ -393,13 +393,16 @@ def _created(created):
         return "unknown"
 
 
-def reserve_show_lines(state_dir, docs, policy_names):
-    """The ``reserve show`` report; ``docs`` as in its JSON."""
+def reserve_show_lines(state_dir, docs, policy_names, refused=()):
+    """The ``reserve show`` report; ``docs`` and ``refused`` as in its
+    JSON."""
+    out = []
     if not docs:
-        return [f"No reservations recorded in {state_dir}"]
-    n = len(docs)
-    out = [f"{n} reservation{'s' if n != 1 else ''} recorded in "
-           f"{state_dir}"]
+        out.append(f"No reservations recorded in {state_dir}")
+    else:
+        n = len(docs)
+        out.append(f"{n} reservation{'s' if n != 1 else ''} recorded in "
+                   f"{state_dir}")
     for doc in docs:
         out.append("")
         out.append(f"Reservation {doc['id']}")
@@ -416,6 +419,12 @@ def reserve_show_lines(state_dir, docs, policy_names):
         out.extend(_rows([(s["kind"], undo_text(s["kind"], s["record"],
                                                 policy_names))
                           for s in doc["steps"]], indent="    "))
+    if refused:
+        n = len(refused)
+        out.append("")
+        out.append(f"{n} state file{'s' if n != 1 else ''} refused (not "
+                   f"shown, not released; repair or remove by hand):")
+        out.extend(f"  {r['state_file']}: {r['reason']}" for r in refused)
     return out
 
 

@@ -508,17 +508,24 @@ def _document(doc, state_dir):
                       for s in doc["applied"]]}
 
 
+def _refused(refused):
+    """Refused state files as ``reserve show --json`` reports them."""
+    return [{"state_file": r.path, "reason": r.reason} for r in refused]
+
+
 def cmd_reserve_show(args, defaults):
     state_dir = _state_dir(args, defaults)
     enf = _enforce()
     with _enforce_errors(enf):
-        docs = [_document(d, state_dir)
-                for d in enf.reservation.load(state_dir)]
+        found, refused = enf.reservation.scan(state_dir)
+    docs = [_document(d, state_dir) for d in found]
     docs.sort(key=lambda d: (d["created"] or 0, d["id"]))
     if args.json:
-        print_json({"state_dir": state_dir, "reservations": docs})
+        print_json({"state_dir": state_dir, "reservations": docs,
+                    "refused": _refused(refused)})
         return EXIT_OK
-    emit(reserve_show_lines(state_dir, docs, enf.deadline.POLICY_NAMES))
+    emit(reserve_show_lines(state_dir, docs, enf.deadline.POLICY_NAMES,
+                            _refused(refused)))
     return EXIT_OK
 
 
@@ -530,12 +537,20 @@ def cmd_reserve_release(args, defaults):
     enf = _enforce()
     rsv = enf.reservation
     with _enforce_errors(enf), _privileges(enf):
-        docs = {d["id"]: _document(d, state_dir)
-                for d in rsv.load(state_dir)}
+        if args.id is not None:
+            rsv.check_ident(args.id)
+        found, refused = rsv.scan(state_dir)
+        docs = {d["id"]: _document(d, state_dir) for d in found}
         if args.all:
             released = rsv.recover(state_dir)
         else:
             released = [args.id] if rsv.release(args.id, state_dir) else []
+    if args.all and refused:
+        # Released what could be read; the rest is an error to repair.
+        more = f" (and {len(refused) - 1} more: see rtmig reserve show)" \
+            if len(refused) > 1 else ""
+        raise CliError(f"released {', '.join(released) or 'nothing'}; not "
+                       f"released: {refused[0]}{more}")
     if args.json:
         print_json({"state_dir": state_dir, "released": released})
         return EXIT_OK

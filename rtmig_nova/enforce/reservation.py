@@ -15,6 +15,7 @@ not happened yet: it restores the values that were there before.
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -30,6 +31,10 @@ from rtmig_nova.enforce import netshape
 LOG = logging.getLogger(__name__)
 DEFAULT_STATE_DIR = "/var/lib/rtmig-nova/reservations"
 STATE_VERSION = 1
+# A reservation id names its state file, ID.json; ids made here are
+# uuid4().hex.
+MAX_IDENT = 128
+_IDENT = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_IDENT, re.ASCII)
 
 
 class ReservationError(RuntimeError):
@@ -385,33 +390,92 @@ def _remove(path):
         pass
 
 
-def load(state_dir=DEFAULT_STATE_DIR):
-    """The reservations recorded in ``state_dir``: a list of state
-    documents (id, label, created, applied steps)."""
-    out = []
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    """A state file :func:`scan` could not take: its path and why (one
+    line).  Its reservation is neither shown nor released until the file is
+    repaired or removed by hand."""
+    path: str
+    reason: str
+
+    def __str__(self):
+        return f"{self.path}: {self.reason}"
+
+
+def scan(state_dir=DEFAULT_STATE_DIR):
+    """The reservations recorded in ``state_dir``: ``(docs, refused)``, the
+    state documents (id, label, created, applied steps) of the files that
+    read, and a :class:`Refused` for each ``*.json`` file that does not (too
+    large, not JSON, not a state document...).  One bad file never hides
+    the others.
+
+    :raises ReservationError: ``state_dir`` exists but cannot be listed
+    """
+    docs, refused = [], []
     try:
         names = sorted(os.listdir(state_dir))
     except FileNotFoundError:
-        return out
+        return docs, refused
+    except (OSError, ValueError) as e:
+        raise ReservationError(f"{state_dir}: cannot list the state "
+                               f"directory ({_reason(e)})") from None
     for name in names:
         if not name.endswith(".json") or name.startswith("."):
             continue
         path = os.path.join(state_dir, name)
         try:
-            doc = safeio.loads_json(
-                safeio.read_file(path, bounds.MAX_DOCUMENT_BYTES), path)
-        except OSError as e:
-            raise ReservationError(f"{path}: unreadable state file "
-                                   f"({e.strerror or e})") from None
-        except safeio.ReadError as e:
-            raise ReservationError(f"{path}: unreadable state file "
-                                   f"({e.reason})") from None
-        why = _malformed(doc, name[:-len(".json")])
-        if why:
-            raise ReservationError(f"{path}: not a reservation state file "
-                                   f"({why})")
-        out.append(doc)
-    return out
+            doc = _read(path, name[:-len(".json")])
+        except _Unreadable as e:
+            refused.append(Refused(path, str(e)))
+            continue
+        if doc is not None:
+            docs.append(doc)
+    return docs, refused
+
+
+def load(state_dir=DEFAULT_STATE_DIR):
+    """The state documents :func:`scan` reads; each refused file is logged
+    (a warning naming it and why) and skipped.
+
+    :raises ReservationError: ``state_dir`` exists but cannot be listed
+    """
+    docs, refused = scan(state_dir)
+    for r in refused:
+        LOG.warning("reservation state file %s skipped: %s", r.path,
+                    r.reason)
+    return docs
+
+
+class _Unreadable(Exception):
+    """Why a state file cannot be taken (one line)."""
+
+
+def _reason(e):
+    if isinstance(e, OSError):
+        return e.strerror or _one_line(e)
+    return _one_line(e)
+
+
+def _read(path, ident):
+    """The state document in ``path`` (``ident``.json), ``None`` if the
+    file is gone (released meanwhile), or :class:`_Unreadable`."""
+    try:
+        check_ident(ident)
+    except ReservationError:
+        raise _Unreadable("its name is no reservation id") from None
+    try:
+        doc = safeio.loads_json(
+            safeio.read_file(path, bounds.MAX_DOCUMENT_BYTES), path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _Unreadable(f"unreadable state file ({_reason(e)})") from None
+    except safeio.ReadError as e:
+        raise _Unreadable(f"unreadable state file ({e.reason})") from None
+    why = _malformed(doc, ident)
+    if why:
+        raise _Unreadable(f"not a reservation state file ({why})")
+    return doc
 
 
 def _malformed(doc, ident):
@@ -442,18 +506,39 @@ def _malformed(doc, ident):
     return ""
 
 
+def check_ident(ident):
+    """``ident`` if it can be a reservation id (what names its state file,
+    ``ident``.json); :class:`ReservationError` otherwise."""
+    if not isinstance(ident, str) or not _IDENT.fullmatch(ident):
+        shown = repr(ident[:60]) if isinstance(ident, str) else repr(ident)
+        raise ReservationError(
+            f"{shown} is no reservation id (1 to {MAX_IDENT} letters, "
+            f"digits, '-' or '_')")
+    return ident
+
+
 def release(ident, state_dir=DEFAULT_STATE_DIR, connect=None):
     """Undo the reservation ``ident`` (libvirt through ``connect(uri)``, see
     the steps).  Idempotent: ``False`` if there is no such reservation
-    (already released)."""
-    path = os.path.join(state_dir, os.path.basename(ident) + ".json")
-    docs = [d for d in load(state_dir) if d["id"] == ident]
-    if not docs:
+    (already released).  Only its own state file is read: another bad file
+    in ``state_dir`` does not stop it.
+
+    :raises ReservationError: ``ident`` is no reservation id, its state
+        file cannot be read, or a step could not be undone
+    """
+    path = os.path.join(state_dir, check_ident(ident) + ".json")
+    try:
+        doc = _read(path, ident)
+    except _Unreadable as e:
+        raise ReservationError(f"{path}: {e}") from None
+    except ValueError as e:           # a NUL in state_dir
+        raise ReservationError(f"{state_dir!r}: {_one_line(e)}") from None
+    if doc is None:
         return False
-    applied = [(s["kind"], s["record"]) for s in docs[0]["applied"]]
+    applied = [(s["kind"], s["record"]) for s in doc["applied"]]
     undone, left = _undo_all(applied, connect)
     if left:
-        res = Reservation([], state_dir, ident, docs[0].get("label", ""))
+        res = Reservation([], state_dir, ident, doc.get("label", ""))
         res.applied = left
         res._save()
         raise ReservationError(
@@ -466,7 +551,9 @@ def release(ident, state_dir=DEFAULT_STATE_DIR, connect=None):
 
 def recover(state_dir=DEFAULT_STATE_DIR, connect=None, label_prefix=None):
     """Undo every reservation a crashed run left recorded (only those whose
-    label starts with ``label_prefix``, if given); returns their ids."""
+    label starts with ``label_prefix``, if given); returns their ids.  A
+    state file that cannot be read is logged and skipped (:func:`load`);
+    :func:`scan` lists them."""
     done = []
     for doc in load(state_dir):
         if label_prefix is not None and \

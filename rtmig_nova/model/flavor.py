@@ -55,7 +55,7 @@ MIN_DEADLINE = bounds.DEADLINE.low                      # s
 MAX_DEADLINE = bounds.DEADLINE.high                     # s
 MIN_DOWNTIME = bounds.MAX_DOWNTIME.low                  # s: whole ms
 MAX_DOWNTIME = bounds.MAX_DOWNTIME.high                 # s: QEMU's maximum
-MAX_CONFIDENCE = bounds.FLAVOR_CONFIDENCE.high
+MAX_CONFIDENCE = bounds.CONFIDENCE.high                # as the planner's
 MAX_PROFILE_NAME = 255
 _PROFILE_NAME = re.compile(r"(builtin:)?[A-Za-z0-9][A-Za-z0-9._-]*")
 _RESERVATION = re.compile(r"\s*([^/\s]+)\s*/\s*([^/\s]+)\s*")
@@ -150,14 +150,6 @@ def _rate(text, key):
     return value
 
 
-def _confidence(text, key):
-    value = _parsed(units.parse_probability, text, key)
-    if value > MAX_CONFIDENCE:
-        raise SpecError(f"{key}: {text!r} above {MAX_CONFIDENCE}: no finite "
-                        "reservation gives more")
-    return value
-
-
 def _profile(text, key):
     if len(text) > MAX_PROFILE_NAME or not _PROFILE_NAME.fullmatch(text):
         raise SpecError(f"{key}: expected builtin:NAME or a profile name "
@@ -204,8 +196,9 @@ SPECS = (
     Spec("rtmig:confidence", "a probability, e.g. 0.95 or 95%", False,
          "0.95",
          "Probability with which a migration meets both the deadline and "
-         "the downtime bound (at most 0.9999).",
-         _confidence),
+         "the downtime bound (more than 0, at most 0.999999: the "
+         "planner's bound, as for rtmig plan --confidence).",
+         _bounded(bounds.CONFIDENCE)),
     Spec("rtmig:profile", "builtin:NAME or a profile name", False,
          "builtin:default",
          "Dirty-page profile to plan the VM's migrations with when no "

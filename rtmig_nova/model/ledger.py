@@ -34,13 +34,16 @@ import dataclasses
 import json
 import math
 
+from rtmig_nova import bounds
+from rtmig_nova import safeio
 from rtmig_nova.model import admission
 from rtmig_nova.model import flavor
 from rtmig_nova.model.checks import non_negative, positive
 
 LEDGER_VERSION = 1
-MAX_LEDGER_BYTES = 1 << 20       # a compute's stats value; refuse above
+MAX_LEDGER_BYTES = bounds.MAX_LEDGER_BYTES    # a compute's stats value
 MAX_VMS = 4096
+MAX_UUID = 255
 _EPS = 1e-12
 
 
@@ -245,44 +248,95 @@ class HostLedger:
 
     @classmethod
     def from_json(cls, text):
-        """:raises LedgerError: not a ledger of this version"""
+        """:raises LedgerError: not a ledger of this version (one line);
+        no other exception, whatever ``text`` holds"""
         if not isinstance(text, str) or len(text) > MAX_LEDGER_BYTES:
             raise LedgerError("ledger missing or too large")
         try:
-            doc = json.loads(text)
-            if doc.get("v") != LEDGER_VERSION:
-                raise LedgerError(f"ledger version {doc.get('v')!r}, "
-                                  f"expected {LEDGER_VERSION}")
-            capacity = HostCapacity(**doc["capacity"])
-            rows = doc["vms"]
-            if len(rows) > MAX_VMS:
-                raise LedgerError(f"more than {MAX_VMS} VMs in the ledger")
-            cpu = net_total = evac = 0.0
-            for uuid, vcpus, util, net, ev in rows:
-                if not (type(vcpus) is int and 1 <= vcpus <= 65536 and
-                        0 < util <= 1 and 0 <= net < math.inf and
-                        (ev is None or 0 <= ev < math.inf)):
-                    raise LedgerError(f"bad VM entry for {uuid!r}")
-                cpu += vcpus * util
-                net_total += net
-                evac += math.inf if ev is None else ev
-            loads = [float(x) for x in doc["loads"]]
-            if loads and (len(loads) != capacity.cpus or not all(
-                    0 <= x <= capacity.bound + 1e-9 for x in loads)):
-                raise LedgerError("loads do not match the host's CPUs")
-            if loads and abs(sum(loads) - capacity.migration_cpu - cpu) \
-                    > 1e-6:
-                raise LedgerError("loads do not add up to the VMs")
-            led = cls.__new__(cls)
-            led.capacity = capacity
-            led._vms, led._rows = None, rows
-            led._settle(loads, evac, net_total)
-            return led
+            # Strict JSON (no NaN), nested no deeper than bounds say.
+            doc = safeio.loads_json(text, "ledger")
+        except safeio.ReadError as e:
+            raise LedgerError(f"malformed ledger ({e.reason})") from None
+        try:
+            return cls._from_doc(doc)
         except LedgerError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
+        except (ValueError, TypeError, KeyError, AttributeError,
+                OverflowError) as e:
             raise LedgerError(f"malformed ledger ({type(e).__name__}: "
-                              f"{str(e)[:80]})") from None
+                              f"{_short(str(e))})") from None
+
+    @classmethod
+    def _from_doc(cls, doc):
+        if not isinstance(doc, dict):
+            raise LedgerError("malformed ledger (not a JSON object)")
+        if doc.get("v") != LEDGER_VERSION:
+            raise LedgerError(f"ledger version {_short(doc.get('v'))}, "
+                              f"expected {LEDGER_VERSION}")
+        if not isinstance(doc.get("capacity"), dict):
+            raise LedgerError("malformed ledger (capacity is not an "
+                              "object)")
+        capacity = HostCapacity(**doc["capacity"])
+        rows = doc.get("vms")
+        if not isinstance(rows, list):
+            raise LedgerError("malformed ledger (vms is not a list)")
+        if len(rows) > MAX_VMS:
+            raise LedgerError(f"more than {MAX_VMS} VMs in the ledger")
+        cpu = net_total = evac = 0.0
+        for row in rows:
+            if not isinstance(row, list) or len(row) != 5:
+                raise LedgerError(f"bad VM entry {_short(row)}")
+            uuid, vcpus, util, net, ev = row
+            if not (isinstance(uuid, str) and len(uuid) <= MAX_UUID and
+                    type(vcpus) is int and 1 <= vcpus <= 65536 and
+                    _finite(util) and 0 < util <= 1 and
+                    _finite(net) and net >= 0 and
+                    (ev is None or _finite(ev) and ev >= 0)):
+                raise LedgerError(f"bad VM entry for {_short(uuid)}")
+            cpu += vcpus * util
+            net_total += net
+            evac += math.inf if ev is None else ev
+        loads = doc.get("loads")
+        if not isinstance(loads, list) or not all(map(_finite, loads)):
+            raise LedgerError("malformed ledger (loads is not a list of "
+                              "numbers)")
+        loads = [float(x) for x in loads]
+        if loads and (len(loads) != capacity.cpus or not all(
+                0 <= x <= capacity.bound + 1e-9 for x in loads)):
+            raise LedgerError("loads do not match the host's CPUs")
+        if loads and abs(sum(loads) - capacity.migration_cpu - cpu) > 1e-6:
+            raise LedgerError("loads do not add up to the VMs")
+        if not math.isfinite(net_total):
+            raise LedgerError("the VMs' network rates add up to more than "
+                              "a float holds")
+        led = cls.__new__(cls)
+        led.capacity = capacity
+        led._vms, led._rows = None, rows
+        led._settle(loads, evac, net_total)
+        return led
+
+
+def _finite(x):
+    """A JSON number (not a boolean) a float holds, finite."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:       # an int beyond 1e308
+        return False
+
+
+def _short(value, n=60):
+    """``value`` as one short line (a ledger's strings may be long)."""
+    if isinstance(value, int) and not isinstance(value, bool) and \
+            abs(value) >= 10 ** 30:
+        return "a huge number"
+    try:
+        text = value if isinstance(value, str) else json.dumps(value)
+    except (TypeError, ValueError):
+        text = type(value).__name__
+    text = " ".join(text.split())
+    return repr(text[:n] + ("..." if len(text) > n else ""))
 
 
 def cpu_reason(ledger, vcpus, utilisation):

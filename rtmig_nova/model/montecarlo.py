@@ -77,11 +77,19 @@ def _epoch(guest, settings, seq):
     return sent, length, nbytes, starts
 
 
-def _run(guest, settings, rng, first):
-    """One migration.  Returns (total s, downtime s, bytes, rounds)."""
+class _OutOfWork(Exception):
+    """A run needed more rounds than the work bound left it."""
+
+
+def _run(guest, settings, rng, first, rounds):
+    """One migration, of at most ``rounds`` (<= max_rounds) rounds: beyond
+    them :class:`_OutOfWork` if ``rounds`` < max_rounds.  Returns (total
+    s, downtime s, bytes, rounds)."""
     elapsed, nbytes = 0.0, 0.0
     seq, sent, length, ebytes, starts = first
     for rnd in range(1, settings.max_rounds + 1):
+        if rnd > rounds:
+            raise _OutOfWork()
         elapsed += length
         nbytes += ebytes
         # Pages written during the epoch: first write after the epoch start
@@ -130,8 +138,24 @@ def simulate(profile, settings, runs=1000, seed=None, progress=None,
         np.argsort(guest.rank)
     first = (seq,) + _epoch(guest, settings, seq)
     out = np.empty((runs, 4))
+    # Rounds simulated, counted against bounds.SIMULATION_WORK (each goes
+    # over every page): the results of a simulation within it are the same.
+    budget = bounds.SIMULATION_WORK.high // max(guest.n, 1)
     for i in range(runs):
-        out[i] = _run(guest, settings, rng, first)
+        try:
+            out[i] = _run(guest, settings, rng, first,
+                          min(settings.max_rounds, budget))
+        except _OutOfWork:
+            raise bounds.BoundError(
+                f"simulate: more than {bounds.SIMULATION_WORK.high} "
+                f"page-rounds after {i} of {runs} runs of {guest.n} pages: "
+                f"outside the {bounds.SIMULATION_WORK.what} range, "
+                f"{bounds.SIMULATION_WORK.range_text} "
+                f"({bounds.SIMULATION_WORK.why}); take fewer runs, fewer "
+                f"rounds or a coarser profile") from None
+        rounds = settings.max_rounds if not np.isfinite(out[i, 3]) \
+            else int(out[i, 3])
+        budget -= rounds
         if progress is not None:
             progress(i + 1, runs)
     return Prediction(

@@ -245,6 +245,17 @@ def test_refuses_a_running_migration(tmp_path):
     assert mon.state() == before and "migrate" not in mon.log
 
 
+def test_a_guest_beyond_a_per_page_capture_is_refused_first(tmp_path):
+    (tmp_path / "log").write_bytes(b"")
+    mon = _FakeMonitor()
+    before = mon.state()
+    with pytest.raises(probe.ProbeError, match="more than a per-page "
+                                               "capture holds, 134217728"):
+        probe.capture(mon, tmp_path / "log", duration=1,
+                      total_pages=2 ** 27 + 1)
+    assert mon.state() == before and "migrate" not in mon.log
+
+
 def test_no_trace_support_changes_nothing(tmp_path):
     (tmp_path / "log").write_bytes(b"")
     mon = _FakeMonitor(fail={("trace-event-set-state", probe.PAGE_EVENT)})

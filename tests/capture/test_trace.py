@@ -256,6 +256,45 @@ def test_not_enough_rounds():
                                  total_pages=1)
 
 
+def test_a_page_beyond_a_per_page_capture_is_refused_not_allocated():
+    """A page index the size of a 2**61 offset made profile_from_trace
+    allocate 4 PiB (MemoryError); beyond bounds.TRACED_PAGES it is a
+    TraceError naming the limit, and so is a total_pages beyond it."""
+    t = 1700000000.0
+    top = trace.MAX_PAGES
+    assert top == 2 ** 27
+    ok = sync(t) + page(t, top - 1) + sync(t + 1) + page(t + 1, 0) \
+        + sync(t + 2)
+    assert trace.parse_trace(ok).max_page == top - 1
+    with pytest.raises(TraceError, match=r"line 2: page offset 0x8000000000 "
+                                         r"is beyond the 134217728 pages"):
+        trace.parse_trace(sync(t) + page(t, top) + sync(t + 1))
+    # Another block's offsets are only counted.
+    assert trace.parse_trace(sync(t) + page(t, 2 ** 40, block="vga.vram")
+                             ).other_blocks == {"vga.vram": 1}
+    with pytest.raises(TraceError, match="total_pages 134217729 is beyond"):
+        trace.profile_from_trace(ok, total_pages=top + 1)
+    with pytest.raises(TraceError, match="outside 0..134217728"):
+        trace.pages_never_sent([], top + 1)
+
+
+def test_a_round_holds_each_page_once():
+    t = 1700000000.0
+    data = sync(t) + page(t, 5) + page(t, 5) + page(t, 2) + sync(t + 1) \
+        + page(t + 1, 7) + page(t + 1, 7) + sync(t + 2)
+    p = trace.parse_trace(data)
+    assert list(p.first_pass) == [2, 5] and p.first_pass_pages == 2
+    assert [list(o) for o in p.observations_] == [[7]]
+
+
+def test_other_block_names_are_bounded():
+    t = 1700000000.0
+    data = sync(t) + "".join(page(t, 0, block=f"b{i}") for i in range(200))
+    p = trace.parse_trace(data)
+    assert len(p.other_blocks) == trace.MAX_OTHER_BLOCKS + 1
+    assert p.other_blocks[trace.OTHER_BLOCKS] == 200 - trace.MAX_OTHER_BLOCKS
+
+
 def test_fed_after_close():
     p = TraceParser()
     p.close()

@@ -196,7 +196,8 @@ def test_state_dir_from_the_config_file(capsys, tmp_path):
     code, out, err = run(capsys, "--config-file", conf, "reserve", "show",
                          "--json")
     assert code == 0, err
-    assert json.loads(out) == {"state_dir": str(state), "reservations": []}
+    assert json.loads(out) == {"state_dir": str(state), "reservations": [],
+                               "refused": []}
     code, out, err = run(capsys, "reserve", "show", "--state-dir", state)
     assert code == 0, err
     assert out == f"No reservations recorded in {state}\n"
@@ -262,14 +263,68 @@ def test_show_describes_undo_records(capsys, tmp_path):
     assert res["state_file"] == str(state / "abc.json")
 
 
-def test_corrupt_state_file_is_one_error_line(capsys, tmp_path):
+def _record(state, ident, label=""):
+    (state / f"{ident}.json").write_text(json.dumps(
+        {"version": 1, "id": ident, "label": label, "created": 1e9,
+         "applied": []}))
+
+
+def test_a_corrupt_state_file_is_refused_on_its_own(capsys, tmp_path):
+    """show lists the good records and the refused file (exit 0); release
+    ID of a good one works; release --all releases the good ones and is
+    one error line naming the refused file."""
     state = tmp_path / "state"
     state.mkdir()
+    _record(state, "good1", "one")
+    _record(state, "good2", "two")
     (state / "bad.json").write_text("{")
-    assert_one_error_line(*run(capsys, "reserve", "show", "--state-dir",
-                               state))
-    assert_one_error_line(*run(capsys, "reserve", "release", "--all",
-                               "--state-dir", state))
+    code, out, err = run(capsys, "reserve", "show", "--state-dir", state)
+    assert code == 0 and err == "", err
+    assert "2 reservations recorded" in out
+    assert "Reservation good1" in out and "Reservation good2" in out
+    assert "1 state file refused" in out
+    assert f"{state / 'bad.json'}: unreadable state file (not JSON" in out
+    code, out, err = run(capsys, "reserve", "show", "--state-dir", state,
+                         "--json")
+    assert code == 0 and err == "", err
+    doc = json.loads(out)
+    assert [r["id"] for r in doc["reservations"]] == ["good1", "good2"]
+    [refused] = doc["refused"]
+    assert refused["state_file"] == str(state / "bad.json")
+    assert refused["reason"].startswith("unreadable state file (not JSON")
+    code, out, err = run(capsys, "reserve", "release", "good1",
+                         "--state-dir", state)
+    assert code == 0 and err == "", err
+    assert out.startswith("Released good1 (one)")
+    code, out, err = run(capsys, "reserve", "release", "--all",
+                         "--state-dir", state)
+    assert_one_error_line(code, out, err)
+    assert f"released good2; not released: {state / 'bad.json'}: " in err
+    assert sorted(os.listdir(state)) == ["bad.json"]
+    code, out, err = run(capsys, "reserve", "release", "bad", "--state-dir",
+                         state)
+    assert_one_error_line(code, out, err)
+    assert f"{state / 'bad.json'}: unreadable state file" in err
+    assert os.listdir(state) == ["bad.json"]
+
+
+@pytest.mark.parametrize("ident", ["../etc/passwd", ".tmp-x", "a b", "",
+                                   "x" * 129, "a/b", "\u00e9"])
+def test_release_refuses_what_is_no_reservation_id(capsys, tmp_path,
+                                                   ident):
+    err = run(capsys, "reserve", "release", ident, "--state-dir", tmp_path)
+    assert_one_error_line(*err)
+    assert "is no reservation id" in err[2]
+
+
+def test_state_dir_that_is_a_file(capsys, tmp_path):
+    path = tmp_path / "f"
+    path.write_text("")
+    for argv in (["reserve", "show"], ["reserve", "release", "--all"],
+                 ["reserve", "release", "abc"]):
+        code, out, err = run(capsys, *argv, "--state-dir", path)
+        assert_one_error_line(code, out, err)
+        assert str(path) in err and "Not a directory" in err
 
 
 def test_help_does_not_import_the_enforcement_layer():

@@ -43,7 +43,7 @@ def test_defaults_and_units():
     ("rtmig:max_downtime", "0.1ms", "outside"),
     ("rtmig:max_downtime", "3000s", "outside"),
     ("rtmig:confidence", "1", "rtmig:confidence"),
-    ("rtmig:confidence", "0.99999", "above"),
+    ("rtmig:confidence", "0.9999999", "at most 0.999999"),
     ("rtmig:profile", "../etc/passwd", "no path"),
     ("rtmig:profile", "/tmp/x.json", "no path"),
     ("rtmig:bogus", "1", "unknown extra spec"),

@@ -95,6 +95,34 @@ def test_the_flavor_contract_uses_the_same_bounds(capsys):
         assert "1 ms to 2000 s" in _error(capsys, *argv), argv
 
 
+def test_one_confidence_bound_for_the_flavor_and_the_command_line(capsys):
+    """rtmig:confidence plans with the same planner as --confidence and
+    [rtmig] confidence: the flavor refused 0.99999, which plan answered
+    (and Nova's [rtmig] confidence took)."""
+    assert flavor.MAX_CONFIDENCE == bounds.CONFIDENCE.high
+    assert [n for n, b, _ in bounds.TABLE if b.kind == "probability"] == \
+        ["confidence"]
+    top = repr(bounds.CONFIDENCE.high)
+    assert flavor.check_spec("rtmig:confidence", top) == \
+        bounds.CONFIDENCE.high
+    doc = json.loads(_answer(capsys, "plan", "--confidence", top, "--json"))
+    assert doc["feasible"] is True
+    flavor_argv = ["flavor", "f", "--vcpus", "1", "--vcpu-reservation",
+                   "1ms/10ms", "--deadline", "60s", "--max-downtime",
+                   "300ms", "--confidence"]
+    _answer(capsys, *flavor_argv, top)
+    for over in ("0.9999991", "1", "0"):
+        for argv in (["plan", "--confidence", over], flavor_argv + [over]):
+            err = _error(capsys, *argv)
+            assert "--confidence" in err or "rtmig:confidence" in err
+        with pytest.raises(flavor.SpecError, match="rtmig:confidence"):
+            flavor.check_spec("rtmig:confidence", over)
+    # The same message, naming the same range.
+    for argv in (["plan", "--confidence", "0.9999991"],
+                 flavor_argv + ["0.9999991"]):
+        assert "more than 0 and at most 0.999999" in _error(capsys, *argv)
+
+
 # -- numbers too large for the arithmetic (were OverflowError) ----------------
 
 
@@ -210,8 +238,11 @@ def test_deep_json_is_refused_not_a_recursion_error(capsys, tmp_path, kind):
         path.write_text(deep)
         argv = ["reserve", "apply", "--domain", "vm", "--plan", path]
     else:
+        # show lists it as refused; release of it is the error.
         (tmp_path / "abc.json").write_text(deep)
-        argv = ["reserve", "show", "--state-dir", tmp_path]
+        assert "nested deeper than 32 levels" in _answer(
+            capsys, "reserve", "show", "--state-dir", tmp_path)
+        argv = ["reserve", "release", "abc", "--state-dir", tmp_path]
     err = _error(capsys, *argv)
     assert "nested deeper than 32 levels" in err
     assert "RecursionError" not in err
@@ -449,3 +480,40 @@ def test_csv_rate_beyond_its_bound_is_a_profile_error(tmp_path):
     path.write_text("rate_per_s,pages\n1000000001.0,0\n")
     with pytest.raises(ProfileError, match="r.csv:2: rate_per_s"):
         DirtyProfile.load_csv(path)
+
+
+def test_experiment_runs_are_bounded_before_they_are_listed(capsys):
+    """experiment validate listed workloads x bandwidths x repetitions runs
+    (real migrations) before anything else: 20000 rates x 1000
+    repetitions were 10**8 of them in memory."""
+    rates = ",".join(["8MiB/s"] * 20000)
+    err = _error(capsys, "experiment", "validate", "--bandwidths", rates,
+                 "--repetitions", "1000", "--workloads", "video")
+    assert "20000000 runs (1 workloads x 20000 bandwidths x 1000 " \
+        "repetitions)" in err
+    assert "experiment runs range, 1 to 10000" in err
+
+
+def test_simulation_work_is_bounded_and_results_within_it_unchanged(
+        capsys, tmp_path, monkeypatch):
+    """runs x rounds x pages within their own bounds could take centuries
+    (about 1e8 page-rounds a second): the rounds simulated are counted
+    against bounds.SIMULATION_WORK; a simulation within it is the same."""
+    import dataclasses
+    path = tmp_path / "p.json"
+    # 1024 pages that never converge at 1 MiB/s: every run takes
+    # max_rounds rounds.
+    DirtyProfile.from_histogram([1e3], [1000], idle_pages=24).save(path)
+    argv = ["simulate", "--profile", path, "--bandwidth", "1MiB/s",
+            "--downtime-limit", "1ms", "--max-rounds", "50", "--runs", "4",
+            "--seed", "7", "--no-progress", "--json"]
+    before = _answer(capsys, *argv)
+    # Exactly enough for the 4 runs of 50 rounds: the same answer.
+    monkeypatch.setattr(bounds, "SIMULATION_WORK", dataclasses.replace(
+        bounds.SIMULATION_WORK, high=4 * 50 * 1024))
+    assert _answer(capsys, *argv) == before
+    monkeypatch.setattr(bounds, "SIMULATION_WORK", dataclasses.replace(
+        bounds.SIMULATION_WORK, high=4 * 50 * 1024 - 1))
+    err = _error(capsys, *argv)
+    assert "simulate: more than 204799 page-rounds after 3 of 4 runs of " \
+        "1024 pages" in err and "simulation work range" in err

@@ -325,7 +325,7 @@ def _reservations():
               ("--vcpu-reservation", _reservations()),
               ("--deadline", valid(bounds.DEADLINE)),
               ("--max-downtime", valid(bounds.MAX_DOWNTIME))],
-    optional={"--confidence": valid(bounds.FLAVOR_CONFIDENCE),
+    optional={"--confidence": valid(bounds.CONFIDENCE),
               "--net-rate": valid(bounds.NET_RATE),
               "--profile": st.sampled_from(
                   ["builtin:default", "a/b", "x" * 300, "ok.name"]),
@@ -702,7 +702,7 @@ def test_profile_loaders_raise_only_profile_errors(tmp_path, data,
 
 @settings(FUZZ, max_examples=60)
 @given(data=st.data())
-def test_state_loader_raises_only_reservation_errors(tmp_path, data):
+def test_state_loader_refuses_a_bad_file_alone(tmp_path, data):
     from rtmig_nova.enforce import reservation
     state = tmp_path / "s"
     state.mkdir(exist_ok=True)
@@ -711,10 +711,11 @@ def test_state_loader_raises_only_reservation_errors(tmp_path, data):
     if data.draw(st.booleans()):
         raw = raw[:data.draw(st.integers(0, len(raw)))]
     (state / f"{ident}.json").write_bytes(raw)
-    try:
-        docs = reservation.load(str(state))
-    except reservation.ReservationError as e:
-        assert "\n" not in str(e)
+    docs, refused = reservation.scan(str(state))
+    if refused:
+        [r] = refused
+        assert docs == [] and "\n" not in str(r)
+        assert r.path == str(state / f"{ident}.json")
     else:
         assert [d["id"] for d in docs] == [ident]
 

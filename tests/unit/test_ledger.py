@@ -59,10 +59,24 @@ def test_ledger_round_trip_and_loads():
     '{"v": 1, "capacity": {"cpus": 2, "bound": 0.95, "link": 1e8, '
     '"migration_link": 1e7, "migration_cpu": 0.1}, "vms": [["x", 0, 0.5, '
     '0, 1]]}',
-    "x" * (ledger.MAX_LEDGER_BYTES + 1)])
+    "x" * (ledger.MAX_LEDGER_BYTES + 1),
+    # Were RecursionError and OverflowError, past the scheduler's catch:
+    '{"v": 1, "capacity": ' + "[" * 100000 + "]" * 100000 + "}",
+    '{"v": 1, "capacity": {"cpus": 2, "bound": 0.95, "link": 1e8, '
+    '"migration_link": 1e7, "migration_cpu": 0.1}, "vms": [["x", 1, 0.5, '
+    '1' + "0" * 400 + ', 1]], "loads": []}',
+    '{"v": 1, "capacity": {"cpus": 1, "bound": 0.95, "link": 1e8, '
+    '"migration_link": 1e7, "migration_cpu": 0.1}, "vms": [], '
+    '"loads": [1' + "0" * 400 + ']}',
+    '{"v": 1, "capacity": {"cpus": 1, "bound": NaN, "link": 1e8, '
+    '"migration_link": 1e7, "migration_cpu": 0.1}, "vms": [], "loads": []}',
+    '{"v": 1, "capacity": {"cpus": 1, "bound": 0.95, "link": 1e8, '
+    '"migration_link": 1e7, "migration_cpu": 0.1}, "vms": [["' + "u" * 5000
+    + '", 0, 0.5, 0, 1]], "loads": []}'])
 def test_malformed_ledgers_are_refused(text):
-    with pytest.raises(ledger.LedgerError):
+    with pytest.raises(ledger.LedgerError) as e:
         ledger.HostLedger.from_json(text)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 200
 
 
 def test_fits_by_total_but_not_per_cpu():
