@@ -29,6 +29,7 @@ from oslo_log import log as logging
 from rtmig_nova import conf
 from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.model import replan
+from rtmig_nova.model.baselines import first_pass_bytes
 from rtmig_nova.model.precopy import send_rate
 
 LOG = logging.getLogger(__name__)
@@ -58,13 +59,14 @@ class ClosedLoop:
         self.bandwidth = mp.bandwidth
         pl = mp.model_plan
         self.settings = pl.prediction.settings
-        self.ceiling = replan.bandwidth_ceiling(
-            lm.capacity.migration_link, lm.capacity.migration_cpu,
-            mp.dirty_profile.page_size, pl.cpu_cost_per_page, pl.cpu_margin)
+        self.ceiling = max(replan.bandwidth_ceiling(
+            lm.capacity.migration_link, lm.raise_cpu_limit(mp),
+            mp.dirty_profile.page_size, pl.cpu_cost_per_page, pl.cpu_margin),
+            self.bandwidth)
         self.decisions = []         # Replan, as sent
         self.done = False
         self._next = 0.0
-        self._last = None           # (elapsed s, processed bytes)
+        self._last = None    # elapsed s, processed and remaining B, syncs
         self._iteration = 0
         self._epoch_start = 0.0     # elapsed s at the epoch's first sight
         self._epoch_time = None
@@ -74,7 +76,9 @@ class ClosedLoop:
     def poll(self):
         """One of Nova's job readings while the migration runs: act on it
         if ``replan_interval`` has passed since the last."""
-        if self.done:
+        # Not before the migration thread's reservation is in place (its
+        # runtime is what a raise changes).
+        if self.done or self.guest.when_running is not None:
             return
         now = self.clock()
         if now < self._next:
@@ -91,10 +95,12 @@ class ClosedLoop:
             return
         obs = self._observe(*replan.job_numbers(stats))
         if obs is not None:
+            # off the plan, aim two readings before the deadline: room for
+            # one more correction
             self._act(replan.replan(
                 self.mp.dirty_profile, self.settings, self.mp.request.deadline,
-                self.mp.predicted_time, obs, self.bandwidth, self.ceiling),
-                obs)
+                self.mp.predicted_time, obs, self.bandwidth, self.ceiling,
+                margin=2 * CONF.rtmig.replan_interval), obs)
 
     def _observe(self, elapsed, remaining, processed, iteration, dirty):
         if iteration != self._iteration:
@@ -104,14 +110,23 @@ class ClosedLoop:
                 self._epoch_time = (elapsed - self._epoch_start) / \
                     (iteration - self._iteration)
             self._iteration, self._epoch_start = iteration, elapsed
-        last, self._last = self._last, (elapsed, processed)
-        # Until QEMU sends (libvirt's prepare phase), and on the first
-        # reading, there is no rate to judge.
-        if last is None or processed <= 0 or elapsed <= last[0]:
+        last = self._last
+        self._last = (elapsed, processed, remaining, iteration)
+        # Until QEMU sends (libvirt's prepare phase, when the destination
+        # starts), and on the first reading, there is no rate to judge.
+        if last is None or last[1] <= 0 or elapsed <= last[0]:
             return None
-        send = (processed - last[1]) / (elapsed - last[0])
-        planned = send_rate(self.bandwidth, self.mp.dirty_profile.page_size,
+        profile = self.mp.dirty_profile
+        planned = send_rate(self.bandwidth, profile.page_size,
                             self.settings.check_interval)
+        if iteration == 1 and last[3] == 1:
+            # The first pass, in the model's currency: RAM bytes done (a
+            # zero page is 9 bytes on the wire but a page of RAM), against
+            # what the planned rate does over the profile's page mix.
+            per_wire = profile.memory_bytes / first_pass_bytes(profile)
+            send = (last[2] - remaining) / (elapsed - last[0]) / per_wire
+        else:
+            send = (processed - last[1]) / (elapsed - last[0])
         if send >= _SEND_RATE_TOLERANCE * planned:
             send = None                     # as planned
         return replan.Observation(elapsed, remaining, processed, iteration,

@@ -447,11 +447,18 @@ class RTLiveMigration:
                         connect, shaping=None):
         """Raise the running migration ``mp`` of ``instance`` to
         ``bandwidth`` bytes/s (whole MiB/s): libvirt's migration speed, the
-        migration thread's CPU for it (the emulator cgroup's quota and, if
-        it runs under it, its SCHED_DEADLINE runtime) and the migration's
-        HTB class (``shaping``, the plan's), as one reservation over the
-        ones ``held`` (added to them: released with them, last first).
-        Returns None, or why it was refused (nothing changed)."""
+        migration thread's SCHED_DEADLINE runtime for it (if it runs under
+        it) and the migration's HTB class (``shaping``, the plan's), as one
+        reservation over the ones ``held`` (added to them: released with
+        them, last first).  Returns None, or why it was refused (nothing
+        changed).
+
+        The emulator cgroup's CFS quota stays: libvirt changes it only
+        outside a migration job ("cannot acquire state change lock (held
+        by monitor=remoteDispatchDomainMigratePerform3Params)" after 30 s),
+        and it does not throttle a SCHED_DEADLINE thread (CFS bandwidth
+        control is the fair class's).  Without SCHED_DEADLINE the quota
+        caps the thread: :meth:`raise_cpu_limit` says how far."""
         from rtmig_nova.model import sizing
         cpu = None
         if mp.cpu is not None:
@@ -462,12 +469,10 @@ class RTLiveMigration:
                 mp.cpu.cgroup_period_us)
         steps = reservation.migration_steps(
             uri, instance.uuid, bandwidth, mp.downtime_limit,
-            cpu=reservation.migration_thread_cpu(cpu) if cpu else None,
             connect=connect)
         lv = libvirt_controls._libvirt_of(guest._domain)
         try:
-            if cpu is not None and self._thread_deadline(mp) is not None \
-                    and guest.when_running is None:
+            if cpu is not None and self._thread_deadline(mp) is not None:
                 tids = [tid for tid, name in
                         libvirt_controls.qemu_threads(guest._domain)
                         if name == MIGRATION_THREAD]
@@ -491,6 +496,16 @@ class RTLiveMigration:
         held.append(res)
         return None
 
+    def raise_cpu_limit(self, mp):
+        """The share of a CPU the migration thread of ``mp`` may get when
+        its bandwidth is raised: the host's migration CPU under
+        SCHED_DEADLINE, else the emulator cgroup's quota (it stays, see
+        :meth:`raise_bandwidth`)."""
+        if mp.cpu is None or self._thread_deadline(mp) is not None:
+            return self.capacity.migration_cpu
+        return min(mp.cpu.quota_us / mp.cpu.cgroup_period_us,
+                   self.capacity.migration_cpu)
+
     def abort_late(self, context, instance, guest, reason):
         """Abort the running migration of ``guest`` because the closed loop
         found it cannot meet its deadline (``reason``): Nova rolls it back
@@ -498,14 +513,14 @@ class RTLiveMigration:
         why."""
         reason = f"live migration aborted early: {reason}"
         LOG.warning("rtmig: %s", reason, instance=instance)
-        compute_utils.add_instance_fault_from_exc(
-            context, instance,
-            exception.MigrationError(reason=f"rtmig: {reason}"))
         try:
             guest.abort_job()
         except libvirt_controls._libvirt_of(guest._domain).libvirtError as e:
             LOG.error("rtmig: could not abort the migration: %s", e,
                       instance=instance)
+        compute_utils.add_instance_fault_from_exc(
+            context, instance,
+            exception.MigrationError(reason=f"rtmig: {reason}"))
 
     def reserve_migration_thread(self, context, instance, guest, dl, held,
                                  connect):

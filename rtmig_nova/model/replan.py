@@ -181,12 +181,14 @@ def bandwidth_ceiling(link_share, cpu_share, page_size, cpu_cost_per_page,
 
 
 def replan(profile, settings, deadline, band, observation, bandwidth,
-           ceiling, step=MIB):
+           ceiling, step=MIB, margin=0.0):
     """Re-plan the migration of ``profile`` running with ``settings``
     (the plan's :class:`~rtmig_nova.model.precopy.MigrationSettings`;
     its downtime limit stays) at ``bandwidth`` bytes/s, from
     ``observation``, against ``deadline`` (s) and the plan's ``band`` (its
     total time at the confidence, s); never above ``ceiling`` bytes/s.
+    Off the band, the new bandwidth aims at ``margin`` seconds before the
+    deadline: the time the loop needs to correct once more.
 
     :returns: :class:`Replan`
     """
@@ -246,7 +248,10 @@ def replan(profile, settings, deadline, band, observation, bandwidth,
         f", send rate {eff:.0%} of the plan's"
     if projected <= min(band, deadline):
         return result(KEEP, f"within the plan's band ({seen})", k_now, now)
-    k = rest.least_k((deadline - obs.elapsed) / spread, k_now - 1, k_top)
+    aim = max(deadline - margin, obs.elapsed + (deadline - obs.elapsed) / 2)
+    k = rest.least_k((aim - obs.elapsed) / spread, k_now - 1, k_top)
+    if k is None:       # the margin too: the deadline itself then
+        k = rest.least_k((deadline - obs.elapsed) / spread, k_now - 1, k_top)
     if k is not None:
         if k <= k_now:
             return result(KEEP, f"off the plan's band, the deadline still "

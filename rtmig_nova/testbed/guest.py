@@ -30,7 +30,8 @@ from xml.etree import ElementTree as ET
 WORKLOAD_PARAMS = {
     "video": ("width", "height", "frame", "ring", "mem", "meta",
               "period_us", "duration"),
-    "uniform": ("mem", "rate", "batch_us", "seed", "duration"),
+    "uniform": ("mem", "rate", "batch_us", "seed", "duration", "switch_s",
+                "rate_after"),
     "zipf": ("mem", "rate", "s", "scatter", "batch_us", "seed",
              "duration"),
 }

@@ -151,13 +151,16 @@ class RTClosedLoopTest(live_migration_base.RTLiveMigrationBase):
         # the downtime limit stays the plan's throughout
         self.assertEqual({round(pl.downtime_limit * 1000)},
                          set(self.during[0]['downtimes']))
-        # the migration thread got the CPU of the raised bandwidth
+        # the migration thread got the CPU of the raised bandwidth under
+        # SCHED_DEADLINE; the emulator cgroup's quota (libvirt would not
+        # change it during the migration) stayed the plan's
         raised = sizing.cpu_reservation(
             max(speeds) * MIB, self.profile.page_size, pl.cpu_cost_per_page,
             pl.cpu_margin, pl.cpu.period_ns / 1e9, pl.cpu.cgroup_period_us)
         self.assertEqual(raised.runtime_ns, self.during[0]['thread']
                          .runtime_ns)
-        self.assertEqual(raised.quota_us,
+        self.assertGreater(raised.runtime_ns, pl.cpu.runtime_ns)
+        self.assertEqual(pl.cpu.quota_us,
                          self.during[0]['cpu_end']['emulator_quota'])
         end, = self.notifications('rtmig.migration.end')
         self.assertEqual(max(speeds) * MIB,
@@ -250,6 +253,29 @@ class RTClosedLoopTest(live_migration_base.RTLiveMigrationBase):
         self.assert_all_released(server)
         self.assert_vcpus_reserved('compute1', server)
         self._run_periodics()           # the destination's watcher stops
+
+    def test_without_sched_deadline_the_quota_caps_the_raise(self):
+        # the emulator cgroup's quota caps the thread and stays: no raise
+        # beyond what it pushes
+        self.flags(migration_thread_deadline=False, group='rtmig')
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        self.migration_seconds = 3.0
+        self.script(lambda e: 0.5)
+        self._live_migrate(server, api=self.admin_api,
+                           migration_expected_state='cancelled')
+        pl = self.expected_plan()
+        cap = replan.bandwidth_ceiling(
+            CONF.rtmig.link_capacity * CONF.rtmig.migration_link_share,
+            pl.cpu.quota_us / pl.cpu.cgroup_period_us,
+            self.profile.page_size, pl.cpu_cost_per_page,
+            pl.cpu_margin) // MIB
+        self.assertLessEqual(max(self.during[0]['speeds']),
+                             max(cap, round(pl.bandwidth / MIB)))
+        for r in self.notifications('rtmig.migration.replan'):
+            self.assertLessEqual(r['ceiling_bytes_per_s'],
+                                 max(cap * MIB, pl.bandwidth))
+        self.assert_all_released(server)
 
     def test_without_the_loop_the_plan_holds(self):
         self.flags(replan=False, group='rtmig')

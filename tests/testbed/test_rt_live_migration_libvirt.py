@@ -85,7 +85,7 @@ def _extension(monkeypatch):
     from rtmig_nova.compute import live_migration as lm
     monkeypatch.setattr(lm, "_notifier", lambda host: _Notifications())
     admission = types.SimpleNamespace(capacity=types.SimpleNamespace(
-        migration_link=64 * MIB))
+        migration_link=64 * MIB, migration_cpu=0.5))
     return lm, lm.RTLiveMigration(admission, "host-a")
 
 
@@ -401,3 +401,104 @@ def test_the_dirty_rate_source_measures_a_real_guest(bed, workdir,
     (event, payload), = ext._notifier.sent
     assert (event, payload["profile_source"]) == (
         "rtmig.migration.plan", "dirty_rate")
+
+
+def _wait_for_workload_time(console, seconds, timeout=120):
+    """Until the guest's workload has run ``seconds`` by its own status
+    lines (``t=``), read from its console log."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with open(console, errors="replace") as f:
+            ts = [st[1].get("t", 0) for st in map(
+                testbed_guest.parse_status, f.read().splitlines()) if st]
+        if ts and ts[-1] >= seconds:
+            return ts[-1]
+        time.sleep(0.2)
+    raise AssertionError(f"the workload did not reach t={seconds}")
+
+
+def test_a_dirty_rate_jump_mid_migration_is_replanned(bed, workdir,
+                                                      state_dir,
+                                                      guest_boot_files,
+                                                      monkeypatch):
+    # The guest writes 200 words/s over 16 MiB until a timer switches it
+    # to 20,000 (every page of the 16 MiB several times a second) about
+    # 2 s into the migration: at the plan's few MiB/s it can no longer
+    # converge.  The closed loop must see it (QEMU's dirty rate from its
+    # second sync on) and raise the bandwidth within the 64 MiB/s share,
+    # meeting the deadline, or abort before the deadline.
+    lm, ext = _extension(monkeypatch)
+    faults = []         # no Nova database here
+    monkeypatch.setattr(lm.compute_utils, "add_instance_fault_from_exc",
+                        lambda context, instance, e: faults.append(str(e)))
+    specs = dict(SPECS, **{'rtmig:migration_deadline': '20s'})
+    switch_s = 40
+    console = os.path.join(str(workdir), "console-jump.log")
+    name = bed.start_guest(*guest_boot_files, testbed_guest.kernel_cmdline(
+        "uniform", "16M", rate=200, switch_s=switch_s, rate_after=20000,
+        extra=["panic=0"]), memory_mib=128, console_log=console)
+    testbed_guest.wait_until_running(console, "uniform")
+    request = flavor.parse_specs(specs)
+    # what a capture of the first phase gives: 4096 pages at 200/4096
+    # writes/s each, the rest of RAM idle (half of it zero)
+    profile = DirtyProfile.from_histogram([200 / 4096], [4096],
+                                          idle_pages=32768 - 4096,
+                                          zero_pages=16384)
+    profile_path = os.path.join(str(workdir), name + ".json")
+    profile.save(profile_path)
+    pl = planning.migration_plan(request, 64 * MIB, CONF.rtmig,
+                                 profile_ref=profile_path)
+    assert pl.feasible, pl.reason
+    conn_a = libvirt.open(hosts.URI_A)
+    try:
+        dom = conn_a.lookupByName(name)
+        mp = lm.MigrationPlan.of(dom.UUIDString(), request, "instance",
+                                 profile_path, pl, profile)
+        _wait_for_workload_time(console, switch_s - 2)
+        rt_guest, held = _reserve(lm, ext, dom, mp, conn_a)
+        assert rt_guest.closed_loop is not None
+        box, speeds = {}, []
+        started = time.monotonic()
+        worker = threading.Thread(target=_nova_migrate,
+                                  args=(rt_guest, dom, box))
+        worker.start()
+        while worker.is_alive() and time.monotonic() - started < 90:
+            rt_guest.get_job_info()             # Nova's monitor
+            try:
+                speeds.append(dom.migrateGetMaxSpeed(0))
+            except libvirt.libvirtError:
+                pass                            # the domain left A
+            worker.join(0.5)
+        took = time.monotonic() - started
+        assert not worker.is_alive(), "the migration did not end"
+        replans = [p for e, p in ext._notifier.sent
+                   if e == "rtmig.migration.replan"]
+        print("rtmig replans:", [(r["observed"]["elapsed_s"],
+                                  r["decision"], r["applied"],
+                                  r["bandwidth_bytes_per_s"] // MIB,
+                                  r["reason"]) for r in replans],
+              "speeds:", speeds, "took:", took)
+        # the loop saw the migration fall behind its plan and acted
+        assert replans, (speeds, box)
+        for r in replans:
+            assert mp.bandwidth <= r["bandwidth_bytes_per_s"] <= 64 * MIB
+            assert r["ceiling_bytes_per_s"] <= 64 * MIB
+        loop = rt_guest.closed_loop
+        if "error" in box:
+            # aborted by the loop, before the deadline
+            assert any(r["decision"] == "abort" and r["applied"]
+                       for r in replans), replans
+            assert took < 20, took
+            assert dom.isActive()
+            assert "aborted early" in faults[0], faults
+        else:
+            # raised, within the share, and the deadline met
+            assert any(r["decision"] == "raise" and r["applied"]
+                       for r in replans), replans
+            assert mp.bandwidth_mib < max(speeds) <= 64, speeds
+            assert loop.bandwidth == max(speeds) * MIB
+            assert took <= 20, (took, replans)
+        ext.release(held, lambda uri: conn_a)
+        assert os.listdir(state_dir) == []
+    finally:
+        conn_a.close()

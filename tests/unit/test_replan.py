@@ -183,3 +183,15 @@ def test_job_numbers_read_libvirts_stats():
     first = dict(stats, memory_iteration=1, memory_remaining=-5,
                  time_elapsed=float("nan"))
     assert replan.job_numbers(first) == (0.0, 0.0, 300 * MIB, 1, None)
+
+
+def test_off_the_band_the_new_plan_leaves_the_loop_a_margin(guest, planned):
+    obs = first_pass_at(guest, planned, 0.6, rate_share=0.6)
+    plain = decide(guest, planned, obs)
+    kept_back = replan.replan(
+        guest, planned.prediction.settings, DEADLINE,
+        planned.prediction.total_time.quantile(0.95), obs,
+        planned.bandwidth, LINK, margin=1.0)
+    assert kept_back.decision == replan.RAISE
+    assert kept_back.bandwidth > plain.bandwidth
+    assert kept_back.predicted_total <= DEADLINE - 1.0

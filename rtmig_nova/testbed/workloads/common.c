@@ -199,6 +199,19 @@ void *alloc_touched(size_t bytes)
     return p;
 }
 
+/* Writes due ns after the start: rate, then rate_after from switch_s on
+ * (a workload whose dirty rate jumps on a timer). */
+static uint64_t writes_owed(const struct writer_cfg *c, uint64_t ns)
+{
+    uint64_t sw = c->switch_s * NSEC_PER_SEC;
+
+    if (!c->switch_s || ns <= sw)
+        return (uint64_t)((unsigned __int128)c->rate * ns / NSEC_PER_SEC);
+    return (uint64_t)(((unsigned __int128)c->rate * sw +
+                       (unsigned __int128)c->rate_after * (ns - sw)) /
+                      NSEC_PER_SEC);
+}
+
 void run_random_writer(const struct writer_cfg *c)
 {
     uint64_t rng = c->seed ? c->seed : 1;
@@ -212,8 +225,7 @@ void run_random_writer(const struct writer_cfg *c)
         tick += c->batch_ns;
         sleep_until_ns(tick);
         t = now_ns();
-        owed = (uint64_t)((unsigned __int128)c->rate * (t - start) /
-                          NSEC_PER_SEC);
+        owed = writes_owed(c, t - start);
         while (done < owed) {
             uint64_t page = c->pick(c->ctx, &rng);
             uint64_t word = rng_below(&rng, words);

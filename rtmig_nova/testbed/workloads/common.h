@@ -82,6 +82,8 @@ struct writer_cfg {
     unsigned char *mem;
     uint64_t npages;
     uint64_t rate;        /* writes/s */
+    uint64_t rate_after;  /* writes/s from switch_s on */
+    uint64_t switch_s;    /* 0: no switch */
     uint64_t batch_ns;
     uint64_t duration_s;  /* 0: forever */
     uint64_t seed;

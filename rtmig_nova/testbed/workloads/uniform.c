@@ -15,6 +15,9 @@
  *   rtmig.batch_us=5000  pacing period, microseconds
  *   rtmig.seed=1         PRNG seed
  *   rtmig.duration=0     seconds to run, 0 = forever
+ *   rtmig.switch_s=0     seconds after which rtmig.rate_after writes/s
+ *                        replace rtmig.rate (0: never)
+ *   rtmig.rate_after=0   writes/s from then on
  *
  * Output: "rtmig-config uniform ..." once, then every second
  *   rtmig-workload uniform writes=N wps=W t=S
@@ -25,7 +28,8 @@
 #include <stdio.h>
 
 static const char *const known[] = {
-    "mem", "rate", "batch_us", "seed", "duration", NULL
+    "mem", "rate", "batch_us", "seed", "duration", "switch_s",
+    "rate_after", NULL
 };
 
 static uint64_t pick_uniform(void *ctx, uint64_t *rng)
@@ -45,6 +49,8 @@ int main(int argc, char **argv)
     c.batch_ns = param_u64("batch_us", 5000) * 1000;
     c.seed = param_u64("seed", 1);
     c.duration_s = param_u64("duration", 0);
+    c.switch_s = param_u64("switch_s", 0);
+    c.rate_after = param_u64("rate_after", 0);
     c.npages = mem / ps;
     if (c.npages == 0 || c.batch_ns == 0)
         die("rtmig.mem must be at least one page and rtmig.batch_us > 0");
