@@ -139,10 +139,9 @@ def expect_true(value, what):
 # -- steps -------------------------------------------------------------------
 
 class Resources(contextlib.AbstractContextManager):
-    """Servers and flavors a scenario made, deleted at its end (servers
-    first: a flavor in use can be deleted, but a real cloud's operator
-    would not).  A failure to delete fails the scenario unless it already
-    failed."""
+    """Servers and flavors a scenario made, deleted at its end, servers
+    first (and waited for), then their flavors.  A failure to delete fails
+    the scenario unless it already failed."""
 
     def __init__(self, conn, facts):
         self.conn = conn
