@@ -29,16 +29,11 @@ from oslo_log import log as logging
 from rtmig_nova import conf
 from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.model import replan
-from rtmig_nova.model.baselines import first_pass_bytes
-from rtmig_nova.model.precopy import send_rate
 
 LOG = logging.getLogger(__name__)
 CONF = conf.CONF
 
 EVENT_REPLAN = "rtmig.migration.replan"
-# Send rates this close to the plan's are the plan's: QEMU's pacing and
-# its bitmap syncs vary the rate a migration achieves by that much.
-_SEND_RATE_TOLERANCE = 0.9
 # Readings in a row that must say "abort" before the migration is aborted.
 ABORT_READINGS = 2
 
@@ -116,19 +111,7 @@ class ClosedLoop:
         # starts), and on the first reading, there is no rate to judge.
         if last is None or last[1] <= 0 or elapsed <= last[0]:
             return None
-        profile = self.mp.dirty_profile
-        planned = send_rate(self.bandwidth, profile.page_size,
-                            self.settings.check_interval)
-        if iteration == 1 and last[3] == 1:
-            # The first pass, in the model's currency: RAM bytes done (a
-            # zero page is 9 bytes on the wire but a page of RAM), against
-            # what the planned rate does over the profile's page mix.
-            per_wire = profile.memory_bytes / first_pass_bytes(profile)
-            send = (last[2] - remaining) / (elapsed - last[0]) / per_wire
-        else:
-            send = (processed - last[1]) / (elapsed - last[0])
-        if send >= _SEND_RATE_TOLERANCE * planned:
-            send = None                     # as planned
+        send = (processed - last[1]) / (elapsed - last[0])
         return replan.Observation(elapsed, remaining, processed, iteration,
                                   dirty, send, elapsed - self._epoch_start,
                                   self._epoch_time)

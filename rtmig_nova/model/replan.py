@@ -38,6 +38,16 @@ KEEP, RAISE, ABORT = "keep", "raise", "abort"
 # Below this share of its send rate the job is taken as stalled (no
 # bandwidth can make up for it).
 STALLED = 0.02
+# The band's upper edge: the plan's mean path plus this share (restarted
+# mid-way, it reproduces itself to about 0.1%; a real job's readings wobble
+# more).
+BAND_TOLERANCE = 0.01
+# Send rates this close to the plan's are the plan's (QEMU's pacing and its
+# bitmap syncs vary a job's rate by that much), and write rates this close
+# to the profile's are the profile's (QEMU measures its dirty rate over
+# one epoch).
+SEND_TOLERANCE = 0.1
+WRITE_TOLERANCE = 0.2
 # A write-rate scale search's range (rates x 1e-6 .. x 1e6).
 _SCALE_RANGE = (1e-6, 1e6)
 
@@ -199,6 +209,8 @@ def replan(profile, settings, deadline, band, observation, bandwidth,
                         settings.check_interval)
     eff = 1.0 if obs.send_rate is None else \
         min(max(obs.send_rate / planned, 0.0), 1.0)
+    if eff >= 1 - SEND_TOLERANCE:
+        eff = 1.0
     scale = write_scale(profile, obs.dirty_rate,
                         obs.epoch_time or max(obs.epoch_elapsed, 1.0))
     beyond = scale >= _SCALE_RANGE[1]
@@ -218,14 +230,20 @@ def replan(profile, settings, deadline, band, observation, bandwidth,
     def pinned(bw):
         return limit_ms + 0 * bw            # the plan's limit, any shape
 
-    # The plan's own ratio of the model's quantile to the mean path (the
-    # planner's calibration), from the first page at the plan's bandwidth.
-    whole = sizing._MeanPrecopy(profile, options, step, k_now * step,
-                                pinned, k_now - 1, k_now)
-    t0 = whole.time(k_now)
-    spread = (band - settings.setup_time) / t0 \
-        if math.isfinite(t0) and t0 > 0 else 1.0
-    spread = min(max(spread, 0.5), 10.0)
+    # The plan as the mean path has it, from the first page at the plan's
+    # bandwidth, and its ratio to the model's quantile (the planner's own
+    # calibration of its guide): the band is judged in the mean path's
+    # terms, the deadline at the plan's confidence.  Near the convergence
+    # cliff the mean path is slower than the model (ratio below 1).
+    k_plan = max(int(round(settings.bandwidth / step)), 1)
+    whole = sizing._MeanPrecopy(profile, options, step, k_plan * step,
+                                pinned, k_plan - 1, k_plan)
+    t0 = whole.time(k_plan)
+    if math.isfinite(t0) and t0 > 0:
+        spread = min(max((band - settings.setup_time) / t0, 0.05), 10.0)
+        edge = settings.setup_time + t0 * (1 + BAND_TOLERANCE)
+    else:
+        spread, edge = 1.0, band * (1 + BAND_TOLERANCE)
 
     def result(decision, reason, k, rest):
         return Replan(decision, reason, k * step,
@@ -242,20 +260,35 @@ def replan(profile, settings, deadline, band, observation, bandwidth,
                                scale=scale, efficiency=eff)
     now = rest.time(k_now)
     projected = obs.elapsed + spread * now
+    # As planned: the plan's inputs observed (its send rate, its write
+    # rates) and not past its time, or its mean path from here within the
+    # band.  The first needs no mean path, which near the convergence
+    # cliff (where the least bandwidth often is) swings far from the model.
+    as_planned = eff == 1.0 and not beyond and \
+        abs(math.log(max(scale, 1e-300))) <= math.log1p(WRITE_TOLERANCE) and \
+        obs.elapsed <= band
+    on_plan = as_planned or (obs.elapsed + now <= edge and
+                             projected <= deadline)
     seen = ("writes beyond the profile's working set, "
             f"{obs.dirty_rate / MIB:.4g} MiB/s over all of RAM" if beyond
             else f"write rates x{scale:.3g} of the profile's") + \
         f", send rate {eff:.0%} of the plan's"
-    if projected <= min(band, deadline):
+    if on_plan:
         return result(KEEP, f"within the plan's band ({seen})", k_now, now)
-    aim = max(deadline - margin, obs.elapsed + (deadline - obs.elapsed) / 2)
+    left = deadline - obs.elapsed
+    aim = max(deadline - margin, obs.elapsed + left / 2)
     k = rest.least_k((aim - obs.elapsed) / spread, k_now - 1, k_top)
     if k is None:       # the margin too: the deadline itself then
-        k = rest.least_k((deadline - obs.elapsed) / spread, k_now - 1, k_top)
+        k = rest.least_k(left / spread, k_now - 1, k_top)
     if k is not None:
         if k <= k_now:
             return result(KEEP, f"off the plan's band, the deadline still "
                           f"holds at {k_now} MiB/s ({seen})", k_now, now)
+        if left <= 2 * margin:
+            # Too late for another correction: the most there is.
+            return result(RAISE, f"{seen}: {k} MiB/s would meet the "
+                          f"deadline, {left:.3g} s away: the ceiling "
+                          f"{k_top} MiB/s", k_top, rest.time(k_top))
         return result(RAISE, f"{seen}: {k} MiB/s meets the deadline", k,
                       rest.time(k))
     best = rest.time(k_top)

@@ -195,3 +195,15 @@ def test_off_the_band_the_new_plan_leaves_the_loop_a_margin(guest, planned):
     assert kept_back.decision == replan.RAISE
     assert kept_back.bandwidth > plain.bandwidth
     assert kept_back.predicted_total <= DEADLINE - 1.0
+
+
+def test_late_in_the_migration_a_raise_goes_to_the_ceiling(guest, planned):
+    # two margins or less before the deadline there is no room to correct
+    # again: the most allowed, not the least that would do
+    obs = first_pass_at(guest, planned, 2.5, rate_share=0.5)
+    early = decide(guest, planned, obs)
+    late = replan.replan(guest, planned.prediction.settings, DEADLINE,
+                         planned.prediction.total_time.quantile(0.95), obs,
+                         planned.bandwidth, LINK, margin=0.75)
+    assert early.decision == late.decision == replan.RAISE
+    assert early.bandwidth < late.bandwidth == math.floor(LINK / MIB) * MIB
