@@ -485,11 +485,11 @@ def test_a_dirty_rate_jump_mid_migration_is_replanned(bed, workdir,
                 conn_b.close()
         replans = [p for e, p in ext._notifier.sent
                    if e == "rtmig.migration.replan"]
-        print("rtmig wall:", wall, "replans:", [(r["observed"]["elapsed_s"],
-                                  r["decision"], r["applied"],
-                                  r["bandwidth_bytes_per_s"] // MIB,
-                                  r["reason"]) for r in replans],
-              "speeds:", speeds, "took:", took)
+        # shown with a failure: what the loop decided, when
+        print("rtmig wall:", wall, "job:", took, "speeds:", speeds,
+              "replans:", [(r["observed"]["elapsed_s"], r["decision"],
+                            r["applied"], r["bandwidth_bytes_per_s"] // MIB,
+                            r["reason"]) for r in replans])
         # the loop saw the migration fall behind its plan and acted
         assert replans, (speeds, box)
         for r in replans:

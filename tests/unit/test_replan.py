@@ -207,3 +207,29 @@ def test_late_in_the_migration_a_raise_goes_to_the_ceiling(guest, planned):
                          planned.bandwidth, LINK, margin=0.75)
     assert early.decision == late.decision == replan.RAISE
     assert early.bandwidth < late.bandwidth == math.floor(LINK / MIB) * MIB
+
+
+def test_an_on_plan_migration_at_the_convergence_cliff_is_kept():
+    # The least bandwidth of this guest is where it only just converges:
+    # its mean path there is far slower than the model, so the band must
+    # not be judged by it while the plan's inputs are what is observed.
+    rng = np.random.default_rng(3)
+    pages = 1 << 20                                      # 4 GiB
+    rates = np.zeros(pages)
+    rates[:24576] = 25.0 / 8                             # a frame ring
+    bg = rng.choice(np.arange(24576, pages), pages * 6 // 100, replace=False)
+    rates[bg] = np.exp(rng.normal(np.log(0.01), 1.5, bg.size))
+    profile = DirtyProfile.from_rates(rates, zero_pages=pages // 2)
+    pl = plan(profile, deadline=60, max_downtime=0.3, confidence=0.95,
+              link_capacity=1.25e9)
+    assert pl.feasible, pl.reason
+    band = pl.prediction.total_time.quantile(0.95)
+    rate = send_rate(pl.bandwidth, profile.page_size)
+    wire = sizing.first_pass_bytes(profile)
+    for share in (0.01, 0.5, 0.9):
+        t = wire * share / rate
+        obs = replan.Observation(t, profile.memory_bytes * (1 - share),
+                                 rate * t, 1, None, rate, t)
+        r = replan.replan(profile, pl.prediction.settings, 60.0, band, obs,
+                          pl.bandwidth, 1.25e9, margin=2.0)
+        assert r.decision == replan.KEEP, (share, r.reason)
