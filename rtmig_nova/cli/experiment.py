@@ -151,7 +151,8 @@ def cmd_experiment_validate(args, defaults):
     if not bounds.EXPERIMENT_RUNS.contains(count):
         raise CliError(
             f"--workloads, --bandwidths, --repetitions: {count} runs "
-            f"({len(workloads)} workloads x "
+            f"({len(workloads)} workload{'s' if len(workloads) != 1 else ''}"
+            f" x "
             f"{'their' if bandwidths is None else len(bandwidths)} "
             f"bandwidths x {reps} repetitions) is outside the "
             f"{bounds.EXPERIMENT_RUNS.what} range, "

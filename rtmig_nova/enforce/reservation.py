@@ -553,12 +553,25 @@ def recover(state_dir=DEFAULT_STATE_DIR, connect=None, label_prefix=None):
     """Undo every reservation a crashed run left recorded (only those whose
     label starts with ``label_prefix``, if given); returns their ids.  A
     state file that cannot be read is logged and skipped (:func:`load`);
-    :func:`scan` lists them."""
-    done = []
+    :func:`scan` lists them.
+
+    :raises ReservationError: some could not be released (what could not
+        be undone stays recorded); the others were, and the message names
+        both
+    """
+    done, failed = [], []
     for doc in load(state_dir):
         if label_prefix is not None and \
                 not doc.get("label", "").startswith(label_prefix):
             continue
-        release(doc["id"], state_dir, connect)
+        try:
+            release(doc["id"], state_dir, connect)
+        except ReservationError as e:
+            failed.append(str(e))   # the next one is no less to undo
+            continue
         done.append(doc["id"])
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise ReservationError(f"released {', '.join(done) or 'nothing'}; "
+                               f"{failed[0]}{more}")
     return done

@@ -489,7 +489,7 @@ def test_experiment_runs_are_bounded_before_they_are_listed(capsys):
     rates = ",".join(["8MiB/s"] * 20000)
     err = _error(capsys, "experiment", "validate", "--bandwidths", rates,
                  "--repetitions", "1000", "--workloads", "video")
-    assert "20000000 runs (1 workloads x 20000 bandwidths x 1000 " \
+    assert "20000000 runs (1 workload x 20000 bandwidths x 1000 " \
         "repetitions)" in err
     assert "experiment runs range, 1 to 10000" in err
 

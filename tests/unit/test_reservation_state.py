@@ -129,6 +129,26 @@ def test_recover_releases_the_readable_ones(state, monkeypatch):
     assert os.listdir(state) == ["bad.json"]
 
 
+def test_recover_goes_on_past_one_that_cannot_be_undone(
+        state, monkeypatch):
+    def undo(record, connect=None):
+        if record["tid"] == 7:
+            raise OSError("no such thread")
+    monkeypatch.setattr(reservation.DeadlineStep, "undo", staticmethod(undo))
+
+    def step(tid):
+        return {"kind": "deadline", "record": {"tid": tid, "start": 1,
+                                               "previous": [0] * 7}}
+    _record(state, "a", "p one", [step(7)])
+    _record(state, "b", "p two", [step(8)])
+    with pytest.raises(reservation.ReservationError) as e:
+        reservation.recover(str(state))
+    assert str(e.value).startswith("released b; ")
+    assert "a" in str(e.value) and "\n" not in str(e.value)
+    # what could not be undone stays recorded, the rest is gone
+    assert os.listdir(state) == ["a.json"]
+
+
 def test_nova_vm_records_survive_a_bad_neighbour(state):
     """vm_reservation's _records saw [] for the whole host when one file
     was bad (and so released nothing, and reserved twice)."""
