@@ -58,10 +58,13 @@ class ClosedLoop:
             lm.capacity.migration_link, lm.raise_cpu_limit(mp),
             mp.dirty_profile.page_size, pl.cpu_cost_per_page, pl.cpu_margin),
             self.bandwidth)
+        # the plan's own, for every reading
+        self.calibration = replan.calibrate(mp.dirty_profile, self.settings,
+                                            mp.predicted_time)
         self.decisions = []         # Replan, as sent
         self.done = False
         self._next = 0.0
-        self._last = None    # elapsed s, processed and remaining B, syncs
+        self._last = None           # (elapsed s, processed bytes)
         self._iteration = 0
         self._epoch_start = 0.0     # elapsed s at the epoch's first sight
         self._epoch_time = None
@@ -95,7 +98,8 @@ class ClosedLoop:
             self._act(replan.replan(
                 self.mp.dirty_profile, self.settings, self.mp.request.deadline,
                 self.mp.predicted_time, obs, self.bandwidth, self.ceiling,
-                margin=2 * CONF.rtmig.replan_interval), obs)
+                margin=2 * CONF.rtmig.replan_interval,
+                calibration=self.calibration), obs)
 
     def _observe(self, elapsed, remaining, processed, iteration, dirty):
         if iteration != self._iteration:
@@ -105,8 +109,7 @@ class ClosedLoop:
                 self._epoch_time = (elapsed - self._epoch_start) / \
                     (iteration - self._iteration)
             self._iteration, self._epoch_start = iteration, elapsed
-        last = self._last
-        self._last = (elapsed, processed, remaining, iteration)
+        last, self._last = self._last, (elapsed, processed)
         # Until QEMU sends (libvirt's prepare phase, when the destination
         # starts), and on the first reading, there is no rate to judge.
         if last is None or last[1] <= 0 or elapsed <= last[0]:

@@ -460,19 +460,17 @@ class RTLiveMigration:
         control is the fair class's).  Without SCHED_DEADLINE the quota
         caps the thread: :meth:`raise_cpu_limit` says how far."""
         from rtmig_nova.model import sizing
-        cpu = None
-        if mp.cpu is not None:
-            pl = mp.model_plan
-            cpu = sizing.cpu_reservation(
-                bandwidth, mp.dirty_profile.page_size, pl.cpu_cost_per_page,
-                pl.cpu_margin, mp.cpu.period_ns / 1e9,
-                mp.cpu.cgroup_period_us)
         steps = reservation.migration_steps(
             uri, instance.uuid, bandwidth, mp.downtime_limit,
             connect=connect)
         lv = libvirt_controls._libvirt_of(guest._domain)
         try:
-            if cpu is not None and self._thread_deadline(mp) is not None:
+            if self._thread_deadline(mp) is not None:
+                pl = mp.model_plan
+                cpu = sizing.cpu_reservation(
+                    bandwidth, mp.dirty_profile.page_size,
+                    pl.cpu_cost_per_page, pl.cpu_margin,
+                    mp.cpu.period_ns / 1e9, mp.cpu.cgroup_period_us)
                 tids = [tid for tid, name in
                         libvirt_controls.qemu_threads(guest._domain)
                         if name == MIGRATION_THREAD]

@@ -190,8 +190,51 @@ def bandwidth_ceiling(link_share, cpu_share, page_size, cpu_cost_per_page,
     return lo * step
 
 
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """The plan as its mean path has it, which :func:`replan` judges
+    readings against.
+
+    :ivar spread: the model's quantile at the confidence over the mean
+        path (the planner's own calibration of its guide; below 1 near the
+        convergence cliff, where the mean path is slower than the model)
+    :ivar edge: the band's upper edge in the mean path's terms, s
+    """
+    spread: float
+    edge: float
+
+
+def _mean_options(settings, iteration=1):
+    return {"check_interval": settings.check_interval,
+            "switchover_time": settings.switchover_time,
+            "link_rate": settings.link_rate,
+            "max_rounds": max(settings.max_rounds - iteration + 1, 1)}
+
+
+def _pinned(settings):
+    limit_ms = round(settings.downtime_limit * 1000)
+    return lambda bw: limit_ms + 0 * bw     # the plan's limit, any shape
+
+
+def calibrate(profile, settings, band, step=MIB):
+    """The :class:`Calibration` of the plan of ``profile`` with
+    ``settings`` whose total at the confidence is ``band`` s: its mean path
+    from the first page at the plan's bandwidth.  It depends on the plan
+    alone: the loop computes it once."""
+    k_plan = max(int(round(settings.bandwidth / step)), 1)
+    whole = sizing._MeanPrecopy(profile, _mean_options(settings), step,
+                                k_plan * step, _pinned(settings),
+                                k_plan - 1, k_plan)
+    t0 = whole.time(k_plan)
+    if math.isfinite(t0) and t0 > 0:
+        return Calibration(
+            min(max((band - settings.setup_time) / t0, 0.05), 10.0),
+            settings.setup_time + t0 * (1 + BAND_TOLERANCE))
+    return Calibration(1.0, band * (1 + BAND_TOLERANCE))
+
+
 def replan(profile, settings, deadline, band, observation, bandwidth,
-           ceiling, step=MIB, margin=0.0):
+           ceiling, step=MIB, margin=0.0, calibration=None):
     """Re-plan the migration of ``profile`` running with ``settings``
     (the plan's :class:`~rtmig_nova.model.precopy.MigrationSettings`;
     its downtime limit stays) at ``bandwidth`` bytes/s, from
@@ -199,6 +242,7 @@ def replan(profile, settings, deadline, band, observation, bandwidth,
     total time at the confidence, s); never above ``ceiling`` bytes/s.
     Off the band, the new bandwidth aims at ``margin`` seconds before the
     deadline: the time the loop needs to correct once more.
+    ``calibration``: :func:`calibrate` of the plan, if known.
 
     :returns: :class:`Replan`
     """
@@ -221,29 +265,10 @@ def replan(profile, settings, deadline, band, observation, bandwidth,
         observed = DirtyProfile.from_aggregate_rate(
             profile.memory_bytes, obs.dirty_rate, profile.page_size)
         scale = 1.0
-    options = {"check_interval": settings.check_interval,
-               "switchover_time": settings.switchover_time,
-               "link_rate": settings.link_rate,
-               "max_rounds": max(settings.max_rounds - obs.iteration + 1, 1)}
-    limit_ms = round(settings.downtime_limit * 1000)
-
-    def pinned(bw):
-        return limit_ms + 0 * bw            # the plan's limit, any shape
-
-    # The plan as the mean path has it, from the first page at the plan's
-    # bandwidth, and its ratio to the model's quantile (the planner's own
-    # calibration of its guide): the band is judged in the mean path's
-    # terms, the deadline at the plan's confidence.  Near the convergence
-    # cliff the mean path is slower than the model (ratio below 1).
-    k_plan = max(int(round(settings.bandwidth / step)), 1)
-    whole = sizing._MeanPrecopy(profile, options, step, k_plan * step,
-                                pinned, k_plan - 1, k_plan)
-    t0 = whole.time(k_plan)
-    if math.isfinite(t0) and t0 > 0:
-        spread = min(max((band - settings.setup_time) / t0, 0.05), 10.0)
-        edge = settings.setup_time + t0 * (1 + BAND_TOLERANCE)
-    else:
-        spread, edge = 1.0, band * (1 + BAND_TOLERANCE)
+    options = _mean_options(settings, obs.iteration)
+    pinned = _pinned(settings)
+    cal = calibration or calibrate(profile, settings, band, step)
+    spread, edge = cal.spread, cal.edge
 
     def result(decision, reason, k, rest):
         return Replan(decision, reason, k * step,

@@ -233,3 +233,14 @@ def test_an_on_plan_migration_at_the_convergence_cliff_is_kept():
         r = replan.replan(profile, pl.prediction.settings, 60.0, band, obs,
                           pl.bandwidth, 1.25e9, margin=2.0)
         assert r.decision == replan.KEEP, (share, r.reason)
+
+
+def test_a_calibration_made_once_decides_as_one_made_each_time(
+        guest, planned):
+    band = planned.prediction.total_time.quantile(0.95)
+    cal = replan.calibrate(guest, planned.prediction.settings, band)
+    for obs in (first_pass_at(guest, planned, 0.5),
+                first_pass_at(guest, planned, 0.6, rate_share=0.6)):
+        assert decide(guest, planned, obs) == replan.replan(
+            guest, planned.prediction.settings, DEADLINE, band, obs,
+            planned.bandwidth, LINK, calibration=cal)
