@@ -29,11 +29,11 @@ from xml.etree import ElementTree as ET
 # The rtmig.* parameters each workload program takes (besides "workload").
 WORKLOAD_PARAMS = {
     "video": ("width", "height", "frame", "ring", "mem", "meta",
-              "period_us", "duration"),
+              "period_us", "duration", "check"),
     "uniform": ("mem", "rate", "batch_us", "seed", "duration", "switch_s",
-                "rate_after"),
+                "rate_after", "check"),
     "zipf": ("mem", "rate", "s", "scatter", "batch_us", "seed",
-             "duration"),
+             "duration", "check"),
 }
 _VALUE_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 _STATUS_RE = re.compile(r"rtmig-workload (\w+)((?: \w+=\S+)+)")
@@ -43,8 +43,50 @@ _STATUS_RE = re.compile(r"rtmig-workload (\w+)((?: \w+=\S+)+)")
 BOOT_TIMEOUT = 120.0
 
 
+# What a guest kernel prints when it fails (a destination that got a
+# corrupt memory image oopses in whatever code touches it first).
+_KERNEL_FAILURE_RE = re.compile(
+    r"general protection fault|BUG: |Oops: |Kernel panic|"
+    r"segfault at |rtmig-init: workload \w+ exited")
+# Seconds for a migrated guest to print the status lines the integrity check
+# reads: two of its seconds, under TCG on a busy host several times that.
+CHECK_TIMEOUT = 30.0
+
+
 class GuestBootError(Exception):
     """A testbed guest did not get its workload running."""
+
+
+class GuestIntegrityError(Exception):
+    """A migrated guest lost writes, failed, or went silent.  ``check``:
+    the :class:`IntegrityCheck` (None if there was no status to read)."""
+
+    def __init__(self, message, check=None):
+        super().__init__(message)
+        self.check = check
+        self.stats = None       # the migration's, where one raised it
+
+
+class IntegrityCheck:
+    """What a workload's own integrity check said after a migration.
+
+    ``lost``: writes (uniform, zipf) or pages (video) whose newest content
+    the guest did not find in its memory, since it started;
+    ``t``: the guest's seconds at that status line; ``status``: the line's
+    fields.  ``ok``: nothing lost."""
+
+    def __init__(self, workload, status):
+        self.workload = workload
+        self.status = status
+        self.t = status.get("t")
+        self.lost = status.get("lost")
+
+    @property
+    def ok(self):
+        return self.lost == 0
+
+    def as_dict(self):
+        return {"workload": self.workload, "t": self.t, "lost": self.lost}
 
 
 def _format(key, value):
@@ -197,3 +239,76 @@ def parse_status(line):
             except ValueError:
                 fields[key] = value
     return m.group(1), fields
+
+
+def _console_text(console_log):
+    try:
+        with open(console_log, "rb") as f:
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def console_mark(console_log):
+    """Where the guest's console log stands now: (its length in bytes, the
+    workload and fields of its last status line, or None).  Take it when a
+    migration ends; :func:`check_after_migration` reads what follows."""
+    text = _console_text(console_log)
+    last = None
+    for line in text.splitlines():
+        parsed = parse_status(line)
+        if parsed:
+            last = parsed
+    return len(text.encode()), last
+
+
+def check_after_migration(console_log, mark, timeout=CHECK_TIMEOUT,
+                          poll=0.2):
+    """The integrity check of a guest that has just migrated: wait for a
+    status line the workload printed at least two of its seconds after
+    ``mark`` (:func:`console_mark` taken when the migration ended), so by
+    the destination, and return its :class:`IntegrityCheck`.
+
+    Raises :class:`GuestIntegrityError` if that line reports lost writes,
+    if the kernel or the workload failed after the mark, if the workload
+    runs without the check (``rtmig.check=0``), or if no such line came
+    in ``timeout`` s (a destination that crashed or hangs).  Returns None
+    for a guest that runs no workload (nothing to check)."""
+    offset, last = mark
+    if last is None:
+        if "rtmig-init: up workload=none" in _console_text(console_log):
+            return None
+        raise GuestIntegrityError(
+            f"no workload status line in {console_log} before the "
+            f"migration ended: nothing to check against")
+    workload, fields = last
+    want_t = fields.get("t", 0) + 2
+    end = time.monotonic() + timeout
+    while True:
+        text = _console_text(console_log).encode()[offset:].decode(
+            errors="replace")
+        failure = _KERNEL_FAILURE_RE.search(text)
+        if failure:
+            line = text[text.rfind("\n", 0, failure.start()) + 1:]
+            raise GuestIntegrityError(
+                "the guest failed after the migration: %r"
+                % line.splitlines()[0][:200])
+        for line in text.splitlines():
+            parsed = parse_status(line)
+            if parsed and parsed[1].get("t", 0) >= want_t:
+                check = IntegrityCheck(parsed[0], parsed[1])
+                if check.lost is None:
+                    raise GuestIntegrityError(
+                        f"the {workload} workload runs without its "
+                        f"integrity check (rtmig.check=0)", check)
+                if not check.ok:
+                    unit = "pages" if parsed[0] == "video" else "writes"
+                    raise GuestIntegrityError(
+                        f"the guest lost {check.lost} {unit} in the "
+                        f"migration (its check at t={check.t} s)", check)
+                return check
+        if time.monotonic() >= end:
+            raise GuestIntegrityError(
+                f"no status line from the migrated guest in {timeout:g} s "
+                f"(wanted t >= {want_t}; console {console_log})")
+        time.sleep(poll)

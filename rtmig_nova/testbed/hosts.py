@@ -684,6 +684,7 @@ class Testbed:
         self.rate_bytes_per_s = rate_bytes_per_s
         self.cgroups = cgroups
         self.timings = {}
+        self.console_logs = {}      # domain name -> its console log
 
     # ---------------------------------------------------------- lifecycle
 
@@ -803,6 +804,8 @@ class Testbed:
                                % (name, " ".join(str(exc).split())))
         finally:
             conn.close()
+        if console_log is not None:
+            self.console_logs[name] = console_log
         return name
 
     # ---------------------------------------------------------- shaping
@@ -849,7 +852,7 @@ class Testbed:
     # ---------------------------------------------------------- migration
 
     def migrate(self, domain_name, bandwidth_bytes_per_s=None,
-                downtime_limit_s=None, timeout=60):
+                downtime_limit_s=None, timeout=60, check_guest=True):
         """Live-migrate the running domain ``domain_name`` from A to B.
 
         Peer-to-peer (A's libvirtd drives it, as Nova does:
@@ -864,6 +867,13 @@ class Testbed:
         aborted (abortJob), the domain stays on A, and
         :class:`MigrationTimeout` is raised (unless the migration completed
         before the abort took effect: then it returns as usual).
+
+        ``check_guest``: for a guest started with a ``console_log`` that
+        runs a workload, end with the workload's own integrity check on
+        host B (:func:`rtmig_nova.testbed.guest.check_after_migration`,
+        a few seconds): :class:`~rtmig_nova.testbed.guest.
+        GuestIntegrityError`, its ``stats`` the ones below, if the guest
+        lost writes, failed or went silent.
 
         Returns what libvirt/QEMU measured for the completed job (the
         destination's VIR_DOMAIN_JOB_STATS_COMPLETED), in SI units:
@@ -885,8 +895,12 @@ class Testbed:
         ``bandwidth_limit_bytes_per_s``  the cap applied (MiB multiple)
         ``downtime_limit_s``  the limit read back from the source, s
         ``max_iteration_seen``  highest iteration seen while polling
+        ``guest_check``       the integrity check's IntegrityCheck, or None
         ``libvirt``           the raw jobStats dict (ms, bytes, ...)
         """
+        from rtmig_nova.testbed import guest
+        console = self.console_logs.get(domain_name) if check_guest \
+            else None
         libvirt = _quiet_libvirt()
         conn = libvirt.open(URI_A)
         try:
@@ -963,6 +977,7 @@ class Testbed:
                                    % (domain_name, box["error"])
                                    ) from box["error"]
             wall = box["end"] - start
+            mark = None if console is None else guest.console_mark(console)
         finally:
             conn.close()
         raw = _bounded(lambda: _completed_stats(libvirt, domain_name),
@@ -975,7 +990,27 @@ class Testbed:
                                           out.get("iterations") or 0))
         if want_ms is not None and got_ms is None:
             out["downtime_limit_s"] = want_ms / 1000.0
+        out["guest_check"] = None
+        if mark is not None:
+            try:
+                out["guest_check"] = guest.check_after_migration(console,
+                                                                 mark)
+            except guest.GuestIntegrityError as exc:
+                exc.stats = out
+                raise
         return out
+
+
+def qemu_version(uri=URI_A):
+    """The QEMU release ("MAJOR.MINOR") libvirt runs at ``uri``
+    (``virConnectGetVersion``): what the models follow on this testbed."""
+    from rtmig_nova.model import precopy
+    libvirt = _quiet_libvirt()
+    conn = libvirt.open(uri)
+    try:
+        return precopy.qemu_version(conn.getVersion())
+    finally:
+        conn.close()
 
 
 def _completed_stats(libvirt, domain_name):

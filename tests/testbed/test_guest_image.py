@@ -199,6 +199,59 @@ def test_ensure_packages_without_root(monkeypatch):
     assert image.ensure_packages(("gcc",)) == []
 
 
+def _console(path, *lines):
+    with open(path, "a") as f:
+        f.writelines(line + "\n" for line in lines)
+
+
+def test_check_after_migration(tmp_path):
+    console = tmp_path / "console.log"
+    _console(console, "rtmig-init: up workload=uniform",
+             "rtmig-workload uniform writes=10 wps=10 t=4 lost=0")
+    mark = guest.console_mark(console)
+    assert mark[1] == ("uniform", {"writes": 10, "wps": 10, "t": 4,
+                                   "lost": 0})
+    # t=5 may still be the source's: the check waits for t >= 6
+    _console(console, "rtmig-workload uniform writes=20 wps=10 t=5 lost=3")
+    with pytest.raises(guest.GuestIntegrityError, match="no status line"):
+        guest.check_after_migration(console, mark, timeout=0.3, poll=0.05)
+    _console(console, "rtmig-workload uniform writes=30 wps=10 t=6 lost=0")
+    check = guest.check_after_migration(console, mark, timeout=1)
+    assert (check.ok, check.t, check.lost) == (True, 6, 0)
+    assert check.as_dict() == {"workload": "uniform", "t": 6, "lost": 0}
+
+
+@pytest.mark.parametrize("lines, match", [
+    (["rtmig-workload uniform writes=30 wps=10 t=6 lost=7"],
+     "lost 7 writes"),
+    (["rtmig-workload video frames=9 misses=0 max_lateness_us=0 t=6 "
+      "lost=2"], "lost 2 pages"),
+    (["[   12.5] general protection fault, probably for non-canonical"],
+     "failed after the migration"),
+    (["rtmig-init: workload uniform exited with status 139"],
+     "failed after the migration"),
+    (["rtmig-workload uniform writes=30 wps=10 t=6"], "without its"),
+])
+def test_check_after_migration_failures(tmp_path, lines, match):
+    console = tmp_path / "console.log"
+    _console(console, "rtmig-workload uniform writes=10 wps=10 t=4 lost=0")
+    mark = guest.console_mark(console)
+    _console(console, *lines)
+    with pytest.raises(guest.GuestIntegrityError, match=match):
+        guest.check_after_migration(console, mark, timeout=0.3, poll=0.05)
+
+
+def test_check_after_migration_of_idle_and_silent_guests(tmp_path):
+    idle = tmp_path / "idle.log"
+    _console(idle, "rtmig-init: up workload=none memavailable_kib=1")
+    assert guest.check_after_migration(idle, guest.console_mark(idle)) \
+        is None
+    silent = tmp_path / "silent.log"
+    _console(silent, "rtmig-init: up workload=uniform")
+    with pytest.raises(guest.GuestIntegrityError, match="nothing to check"):
+        guest.check_after_migration(silent, guest.console_mark(silent))
+
+
 # ---- the workload programs, compiled and run on the host ----------------
 
 def _need(packages):
@@ -242,6 +295,75 @@ def test_workload_runs_on_host(host_binaries, workload, params, key,
         share = float(lines[0].split("hottest_share=")[1].split()[0])
         expected = 1 / sum(r ** -1.1 for r in range(1, 1025))
         assert share == pytest.approx(expected, rel=1e-4)
+
+
+def _status_lines(proc, count, timeout=20):
+    """The next ``count`` status lines of a running workload."""
+    out, end = [], time.monotonic() + timeout
+    while len(out) < count:
+        assert time.monotonic() < end, "no status line in time"
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        parsed = guest.parse_status(line)
+        if parsed:
+            out.append(parsed[1])
+    return out
+
+
+@pytest.mark.parametrize("workload, params, size, unit_count", [
+    ("uniform", "rtmig.mem=1M rtmig.rate=20000", 1 << 20, "writes"),
+    ("zipf", "rtmig.mem=1M rtmig.rate=20000 rtmig.s=0.5", 1 << 20,
+     "writes"),
+    ("video", "rtmig.frame=64K rtmig.ring=4 rtmig.meta=8K", 4 << 16,
+     "frames"),
+], ids=["uniform", "zipf", "video"])
+def test_integrity_check_sees_a_stale_memory_image(host_binaries, workload,
+                                                   params, size, unit_count):
+    # What a migration that loses writes does to a guest: some of its pages
+    # go back to an older content.  Put a snapshot of the working set back
+    # under the running program (through /proc/PID/mem, as root) and its
+    # own check must report the loss; before that, and with check=0, not.
+    if os.geteuid() != 0:
+        pytest.skip("writing another process's memory needs root")
+    proc = subprocess.Popen(
+        [str(host_binaries[workload]),
+         f"rtmig.workload={workload} {params} rtmig.duration=8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        config = proc.stdout.readline()
+        base = int(config.split(" base=")[1].split()[0], 16)
+        first, = _status_lines(proc, 1)
+        assert first["lost"] == 0
+        with open(f"/proc/{proc.pid}/mem", "r+b", buffering=0) as mem:
+            mem.seek(base)
+            snapshot = mem.read(size)
+            second, = _status_lines(proc, 1)
+            assert second["lost"] == 0
+            mem.seek(base)
+            mem.write(snapshot)             # a second's writes undone
+        after = _status_lines(proc, 2)
+    finally:
+        proc.kill()
+        proc.wait()
+    lost = after[-1]["lost"]
+    assert lost > 0, after
+    if unit_count == "writes":
+        # exactly what was undone, at most what was written meanwhile
+        assert lost <= after[-1]["writes"] - first["writes"]
+        assert after[0]["lost"] == lost     # a loss stays counted
+    else:
+        assert lost >= 1                    # pages found stale
+
+
+def test_integrity_check_can_be_turned_off(host_binaries):
+    res = subprocess.run(
+        [str(host_binaries["uniform"]),
+         "rtmig.mem=1M rtmig.rate=1000 rtmig.duration=1 rtmig.check=0"],
+        capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    (name, fields), = [guest.parse_status(line)
+                       for line in res.stdout.splitlines()[1:]]
+    assert "lost" not in fields and fields["t"] == 1
 
 
 def test_workload_rejects_bad_value(host_binaries):

@@ -212,13 +212,34 @@ static uint64_t writes_owed(const struct writer_cfg *c, uint64_t ns)
                       NSEC_PER_SEC);
 }
 
+/* Writes lost since the start: the writes done minus the sum of the page
+ * headers, each of which counts the writes to its page.  A page whose
+ * newest content did not reach the destination of a migration holds an
+ * older header, so the sum falls short by exactly the writes it lost;
+ * a stale copy of the counter itself (negative) is a loss too. */
+static int64_t lost_writes(const struct writer_cfg *c, uint64_t done)
+{
+    uint64_t words = page_size() / 8, sum = 0, p;
+
+    for (p = 0; p < c->npages; p++)
+        sum += *(volatile uint64_t *)(c->mem + p * words * 8);
+    return (int64_t)(done - sum);
+}
+
 void run_random_writer(const struct writer_cfg *c)
 {
     uint64_t rng = c->seed ? c->seed : 1;
-    uint64_t words = page_size() / 8;
-    uint64_t start = now_ns(), tick = start, report = start + NSEC_PER_SEC;
+    uint64_t words = page_size() / 8, p;
+    uint64_t start, tick, report;
     uint64_t done = 0, last_done = 0, seconds = 0;
 
+    /* Word 0 of every page counts the writes to the page (the record the
+     * integrity check sums); the random word is one of the others. */
+    for (p = 0; p < c->npages; p++)
+        *(uint64_t *)(c->mem + p * words * 8) = 0;
+    start = now_ns();
+    tick = start;
+    report = start + NSEC_PER_SEC;
     for (;;) {
         uint64_t t, owed;
 
@@ -228,18 +249,26 @@ void run_random_writer(const struct writer_cfg *c)
         owed = writes_owed(c, t - start);
         while (done < owed) {
             uint64_t page = c->pick(c->ctx, &rng);
-            uint64_t word = rng_below(&rng, words);
-            uint64_t *w = (uint64_t *)(c->mem + page * words * 8) + word;
+            uint64_t word = 1 + rng_below(&rng, words - 1);   /* pages >= 4 KiB */
+            uint64_t *base = (uint64_t *)(c->mem + page * words * 8);
 
-            *(volatile uint64_t *)w = rng_next(&rng) | 1;
+            *(volatile uint64_t *)(base + word) = rng_next(&rng) | 1;
+            (*(volatile uint64_t *)base)++;
             done++;
         }
         if (t >= report) {
             seconds++;
-            printf("rtmig-workload %s writes=%llu wps=%llu t=%llu\n",
-                   c->name, (unsigned long long)done,
-                   (unsigned long long)(done - last_done),
-                   (unsigned long long)seconds);
+            if (c->check)
+                printf("rtmig-workload %s writes=%llu wps=%llu t=%llu "
+                       "lost=%lld\n", c->name, (unsigned long long)done,
+                       (unsigned long long)(done - last_done),
+                       (unsigned long long)seconds,
+                       (long long)lost_writes(c, done));
+            else
+                printf("rtmig-workload %s writes=%llu wps=%llu t=%llu\n",
+                       c->name, (unsigned long long)done,
+                       (unsigned long long)(done - last_done),
+                       (unsigned long long)seconds);
             last_done = done;
             report += NSEC_PER_SEC;
             if (c->duration_s && seconds >= c->duration_s)

@@ -74,8 +74,11 @@ typedef uint64_t (*pick_page_fn)(void *ctx, uint64_t *rng);
  * (clock_nanosleep, absolute time) and write as many 8-byte words as the
  * rate owes since the start (so the long-run rate is exact even when a
  * wake-up is late), each a random non-zero value at a random 8-byte
- * aligned offset of the page "pick" returns.  Runs for duration_s seconds,
- * or forever if 0.
+ * aligned offset of the page "pick" returns, other than word 0, which
+ * counts the writes to its page.  Runs for duration_s seconds, or forever
+ * if 0.  With "check", every status line ends in lost=N: the writes the
+ * page counters are short of (0 unless memory lost writes, e.g. in a
+ * migration), summed over the whole working set once a second.
  */
 struct writer_cfg {
     const char *name;
@@ -87,6 +90,7 @@ struct writer_cfg {
     uint64_t batch_ns;
     uint64_t duration_s;  /* 0: forever */
     uint64_t seed;
+    int check;            /* print lost=N (the integrity check) */
     pick_page_fn pick;
     void *ctx;
 };

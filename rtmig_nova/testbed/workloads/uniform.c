@@ -15,13 +15,15 @@
  *   rtmig.batch_us=5000  pacing period, microseconds
  *   rtmig.seed=1         PRNG seed
  *   rtmig.duration=0     seconds to run, 0 = forever
+ *   rtmig.check=1        the integrity check (0: off; see common.h)
  *   rtmig.switch_s=0     seconds after which rtmig.rate_after writes/s
  *                        replace rtmig.rate (0: never)
  *   rtmig.rate_after=0   writes/s from then on
  *
  * Output: "rtmig-config uniform ..." once, then every second
- *   rtmig-workload uniform writes=N wps=W t=S
- * (N writes since the start, W in the last second, S seconds).
+ *   rtmig-workload uniform writes=N wps=W t=S lost=L
+ * (N writes since the start, W in the last second, S seconds, L writes
+ * lost: the integrity check, 0 unless memory lost writes).
  */
 #include "common.h"
 
@@ -29,7 +31,7 @@
 
 static const char *const known[] = {
     "mem", "rate", "batch_us", "seed", "duration", "switch_s",
-    "rate_after", NULL
+    "rate_after", "check", NULL
 };
 
 static uint64_t pick_uniform(void *ctx, uint64_t *rng)
@@ -49,6 +51,7 @@ int main(int argc, char **argv)
     c.batch_ns = param_u64("batch_us", 5000) * 1000;
     c.seed = param_u64("seed", 1);
     c.duration_s = param_u64("duration", 0);
+    c.check = param_u64("check", 1) != 0;
     c.switch_s = param_u64("switch_s", 0);
     c.rate_after = param_u64("rate_after", 0);
     c.npages = mem / ps;
@@ -57,11 +60,11 @@ int main(int argc, char **argv)
     c.ctx = &c.npages;
     c.mem = alloc_touched(c.npages * ps);
     printf("rtmig-config uniform mem=%llu pages=%llu rate=%llu "
-           "batch_us=%llu seed=%llu\n",
+           "batch_us=%llu seed=%llu base=%p\n",
            (unsigned long long)(c.npages * ps),
            (unsigned long long)c.npages, (unsigned long long)c.rate,
            (unsigned long long)(c.batch_ns / 1000),
-           (unsigned long long)c.seed);
+           (unsigned long long)c.seed, (void *)c.mem);
     run_random_writer(&c);
     return 0;
 }

@@ -23,11 +23,14 @@
  *   rtmig.meta=16K       metadata block, bytes (0: none)
  *   rtmig.period_us=40000  frame period, microseconds (25 frames/s)
  *   rtmig.duration=0     seconds to run, 0 = forever
+ *   rtmig.check=1        the integrity check (0: off)
  *
  * Output: "rtmig-config video ..." once, then every second
- *   rtmig-workload video frames=N misses=M max_lateness_us=X t=S
+ *   rtmig-workload video frames=N misses=M max_lateness_us=X t=S lost=L
  * (frames written, deadline misses and the largest lateness, in
- * microseconds, all since the start; S seconds).
+ * microseconds, all since the start; S seconds; L the pages found not
+ * holding what was last written to them, since the start: the integrity
+ * check, 0 unless memory lost writes).
  */
 #include "common.h"
 
@@ -36,7 +39,7 @@
 
 static const char *const known[] = {
     "width", "height", "frame", "ring", "mem", "meta", "period_us",
-    "duration", NULL
+    "duration", "check", NULL
 };
 
 struct meta_record {
@@ -46,11 +49,35 @@ struct meta_record {
     uint64_t misses;
 };
 
+/* The integrity check, before frame k overwrites slot k mod ring: the
+ * pages of that slot that do not hold frame k - ring (fill byte
+ * (k - ring) mod 255 + 1, or alloc_touched's 0x5a while k < ring) and the
+ * metadata pages that do not hold frame k - 1.  Every page is thus
+ * checked before it is rewritten, so a loss (e.g. in a migration) is seen
+ * even though the ring soon overwrites it; one byte per page is read. */
+static uint64_t stale_pages(const unsigned char *slot, uint64_t frame,
+                            const unsigned char *metablk, uint64_t meta,
+                            uint64_t k, uint64_t ring, uint64_t ps)
+{
+    const volatile unsigned char *f = slot;
+    unsigned char want = k < ring ? 0x5a
+                                  : (unsigned char)((k - ring) % 255 + 1);
+    uint64_t off, bad = 0;
+
+    for (off = 0; off < frame; off += ps)
+        bad += f[off] != want;
+    bad += f[frame - 1] != want;
+    for (off = 0; k && off + sizeof(struct meta_record) <= meta; off += ps)
+        bad += ((const volatile struct meta_record *)(metablk + off))
+                   ->frame != k - 1;
+    return bad;
+}
+
 int main(int argc, char **argv)
 {
     uint64_t width, height, frame, ring, meta, period, duration;
     uint64_t ps = page_size(), k, misses = 0, max_late = 0, seconds = 0;
-    uint64_t start, report;
+    uint64_t start, report, check, lost = 0;
     unsigned char *frames, *metablk = NULL;
 
     params_init(argc, argv);
@@ -66,6 +93,7 @@ int main(int argc, char **argv)
     meta = param_size("meta", 16 << 10);
     period = param_u64("period_us", 40000) * 1000;
     duration = param_u64("duration", 0);
+    check = param_u64("check", 1);
     if (frame == 0 || period == 0)
         die("frame size and rtmig.period_us must be > 0");
 
@@ -73,10 +101,11 @@ int main(int argc, char **argv)
     if (meta)
         metablk = alloc_touched(meta);
     printf("rtmig-config video frame=%llu ring=%llu meta=%llu "
-           "period_us=%llu mem=%llu\n", (unsigned long long)frame,
-           (unsigned long long)ring, (unsigned long long)meta,
-           (unsigned long long)(period / 1000),
-           (unsigned long long)(frame * ring + meta));
+           "period_us=%llu mem=%llu base=%p meta_base=%p\n",
+           (unsigned long long)frame, (unsigned long long)ring,
+           (unsigned long long)meta, (unsigned long long)(period / 1000),
+           (unsigned long long)(frame * ring + meta), (void *)frames,
+           (void *)metablk);
 
     start = now_ns();
     report = start + NSEC_PER_SEC;
@@ -85,6 +114,9 @@ int main(int argc, char **argv)
         uint64_t slot = k % ring;
 
         sleep_until_ns(release);
+        if (check)
+            lost += stale_pages(frames + slot * frame, frame, metablk, meta,
+                                k, ring, ps);
         memset(frames + slot * frame, (int)(k % 255) + 1, frame);
         for (off = 0; off < meta; off += ps) {
             struct meta_record r = { k, release, slot, misses };
@@ -104,10 +136,13 @@ int main(int argc, char **argv)
         if (done >= report) {
             seconds++;
             printf("rtmig-workload video frames=%llu misses=%llu "
-                   "max_lateness_us=%llu t=%llu\n",
+                   "max_lateness_us=%llu t=%llu",
                    (unsigned long long)(k + 1), (unsigned long long)misses,
                    (unsigned long long)max_late,
                    (unsigned long long)seconds);
+            if (check)
+                printf(" lost=%llu", (unsigned long long)lost);
+            putchar('\n');
             report += NSEC_PER_SEC;
             if (duration && seconds >= duration)
                 return 0;

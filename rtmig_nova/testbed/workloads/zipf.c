@@ -20,9 +20,10 @@
  *   rtmig.batch_us=5000  pacing period, microseconds
  *   rtmig.seed=1         PRNG seed (writes and permutation)
  *   rtmig.duration=0     seconds to run, 0 = forever
+ *   rtmig.check=1        the integrity check (0: off; see common.h)
  *
  * Output: "rtmig-config zipf ..." once, then every second
- *   rtmig-workload zipf writes=N wps=W t=S
+ *   rtmig-workload zipf writes=N wps=W t=S lost=L  (as rtmig-uniform)
  * The tables take 12 bytes per page of the working set, outside it.
  */
 #include "common.h"
@@ -32,7 +33,7 @@
 #include <stdlib.h>
 
 static const char *const known[] = {
-    "mem", "rate", "s", "scatter", "batch_us", "seed", "duration", NULL
+    "mem", "rate", "s", "scatter", "batch_us", "seed", "duration", "check", NULL
 };
 
 struct zipf {
@@ -75,6 +76,7 @@ int main(int argc, char **argv)
     c.batch_ns = param_u64("batch_us", 5000) * 1000;
     c.seed = param_u64("seed", 1);
     c.duration_s = param_u64("duration", 0);
+    c.check = param_u64("check", 1) != 0;
     z.n = c.npages = mem / ps;
     if (c.npages == 0 || c.npages > UINT32_MAX || c.batch_ns == 0 || s < 0)
         die("need 1 <= pages <= 2^32, rtmig.batch_us > 0 and rtmig.s >= 0");
@@ -98,11 +100,11 @@ int main(int argc, char **argv)
     c.ctx = &z;
     c.mem = alloc_touched(c.npages * ps);
     printf("rtmig-config zipf mem=%llu pages=%llu rate=%llu s=%g "
-           "scatter=%d batch_us=%llu seed=%llu hottest_share=%g\n",
+           "scatter=%d batch_us=%llu seed=%llu hottest_share=%g base=%p\n",
            (unsigned long long)(c.npages * ps),
            (unsigned long long)c.npages, (unsigned long long)c.rate, s,
            scatter, (unsigned long long)(c.batch_ns / 1000),
-           (unsigned long long)c.seed, z.cdf[0] / sum);
+           (unsigned long long)c.seed, z.cdf[0] / sum, (void *)c.mem);
     run_random_writer(&c);
     return 0;
 }
