@@ -200,7 +200,7 @@ def qemu_pid(dom):
 def qemu_threads(dom):
     """(thread id, name) of every thread of the domain's QEMU; QEMU names
     its vCPU threads ``CPU n/KVM`` or ``CPU n/TCG`` and its migration thread
-    ``live_migration``."""
+    one of :data:`rtmig_nova.enforce.deadline.MIGRATION_THREAD_NAMES`."""
     pid = qemu_pid(dom)
     base = f"/proc/{pid}/task"
     out = []
@@ -215,6 +215,17 @@ def qemu_threads(dom):
         except OSError:
             continue            # the thread ended meanwhile
     return out
+
+
+def hypervisor_version(dom):
+    """libvirt's number for the QEMU that runs ``dom``'s host (major *
+    1,000,000 + minor * 1,000 + micro: ``virConnectGetVersion``), or None
+    if libvirt does not say."""
+    try:
+        version = dom.connect().getVersion()
+    except (AttributeError, _libvirt_of(dom).libvirtError):
+        return None
+    return version if isinstance(version, int) and version > 0 else None
 
 
 def vcpu_threads(dom):

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from rtmig_nova.enforce import deadline
 from rtmig_nova.testbed import report
 from rtmig_nova.testbed import validation as v
 
@@ -169,10 +170,19 @@ def test_model_settings_from_a_calibration():
 def test_thread_cpu_time_of_a_named_thread():
     with open("/proc/self/comm") as f:
         comm = f.read().strip()
-    spent = v._thread_cpu_s(os.getpid(), comm)
+    spent = v._thread_cpu_s(os.getpid(), comm.__eq__)
     assert spent is not None and spent >= 0
-    assert v._thread_cpu_s(os.getpid(), "no-such-thread") is None
-    assert v._thread_cpu_s(2 ** 30, comm) is None       # no such process
+    assert v._thread_cpu_s(os.getpid(), "no-such-thread".__eq__) is None
+    assert v._thread_cpu_s(2 ** 30, comm.__eq__) is None  # no such process
+
+
+def test_both_qemu_migration_thread_names():
+    # QEMU 7.2's and QEMU 10.0's (debug-threads=on; comm is 15 bytes)
+    assert deadline.is_migration_thread("live_migration")
+    assert deadline.is_migration_thread("mig/src/main")
+    assert not deadline.is_migration_thread("mig/src/return")
+    assert not deadline.is_migration_thread("CPU 0/TCG")
+    assert all(len(n) <= 15 for n in deadline.MIGRATION_THREAD_NAMES)
 
 
 def test_cpu_sampler_stops():
