@@ -90,10 +90,25 @@ def load_profile(ref, profile_dir):
     return _load(ref, profile_dir, _stamp(ref, profile_dir))
 
 
-def plan_options(group):
+def qemu_version(group, host_version=None):
+    """The QEMU release ("MAJOR.MINOR") plans are made for: ``[rtmig]
+    qemu_version``, or with ``auto`` the host's ``host_version`` (what
+    libvirt reports: see :func:`rtmig_nova.model.precopy.qemu_version`),
+    or without one the models' default."""
+    from rtmig_nova.model import precopy
+    if group.qemu_version != "auto":
+        return precopy.qemu_version(group.qemu_version)
+    if host_version is not None:
+        return precopy.qemu_version(host_version)
+    return precopy.DEFAULT_QEMU_VERSION
+
+
+def plan_options(group, host_version=None):
     """Keyword arguments of :func:`rtmig_nova.model.plan` from the
-    ``[rtmig]`` option group ``group`` (``CONF.rtmig``)."""
+    ``[rtmig]`` option group ``group`` (``CONF.rtmig``) on a host whose
+    QEMU is ``host_version`` (None: not known here)."""
     return {
+        "qemu_version": qemu_version(group, host_version),
         "model": group.model,
         "cpu_cost_per_page": group.cpu_cost_per_page,
         "cpu_margin": group.cpu_margin,
@@ -126,12 +141,14 @@ def _plan(request, profile_ref, profile_dir, stamp, migration_link,
                                  dict(frozen_options))
 
 
-def migration_plan(request, migration_link, group, profile_ref=None):
+def migration_plan(request, migration_link, group, profile_ref=None,
+                   host_version=None):
     """The :class:`~rtmig_nova.model.sizing.Plan` (feasible or not) of a
     live migration of a VM under ``request`` over ``migration_link``
     bytes/s with the ``[rtmig]`` options ``group``, for the profile
     ``profile_ref`` (default: the flavor's ``rtmig:profile``; a path is
-    taken as a file, as the per-instance store gives them).
+    taken as a file, as the per-instance store gives them), by a QEMU
+    ``host_version`` (see :func:`qemu_version`).
 
     :raises PlanningError: the profile cannot be loaded, or no plan can be
         computed from it
@@ -141,7 +158,7 @@ def migration_plan(request, migration_link, group, profile_ref=None):
     try:
         stamp = _stamp(ref, directory)
         return _plan(request, ref, directory, stamp, float(migration_link),
-                     _freeze(plan_options(group)))
+                     _freeze(plan_options(group, host_version)))
     except ProfileError as e:
         raise PlanningError(str(e)) from None
     except ValueError as e:
@@ -175,7 +192,8 @@ def plan_profile(request, group, profile_ref=None):
         raise PlanningError(str(e)) from None
 
 
-def migration_plan_of(request, migration_link, group, profile):
+def migration_plan_of(request, migration_link, group, profile,
+                      host_version=None):
     """As :func:`migration_plan`, for the
     :class:`~rtmig_nova.model.profile.DirtyProfile` ``profile`` itself (a
     measurement: not cached).
@@ -184,7 +202,7 @@ def migration_plan_of(request, migration_link, group, profile):
     """
     try:
         return ledger.migration_plan(profile, request, float(migration_link),
-                                     plan_options(group))
+                                     plan_options(group, host_version))
     except ValueError as e:
         raise PlanningError(f"cannot plan: {e}") from None
 

@@ -56,8 +56,8 @@ class ClosedLoop:
         self.settings = pl.prediction.settings
         self.ceiling = max(replan.bandwidth_ceiling(
             lm.capacity.migration_link, lm.raise_cpu_limit(mp),
-            mp.dirty_profile.page_size, pl.cpu_cost_per_page, pl.cpu_margin),
-            self.bandwidth)
+            mp.dirty_profile.page_size, pl.cpu_cost_per_page, pl.cpu_margin,
+            qemu_version=self.settings.qemu_version), self.bandwidth)
         # the plan's own, for every reading
         self.calibration = replan.calibrate(mp.dirty_profile, self.settings,
                                             mp.predicted_time)

@@ -96,9 +96,6 @@ LABEL_PREFIX = "nova-live-migration {host} "
 # What a stepped downtime would get instead of the plan's, and what would
 # turn a bounded pre-copy into an unbounded one.
 _LIBVIRT_FLAGS_STRIPPED = ("VIR_MIGRATE_AUTO_CONVERGE", "VIR_MIGRATE_POSTCOPY")
-# QEMU's name of its migration thread (libvirt starts QEMU with
-# debug-threads=on); it exists only while a migration runs.
-MIGRATION_THREAD = "live_migration"
 
 
 @dataclasses.dataclass
@@ -150,6 +147,14 @@ class MigrationPlan:
         return libvirt_controls.migration_params(self.bandwidth)["bandwidth"]
 
     @property
+    def qemu_version(self):
+        """The QEMU release the plan was made for ("MAJOR.MINOR"), or None
+        (no model plan: the models' default)."""
+        if self.model_plan is None:
+            return None
+        return (self.model_plan.settings or {}).get("qemu_version")
+
+    @property
     def downtime_limit_ms(self):
         """The downtime limit in libvirt's unit, ms (at least 1), as the
         reservation's migration step sets it."""
@@ -169,7 +174,8 @@ class MigrationPlan:
                 "predicted_total_time_s": self.predicted_time,
                 "predicted_downtime_s": self.predicted_downtime,
                 "migration_cpu_share": (self.cpu.share if self.cpu
-                                        else None)}
+                                        else None),
+                "qemu_version": self.qemu_version}
 
 
 def instance_request(instance):
@@ -294,17 +300,20 @@ class RTLiveMigration:
                          f"sources {', '.join(s.name for s in self.sources)} "
                          f"has a profile", exception.NoValidHost)
         dirty_profile = found.profile
+        # the QEMU that will migrate it: this host's
+        host_qemu = None if guest is None else \
+            libvirt_controls.hypervisor_version(guest._domain)
         try:
             if found.profile is None:
                 pl = planning.migration_plan(
                     request, self.capacity.migration_link, CONF.rtmig,
-                    profile_ref=found.ref)
+                    profile_ref=found.ref, host_version=host_qemu)
                 dirty_profile = planning.plan_profile(request, CONF.rtmig,
                                                       found.ref)
             else:
                 pl = planning.migration_plan_of(
                     request, self.capacity.migration_link, CONF.rtmig,
-                    found.profile)
+                    found.profile, host_version=host_qemu)
         # The source's plan holds for every destination: NoValidHost ends
         # the conductor's search at once (MigrationPreCheckError would make
         # it try, and plan for, every other host).
@@ -363,7 +372,7 @@ class RTLiveMigration:
         # the class carries what libvirt enforces: whole MiB/s
         return reservation.migration_shaping(
             ifname, CONF.rtmig.link_capacity, mp.bandwidth_mib * MIB, ports,
-            migration_peer(dest, migrate_data))
+            migration_peer(dest, migrate_data), qemu_version=mp.qemu_version)
 
     def _new_reservation(self, instance, steps, connect):
         return reservation.Reservation(
@@ -470,10 +479,11 @@ class RTLiveMigration:
                 cpu = sizing.cpu_reservation(
                     bandwidth, mp.dirty_profile.page_size,
                     pl.cpu_cost_per_page, pl.cpu_margin,
-                    mp.cpu.period_ns / 1e9, mp.cpu.cgroup_period_us)
+                    mp.cpu.period_ns / 1e9, mp.cpu.cgroup_period_us,
+                    mp.qemu_version or sizing.DEFAULT_QEMU_VERSION)
                 tids = [tid for tid, name in
                         libvirt_controls.qemu_threads(guest._domain)
-                        if name == MIGRATION_THREAD]
+                        if deadline.is_migration_thread(name)]
                 steps += reservation.deadline_steps(
                     tids, reservation.migration_thread_deadline(cpu))
             if shaping is not None:
@@ -481,7 +491,8 @@ class RTLiveMigration:
                     shaping.ifname, shaping.link_rate,
                     libvirt_controls.migration_params(bandwidth)["bandwidth"]
                     * MIB, shaping.migration.match.dst_ports,
-                    shaping.migration.match.peer, shaping.netns)
+                    shaping.migration.match.peer, shaping.netns,
+                    qemu_version=mp.qemu_version)
                 netshape.validate(raised)
                 steps.append(reservation.ShapingRateStep(
                     shaping.ifname, shaping.netns,
@@ -531,7 +542,7 @@ class RTLiveMigration:
         try:
             tids = [tid for tid, name in
                     libvirt_controls.qemu_threads(guest._domain)
-                    if name == MIGRATION_THREAD]
+                    if deadline.is_migration_thread(name)]
         except (libvirt_controls.LibvirtError,
                 libvirt_controls._libvirt_of(guest._domain).libvirtError) \
                 as e:

@@ -229,20 +229,22 @@ def migration_steps(uri, domain, bandwidth, max_downtime, cpu=None,
 
 
 def migration_shaping(ifname, link_rate, bandwidth, ports, peer=None,
-                      netns=None, page_size=4096):
+                      netns=None, page_size=4096, qemu_version=None):
     """The :class:`~netshape.ShapingPlan` that gives a migration limited to
     ``bandwidth`` bytes/s its HTB class on ``ifname`` (in ``netns``) of a
-    ``link_rate`` bytes/s link: what QEMU sends under that limit (a little
-    more: :func:`~rtmig_nova.model.precopy.send_rate`) in whole frames, at
+    ``link_rate`` bytes/s link: what QEMU ``qemu_version`` (None: the
+    models' default) sends under that limit (more:
+    :func:`~rtmig_nova.model.precopy.send_rate`) in whole frames, at
     most the link, for the packets to destination ports ``ports`` = (lo,
     hi) and, if given, to ``peer`` (an address or prefix).  A bandwidth
     above the link stays as it is, for :func:`netshape.validate` to
     refuse.  Used by ``rtmig reserve`` and the Nova driver."""
     rate = bandwidth
     if bandwidth <= link_rate:
-        from rtmig_nova.model.precopy import send_rate   # numpy: only here
-        rate = min(netshape.frame_rate(send_rate(bandwidth, page_size)),
-                   link_rate)
+        from rtmig_nova.model import precopy   # numpy: only here
+        rate = min(netshape.frame_rate(precopy.send_rate(
+            bandwidth, page_size, qemu_version=qemu_version
+            or precopy.DEFAULT_QEMU_VERSION)), link_rate)
     return netshape.ShapingPlan(
         ifname=ifname, netns=netns, link_rate=link_rate,
         migration=netshape.TrafficClass(

@@ -1,7 +1,9 @@
 """QEMU's pre-copy RAM migration algorithm, as the models see it.
 
 Written from QEMU 7.2 (the version Debian 12 ships), ``migration/ram.c`` and
-``migration/migration.c``:
+``migration/migration.c``, and checked against QEMU 10.0 (Debian's
+bookworm-backports), which differs in one point the models see: how the
+rate limit counts bytes (``MigrationSettings.qemu_version``, below).
 
 * Setup (``ram_save_setup`` / ``ram_init_bitmaps``): every page is marked
   dirty and dirty logging starts.
@@ -18,6 +20,13 @@ Written from QEMU 7.2 (the version Debian 12 ships), ``migration/ram.c`` and
   ``RAM_SAVE_FLAG_EOS`` closing each ``ram_save_iterate`` is left out: 80
   bytes/s.)  The migration thread checks the pending size once per window
   (``migration_iteration_run``).
+  From QEMU 8.1 on (``migration-stats.c``, ``migration_rate_exceeded``) a
+  byte counts only once ``qemu_fflush`` has written it, and the stream is
+  flushed every 64 iovecs, which are 32 pages (a header and a page each):
+  the counter moves in steps of 32 pages, and a window carries the quota
+  rounded up to the next such step, up to 25% more (at 4 MiB/s; 9.6% at
+  8 MiB/s, 0.2% at 10 MiB/s): a sawtooth in the limit, measured on QEMU
+  10.0.2 to the byte.
 * Bitmap sync (``ram_save_pending``): only when the pages still to send,
   times the page size, fall below ``threshold_size`` = measured bandwidth x
   ``downtime-limit`` (``migration_update_counters``; the bandwidth measured
@@ -67,6 +76,57 @@ QEMU_DEFAULT_MAX_BANDWIDTH = 128 * 2**20  # bytes/s (MAX_THROTTLE)
 DIRTY_LOGS = ("sync", "clear")
 ORDERS = ("address", "rate")
 
+# The QEMU whose algorithm the models follow when none is given: Debian
+# 12's (KVM hosts run it).
+DEFAULT_QEMU_VERSION = "7.2"
+# From this release on the rate limit counts flushed bytes (see the module
+# doc): read in QEMU 10.0's migration-stats.c, absent from 7.2's.
+FLUSHED_COUNT_SINCE = (8, 1)
+# Pages per flush there: MAX_IOV_SIZE (64) iovecs, two per page.
+PAGES_PER_FLUSH = 32
+_MAX_QEMU_MAJOR = 99
+
+
+def qemu_version(value):
+    """The QEMU release ``"MAJOR.MINOR"`` of ``value``: a version string
+    (``"10.0.2"``, ``"7.2"``, Debian's ``"1:10.0.2+ds-2..."``, QMP
+    query-version's ``"qemu"`` dict) or libvirt's ``getVersion()`` number
+    (major * 1,000,000 + minor * 1,000 + micro).
+
+    :raises ValueError: not a QEMU version from 2.0 to 99.x
+    """
+    if isinstance(value, dict):             # QMP {"major":, "minor":, ...}
+        try:
+            major, minor = int(value["major"]), int(value["minor"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"not a QMP version: {value!r}") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        major, minor = value // 1_000_000, value // 1_000 % 1_000
+    elif isinstance(value, str):
+        text = value.strip().split(":", 1)[-1]
+        parts = text.split(".")
+        try:
+            major = int(parts[0])
+            minor = int("".join(c for c in parts[1].split("+")[0]
+                                if c.isdigit()) or "x")
+        except (IndexError, ValueError):
+            raise ValueError(f"not a QEMU version: {value!r} (want "
+                             f"MAJOR.MINOR, e.g. 10.0)") from None
+    else:
+        raise ValueError(f"not a QEMU version: {value!r}")
+    if not (2 <= major <= _MAX_QEMU_MAJOR and 0 <= minor <= 99):
+        raise ValueError(f"QEMU version {major}.{minor} is out of range "
+                         f"(2.0 to {_MAX_QEMU_MAJOR}.x)")
+    return f"{major}.{minor}"
+
+
+def pages_per_count(version=DEFAULT_QEMU_VERSION):
+    """Pages by which QEMU ``version``'s rate-limit counter moves: 1 where
+    bytes count as they are queued, :data:`PAGES_PER_FLUSH` where they
+    count when flushed (8.1 on)."""
+    major, minor = map(int, qemu_version(version).split("."))
+    return PAGES_PER_FLUSH if (major, minor) >= FLUSHED_COUNT_SINCE else 1
+
 
 # Fields of MigrationSettings and their bounds (rtmig_nova.bounds).  The
 # downtime limit is only bounded above: the planner tries limits below
@@ -103,6 +163,8 @@ class MigrationSettings:
         added to the total time: libvirt's job starts with the prepare
         phase, which starts the destination QEMU (see docs/testbed.md)
     :ivar max_rounds: rounds after which a migration counts as not converging
+    :ivar qemu_version: the QEMU release that migrates, ``"MAJOR.MINOR"``
+        (see :func:`qemu_version`): how its rate limit counts bytes
     """
     bandwidth: float
     downtime_limit: float
@@ -114,8 +176,11 @@ class MigrationSettings:
     setup_time: float = 0.0
     link_rate: float = None
     setup_time_sd: float = 0.0
+    qemu_version: str = DEFAULT_QEMU_VERSION
 
     def __post_init__(self):
+        object.__setattr__(self, "qemu_version",
+                           qemu_version(self.qemu_version))
         object.__setattr__(self, "bandwidth",
                            positive("bandwidth", self.bandwidth))
         object.__setattr__(self, "downtime_limit",
@@ -160,7 +225,8 @@ class MigrationSettings:
 
     def send_rate(self, page_size):
         """bytes/s QEMU sends under this rate limit: see :func:`send_rate`."""
-        return send_rate(self.bandwidth, page_size, self.check_interval)
+        return send_rate(self.bandwidth, page_size, self.check_interval,
+                         self.qemu_version)
 
     @property
     def stop_rate(self):
@@ -168,17 +234,19 @@ class MigrationSettings:
         return self.bandwidth if self.link_rate is None else self.link_rate
 
 
-def send_rate(bandwidth, page_size, check_interval=CHECK_INTERVAL):
-    """bytes/s that QEMU 7.2 sends with max-bandwidth ``bandwidth`` (bytes/s)
-    and pages of ``page_size`` bytes.
+def send_rate(bandwidth, page_size, check_interval=CHECK_INTERVAL,
+              qemu_version=DEFAULT_QEMU_VERSION):
+    """bytes/s that QEMU ``qemu_version`` sends with max-bandwidth
+    ``bandwidth`` (bytes/s) and pages of ``page_size`` bytes.
 
     Each ``check_interval`` window has a quota of bandwidth x interval
-    bytes (``qemu_file_set_rate_limit``: max-bandwidth / 10, integer); pages
-    are sent while the bytes used stay within it, so the page that crosses
-    it still goes.  Full pages (page + 8-byte header) are assumed: a window
-    of zero pages (9 bytes each) overshoots less, and only the first pass
-    has them.
+    bytes (max-bandwidth / 10, integer); pages are sent while the bytes
+    counted stay within it, so the step of the counter that crosses it
+    still goes: one page on 7.2, the 32 pages of a flush from 8.1 on (see
+    the module doc).  Full pages (page + 8-byte header) are assumed: a
+    window of zero pages (9 bytes each) overshoots less, and only the first
+    pass has them.
     """
-    page = page_size + PAGE_HEADER_BYTES
+    step = (page_size + PAGE_HEADER_BYTES) * pages_per_count(qemu_version)
     quota = (bandwidth * check_interval) // 1   # floor; arrays work too
-    return (quota // page + 1) * page / check_interval
+    return (quota // step + 1) * step / check_interval

@@ -30,7 +30,8 @@ import dataclasses
 import math
 
 from rtmig_nova.model import sizing
-from rtmig_nova.model.precopy import PAGE_HEADER_BYTES, send_rate
+from rtmig_nova.model.precopy import DEFAULT_QEMU_VERSION, \
+    PAGE_HEADER_BYTES, send_rate
 from rtmig_nova.model.profile import DirtyProfile
 
 MIB = sizing.MIB
@@ -169,11 +170,12 @@ def write_scale(profile, dirty_rate, window):
 
 
 def bandwidth_ceiling(link_share, cpu_share, page_size, cpu_cost_per_page,
-                      cpu_margin, step=MIB):
+                      cpu_margin, step=MIB, qemu_version=DEFAULT_QEMU_VERSION):
     """The most bandwidth, bytes/s on the ``step`` grid, within the
     reserved migration link ``link_share`` (bytes/s) whose migration
     thread's CPU (:func:`~rtmig_nova.model.sizing.cpu_reservation`) stays
-    within ``cpu_share`` of a CPU (the host's admitted migration CPU)."""
+    within ``cpu_share`` of a CPU (the host's admitted migration CPU), for
+    QEMU ``qemu_version``'s send rate."""
     top = math.floor(link_share / step + 1e-9)
     if cpu_cost_per_page <= 0:
         return top * step
@@ -181,7 +183,8 @@ def bandwidth_ceiling(link_share, cpu_share, page_size, cpu_cost_per_page,
     lo, hi = 0, top
     while lo < hi:                          # largest k whose CPU fits
         k = (lo + hi + 1) // 2
-        share = send_rate(k * step, page_size) / page * \
+        share = send_rate(k * step, page_size,
+                          qemu_version=qemu_version) / page * \
             cpu_cost_per_page * cpu_margin
         if share <= cpu_share + 1e-12:
             lo = k
@@ -208,6 +211,7 @@ def _mean_options(settings, iteration=1):
     return {"check_interval": settings.check_interval,
             "switchover_time": settings.switchover_time,
             "link_rate": settings.link_rate,
+            "qemu_version": settings.qemu_version,
             "max_rounds": max(settings.max_rounds - iteration + 1, 1)}
 
 
@@ -250,7 +254,7 @@ def replan(profile, settings, deadline, band, observation, bandwidth,
     k_now = max(int(round(bandwidth / step)), 1)
     k_top = max(int(math.floor(ceiling / step + 1e-9)), k_now)
     planned = send_rate(bandwidth, profile.page_size,
-                        settings.check_interval)
+                        settings.check_interval, settings.qemu_version)
     eff = 1.0 if obs.send_rate is None else \
         min(max(obs.send_rate / planned, 0.0), 1.0)
     if eff >= 1 - SEND_TOLERANCE:

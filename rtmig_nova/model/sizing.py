@@ -29,8 +29,9 @@ from rtmig_nova.model import analytic
 from rtmig_nova.model import variants
 from rtmig_nova.model.baselines import first_pass_bytes
 from rtmig_nova.model.checks import positive
-from rtmig_nova.model.precopy import CHECK_INTERVAL, MigrationSettings, \
-    PAGE_HEADER_BYTES, ZERO_PAGE_BYTES, send_rate
+from rtmig_nova.model.precopy import CHECK_INTERVAL, \
+    DEFAULT_QEMU_VERSION, MigrationSettings, PAGE_HEADER_BYTES, \
+    ZERO_PAGE_BYTES, send_rate
 
 MIB = 2 ** 20
 # Default CPU time the migration thread spends per page sent, seconds (zero
@@ -115,15 +116,17 @@ class Plan:
 def cpu_reservation(bandwidth, page_size, cpu_cost_per_page,
                     margin=DEFAULT_CPU_MARGIN,
                     deadline_period=DEFAULT_DEADLINE_PERIOD,
-                    cgroup_period_us=DEFAULT_CGROUP_PERIOD_US):
+                    cgroup_period_us=DEFAULT_CGROUP_PERIOD_US,
+                    qemu_version=DEFAULT_QEMU_VERSION):
     """CPU share for sending ``bandwidth`` bytes/s of full pages.
 
-    share = pages/s x CPU s/page x margin, the pages QEMU sends under the
-    limit ``bandwidth`` (a little more than it: precopy.send_rate); zero
-    pages cost the same CPU (the zero check) but fewer bytes, so full pages
-    give the bound per byte.
+    share = pages/s x CPU s/page x margin, the pages QEMU ``qemu_version``
+    sends under the limit ``bandwidth`` (more than it: precopy.send_rate);
+    zero pages cost the same CPU (the zero check) but fewer bytes, so full
+    pages give the bound per byte.
     """
-    pages_per_s = send_rate(bandwidth, page_size) / \
+    pages_per_s = send_rate(bandwidth, page_size,
+                            qemu_version=qemu_version) / \
         (page_size + PAGE_HEADER_BYTES)
     share = pages_per_s * cpu_cost_per_page * margin
     period_ns = int(round(deadline_period * 1e9))
@@ -179,9 +182,11 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     # The time the pre-copy itself has: the deadline less the fixed setup.
     budget = deadline - setup
 
+    qemu = settings.get("qemu_version", DEFAULT_QEMU_VERSION)
+
     def cpu(bw):
         return cpu_reservation(bw, ps, cpu_cost_per_page, cpu_margin,
-                               deadline_period, cgroup_period_us)
+                               deadline_period, cgroup_period_us, qemu)
 
     model_name = getattr(predictor, "name", type(predictor).__name__)
 
@@ -204,7 +209,7 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     def limit_ms_for(bw):
         """Whole ms (an int; an array for an array of bandwidths)."""
         stop = bw if link_rate is None else float(link_rate)
-        ratio = stop / send_rate(bw, ps, check_interval)
+        ratio = stop / send_rate(bw, ps, check_interval, qemu)
         ms = ((max_downtime - switchover) * ps / (ps + PAGE_HEADER_BYTES) *
               ratio * 1000 + 1e-9) // 1
         # QEMU refuses a limit above its maximum (a stop rate far above
@@ -395,6 +400,7 @@ class _MeanPrecopy:
         self.ps = profile.page_size
         self.page = self.ps + PAGE_HEADER_BYTES
         self.dt = float(settings.get("check_interval", CHECK_INTERVAL))
+        self.qemu = settings.get("qemu_version", DEFAULT_QEMU_VERSION)
         self.switchover = float(settings.get("switchover_time", 0.0))
         self.link_rate = settings.get("link_rate")
         self.max_rounds = int(settings.get("max_rounds", 200))
@@ -453,7 +459,7 @@ class _MeanPrecopy:
         if ks.size == 0:
             return
         bw = np.minimum(ks * self.step, self.link)
-        send = send_rate(bw, self.ps, self.dt) * self.efficiency
+        send = send_rate(bw, self.ps, self.dt, self.qemu) * self.efficiency
         limit = np.maximum(self.limit_ms_for(bw), 1) / 1000.0
         h = send * limit / self.ps
         stop = bw if self.link_rate is None else float(self.link_rate)

@@ -38,6 +38,8 @@ import statistics
 import threading
 import uuid
 
+from rtmig_nova.enforce import deadline
+from rtmig_nova.model import precopy
 from rtmig_nova.testbed import guest as guest_mod
 from rtmig_nova.testbed import hosts
 from rtmig_nova.testbed.cases import (  # noqa: F401  (also offered here)
@@ -48,6 +50,7 @@ from rtmig_nova.testbed.cases import (  # noqa: F401  (also offered here)
 BOOT_TIMEOUT = guest_mod.BOOT_TIMEOUT   # s
 MODELS = ("precopy", "geometric", "qemu-estimate")
 CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = 4096        # bytes: the x86 guests' pages
 
 
 @dataclasses.dataclass
@@ -98,7 +101,8 @@ class RunResult:
 MEASURED_KEYS = ("total_time_s", "downtime_s", "setup_time_s",
                  "transferred_bytes", "memory_bytes", "normal_pages",
                  "constant_pages", "iterations", "wall_time_s",
-                 "migration_thread_cpu_s", "cpu_per_page_s")
+                 "migration_thread_cpu_s", "cpu_per_page_s",
+                 "guest_lost", "integrity_error")
 
 
 def _summary(dist):
@@ -157,9 +161,10 @@ def _qemu_pid(domain_name):
     return None
 
 
-def _thread_cpu_s(pid, comm):
-    """CPU seconds (user + system) of ``pid``'s thread named ``comm``, or
-    None if there is none (QEMU names threads with debug-threads=on)."""
+def _thread_cpu_s(pid, is_thread):
+    """CPU seconds (user + system) of ``pid``'s thread whose name
+    ``is_thread(name)`` accepts, or None if there is none (QEMU names
+    threads with debug-threads=on)."""
     try:
         tids = os.listdir("/proc/%d/task" % pid)
     except OSError:
@@ -168,7 +173,7 @@ def _thread_cpu_s(pid, comm):
         base = "/proc/%d/task/%s/" % (pid, tid)
         try:
             with open(base + "comm") as f:
-                if f.read().strip() != comm:
+                if not is_thread(f.read().rstrip("\n")):
                     continue
             with open(base + "stat") as f:
                 stat = f.read()
@@ -181,13 +186,15 @@ def _thread_cpu_s(pid, comm):
 
 
 class ThreadCpuSampler:
-    """Samples the CPU time of QEMU's ``live_migration`` thread of a domain
-    every ``period`` s in the background; :attr:`cpu_s` is the last value
-    seen before the thread ended (at most ``period`` short)."""
+    """Samples the CPU time of QEMU's migration thread of a domain (by
+    :func:`rtmig_nova.enforce.deadline.is_migration_thread`, or
+    ``is_thread``) every ``period`` s in the background; :attr:`cpu_s` is
+    the last value seen before the thread ended (at most ``period``
+    short)."""
 
-    def __init__(self, domain_name, comm="live_migration", period=0.02):
+    def __init__(self, domain_name, is_thread=None, period=0.02):
         self.domain_name = domain_name
-        self.comm = comm
+        self.is_thread = is_thread or deadline.is_migration_thread
         self.period = period
         self.cpu_s = None
         self._stop = threading.Event()
@@ -200,7 +207,7 @@ class ThreadCpuSampler:
             if pid is None:
                 pid = _qemu_pid(self.domain_name)
             if pid is not None:
-                value = _thread_cpu_s(pid, self.comm)
+                value = _thread_cpu_s(pid, self.is_thread)
                 if value is not None:
                     self.cpu_s = value
             self._stop.wait(self.period)
@@ -288,8 +295,12 @@ def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
     (s); returns (statistics or None if it timed out after ``timeout`` s).
     The statistics are those of :meth:`hosts.Testbed.migrate` without the
     raw ``libvirt`` dict, plus ``migration_thread_cpu_s`` (CPU seconds of
-    QEMU's live_migration thread on A) and ``cpu_per_page_s`` (that over
-    the pages sent, normal and zero).  The guest is destroyed."""
+    QEMU's migration thread on A), ``cpu_per_page_s`` (that over
+    the pages sent, normal and zero), ``guest_lost`` (what the workload's
+    integrity check on B found lost: writes, or pages for video; None if
+    it could not tell) and ``integrity_error`` (why the check failed, or
+    None): a migration that lost writes is kept, marked, not dropped.
+    The guest is destroyed."""
     name = _boot(bed, boot_files, workload, boot_timeout)
     try:
         with ThreadCpuSampler(name) as cpu:
@@ -297,9 +308,16 @@ def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
                 measured = bed.migrate(name, bandwidth_bytes_per_s=bandwidth,
                                        downtime_limit_s=downtime_limit,
                                        timeout=timeout)
+                integrity_error = None
             except hosts.MigrationTimeout:
                 return None
+            except guest_mod.GuestIntegrityError as e:
+                measured, integrity_error = e.stats, str(e)
+                measured["guest_check"] = e.check
         measured.pop("libvirt", None)
+        check = measured.pop("guest_check", None)
+        measured["guest_lost"] = None if check is None else check.lost
+        measured["integrity_error"] = integrity_error
         measured["migration_thread_cpu_s"] = cpu.cpu_s
         pages = (measured.get("normal_pages") or 0) + \
             (measured.get("constant_pages") or 0)
@@ -327,7 +345,9 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
     ``link_rate_bytes_per_s`` bytes over the sending time of a migration
                           without a rate limit (libvirt's 8 GiB/s cap):
                           what the stop-and-copy runs at;
-    ``setup_time_sd_s``   the standard deviation of the setup times.
+    ``setup_time_sd_s``   the standard deviation of the setup times;
+    ``qemu_version``      host A's QEMU release ("MAJOR.MINOR"), whose
+                          send rate the setup time is computed with.
 
     With ``warmup``, one idle migration first is measured and discarded:
     the first migration on freshly started hosts is slower (host B's first
@@ -335,6 +355,7 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
     Medians over ``repetitions``; ``runs`` holds every measurement, and
     ``warmup`` the discarded one."""
     log = log or (lambda msg: None)
+    qemu = hosts.qemu_version()
     runs = []
     bounded = 32 * MIB
     discarded = None
@@ -350,7 +371,8 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
                              boot_timeout)
         if a is None or b is None:
             raise hosts.TestbedError("an idle guest's migration timed out")
-        setup = a["total_time_s"] - a["transferred_bytes"] / bounded - \
+        setup = a["total_time_s"] - a["transferred_bytes"] / \
+            precopy.send_rate(bounded, PAGE_SIZE, qemu_version=qemu) - \
             a["downtime_s"]
         sending = b["total_time_s"] - setup - b["downtime_s"]
         runs.append({"setup_time_s": setup,
@@ -359,7 +381,7 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
                                                sending if sending > 0
                                                else None),
                      "bounded": a, "unbounded": b})
-    out = {}
+    out = {"qemu_version": qemu}
     for key in ("setup_time_s", "switchover_time_s",
                 "link_rate_bytes_per_s"):
         values = [r[key] for r in runs if r[key] is not None]
@@ -379,6 +401,8 @@ def model_settings(calibration):
     out = {"setup_time": max(0.0, calibration["setup_time_s"]),
            "setup_time_sd": calibration.get("setup_time_sd_s") or 0.0,
            "switchover_time": max(0.0, calibration["switchover_time_s"])}
+    if calibration.get("qemu_version"):
+        out["qemu_version"] = calibration["qemu_version"]
     if calibration.get("link_rate_bytes_per_s"):
         out["link_rate"] = calibration["link_rate_bytes_per_s"]
     return out

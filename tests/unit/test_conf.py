@@ -22,6 +22,7 @@ EXPECTED_DEFAULTS = {
     'model': 'precopy',
     'dirty_log': 'sync',
     'send_order': 'address',
+    'qemu_version': 'auto',
     'check_interval': 0.1,
     'switchover_time': 0.0,
     'setup_time': 0.0,
@@ -117,6 +118,8 @@ def test_config_file_sets_dirty_log(tmp_path):
 @pytest.mark.parametrize('line', [
     'dirty_log = bogus',
     'send_order = random',
+    'qemu_version = ten',
+    'qemu_version = 10',
     'max_rounds = 0',
     'confidence = 1.0',
     'cgroup_period = 999',

@@ -8,7 +8,7 @@ import pytest
 
 from rtmig_nova.model import (DirtyProfile, MigrationSettings, predict,
                               simulate)
-from rtmig_nova.model import analytic, montecarlo
+from rtmig_nova.model import analytic, montecarlo, precopy
 from rtmig_nova.model.precopy import PAGE_HEADER_BYTES, ZERO_PAGE_BYTES
 
 PAGE = 4096
@@ -117,6 +117,74 @@ def test_a_window_carries_the_page_that_crosses_its_quota(mib, pages):
     sent, length, nbytes, starts = montecarlo._epoch(
         guest, st, np.arange(20 * pages))
     assert starts[pages] == pytest.approx(0.1)
+
+
+# QEMU 10.0: a byte counts once flushed, 32 pages at a time.  The bytes per
+# window QEMU 10.0.2 sent here (its trace, bytes flushed per 100 ms) were
+# 525,330 / 919,314 / 1,050,642 / 3,414,546 at 4 / 8 / 10 / 32 MiB/s: these
+# page counts plus 18 bytes of section header, EOS and footer.
+@pytest.mark.parametrize("mib,pages,measured", [
+    (4, 128, 525330), (8, 224, 919314), (10, 256, 1050642),
+    (32, 832, 3414546)])
+def test_qemu_10_counts_the_rate_limit_per_flush(mib, pages, measured):
+    st = MigrationSettings(bandwidth=mib * 2 ** 20, downtime_limit=0.05,
+                           qemu_version="10.0")
+    assert pages % precopy.PAGES_PER_FLUSH == 0
+    assert pages * WIRE + 18 == measured
+    assert st.send_rate(PAGE) == pytest.approx(pages * WIRE / 0.1)
+    assert st.threshold_pages(PAGE) == pytest.approx(
+        pages * WIRE / 0.1 * 0.05 / PAGE)
+    # 7.2 at the same limit sends less (up to 25% less, at 4 MiB/s)
+    old = MigrationSettings(bandwidth=mib * 2 ** 20, downtime_limit=0.05)
+    assert old.send_rate(PAGE) <= st.send_rate(PAGE)
+    # and the simulator follows the version
+    prof = DirtyProfile.from_histogram([], [], idle_pages=20 * pages)
+    guest = montecarlo._Guest(prof, st, np.random.default_rng(0))
+    sent, length, nbytes, starts = montecarlo._epoch(
+        guest, st, np.arange(20 * pages))
+    assert starts[pages] == pytest.approx(0.1)
+
+
+def test_the_models_follow_the_qemu_version():
+    # 4 MiB/s: 10.0 sends 25% more than 7.2, so a first pass of 64 MiB
+    # ends sooner, in the analytic model and in the simulator alike
+    prof = DirtyProfile.from_histogram([], [], idle_pages=16384)
+    times = {}
+    for version in ("7.2", "10.0"):
+        st = MigrationSettings(bandwidth=4 * 2 ** 20, downtime_limit=0.05,
+                               qemu_version=version)
+        a = analytic.predict(prof, st).total_time.mean
+        m = montecarlo.simulate(prof, st, runs=20, seed=1).total_time.mean
+        assert a == pytest.approx(m, rel=0.02)
+        times[version] = a
+    # 103 pages a window on 7.2, 128 (four flushes of 32) on 10.0
+    assert times["7.2"] / times["10.0"] == pytest.approx(128 / 103,
+                                                         rel=0.02)
+
+
+@pytest.mark.parametrize("value,want", [
+    ("7.2", "7.2"), ("10.0.2", "10.0"),
+    ("1:10.0.2+ds-2+deb13u1~bpo12+1", "10.0"),
+    ("7.2.22", "7.2"), (10000002, "10.0"), (7002022, "7.2"),
+    ({"major": 10, "minor": 0, "micro": 2}, "10.0"), ("8.1", "8.1")])
+def test_qemu_version_forms(value, want):
+    assert precopy.qemu_version(value) == want
+
+
+@pytest.mark.parametrize("value", ["", "ten", "10", "1.5", "100.0", None,
+                                   True, -1, {"major": 10}, "10.x"])
+def test_qemu_version_refuses(value):
+    with pytest.raises(ValueError):
+        precopy.qemu_version(value)
+    with pytest.raises(ValueError):
+        MigrationSettings(bandwidth=1e6, downtime_limit=0.1,
+                          qemu_version=value)
+
+
+def test_the_flushed_count_starts_at_8_1():
+    assert precopy.pages_per_count("8.0") == 1
+    assert precopy.pages_per_count("8.1") == precopy.PAGES_PER_FLUSH
+    assert precopy.pages_per_count("7.2") == 1
 
 
 def test_rate_order_and_cleared_log_reduce_resends():
