@@ -90,14 +90,15 @@ def load_profile(ref, profile_dir):
     return _load(ref, profile_dir, _stamp(ref, profile_dir))
 
 
-def qemu_version(group, host_version=None):
-    """The QEMU release ("MAJOR.MINOR") plans are made for: ``[rtmig]
-    qemu_version``, or with ``auto`` the host's ``host_version`` (what
-    libvirt reports: see :func:`rtmig_nova.model.precopy.qemu_version`),
-    or without one the models' default."""
+def qemu_version(setting, host_version=None):
+    """The QEMU release ("MAJOR.MINOR") plans are made for: ``setting``
+    (``[rtmig] qemu_version``, ``--qemu-version``), or with ``auto`` the
+    host's ``host_version`` (what libvirt reports: see
+    :func:`rtmig_nova.model.precopy.qemu_version`), or without one the
+    models' default."""
     from rtmig_nova.model import precopy
-    if group.qemu_version != "auto":
-        return precopy.qemu_version(group.qemu_version)
+    if setting != "auto":
+        return precopy.qemu_version(setting)
     if host_version is not None:
         return precopy.qemu_version(host_version)
     return precopy.DEFAULT_QEMU_VERSION
@@ -108,7 +109,7 @@ def plan_options(group, host_version=None):
     ``[rtmig]`` option group ``group`` (``CONF.rtmig``) on a host whose
     QEMU is ``host_version`` (None: not known here)."""
     return {
-        "qemu_version": qemu_version(group, host_version),
+        "qemu_version": qemu_version(group.qemu_version, host_version),
         "model": group.model,
         "cpu_cost_per_page": group.cpu_cost_per_page,
         "cpu_margin": group.cpu_margin,

@@ -54,6 +54,7 @@ def _settings(args, defaults):
     s = {
         "dirty_log": args.dirty_log or defaults.dirty_log,
         "order": args.order or defaults.send_order,
+        "qemu_version": _qemu_version(args, defaults),
         "check_interval": defaults.check_interval,
         "switchover_time": defaults.switchover_time,
         "setup_time": defaults.setup_time,
@@ -68,6 +69,17 @@ def _settings(args, defaults):
         s["link_rate"] = bounds.LINK_RATE.parse(args.link_rate,
                                                 "--link-rate")
     return s
+
+
+def _qemu_version(args, defaults):
+    from rtmig_nova import planning
+    where = "--qemu-version" if args.qemu_version is not None \
+        else "[rtmig] qemu_version"
+    try:
+        return planning.qemu_version(args.qemu_version
+                                     or defaults.qemu_version)
+    except ValueError as e:
+        raise CliError(f"{where}: {e}") from None
 
 
 def _bandwidth_and_limit(args):

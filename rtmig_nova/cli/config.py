@@ -44,6 +44,7 @@ class Defaults:
     model: str
     dirty_log: str
     send_order: str
+    qemu_version: str
     check_interval: float
     switchover_time: float
     setup_time: float

@@ -79,6 +79,11 @@ def _add_model_options(parser, model=True, link_rate=True):
     g.add_argument("--order", choices=("address", "rate"),
                    help="send order of the pages in a round (default: "
                         "[rtmig] send_order, address)")
+    g.add_argument("--qemu-version", metavar="VER",
+                   help="the QEMU release that migrates, e.g. 10.0: how its "
+                        "rate limit counts bytes (default: [rtmig] "
+                        "qemu_version; auto: 7.2 here, the host's QEMU "
+                        "where rtmig reads a host)")
     g.add_argument("--switchover-time", metavar="DUR",
                    help="fixed extra downtime for device state and the "
                         "switch-over, e.g. 20ms (default: [rtmig] "

@@ -427,6 +427,8 @@ def _host_checks(req, enf):
             dom = lc.lookup(conn, req.domain)
         except lc.LibvirtError as e:
             raise CliError(f"--domain: {e}") from None
+        # the HTB class carries what this host's QEMU sends
+        host_qemu = lc.hypervisor_version(dom)
         threads = list(req.threads)
         if req.vcpus:
             try:
@@ -454,7 +456,7 @@ def _host_checks(req, enf):
         s = req.shaping
         plan = enf.reservation.migration_shaping(
             s["ifname"], s["link_rate"], s["rate"], s["ports"], s["peer"],
-            s["netns"])
+            s["netns"], qemu_version=host_qemu)
         try:
             enf.netshape.validate(plan)
         except ValueError as e:

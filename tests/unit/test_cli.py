@@ -195,6 +195,29 @@ def test_predict_json(capsys, small_profile):
     assert doc["model"] == "precopy"
 
 
+def test_predict_for_a_qemu_version(capsys, tmp_path):
+    # 4 MiB/s: QEMU 10.0 sends 25% more than 7.2 (its rate limit counts
+    # 32 pages at a time), so an idle guest's migration is shorter
+    idle = tmp_path / "idle.json"
+    DirtyProfile.from_histogram([], [], idle_pages=8192).save(idle)
+    means = {}
+    for version in ("7.2", "10.0.2"):
+        code, out, err = run(capsys, "predict", "--profile", idle,
+                             "--bandwidth", "4MiB/s", "--downtime-limit",
+                             "30ms", "--qemu-version", version, "--json")
+        assert code == 0, err
+        doc = strict_json(out)
+        assert doc["settings"]["qemu_version"] == version[:4]
+        means[version] = doc["total_time_s"]["mean"]
+    assert means["7.2"] / means["10.0.2"] == pytest.approx(128 / 103,
+                                                           rel=0.02)
+    code, out, err = run(capsys, "predict", "--profile", idle,
+                         "--bandwidth", "4MiB/s", "--downtime-limit",
+                         "30ms", "--qemu-version", "ten")
+    assert_one_error_line(code, out, err)
+    assert "--qemu-version" in err
+
+
 def test_predict_table(capsys, small_profile):
     code, out, err = run(capsys, "predict", "--profile", small_profile,
                          "--bandwidth", "160Mbit/s", "--downtime-limit",

@@ -17,15 +17,16 @@ from rtmig_nova.model import sizing
 MIB = 2 ** 20
 
 
-def _group(value):
-    return types.SimpleNamespace(qemu_version=value)
-
-
 def test_auto_takes_the_host_s_and_a_setting_wins():
-    assert planning.qemu_version(_group("auto"), 10000002) == "10.0"
-    assert planning.qemu_version(_group("auto")) == \
-        precopy.DEFAULT_QEMU_VERSION
-    assert planning.qemu_version(_group("8.2"), 10000002) == "8.2"
+    assert planning.qemu_version("auto", 10000002) == "10.0"
+    assert planning.qemu_version("auto") == precopy.DEFAULT_QEMU_VERSION
+    assert planning.qemu_version("8.2", 10000002) == "8.2"
+    group = types.SimpleNamespace(qemu_version="auto", **{
+        k: None for k in ("model", "cpu_cost_per_page", "cpu_margin",
+                          "deadline_period", "cgroup_period", "dirty_log",
+                          "send_order", "check_interval", "switchover_time",
+                          "setup_time", "setup_time_sd", "max_rounds")})
+    assert planning.plan_options(group, 10000002)["qemu_version"] == "10.0"
 
 
 def test_the_link_share_follows_the_qemu_that_sends():
