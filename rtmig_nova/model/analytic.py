@@ -486,7 +486,16 @@ def _merge_stretches(layout, x0, length, q):
 
 
 _STOP_FRACS = np.linspace(0.0, 1.0, STOP_CELLS + 1)
-_CELL_FRACS = {n: np.linspace(0.0, 1.0, n + 1) for n in (1, CELLS)}
+_CELL_FRACS = {}
+
+
+def _cell_fracs(n):
+    """Edges of n even cells as fractions of their span, 0 .. 1; cached,
+    for any n: CELLS is read at each prediction (a test may change it)."""
+    fracs = _CELL_FRACS.get(n)
+    if fracs is None:
+        fracs = _CELL_FRACS[n] = np.linspace(0.0, 1.0, n + 1)
+    return fracs
 
 
 def _slope(y, x):
@@ -643,7 +652,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
             far = low > boundary + 0.5
             ncell = 1 if far and _smooth(bins, st, surv_lo, hi, pend) \
                 else CELLS
-            edges = surv_lo + (hi - surv_lo) * _CELL_FRACS[ncell]
+            edges = surv_lo + (hi - surv_lo) * _cell_fracs(ncell)
             edges[-1] = max(far_hi, hi)
             # One call for both parts: the stop cells end at the boundary
             # where the survivor cells start.
