@@ -11,7 +11,10 @@ propagates the *distribution* of n round by round:
 
 * the survivors (paths that have not yet converged) are held as a few cells,
   each with its probability mass, the mean and variance of n in it, and the
-  mean and variance of the time elapsed so far;
+  mean and variance of the time elapsed so far; cell edges sit on the
+  pending counts where the next epoch's schedule breaks (one check more:
+  the next count jumps by about a window of pages), so near a convergence
+  cliff the answer does not move with the number of cells;
 * from each cell the epoch is computed exactly as QEMU runs it (pending check
   every 100 ms window, sync when fewer than threshold pages remain, remaining
   pages carried over); the new pending count is Poisson-binomial, taken as
@@ -275,7 +278,8 @@ def _schedule(bins, st, n, pend):
     """
     bw, dt = st["bandwidth"], st["check_interval"]
     window = bw * dt
-    a, g_bytes, cum_bytes, checks, exhausted = _checks(bins, st, n, pend)
+    a, g_bytes, cum_bytes, checks, exhausted, _ = _checks(bins, st, n,
+                                                          pend)
     total_bytes = cum_bytes[:, -1]
     sent_bytes = np.minimum(checks * window, total_bytes)
     T = np.where(exhausted, total_bytes / bw, checks * dt)
@@ -309,15 +313,93 @@ def _checks(bins, st, n, pend):
     # remain; or every page is sent before it.
     checks = np.floor(need / window) + 1.0
     exhausted = checks * window >= cum_bytes[:, -1]
-    return a, g_bytes, cum_bytes, checks, exhausted
+    return a, g_bytes, cum_bytes, checks, exhausted, need
 
 
 def _smooth(bins, st, lo, hi, pend):
     """True if the epoch schedule is the same (same check, same way of
     ending) for every pending count in [lo, hi]: the next pending count is
     then a smooth function of n there and one cell represents it."""
-    _, _, _, checks, exhausted = _checks(bins, st, np.array((lo, hi)), pend)
+    _, _, _, checks, exhausted, _ = _checks(bins, st, np.array((lo, hi)),
+                                            pend)
     return checks[0] == checks[1] and exhausted[0] == exhausted[1]
+
+
+def _cell_edges(bins, st, lo, hi, pend, ncell):
+    """Edges (pending pages, ascending) of about ``ncell`` cells over
+    [lo, hi]: even, except that the edge nearest to each break of the next
+    epoch's schedule is moved onto it.  Breaks: a pending count at which
+    the epoch gains a check (it is 100 ms longer, and the next pending
+    count falls by about a window of pages), or stops sending every page
+    before its check (the next count's slope in n changes).  A cell across
+    a break would be carried through one schedule (and a slope across it)
+    instead of two; aligned, the next count is smooth in n within each
+    cell.  With more breaks than half the cells they cannot be resolved:
+    even cells."""
+    edges = lo + (hi - lo) * _cell_fracs(ncell)
+    window = st["bandwidth"] * st["check_interval"]
+    _, _, cum_bytes, checks, exhausted, need = _checks(bins, st, edges,
+                                                       pend)
+    # Check j + 1 is reached where need (bytes, growing with n) gets to j
+    # windows.  need is linear in n but for kinks where a send group fills
+    # up: interpolated within a cell, a kink there puts a sliver of the
+    # cell on the wrong side.
+    j0, j1 = math.floor(need[0] / window), math.floor(need[-1] / window)
+    # The pending set runs out first while its bytes are within the
+    # check's windows.
+    flips = np.flatnonzero((exhausted[1:] != exhausted[:-1]) &
+                           (checks[1:] == checks[:-1])).tolist()
+    if (j1 == j0 and not flips) or j1 - j0 + len(flips) > ncell // 2:
+        return edges
+    targets = np.arange(j0 + 1, j1 + 1) * window
+    breaks = []
+    for i, target in zip(np.searchsorted(need, targets).tolist(),
+                         targets.tolist()):
+        i = min(max(i, 1), ncell)
+        breaks.append((i, (target - need[i - 1]) /
+                       max(need[i] - need[i - 1], 1e-300)))
+    for i in flips:
+        r0, r1 = (checks[i:i + 2] * window - cum_bytes[i:i + 2, -1])
+        breaks.append((i + 1, r0 / (r0 - r1)))
+    xs, near = [], []
+    for i, f in breaks:
+        x = edges[i - 1] + f * (edges[i] - edges[i - 1])
+        xs.append(x)
+        near.append(min(max(round((x - lo) / (hi - lo) * ncell), 1),
+                        ncell - 1))
+    if len(set(near)) < len(near):      # two breaks by one edge: add them
+        return np.unique(np.concatenate((edges, xs)))
+    edges[near] = xs
+    return edges
+
+
+def _piece_slope(y, x, piece):
+    """dy/dx at the points x (increasing, shape (G,), G >= 2) as
+    :func:`_slope` computes it, but from neighbours in the same ``piece``
+    (the same epoch schedule) only: across a change of schedule y jumps
+    (or bends), and a difference over a jump, carried through a cell's
+    spread, would smear its mass over a window of pages.  A point alone
+    in its piece takes the nearest in-piece difference; with none, the
+    trend across the pieces (:func:`_slope`)."""
+    out = _slope(y, x)
+    breaks = np.flatnonzero(piece[1:] != piece[:-1]).tolist()
+    g = y.size - 1                      # pairs: k joins points k, k + 1
+    if not breaks or len(breaks) == g:
+        return out
+    split = set(breaks)
+    # The few points next to a break, one by one.
+    for i in sorted(split | {k + 1 for k in breaks}):
+        left = i >= 1 and i - 1 not in split
+        right = i < g and i not in split
+        if left and right:
+            continue                    # _slope's, within its piece
+        if left or right:
+            k = i - 1 if left else i
+        else:                           # alone: the nearest in-piece pair
+            k = min((p for p in range(g) if p not in split),
+                    key=lambda p: abs(p + 0.5 - i))
+        out[i] = (y[k + 1] - y[k]) / (x[k + 1] - x[k])
+    return out
 
 
 def _epoch(bins, st, n, pend):
@@ -486,7 +568,16 @@ def _merge_stretches(layout, x0, length, q):
 
 
 _STOP_FRACS = np.linspace(0.0, 1.0, STOP_CELLS + 1)
-_CELL_FRACS = {n: np.linspace(0.0, 1.0, n + 1) for n in (1, CELLS)}
+_CELL_FRACS = {}
+
+
+def _cell_fracs(n):
+    """Edges of n even cells as fractions of their span, 0 .. 1; cached,
+    for any n: CELLS is read at each prediction (a test may change it)."""
+    fracs = _CELL_FRACS.get(n)
+    if fracs is None:
+        fracs = _CELL_FRACS[n] = np.linspace(0.0, 1.0, n + 1)
+    return fracs
 
 
 def _slope(y, x):
@@ -599,7 +690,11 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
                 bins, st, np.concatenate((n_mean, (n_w,))), pend)
             w_row = -1
             T, mu, var, new_bytes = T[:-1], mu[:-1], var[:-1], new_bytes[:-1]
-            slope = _slope(mu, n_mean)
+            # Slopes within each schedule (the check each cell's epoch
+            # syncs at, and whether its pages run out first), not across
+            # its breaks.
+            slope = _piece_slope(mu, n_mean,
+                                 (2.0 * sched[4] + sched[5])[:-1])
         else:
             # One cell: its slope from a second point, in the same call.
             n0 = float(n_mean[0])
@@ -636,14 +731,19 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
             elif ws.sum() > 0:
                 pend = _advance(bins, st,
                                 float(np.dot(ws, n_mean) / ws.sum()), pend)
-            # One cell when the survivors are all far above the threshold
-            # and their next epoch is the same schedule for all of them;
-            # otherwise cells that resolve the threshold and the 100 ms
-            # steps.
-            far = low > boundary + 0.5
-            ncell = 1 if far and _smooth(bins, st, surv_lo, hi, pend) \
-                else CELLS
-            edges = surv_lo + (hi - surv_lo) * _CELL_FRACS[ncell]
+            # One cell while the survivors are one normal (they came from
+            # one cell), all far above the threshold, and their next epoch
+            # is the same schedule for all of them.  Otherwise cells that
+            # resolve the threshold and the 100 ms steps: survivors from
+            # several cells have a shape (two schedules' worth of peaks,
+            # say) that one cell's mean and variance would lose for every
+            # later round, and the rounds where they reach the threshold
+            # depend on it.
+            if w.size == 1 and low > boundary + 0.5 and \
+                    _smooth(bins, st, surv_lo, hi, pend):
+                edges = surv_lo + (hi - surv_lo) * _cell_fracs(1)
+            else:
+                edges = _cell_edges(bins, st, surv_lo, hi, pend, CELLS)
             edges[-1] = max(far_hi, hi)
             # One call for both parts: the stop cells end at the boundary
             # where the survivor cells start.
