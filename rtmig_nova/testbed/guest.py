@@ -34,6 +34,8 @@ WORKLOAD_PARAMS = {
                 "rate_after", "check"),
     "zipf": ("mem", "rate", "s", "scatter", "batch_us", "seed",
              "duration", "check"),
+    "ring": ("mem", "rate", "record", "hot", "batch_us", "duration",
+             "check"),
 }
 _VALUE_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 _STATUS_RE = re.compile(r"rtmig-workload (\w+)((?: \w+=\S+)+)")
@@ -48,6 +50,9 @@ BOOT_TIMEOUT = 120.0
 _KERNEL_FAILURE_RE = re.compile(
     r"general protection fault|BUG: |Oops: |Kernel panic|"
     r"segfault at |rtmig-init: workload \w+ exited")
+# What a workload's lost=N counts.
+LOST_UNITS = {"uniform": "writes", "zipf": "writes", "video": "pages",
+              "ring": "records or counter pages"}
 # Seconds for a migrated guest to print the status lines the integrity check
 # reads: two of its seconds, under TCG on a busy host several times that.
 CHECK_TIMEOUT = 30.0
@@ -70,8 +75,9 @@ class GuestIntegrityError(Exception):
 class IntegrityCheck:
     """What a workload's own integrity check said after a migration.
 
-    ``lost``: writes (uniform, zipf) or pages (video) whose newest content
-    the guest did not find in its memory, since it started;
+    ``lost``: what the guest did not find in its memory as it last wrote
+    it, since it started (:data:`LOST_UNITS`: writes for uniform and zipf,
+    pages for video, records or counter pages for ring);
     ``t``: the guest's seconds at that status line; ``status``: the line's
     fields.  ``ok``: nothing lost."""
 
@@ -302,7 +308,7 @@ def check_after_migration(console_log, mark, timeout=CHECK_TIMEOUT,
                         f"the {workload} workload runs without its "
                         f"integrity check (rtmig.check=0)", check)
                 if not check.ok:
-                    unit = "pages" if parsed[0] == "video" else "writes"
+                    unit = LOST_UNITS.get(parsed[0], "writes")
                     raise GuestIntegrityError(
                         f"the guest lost {check.lost} {unit} in the "
                         f"migration (its check at t={check.t} s)", check)

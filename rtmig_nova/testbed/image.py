@@ -14,8 +14,8 @@
 
 The initramfs holds busybox-static (its applets as symlinks in /bin), the
 workload programs of ``rtmig_nova/testbed/workloads`` compiled with the
-system gcc (``rtmig-video``, ``rtmig-uniform``, ``rtmig-zipf``, statically
-linked) and an ``/init`` script that mounts proc, sys and dev, reads
+system gcc (``rtmig-video``, ``rtmig-uniform``, ``rtmig-zipf``,
+``rtmig-ring``, statically linked) and an ``/init`` script that mounts proc, sys and dev, reads
 ``rtmig.workload=NAME`` from the kernel command line and runs
 ``/bin/rtmig-NAME`` (see :data:`INIT_SCRIPT`).
 
@@ -39,7 +39,7 @@ from pathlib import Path
 
 LOG = logging.getLogger(__name__)
 
-WORKLOADS = ("video", "uniform", "zipf")
+WORKLOADS = ("video", "uniform", "zipf", "ring")
 WORKLOAD_DIR = Path(__file__).resolve().parent / "workloads"
 COMMON_SOURCES = ("common.c",)
 CC = "gcc"

@@ -26,6 +26,7 @@ BOOT_CASES = {
     "video": dict(width=640, height=480, ring=4),
     "uniform": dict(mem="8M", rate=5000),
     "zipf": dict(mem="8M", rate=5000, s=1.1),
+    "ring": dict(mem="8M", rate=2000, record=512),
 }
 
 
@@ -274,7 +275,8 @@ def host_binaries(tmp_path_factory):
      25),
     ("uniform", "rtmig.mem=4M rtmig.rate=20000", "writes", 20000),
     ("zipf", "rtmig.mem=4M rtmig.rate=20000 rtmig.s=1.1", "writes", 20000),
-], ids=["video", "uniform", "zipf"])
+    ("ring", "rtmig.mem=1M rtmig.rate=5000", "records", 5000),
+], ids=["video", "uniform", "zipf", "ring"])
 def test_workload_runs_on_host(host_binaries, workload, params, key,
                                per_second):
     res = subprocess.run(
@@ -316,7 +318,9 @@ def _status_lines(proc, count, timeout=20):
      "writes"),
     ("video", "rtmig.frame=64K rtmig.ring=4 rtmig.meta=8K", 4 << 16,
      "frames"),
-], ids=["uniform", "zipf", "video"])
+    ("ring", "rtmig.mem=256K rtmig.rate=200 rtmig.hot=0", 256 << 10,
+     "records"),
+], ids=["uniform", "zipf", "video", "ring"])
 def test_integrity_check_sees_a_stale_memory_image(host_binaries, workload,
                                                    params, size, unit_count):
     # What a migration that loses writes does to a guest: some of its pages
@@ -479,11 +483,16 @@ def test_guest_boots_and_runs_workload(boot, workload):
     print(f"{workload}: workload up {booted:.1f}s after QEMU started")
     first, second = status
     assert second["t"] == first["t"] + 1
+    assert first["lost"] == second["lost"] == 0
     if workload == "video":
         assert "frame=460800 ring=4" in config
         assert second["frames"] > first["frames"] > 0
         assert second["misses"] >= first["misses"] >= 0
         assert second["max_lateness_us"] >= 0
+    elif workload == "ring":
+        assert "slots=16384" in config
+        assert second["records"] > first["records"] > 0
+        assert second["rps"] == pytest.approx(params["rate"], rel=0.1)
     else:
         assert "pages=2048" in config
         assert second["writes"] > first["writes"] > 0
