@@ -161,11 +161,11 @@ Unit: none (a switch).
         help="""
 Put QEMU's migration thread (``live_migration``; on 10.0 ``mig/src/main``)
 under SCHED_DEADLINE with the plan's CPU reservation for the duration of a
-real-time live migration, on the source, as soon as the thread exists
-(Nova's monitor looks every 0.5 s).  The emulator cgroup's CFS quota, set
-before the migration, caps it until then.  A kernel that refuses (no
-CAP_SYS_NICE for the privsep daemon, the thread's CPU affinity narrower than
-its root domain, the deadline bandwidth full) aborts the migration, which Nova rolls back.  With
+real-time live migration, on the source, as soon as the thread exists (Nova's
+monitor looks every 0.5 s). The emulator cgroup's CFS quota, set before the
+migration, caps it until then. A kernel that refuses (no CAP_SYS_NICE for the
+privsep daemon, the thread's CPU affinity narrower than its root domain, the
+deadline bandwidth full) aborts the migration, which Nova rolls back. With
 False only the CFS quota holds: a cap, not a guarantee.
 
 Unit: none (a switch).
