@@ -15,8 +15,9 @@
 The initramfs holds busybox-static (its applets as symlinks in /bin), the
 workload programs of ``rtmig_nova/testbed/workloads`` compiled with the
 system gcc (``rtmig-video``, ``rtmig-uniform``, ``rtmig-zipf``,
-``rtmig-ring``, statically linked) and an ``/init`` script that mounts proc, sys and dev, reads
-``rtmig.workload=NAME`` from the kernel command line and runs
+``rtmig-ring``, statically linked) and an ``/init`` script that mounts
+proc, sys and dev, reads ``rtmig.workload=NAME`` from the kernel command
+line and runs
 ``/bin/rtmig-NAME`` (see :data:`INIT_SCRIPT`).
 
 The archive (cpio "newc" + gzip) is written here in Python rather than by
