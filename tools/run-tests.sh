@@ -21,22 +21,30 @@ BACKPORTS=bookworm-backports
 VIRT_PACKAGES=(qemu-system-x86 libvirt-daemon-system libvirt-daemon-driver-qemu
                libvirt-clients libvirt-dev)
 QEMU_MIN=10.0
+LIBVIRT_MIN=11.3
 APT_PACKAGES=(pkg-config iproute2 gcc libc6-dev busybox-static
               linux-image-amd64)
+
+# Host A's daemons by their pid files: a testbed's host B runs daemons of
+# the same names in the same pid namespace.
+LIBVIRTD_PID=/run/libvirtd.pid
+VIRTLOGD_PID=/run/virtlogd.pid
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"
 }
 
+version_of() {        # the package's version without its epoch, or ""
+    local v
+    v=$(dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true)
+    echo "${v#*:}"
+}
+
+running() {           # the daemon of pid file $1 runs
+    [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
 if [ "$(id -u)" = 0 ]; then
-    if ! grep -rqs "^Suites:.*\b$BACKPORTS\b" /etc/apt/sources.list.d/ &&
-       ! grep -qs "^deb .* $BACKPORTS " /etc/apt/sources.list; then
-        echo "== adding Debian's $BACKPORTS to apt's sources"
-        printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" \
-            "Suites: $BACKPORTS" "Components: main" \
-            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" \
-            > "/etc/apt/sources.list.d/rtmig-$BACKPORTS.sources"
-    fi
     missing=()
     for p in "${APT_PACKAGES[@]}"; do
         installed "$p" || missing+=("$p")
@@ -45,41 +53,62 @@ if [ "$(id -u)" = 0 ]; then
     for p in "${VIRT_PACKAGES[@]}"; do
         installed "$p" || virt_stale=1
     done
-    qemu_version=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null |
-                   sed 's/^[0-9]*://')
-    dpkg --compare-versions "${qemu_version:-0}" ge "$QEMU_MIN" || virt_stale=1
+    dpkg --compare-versions "$(version_of qemu-system-x86)" ge "$QEMU_MIN" ||
+        virt_stale=1
+    dpkg --compare-versions "$(version_of libvirt-daemon)" ge "$LIBVIRT_MIN" ||
+        virt_stale=1
+    sources=$(apt-cache policy 2>/dev/null || true)
+    if [ $virt_stale = 1 ] && ! grep -q " $BACKPORTS/main " <<<"$sources"; then
+        . /etc/os-release
+        if [ "${VERSION_CODENAME:-}" != bookworm ]; then
+            echo "== $VERSION_CODENAME: not adding $BACKPORTS; install QEMU" \
+                 ">= $QEMU_MIN and libvirt >= $LIBVIRT_MIN yourself" >&2
+            exit 1
+        fi
+        echo "== adding Debian's $BACKPORTS to apt's sources"
+        printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" \
+            "Suites: $BACKPORTS" "Components: main" \
+            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" \
+            > "/etc/apt/sources.list.d/rtmig-$BACKPORTS.sources"
+    fi
     if [ ${#missing[@]} -gt 0 ] || [ $virt_stale = 1 ]; then
         echo "== installing system packages: ${missing[*]}" \
              "$([ $virt_stale = 1 ] && echo "${VIRT_PACKAGES[*]} (from $BACKPORTS)")"
         apt-get update -qq
+        apt_install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+                     --no-install-recommends -o Dpkg::Options::=--force-confold)
         if [ ${#missing[@]} -gt 0 ]; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-                --no-install-recommends "${missing[@]}" >/dev/null
+            "${apt_install[@]}" "${missing[@]}" >/dev/null
         fi
         if [ $virt_stale = 1 ]; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-                --no-install-recommends -t "$BACKPORTS" \
-                "${VIRT_PACKAGES[@]}" >/dev/null
+            "${apt_install[@]}" -t "$BACKPORTS" "${VIRT_PACKAGES[@]}" >/dev/null
         fi
     fi
     if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
         chgrp kvm /dev/kvm && chmod 660 /dev/kvm
     fi
-    # A libvirtd started before an upgrade runs the old code: restart it.
+    # A libvirtd started before an upgrade runs the old code: restart it;
+    # virtlogd re-executes itself in place on SIGUSR1, keeping the console
+    # logs of running domains.
     want=$(libvirtd --version | awk '{print $NF}')
     have=$(virsh -c qemu:///system version --daemon 2>/dev/null |
            awk '/daemon/ {print $NF}' || true)
-    if pgrep -x libvirtd >/dev/null && [ "$have" != "$want" ]; then
-        echo "== restarting libvirtd ${have:-?} -> $want"
-        pkill -x libvirtd || true
-        pkill -x virtlogd || true
-        for _ in $(seq 50); do
-            pgrep -x libvirtd >/dev/null || break
+    if running "$LIBVIRTD_PID" && [ -n "$have" ] && [ "$have" != "$want" ]; then
+        echo "== restarting libvirtd $have -> $want"
+        running "$VIRTLOGD_PID" && kill -USR1 "$(cat "$VIRTLOGD_PID")"
+        old=$(cat "$LIBVIRTD_PID")
+        kill "$old"
+        for _ in $(seq 100); do
+            kill -0 "$old" 2>/dev/null || break
             sleep 0.2
         done
+        if kill -0 "$old" 2>/dev/null; then
+            echo "== libvirtd $old did not exit in 20 s" >&2
+            exit 1
+        fi
     fi
-    pgrep -x virtlogd >/dev/null || virtlogd -d
-    if ! pgrep -x libvirtd >/dev/null; then
+    running "$VIRTLOGD_PID" || virtlogd -d
+    if ! running "$LIBVIRTD_PID"; then
         libvirtd -d
         for _ in $(seq 50); do
             virsh -c qemu:///system version >/dev/null 2>&1 && break
