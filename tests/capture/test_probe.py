@@ -217,6 +217,9 @@ class _FakeMonitor:
             return {}
         if command == "query-status":
             return {"running": True, "status": "running"}
+        if command == "query-version":
+            return {"qemu": {"major": 10, "minor": 0, "micro": 2},
+                    "package": "Debian 1:10.0.2+ds-2"}
         if command == "trace-event-get-state":
             return [{"name": args["name"], "vcpu": False,
                      "state": "enabled" if self.events[args["name"]]
