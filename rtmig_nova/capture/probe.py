@@ -4,13 +4,17 @@ A *probe migration* is a pre-copy migration that is never meant to finish:
 it is throttled (``max-bandwidth``, default 8 MB/s), has a 1 ms
 ``downtime-limit`` (QEMU syncs the dirty bitmap again only when every dirty
 page has been sent) and sends its stream into a sink on this host that
-throws it away.  With the trace events ``migration_bitmap_sync_end`` and
-``ram_save_page`` enabled, QEMU's ``log`` trace backend writes one line per
-sync and per page sent to its stderr; :class:`~rtmig_nova.capture.trace.
-TraceParser` turns the rounds into observations, and
+throws it away.  With the trace events ``migration_bitmap_sync_end``,
+``ram_save_page`` and ``migration_thread_low_pending`` enabled, QEMU's
+``log`` trace backend writes one line per sync, per page sent and at the
+switch-over to its stderr; :class:`~rtmig_nova.capture.trace.TraceParser`
+turns the rounds into observations, and
 :meth:`DirtyProfile.from_observations` into a profile.  After the duration
 the migration is cancelled, and the migration parameters, the capability
-and the trace event states are put back as they were.
+and the trace event states are put back as they were.  The profile's
+metadata names the QEMU (``qemu_version``, from ``query-version``): under
+TCG, QEMU 7.2 loses writes to pages the vCPU keeps writing, which QEMU 10
+tracks (docs/testbed.md), so the same guest gives different profiles.
 
 The guest is either a libvirt domain (:func:`capture_domain`: QMP through
 ``libvirt_qemu.qemuMonitorCommand``, QEMU's stderr is the domain's log file
@@ -392,6 +396,24 @@ def _check_trace_events(monitor):
     return state
 
 
+def _qemu_version(monitor):
+    """{"qemu_version": "MAJOR.MINOR.MICRO", "qemu_package": ...} of the
+    QEMU behind ``monitor`` (what it has of them)."""
+    try:
+        info = monitor.cmd("query-version") or {}
+    except QMPCommandError:
+        return {}
+    out = {}
+    q = info.get("qemu") if isinstance(info, dict) else None
+    if isinstance(q, dict) and all(isinstance(q.get(k), int)
+                                   for k in ("major", "minor", "micro")):
+        out["qemu_version"] = f"{q['major']}.{q['minor']}.{q['micro']}"
+    package = info.get("package") if isinstance(info, dict) else None
+    if isinstance(package, str) and package.strip():
+        out["qemu_package"] = package.strip()[:200]
+    return out
+
+
 def _cancel(monitor, timeout=CANCEL_TIMEOUT):
     """migrate_cancel, then wait until the migration has ended."""
     if _status(monitor) in ENDED:
@@ -436,7 +458,10 @@ def capture(monitor, log_path, duration=DEFAULT_DURATION,
     is not an error: the probe is cancelled (the guest runs on) and the
     next one started, so one capture holds several *cycles*, each a first
     pass and rounds of falling length, which is the spread of interval
-    lengths that resolves both slow and fast pages.  A probe slower than
+    lengths that resolves both slow and fast pages.  The interval a cycle
+    converged in is an observation too, of (almost) no pages: without it
+    only the short intervals the guest was busy in were kept (see
+    :mod:`rtmig_nova.capture.trace`).  A probe slower than
     the guest never converges: its rounds grow until every active page is
     dirty in each, one long cycle."""
     if not duration > 0:
@@ -463,6 +488,7 @@ def capture(monitor, log_path, duration=DEFAULT_DURATION,
         raise ProbeError(f"a migration is already running (status "
                          f"{status}); not starting a probe")
     events_before = _check_trace_events(monitor)
+    qemu = _qemu_version(monitor)
     params = monitor.cmd("query-migrate-parameters") or {}
     restore = {k: params[k] for k in ("max-bandwidth", "downtime-limit")
                if k in params}
@@ -532,7 +558,8 @@ def capture(monitor, log_path, duration=DEFAULT_DURATION,
         if interrupted and result is not None:
             raise KeyboardInterrupt
     return _result(parsers, follower, sink, result, total_pages, restore,
-                   ram_block, page_size, bandwidth, first_bw, metadata)
+                   ram_block, page_size, bandwidth, first_bw,
+                   dict(qemu, **(metadata or {})))
 
 
 def _probe_cycle(monitor, follower, parser, sink, deadline, bandwidth,
@@ -642,6 +669,11 @@ def _result(parsers, follower, sink, elapsed, total_pages, restore,
             "probe_first_pass_bandwidth_bytes_per_s": int(first_bw),
             "probe_seconds": round(elapsed, 3), "rounds": len(obs),
             "probe_cycles": len(parsers),
+            # Intervals that ended where a probe converged (no pages: see
+            # trace.py), and the pages then pending, never sent.
+            "converged_intervals": sum(p.converged_intervals
+                                       for p in parsers),
+            "converged_unseen_pages": sum(p.unseen_pages for p in parsers),
             # Pages no probe sent were all zero in the first pass and never
             # written since: a migration sends them as 9-byte zero pages.
             "zero_pages_from": "first pass"}

@@ -8,11 +8,13 @@ line is (scripts/tracetool/backend/log.py)::
 
 where TID is the thread id and SECONDS.MICROS the gettimeofday() time (six
 digits of microseconds).  Without ``-msg timestamp=on`` the line is just
-``EVENT_NAME ARGS``, which has no time and is rejected here.  Two events of
-migration/ram.c are used (formats from migration/trace-events)::
+``EVENT_NAME ARGS``, which has no time and is rejected here.  Three events
+are used, two of migration/ram.c and one of migration/migration.c (formats
+from migration/trace-events, the same in QEMU 7.2 and 10.0)::
 
     migration_bitmap_sync_end dirty_pages N
     ram_save_page BLOCK: offset: 0xOFFSET host: 0xADDR
+    migration_thread_low_pending PENDING_BYTES
 
 ``migration_bitmap_sync_end`` closes a sync of the dirty bitmap; every
 ``ram_save_page`` after it until the next sync sends one page found dirty at
@@ -23,6 +25,26 @@ two previous syncs.  So the round after sync j >= 2, closed by sync j + 1, is
 one observation: the pages dirtied in the interval (t[j-1], t[j]].  The round
 after the first sync is the full first pass (every non-zero page) and the
 round after the last sync is unfinished; neither is an observation.
+
+Except when the migration converges: ``migration_thread_low_pending``
+comes right after the sync that found fewer bytes pending than the
+switch-over threshold (bandwidth x downtime-limit), just before QEMU stops
+the guest, with those bytes as argument.  The round after that sync is
+never sent (a probe is cancelled in ``pre-switchover``), yet it is known:
+at most PENDING_BYTES / page size pages (usually none) were dirtied in the
+interval before that sync, so the interval is an observation with no pages
+(the pending ones, whose identity the trace does not give, are counted in
+:attr:`TraceParser.unseen_pages`).  Leaving it out biases the short
+intervals: a round sent in one rate-limit burst is closed by a sync a
+millisecond or less after the one before, and such an interval became an
+observation only when the guest dirtied more than the threshold in it, for
+otherwise the migration converged there.  Pages written in bursts (a
+kernel's timer and scheduler pages, which QEMU 10's TCG dirty tracking
+sees and 7.2's lost: see docs/testbed.md) then looked written hundreds of
+times a second.  If the low pending follows pages sent since the last sync
+with nothing pending, that round was sent in full without a sync and is
+the observation; with bytes pending it is none.  The final sync after the
+switch-over (guest stopped) closes nothing: its round is the downtime.
 
 The ``dirty_pages`` of ``migration_bitmap_sync_end`` is QEMU's
 ``num_dirty_pages_period``, a count summed over syncs until the rate is
@@ -38,7 +60,7 @@ migration: the first pass of a second migration is not recognised.
 The parser is incremental (:meth:`TraceParser.feed` takes bytes as they
 arrive from a file or a FIFO), keeps only the current round's page set, and
 bounds the length of a line (:data:`MAX_LINE`) so garbage cannot make it eat
-memory.  A malformed line of one of the two events is a :class:`TraceError`;
+memory.  A malformed line of one of these events is a :class:`TraceError`;
 other lines are skipped.
 """
 
@@ -52,7 +74,8 @@ from rtmig_nova.model.profile import DirtyProfile
 
 SYNC_EVENT = "migration_bitmap_sync_end"
 PAGE_EVENT = "ram_save_page"
-EVENTS = (SYNC_EVENT, PAGE_EVENT)
+LOW_PENDING_EVENT = "migration_thread_low_pending"
+EVENTS = (SYNC_EVENT, PAGE_EVENT, LOW_PENDING_EVENT)
 MAX_LINE = 4096          # bytes, newline excluded
 CHUNK = 65536
 # Pages of a RAM block a capture follows (bounds.TRACED_PAGES): a page
@@ -64,6 +87,7 @@ OTHER_BLOCKS = "(other blocks)"
 
 _PREFIX_RE = re.compile(rb"(\d{1,10})@(\d{1,12})\.(\d{6}):([A-Za-z0-9_]+)")
 _SYNC_ARGS_RE = re.compile(rb"dirty_pages (\d{1,20})")
+_LOW_PENDING_ARGS_RE = re.compile(rb"(\d{1,20})")
 _PAGE_ARGS_RE = re.compile(
     rb"(.+): offset: 0x([0-9a-fA-F]{1,16}) host: (?:0x[0-9a-fA-F]{1,16}"
     rb"|\(nil\))")
@@ -114,6 +138,16 @@ class TraceParser:
         self.other_blocks = {}     # block name -> pages sent
         self.skipped_lines = 0
         self.zero_intervals = 0
+        # The migration's switch-over (migration_thread_low_pending): its
+        # time and pending bytes, or None; the pages QEMU found pending
+        # then and never sent (not in any observation).
+        self.low_pending = None
+        self.unseen_pages = 0
+        # Observations added at the switch-over (0 or 1).
+        self.converged_intervals = 0
+        # The current round is accounted for (at the switch-over): the
+        # sync after it closes nothing.
+        self._round_closed = False
 
     # -- input ----------------------------------------------------------
     def feed(self, data):
@@ -187,6 +221,13 @@ class TraceParser:
                 raise TraceError(f"trace line {self._lineno}: bad "
                                  f"{SYNC_EVENT} arguments: {_short(line)}")
             self._sync(t, int(a.group(1)))
+        elif name == _OURS[2]:
+            a = _LOW_PENDING_ARGS_RE.fullmatch(rest, 1)
+            if a is None:
+                raise TraceError(f"trace line {self._lineno}: bad "
+                                 f"{LOW_PENDING_EVENT} arguments: "
+                                 f"{_short(line)}")
+            self._low_pending(t, int(a.group(1)))
         else:
             a = _PAGE_ARGS_RE.fullmatch(rest, 1)
             if a is None:
@@ -210,23 +251,55 @@ class TraceParser:
             raise TraceError(
                 f"trace line {self._lineno}: {SYNC_EVENT} at {t:.6f} s is "
                 f"before the previous one at {self.syncs[-1][0]:.6f} s")
-        if self._round is not None:
-            self._rounds_done += 1
-            pages = self._pages()
-            if self._rounds_done == 1:
-                self.first_pass_pages = len(pages)
-                self.first_pass = pages
-            else:
-                # The round after sync j (j = len(self.syncs) >= 2): pages
-                # dirtied between syncs j-1 and j.
-                tau = self.syncs[-1][0] - self.syncs[-2][0]
-                if tau > 0:
-                    self.observations_.append(pages)
-                    self.intervals.append(tau)
-                else:
-                    self.zero_intervals += 1
+        if self._round is not None and not self._round_closed:
+            self._close_round(self._pages())
         self.syncs.append((t, dirty_pages))
         self._round = array.array("q")
+        self._round_closed = False
+
+    def _close_round(self, pages):
+        """The current round (after the last sync) is complete: the first
+        pass, or an observation."""
+        self._rounds_done += 1
+        if self._rounds_done == 1:
+            self.first_pass_pages = len(pages)
+            self.first_pass = pages
+            return False
+        # The round after sync j (j = len(self.syncs) >= 2): pages
+        # dirtied between syncs j-1 and j.
+        tau = self.syncs[-1][0] - self.syncs[-2][0]
+        if tau > 0:
+            self.observations_.append(pages)
+            self.intervals.append(tau)
+            return True
+        self.zero_intervals += 1
+        return False
+
+    def _low_pending(self, t, pending):
+        """The migration switches over with ``pending`` bytes found dirty
+        (see the module's docstring)."""
+        if self.low_pending is not None or self._round is None:
+            # a second switch-over (one trace, one migration), or one
+            # before any sync: nothing known about a round
+            self.skipped_lines += 1
+            return
+        self.low_pending = (t, pending)
+        sent = len(self._round)
+        if sent and pending:
+            # Part of the round sent, the rest goes after the final sync:
+            # not known, no observation.
+            self._round_closed = True
+            return
+        if not sent:
+            # Never sent: the pages dirtied since the sync before, all
+            # still pending.
+            self.unseen_pages = -(-pending // self.page_size)
+            pages = np.zeros(0, dtype=np.int64)
+        else:
+            pages = self._pages()   # sent in full, without a sync
+        if self._close_round(pages) and not sent:
+            self.converged_intervals += 1
+        self._round_closed = True
 
     def _pages(self):
         """The current round's pages, sorted, each once (np.int64)."""

@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 
+import numpy as np
 import pytest
 
 from rtmig_nova.capture import probe
@@ -85,6 +86,9 @@ def test_capture_domain(guest_domain, tmp_path, capsys):
     assert 0.9 * WORKING_SET_PAGES <= prof.active_pages \
         <= 2 * WORKING_SET_PAGES, (doc, err)
     assert prof.metadata["domain"] == dom.name()
+    version = _qmp(dom, "query-version")
+    assert prof.metadata["qemu_version"] == "{major}.{minor}.{micro}".format(
+        **version["qemu"])
     # 20,000 writes/s over 1024 pages outrun 8 MB/s: one probe, never
     # converging; the pages it never sent are zero pages (the kernel and
     # the initramfs hold about 60 of the 128 MiB)
@@ -217,6 +221,9 @@ class _FakeMonitor:
             return {}
         if command == "query-status":
             return {"running": True, "status": "running"}
+        if command == "query-version":
+            return {"qemu": {"major": 10, "minor": 0, "micro": 2},
+                    "package": "Debian 1:10.0.2+ds-2"}
         if command == "trace-event-get-state":
             return [{"name": args["name"], "vcpu": False,
                      "state": "enabled" if self.events[args["name"]]
@@ -293,8 +300,27 @@ def test_capture_cycles_when_the_probe_converges(guest_domain, tmp_path,
     from rtmig_nova.model import DirtyProfile
     prof = DirtyProfile.load(tmp_path / "p.json")
     assert prof.metadata["probe_cycles"] == doc["cycles"]
-    # about 300 pages/s are written (a page rarely twice in 1/3 s)
-    assert 150 <= prof.write_rate <= 600, prof.write_rate
+    # every cycle but perhaps the last ended converged: that interval is
+    # an observation too
+    assert prof.metadata["converged_intervals"] >= doc["cycles"] - 1
+    # The working set: about 300 pages/s are written (a page rarely twice
+    # in 1/3 s).  Beside it, about 40 pages of the kernel and of the
+    # workload's own are written at each of its wake-ups (every 5 ms):
+    # dirty in every round of 0.1 s or more, so each at over 10 writes/s,
+    # and in about half of the intervals of a millisecond that the
+    # converging probes end with, the few that resolve their rates (in all
+    # 2,500 to 50,000 writes/s in single captures on QEMU 10.0.2, about
+    # 12,000 pooled).  QEMU 7.2 under TCG lost the writes to them
+    # (docs/testbed.md): 0-1 such page, and the whole write rate, 450/s,
+    # was about the working set's.
+    slow = prof.rates < 10
+    working_set = float(np.dot(prof.rates[slow], prof.counts[slow]))
+    print("write rate %.0f/s: %.0f/s below 10/s, %d pages above; %d "
+          "converged intervals" % (prof.write_rate, working_set,
+                                   prof.counts[~slow].sum(),
+                                   prof.metadata["converged_intervals"]))
+    assert 150 <= working_set <= 600, (working_set, prof.write_rate)
+    assert prof.counts[~slow].sum() <= 64, prof.counts[~slow].sum()
     assert dom.isActive() and _qmp(dom, "query-status")["running"]
     assert _qmp(dom, "query-migrate")["status"] == "cancelled"
     caps = {c["capability"]: c["state"]

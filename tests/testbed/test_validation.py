@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from statistics import median
 
+import numpy as np
 import pytest
 
 from rtmig_nova.testbed import hosts
@@ -78,9 +79,20 @@ def test_prediction_matches_real_migrations(tmp_path, guest_boot_files):
     for m in measured:
         print("measured:", m)
     # The capture saw the workload: 8 MiB = 2048 pages at 1000 writes/s,
-    # and most of the rest of the guest's memory is zero.
+    # and most of the rest of the guest's memory is zero.  The pages below
+    # 10 writes/s are the working set's (0.5/s each) and a few warm kernel
+    # pages; the kernel's and the workload's own pages written at each of
+    # its wake-ups (every 5 ms), about 40, are dirty in every 0.2 s round
+    # and get the rate such intervals resolve (about 20/s each on QEMU
+    # 10.0.2, 830-870 writes/s in all beside 1,125-1,145 below 10/s;
+    # QEMU 7.2 under TCG lost the writes to them: docs/testbed.md).
     assert 2048 <= prof.active_pages <= 4096
-    assert 900 <= prof.write_rate <= 1300
+    slow = prof.rates < 10
+    working_set = float(np.dot(prof.rates[slow], prof.counts[slow]))
+    print("write rate below 10/s: %.0f, %d pages above"
+          % (working_set, prof.counts[~slow].sum()))
+    assert 900 <= working_set <= 1300
+    assert prof.counts[~slow].sum() <= 64
     assert prof.zero_pages > 8192
     assert p["converges"] > 0.99
     assert None not in measured, "a migration timed out"
