@@ -208,13 +208,15 @@ def migration_plan_of(request, migration_link, group, profile,
         raise PlanningError(f"cannot plan: {e}") from None
 
 
-def evacuation_need(request, migration_link, group):
+def evacuation_need(request, migration_link, group, host_version=None):
     """:class:`~rtmig_nova.model.ledger.EvacuationNeed` of a VM under
     ``request`` at ``migration_link`` bytes/s, with the ``[rtmig]`` options
-    ``group``; a profile that cannot be loaded gives an infeasible need
-    that says why."""
+    ``group``, by a QEMU ``host_version`` (see :func:`qemu_version`); a
+    profile that cannot be loaded gives an infeasible need that says
+    why."""
     try:
-        pl = migration_plan(request, migration_link, group)
+        pl = migration_plan(request, migration_link, group,
+                            host_version=host_version)
     except PlanningError as e:
         return ledger.EvacuationNeed(False, str(e), float("inf"),
                                      migration_link, 0.0)

@@ -114,7 +114,8 @@ def prediction_lines(pred):
 
 def settings_line(st, model):
     """The migration settings of a prediction, on one line."""
-    return (f"model {model}, bandwidth {units.format_rate(st.bandwidth)} "
+    return (f"model {model}, QEMU {st.qemu_version}, bandwidth "
+            f"{units.format_rate(st.bandwidth)} "
             f"({st.bandwidth:.0f} bytes/s), downtime-limit "
             f"{units.format_duration(st.downtime_limit)}, dirty log "
             f"{st.dirty_log}, order {st.order}, check interval "

@@ -72,6 +72,7 @@ class PlanValues:
     runtime_ns: int
     deadline_ns: int
     period_ns: int
+    qemu_version: str = None    # "MAJOR.MINOR" it was made for, if said
 
 
 @dataclasses.dataclass
@@ -89,6 +90,7 @@ class Request:
     shaping: dict | None        # ifname, netns, link_rate, ports, peer
     label: str
     state_dir: str
+    plan_qemu: str = None       # the --plan's QEMU release, if it says
 
 
 def _plan_number(doc, key, where, kind, bound):
@@ -152,7 +154,26 @@ def read_plan(path):
         deadline_ns=_plan_number(doc, "cpu.deadline_ns", where, int,
                                  bounds.DEADLINE_TIME_NS),
         period_ns=_plan_number(doc, "cpu.period_ns", where, int,
-                               bounds.DEADLINE_TIME_NS))
+                               bounds.DEADLINE_TIME_NS),
+        qemu_version=_plan_qemu(doc, where))
+
+
+def _plan_qemu(doc, where):
+    """The QEMU release a plan document was made for (its
+    request.settings.qemu_version), or None if it does not say."""
+    from rtmig_nova.model import precopy
+    request = doc.get("request")
+    settings = request.get("settings") if isinstance(request, dict) \
+        else None
+    value = settings.get("qemu_version") if isinstance(settings, dict) \
+        else None
+    if value is None:
+        return None
+    try:
+        return precopy.qemu_version(value)
+    except ValueError as e:
+        raise CliError(f"--plan: {where}: request.settings.qemu_version: "
+                       f"{e}") from None
 
 
 def _positive_duration(text, name):
@@ -348,7 +369,8 @@ def build_request(args, defaults):
                    downtime_limit=limit, cpu=cpu, threads=threads,
                    vcpus=args.deadline_vcpus, deadline=deadline,
                    shaping=shaping, label=args.label or "",
-                   state_dir=state_dir)
+                   state_dir=state_dir,
+                   plan_qemu=plan.qemu_version if plan else None)
 
 
 # -- the enforcement layer ---------------------------------------------------
@@ -427,8 +449,10 @@ def _host_checks(req, enf):
             dom = lc.lookup(conn, req.domain)
         except lc.LibvirtError as e:
             raise CliError(f"--domain: {e}") from None
-        # the HTB class carries what this host's QEMU sends
+        # the HTB class carries what this host's QEMU sends; a plan made
+        # for a QEMU that counts its rate limit otherwise is refused
         host_qemu = lc.hypervisor_version(dom)
+        _check_plan_qemu(req, host_qemu)
         threads = list(req.threads)
         if req.vcpus:
             try:
@@ -462,6 +486,20 @@ def _host_checks(req, enf):
         except ValueError as e:
             raise CliError(f"shaping: {e}") from None
     return threads, plan
+
+
+def _check_plan_qemu(req, host_qemu):
+    from rtmig_nova.model import precopy
+    if req.plan_qemu is None or host_qemu is None:
+        return
+    host = precopy.qemu_version(host_qemu)
+    if precopy.pages_per_count(host) != precopy.pages_per_count(
+            req.plan_qemu):
+        raise CliError(
+            f"--plan: made for QEMU {req.plan_qemu}, but {req.domain!r} runs "
+            f"on QEMU {host}, whose rate limit sends another rate (its CPU "
+            f"and downtime limit would not hold): plan again with "
+            f"--qemu-version {host}")
 
 
 def _steps(req, threads, plan, enf):

@@ -70,9 +70,12 @@ class RTComputeExtension:
 
     LOCK = ADMISSION_LOCK
 
-    def __init__(self, online_cpus, host=None, get_guest=None):
+    def __init__(self, online_cpus, host=None, get_guest=None,
+                 qemu_version=None):
         """``get_guest(instance)``: Nova's ``Guest`` of a local instance
-        (the driver's ``Host.get_guest``).
+        (the driver's ``Host.get_guest``); ``qemu_version``: this host's
+        QEMU as libvirt reports it (``virConnectGetVersion``; None: not
+        known), which ``[rtmig] qemu_version = auto`` plans for.
 
         :raises ValueError: an ``[rtmig]`` option of nova.conf outside its
             bounds (the compute does not start)"""
@@ -80,6 +83,7 @@ class RTComputeExtension:
         self.capacity = host_capacity(CONF.rtmig, online_cpus)
         self.host = host
         self._get_guest = get_guest
+        self.qemu_version = qemu_version
         self.vms = vm_reservation.RTVMReservations(host)
         LOG.info("rtmig: real-time capacity %s", self.capacity)
 
@@ -109,7 +113,8 @@ class RTComputeExtension:
             if request is None:
                 continue
             need = planning.evacuation_need(
-                request, self.capacity.migration_link, CONF.rtmig)
+                request, self.capacity.migration_link, CONF.rtmig,
+                self.qemu_version)
             entries.append(ledger.VMEntry(
                 inst.uuid, fl.vcpus, request.utilisation, request.net_rate,
                 need.time))
@@ -167,7 +172,8 @@ class RTComputeExtension:
         if request is None:
             return
         need = planning.evacuation_need(
-            request, self.capacity.migration_link, CONF.rtmig)
+            request, self.capacity.migration_link, CONF.rtmig,
+            self.qemu_version)
         with lockutils.lock(ADMISSION_LOCK):
             led = self.host_ledger(context, host, nodename,
                                    skip=instance.uuid)

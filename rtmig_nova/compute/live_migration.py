@@ -249,7 +249,8 @@ class RTLiveMigration:
         if request is None:
             return
         need = planning.evacuation_need(
-            request, self.capacity.migration_link, CONF.rtmig)
+            request, self.capacity.migration_link, CONF.rtmig,
+            getattr(self.admission, "qemu_version", None))
         with lockutils.lock(self.admission.LOCK):
             led = self.admission.host_ledger(context, self.host, nodename,
                                              skip=instance.uuid)

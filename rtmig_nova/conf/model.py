@@ -87,15 +87,15 @@ writes count towards the next round.
     cfg.StrOpt(
         'qemu_version',
         default='auto',
-        regex=r'^(auto|[0-9]{1,2}\.[0-9]{1,2}(\.[0-9]{1,4})?)$',
+        regex=r'^(auto|([2-9]|[1-9][0-9])\.[0-9]{1,2}(\.[0-9]{1,4})?)$',
         help="""
 The QEMU release whose pre-copy the models follow.
 
 ``auto``: on a compute host, the QEMU libvirt reports there; elsewhere (the
 scheduler, ``rtmig`` without a host) the models' default, 7.2.  Or a
 release such as ``10.0``.  It decides how QEMU's rate limit counts bytes:
-up to 8.0 as they are queued (a window sends its quota plus one page), from
-8.1 on as they are flushed, 32 pages at a time (up to 25% above the limit:
+up to 8.1 as they are queued (a window sends its quota plus one page), from
+8.2 on as they are flushed, 32 pages at a time (up to 25% above the limit:
 at 4 MiB/s), which the plans' bandwidth, CPU and link share follow.  Set
 it explicitly where the scheduler must plan as the hosts do.
 

@@ -20,7 +20,7 @@ rate limit counts bytes (``MigrationSettings.qemu_version``, below).
   ``RAM_SAVE_FLAG_EOS`` closing each ``ram_save_iterate`` is left out: 80
   bytes/s.)  The migration thread checks the pending size once per window
   (``migration_iteration_run``).
-  From QEMU 8.1 on (``migration-stats.c``, ``migration_rate_exceeded``) a
+  From QEMU 8.2 on (``migration-stats.c``, ``migration_rate_exceeded``) a
   byte counts only once ``qemu_fflush`` has written it, and the stream is
   flushed every 64 iovecs, which are 32 pages (a header and a page each):
   the counter moves in steps of 32 pages, and a window carries the quota
@@ -60,6 +60,7 @@ round sends pages in increasing order of write rate, hot pages last.
 """
 
 import dataclasses
+import re
 
 from rtmig_nova import bounds
 from rtmig_nova.model.checks import non_negative, positive
@@ -80,11 +81,16 @@ ORDERS = ("address", "rate")
 # 12's (KVM hosts run it).
 DEFAULT_QEMU_VERSION = "7.2"
 # From this release on the rate limit counts flushed bytes (see the module
-# doc): read in QEMU 10.0's migration-stats.c, absent from 7.2's.
-FLUSHED_COUNT_SINCE = (8, 1)
+# doc): read in QEMU 10.0's migration-stats.c, absent from 7.2's; 8.1 still
+# flushed inside migration_transferred_bytes(), which the 8.2 migration
+# pull (qemu-devel, 31 Oct 2023) removed.  No 8.x source was read here.
+FLUSHED_COUNT_SINCE = (8, 2)
 # Pages per flush there: MAX_IOV_SIZE (64) iovecs, two per page.
 PAGES_PER_FLUSH = 32
 _MAX_QEMU_MAJOR = 99
+# [EPOCH:]MAJOR.MINOR, then the end or anything but a digit or letter
+# (10.0.2, 10.0+ds, 7.2; not 10.0rc1)
+_VERSION_RE = re.compile(r"\s*(?:\d{1,3}:)?(\d{1,3})\.(\d{1,3})(?:$|[.+~\s-])")
 
 
 def qemu_version(value):
@@ -95,25 +101,21 @@ def qemu_version(value):
 
     :raises ValueError: not a QEMU version from 2.0 to 99.x
     """
+    shown = repr(value)[:60]
     if isinstance(value, dict):             # QMP {"major":, "minor":, ...}
-        try:
-            major, minor = int(value["major"]), int(value["minor"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"not a QMP version: {value!r}") from None
+        major, minor = value.get("major"), value.get("minor")
     elif isinstance(value, int) and not isinstance(value, bool):
         major, minor = value // 1_000_000, value // 1_000 % 1_000
-    elif isinstance(value, str):
-        text = value.strip().split(":", 1)[-1]
-        parts = text.split(".")
-        try:
-            major = int(parts[0])
-            minor = int("".join(c for c in parts[1].split("+")[0]
-                                if c.isdigit()) or "x")
-        except (IndexError, ValueError):
-            raise ValueError(f"not a QEMU version: {value!r} (want "
-                             f"MAJOR.MINOR, e.g. 10.0)") from None
+    elif isinstance(value, str) and len(value) <= 200:
+        m = _VERSION_RE.match(value)
+        major, minor = (int(m.group(1)), int(m.group(2))) if m \
+            else (None, None)
     else:
-        raise ValueError(f"not a QEMU version: {value!r}")
+        major = minor = None
+    if not all(isinstance(v, int) and not isinstance(v, bool)
+               for v in (major, minor)):
+        raise ValueError(f"not a QEMU version: {shown} (want MAJOR.MINOR, "
+                         f"e.g. 10.0)")
     if not (2 <= major <= _MAX_QEMU_MAJOR and 0 <= minor <= 99):
         raise ValueError(f"QEMU version {major}.{minor} is out of range "
                          f"(2.0 to {_MAX_QEMU_MAJOR}.x)")
@@ -123,7 +125,7 @@ def qemu_version(value):
 def pages_per_count(version=DEFAULT_QEMU_VERSION):
     """Pages by which QEMU ``version``'s rate-limit counter moves: 1 where
     bytes count as they are queued, :data:`PAGES_PER_FLUSH` where they
-    count when flushed (8.1 on)."""
+    count when flushed (8.2 on)."""
     major, minor = map(int, qemu_version(version).split("."))
     return PAGES_PER_FLUSH if (major, minor) >= FLUSHED_COUNT_SINCE else 1
 
@@ -242,7 +244,7 @@ def send_rate(bandwidth, page_size, check_interval=CHECK_INTERVAL,
     Each ``check_interval`` window has a quota of bandwidth x interval
     bytes (max-bandwidth / 10, integer); pages are sent while the bytes
     counted stay within it, so the step of the counter that crosses it
-    still goes: one page on 7.2, the 32 pages of a flush from 8.1 on (see
+    still goes: one page on 7.2, the 32 pages of a flush from 8.2 on (see
     the module doc).  Full pages (page + 8-byte header) are assumed: a
     window of zero pages (9 bytes each) overshoots less, and only the first
     pass has them.

@@ -22,6 +22,7 @@ a second, ``rtmig-workload NAME key=value ...``; :func:`parse_status`
 reads one.
 """
 
+import os
 import re
 import time
 from xml.etree import ElementTree as ET
@@ -53,6 +54,9 @@ _KERNEL_FAILURE_RE = re.compile(
 # What a workload's lost=N counts.
 LOST_UNITS = {"uniform": "writes", "zipf": "writes", "video": "pages",
               "ring": "records or counter pages"}
+# Bytes of a console log the check reads at most (its tail): a quiet
+# guest's whole log under "quiet" is a few kB a minute.
+CONSOLE_READ_LIMIT = 4 << 20
 # Seconds for a migrated guest to print the status lines the integrity check
 # reads: two of its seconds, under TCG on a busy host several times that.
 CHECK_TIMEOUT = 30.0
@@ -247,61 +251,91 @@ def parse_status(line):
     return m.group(1), fields
 
 
-def _console_text(console_log):
+def _console_bytes(console_log, offset=0, limit=CONSOLE_READ_LIMIT):
+    """(bytes of the console log from ``offset``, at most ``limit``, and
+    the offset they start at): from 0 if the log is now shorter than
+    ``offset`` (virtlogd rotated it)."""
     try:
         with open(console_log, "rb") as f:
-            return f.read().decode(errors="replace")
+            size = f.seek(0, os.SEEK_END)
+            if size < offset:
+                offset = 0
+            start = max(offset, size - limit)
+            f.seek(start)
+            return f.read(limit), start
     except FileNotFoundError:
-        return ""
+        return b"", 0
+
+
+def _int_fields(parsed):
+    """``parsed`` (a :func:`parse_status` result) if its ``t`` and
+    ``lost`` (where present) are integers, else None: a line that the
+    kernel's output cut into is not a reading."""
+    if parsed is None:
+        return None
+    fields = parsed[1]
+    if not isinstance(fields.get("t"), int) or \
+            not isinstance(fields.get("lost", 0), int):
+        return None
+    return parsed
 
 
 def console_mark(console_log):
     """Where the guest's console log stands now: (its length in bytes, the
-    workload and fields of its last status line, or None).  Take it when a
-    migration ends; :func:`check_after_migration` reads what follows."""
-    text = _console_text(console_log)
+    workload and fields of its last status line, or None).  Take one when
+    a migration starts and one when it ends; :func:`check_after_migration`
+    reads what follows them."""
+    data, start = _console_bytes(console_log)
     last = None
-    for line in text.splitlines():
-        parsed = parse_status(line)
+    for line in data.decode(errors="replace").splitlines():
+        parsed = _int_fields(parse_status(line))
         if parsed:
             last = parsed
-    return len(text.encode()), last
+    return start + len(data), last
 
 
 def check_after_migration(console_log, mark, timeout=CHECK_TIMEOUT,
-                          poll=0.2):
+                          poll=0.2, since=None):
     """The integrity check of a guest that has just migrated: wait for a
     status line the workload printed at least two of its seconds after
     ``mark`` (:func:`console_mark` taken when the migration ended), so by
     the destination, and return its :class:`IntegrityCheck`.
 
     Raises :class:`GuestIntegrityError` if that line reports lost writes,
-    if the kernel or the workload failed after the mark, if the workload
-    runs without the check (``rtmig.check=0``), or if no such line came
-    in ``timeout`` s (a destination that crashed or hangs).  Returns None
-    for a guest that runs no workload (nothing to check)."""
+    if the kernel or the workload failed after ``since`` (a mark taken
+    when the migration started; default ``mark``: a failure right after
+    the switch-over comes before the migration call returns), if the
+    workload runs without the check (``rtmig.check=0``), or if no such
+    line came in ``timeout`` s (a destination that crashed or hangs).
+    Returns None for a guest that runs no workload (nothing to check)."""
     offset, last = mark
     if last is None:
-        if "rtmig-init: up workload=none" in _console_text(console_log):
+        head, _ = _console_bytes(console_log, 0)
+        if b"rtmig-init: up workload=none" in head:
             return None
         raise GuestIntegrityError(
             f"no workload status line in {console_log} before the "
             f"migration ended: nothing to check against")
     workload, fields = last
-    want_t = fields.get("t", 0) + 2
+    want_t = fields["t"] + 2
+    scan_from = (since or mark)[0]
     end = time.monotonic() + timeout
     while True:
-        text = _console_text(console_log).encode()[offset:].decode(
-            errors="replace")
+        first = min(scan_from, offset)
+        data, start = _console_bytes(console_log, first)
+        if start < first and start + len(data) < offset:
+            offset = scan_from = 0          # rotated: a new log
+        text = data.decode(errors="replace")
         failure = _KERNEL_FAILURE_RE.search(text)
         if failure:
             line = text[text.rfind("\n", 0, failure.start()) + 1:]
             raise GuestIntegrityError(
-                "the guest failed after the migration: %r"
+                "the guest failed during or after the migration: %r"
                 % line.splitlines()[0][:200])
-        for line in text.splitlines():
-            parsed = parse_status(line)
-            if parsed and parsed[1].get("t", 0) >= want_t:
+        after = data[max(offset - start, 0):].decode(errors="replace")
+        for line in after.splitlines():
+            parsed = _int_fields(parse_status(line))
+            if parsed and parsed[1]["t"] >= want_t:
                 check = IntegrityCheck(parsed[0], parsed[1])
                 if check.lost is None:
                     raise GuestIntegrityError(

@@ -936,6 +936,8 @@ class Testbed:
 
             worker = threading.Thread(target=run, daemon=True,
                                       name="rtmtb-migrate")
+            before = None if console is None \
+                else guest.console_mark(console)
             start = time.monotonic()
             worker.start()
             deadline = start + timeout
@@ -993,8 +995,8 @@ class Testbed:
         out["guest_check"] = None
         if mark is not None:
             try:
-                out["guest_check"] = guest.check_after_migration(console,
-                                                                 mark)
+                out["guest_check"] = guest.check_after_migration(
+                    console, mark, since=before)
             except guest.GuestIntegrityError as exc:
                 exc.stats = out
                 raise

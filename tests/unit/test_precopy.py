@@ -166,13 +166,16 @@ def test_the_models_follow_the_qemu_version():
     ("7.2", "7.2"), ("10.0.2", "10.0"),
     ("1:10.0.2+ds-2+deb13u1~bpo12+1", "10.0"),
     ("7.2.22", "7.2"), (10000002, "10.0"), (7002022, "7.2"),
-    ({"major": 10, "minor": 0, "micro": 2}, "10.0"), ("8.1", "8.1")])
+    ({"major": 10, "minor": 0, "micro": 2}, "10.0"), ("8.1", "8.1"),
+    ("10.0-2", "10.0")])
 def test_qemu_version_forms(value, want):
     assert precopy.qemu_version(value) == want
 
 
-@pytest.mark.parametrize("value", ["", "ten", "10", "1.5", "100.0", None,
-                                   True, -1, {"major": 10}, "10.x"])
+@pytest.mark.parametrize("value", [
+    "", "ten", "10", "1.5", "100.0", None, True, -1, {"major": 10}, "10.x",
+    "10.0rc1", "10.1a5", {"major": float("inf"), "minor": 0},
+    {"major": 10, "minor": "0"}, "9" * 5000 + ".0", 3.5])
 def test_qemu_version_refuses(value):
     with pytest.raises(ValueError):
         precopy.qemu_version(value)
@@ -181,9 +184,9 @@ def test_qemu_version_refuses(value):
                           qemu_version=value)
 
 
-def test_the_flushed_count_starts_at_8_1():
-    assert precopy.pages_per_count("8.0") == 1
-    assert precopy.pages_per_count("8.1") == precopy.PAGES_PER_FLUSH
+def test_the_flushed_count_starts_at_8_2():
+    assert precopy.pages_per_count("8.1") == 1
+    assert precopy.pages_per_count("8.2") == precopy.PAGES_PER_FLUSH
     assert precopy.pages_per_count("7.2") == 1
 
 

@@ -83,3 +83,24 @@ def test_the_host_s_version_from_libvirt():
     assert libvirt_controls.hypervisor_version(_Dom(10000002)) == 10000002
     assert libvirt_controls.hypervisor_version(_Dom(0)) is None
     assert libvirt_controls.hypervisor_version(object()) is None
+
+
+def test_rtmig_reserve_refuses_a_plan_for_another_qemu(tmp_path, capsys):
+    from rtmig_nova.cli import reserve
+    from rtmig_nova.cli.errors import CliError
+    from tests.cli_helpers import run
+    profile = tmp_path / "p.json"
+    DirtyProfile.from_aggregate_rate(256 * MIB, 2e6).save(profile)
+    plan = tmp_path / "plan.json"
+    code, out, err = run(capsys, "plan", "--profile", profile, "--deadline",
+                         "60s", "--max-downtime", "300ms", "--link-capacity",
+                         "64MiB/s", "--qemu-version", "7.2", "--json")
+    assert code == 0, err
+    plan.write_text(out)
+    values = reserve.read_plan(str(plan))
+    assert values.qemu_version == "7.2"
+    req = types.SimpleNamespace(plan_qemu=values.qemu_version, domain="vm1")
+    reserve._check_plan_qemu(req, 7002000)          # the same counting
+    reserve._check_plan_qemu(req, None)             # not known: no check
+    with pytest.raises(CliError, match="--qemu-version 10.0"):
+        reserve._check_plan_qemu(req, 10000002)

@@ -24,10 +24,11 @@
  *
  * Every record carries its sequence number in its first word, so the ring
  * holds the newest lap's records behind the write position and the lap
- * before's ahead of it.  The integrity check, once a second: the records
- * whose sequence number is not the one the position says (0 unless memory
- * lost writes, e.g. in a migration), and the counter pages that do not
- * hold the records written.
+ * before's ahead of it.  The integrity check: once a second, the records
+ * whose sequence number is not the one the position says (each counted
+ * once: it is then put right); before each batch, the counter pages that
+ * do not hold the records written.  0 unless memory lost writes, e.g. in
+ * a migration.
  *
  * Output: "rtmig-config ring ..." once, then every second
  *   rtmig-workload ring records=N rps=R laps=L t=S lost=X
@@ -70,11 +71,12 @@ int main(int argc, char **argv)
     for (h = 0; h < hot; h++)
         *(uint64_t *)(counters + h * ps) = 0;
     printf("rtmig-config ring mem=%llu slots=%llu rate=%llu record=%llu "
-           "hot=%llu batch_us=%llu lap_s=%g base=%p\n",
+           "hot=%llu batch_us=%llu lap_s=%g base=%p hot_base=%p\n",
            (unsigned long long)(slots * record), (unsigned long long)slots,
            (unsigned long long)rate, (unsigned long long)record,
            (unsigned long long)hot, (unsigned long long)(batch_ns / 1000),
-           rate ? (double)slots / (double)rate : 0.0, (void *)ring);
+           rate ? (double)slots / (double)rate : 0.0, (void *)ring,
+           (void *)counters);
     start = now_ns();
     tick = start;
     report = start + NSEC_PER_SEC;
@@ -87,6 +89,9 @@ int main(int argc, char **argv)
         owed = (uint64_t)((unsigned __int128)rate * (t - start) /
                           NSEC_PER_SEC);
         if (owed > done) {
+            /* the counters, before this batch rewrites them */
+            for (h = 0; check && h < hot; h++)
+                lost += *(volatile uint64_t *)(counters + h * ps) != done;
             while (done < owed) {
                 uint64_t *r = (uint64_t *)(ring + (done % slots) * record);
                 uint64_t w;
@@ -115,11 +120,13 @@ int main(int argc, char **argv)
                         want = 0x5a5a5a5a5a5a5a5aULL;
                     else
                         want = done - 1 - (done - 1 - s) % slots + 1;
-                    lost += got != want;
+                    if (got != want) {
+                        lost++;
+                        /* counted once: the slot is made what it should
+                         * hold (its other words are not checked) */
+                        *(volatile uint64_t *)(ring + s * record) = want;
+                    }
                 }
-                for (h = 0; h < hot; h++)
-                    lost += *(volatile uint64_t *)(counters + h * ps) !=
-                            done;
                 printf("rtmig-workload ring records=%llu rps=%llu laps=%llu "
                        "t=%llu lost=%llu\n", (unsigned long long)done,
                        (unsigned long long)(done - last_done),

@@ -35,7 +35,8 @@ class RTLibvirtDriver(libvirt_driver.LibvirtDriver):
         super().init_host(host)
         self._rtmig_host = host
         self._rtmig = extension.RTComputeExtension(
-            len(self._host.get_online_cpus()), host, self._host.get_guest)
+            len(self._host.get_online_cpus()), host, self._host.get_guest,
+            self._host.get_connection().getVersion())
         self._rtmig_lm = live_migration.RTLiveMigration(
             self._rtmig, host, self._host.get_guest)
         self._rtmig_lm.reconcile(set(), self._rtmig_connect)
