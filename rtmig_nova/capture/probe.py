@@ -39,6 +39,7 @@ changed on the guest has been undone by then (also on KeyboardInterrupt).
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import socket
 import threading
@@ -49,7 +50,6 @@ from rtmig_nova.capture.trace import (
     EVENTS, MAX_PAGES, PAGE_EVENT, SYNC_EVENT, TraceError, TraceParser,
     pages_never_sent)
 
-DEFAULT_DURATION = 20.0             # seconds
 DEFAULT_BANDWIDTH = 8 * 1000 * 1000  # bytes/s
 DOWNTIME_LIMIT_MS = 1
 LIBVIRT_LOG_DIR = "/var/log/libvirt/qemu"
@@ -60,6 +60,75 @@ RUNNING = ("setup", "active", "pre-switchover", "device", "cancelling",
            "postcopy-active", "postcopy-paused", "postcopy-recover",
            "wait-unplug", "colo")
 ENDED = ("cancelled", "failed", "completed", "none")
+
+
+# The default schedule of a capture (capture_schedule): the first pass
+# within FIRST_PASS_TARGET seconds, at no less than MIN_FIRST_PASS_RATE and
+# no more than the rate whose migration thread stays within CPU_BUDGET of
+# a CPU at CPU_COST_PER_PAGE (sizing's default, 2.5 us a page); then
+# ROUNDS_TIME seconds of rounds at the probe bandwidth.
+FIRST_PASS_TARGET = 10.0            # seconds
+MIN_FIRST_PASS_RATE = 32 * 2**20    # bytes/s
+CPU_BUDGET = 0.5                    # of one CPU, the probe's slowdown budget
+CPU_COST_PER_PAGE = 2.5e-6          # seconds a page (sizing's default)
+ROUNDS_TIME = 15.0                  # seconds
+_WIRE_PAGE = 8                      # header bytes of a page on the wire
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureSchedule:
+    """How long a capture runs and how fast it sends.
+
+    :ivar duration: seconds in all (the probe migrations'), first pass
+        included
+    :ivar bandwidth: bytes/s of the rounds after the first pass
+    :ivar first_pass_bandwidth: bytes/s of the first pass
+    :ivar first_pass_s: the first pass's longest time, seconds (every page
+        non-zero; zero pages go faster)
+    :ivar cpu_share: of one CPU, the probe's migration thread at most
+        (at :data:`CPU_COST_PER_PAGE`), the guest's host slowdown budget
+    """
+    duration: float
+    bandwidth: float
+    first_pass_bandwidth: float
+    first_pass_s: float
+    cpu_share: float
+
+    def describe(self):
+        """One line: what the capture will do and how long it takes."""
+        mib = 2**20
+        return (f"first pass at {self.first_pass_bandwidth / mib:.0f} MiB/s "
+                f"(at most {self.first_pass_s:.1f} s, the migration thread "
+                f"within {self.cpu_share:.2f} of a CPU), then rounds at "
+                f"{self.bandwidth / 1e6:.3g} MB/s: {self.duration:.0f} s in "
+                f"all")
+
+
+def capture_schedule(memory_bytes, bandwidth=DEFAULT_BANDWIDTH,
+                     duration=None, first_pass_bandwidth=None,
+                     page_size=4096):
+    """The :class:`CaptureSchedule` of a guest of ``memory_bytes`` bytes
+    (None: not known, as 128 MiB): what is not given is chosen so that the
+    first pass (the one interval it observes) is over within
+    :data:`FIRST_PASS_TARGET` seconds where the CPU budget allows (from
+    128 MiB to 8 GiB; beyond, the budget's rate, 820 MB/s: 84 s for 64
+    GiB), and :data:`ROUNDS_TIME` seconds of rounds follow it."""
+    memory = float(memory_bytes or 128 * 2**20)
+    wire = (page_size + _WIRE_PAGE) / page_size
+    budget_rate = CPU_BUDGET / CPU_COST_PER_PAGE * (page_size + _WIRE_PAGE)
+    if first_pass_bandwidth is None:
+        want = memory * wire / FIRST_PASS_TARGET
+        first_pass_bandwidth = max(min(want, budget_rate),
+                                   MIN_FIRST_PASS_RATE, bandwidth)
+        # whole MiB/s, as an operator would give it
+        first_pass_bandwidth = math.ceil(first_pass_bandwidth / 2**20) * 2**20
+    first_pass_s = memory * wire / first_pass_bandwidth
+    if duration is None:
+        duration = math.ceil(first_pass_s + ROUNDS_TIME)
+    cpu = max(first_pass_bandwidth, bandwidth) / (page_size + _WIRE_PAGE) \
+        * CPU_COST_PER_PAGE
+    return CaptureSchedule(float(duration), float(bandwidth),
+                           float(first_pass_bandwidth), first_pass_s, cpu)
 
 
 class ProbeError(RuntimeError):
@@ -335,6 +404,7 @@ class CaptureResult:
     restored: dict              # the migration parameters put back
     other_blocks: dict
     cycles: int = 1             # probe migrations (see capture)
+    schedule: object = None     # the CaptureSchedule it ran with
 
 
 class _Undo:
@@ -437,10 +507,10 @@ def _resume_if_migrated(monitor, was_running):
         monitor.cmd("cont")
 
 
-def capture(monitor, log_path, duration=DEFAULT_DURATION,
+def capture(monitor, log_path, duration=None,
             bandwidth=DEFAULT_BANDWIDTH, total_pages=None, max_rounds=None,
             ram_block="pc.ram", page_size=4096, progress=None, poll=0.05,
-            metadata=None, first_pass_bandwidth=None):
+            metadata=None, first_pass_bandwidth=None, announce=None):
     """Run probe migrations of the guest behind ``monitor`` (a
     :class:`LibvirtMonitor` or :class:`QMPMonitor`) for ``duration``
     seconds (or until ``max_rounds`` observations), reading the trace from
@@ -449,8 +519,11 @@ def capture(monitor, log_path, duration=DEFAULT_DURATION,
     size, else to the pages seen.
 
     ``bandwidth`` (bytes/s) paces the rounds after the first pass;
-    ``first_pass_bandwidth`` (bytes/s, default ``bandwidth``) the first
-    pass, which observes only one interval and should be over soon.
+    ``first_pass_bandwidth`` (bytes/s) the first pass, which observes only
+    one interval and should be over soon.  ``duration`` and
+    ``first_pass_bandwidth`` default to the guest's
+    :func:`capture_schedule`, which ``announce(schedule)`` is given before
+    anything starts.
 
     A probe faster than the guest dirties pages shrinks its rounds until,
     in a round of a few milliseconds, the guest writes fewer pages than the
@@ -464,19 +537,22 @@ def capture(monitor, log_path, duration=DEFAULT_DURATION,
     :mod:`rtmig_nova.capture.trace`).  A probe slower than
     the guest never converges: its rounds grow until every active page is
     dirty in each, one long cycle."""
-    if not duration > 0:
+    if duration is not None and not duration > 0:
         raise ProbeError(f"duration must be > 0 s, got {duration!r}")
-    first_bw = bandwidth if first_pass_bandwidth is None \
-        else first_pass_bandwidth
     for what, value in (("bandwidth", bandwidth),
-                        ("first-pass bandwidth", first_bw)):
-        if not value >= page_size:
+                        ("first-pass bandwidth", first_pass_bandwidth)):
+        if value is not None and not value >= page_size:
             raise ProbeError(f"{what} must be at least one page per second, "
                              f"got {value!r} bytes/s")
-    if total_pages is None:
-        mem = monitor.memory_bytes()
-        if mem:
-            total_pages = mem // page_size
+    mem = monitor.memory_bytes()
+    if total_pages is None and mem:
+        total_pages = mem // page_size
+    schedule = capture_schedule(mem or (total_pages or 0) * page_size,
+                                bandwidth, duration, first_pass_bandwidth,
+                                page_size)
+    duration, first_bw = schedule.duration, schedule.first_pass_bandwidth
+    if announce is not None:
+        announce(schedule)
     if total_pages is not None and total_pages > MAX_PAGES:
         # Refused before the probe, not after it (its per-page arrays),
         # before anything changes.
@@ -557,9 +633,10 @@ def capture(monitor, log_path, duration=DEFAULT_DURATION,
             raise ProbeError(msg) from None
         if interrupted and result is not None:
             raise KeyboardInterrupt
-    return _result(parsers, follower, sink, result, total_pages, restore,
-                   ram_block, page_size, bandwidth, first_bw,
-                   dict(qemu, **(metadata or {})))
+    res = _result(parsers, follower, sink, result, total_pages, restore,
+                  ram_block, page_size, bandwidth, first_bw,
+                  dict(qemu, **(metadata or {})))
+    return dataclasses.replace(res, schedule=schedule)
 
 
 def _probe_cycle(monitor, follower, parser, sink, deadline, bandwidth,

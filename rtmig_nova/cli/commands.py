@@ -14,6 +14,7 @@
 the option values are checked and converted, the model is called, and the
 result is printed as a table or as JSON."""
 
+import dataclasses
 import os
 import sys
 import time
@@ -34,7 +35,6 @@ DEFAULT_MAX_DOWNTIME = "300ms"
 DEFAULT_LINK_CAPACITY = "1Gbit/s"
 DEFAULT_RUNS = 1000
 # Defaults of profile capture.
-DEFAULT_CAPTURE_DURATION = "20s"
 DEFAULT_CAPTURE_BANDWIDTH = "8MB/s"
 
 
@@ -383,9 +383,9 @@ def cmd_profile_capture(args, defaults):
         raise CliError("--uri goes with --domain")
     if args.coarse:
         return _capture_coarse(args)
-    duration = bounds.CAPTURE_DURATION.parse(
-        args.duration if args.duration is not None
-        else DEFAULT_CAPTURE_DURATION, "--duration")
+    duration = None
+    if args.duration is not None:
+        duration = bounds.CAPTURE_DURATION.parse(args.duration, "--duration")
     bandwidth = bounds.CAPTURE_BANDWIDTH.parse(
         args.bandwidth if args.bandwidth is not None
         else DEFAULT_CAPTURE_BANDWIDTH, "--bandwidth")
@@ -403,9 +403,19 @@ def cmd_profile_capture(args, defaults):
                          f"({units.format_duration(r.elapsed)} elapsed)\n")
         sys.stderr.flush()
 
+    def announce(schedule):
+        sys.stderr.write(f"capturing: {schedule.describe()}\n")
+        if duration is not None and duration < schedule.first_pass_s:
+            sys.stderr.write(
+                f"warning: --duration {units.format_duration(duration)} may "
+                f"end before the first pass "
+                f"({units.format_duration(schedule.first_pass_s)} at most): "
+                f"then no round is observed\n")
+        sys.stderr.flush()
+
     kwargs = {"duration": duration, "bandwidth": bandwidth,
               "first_pass_bandwidth": first_bw, "max_rounds": rounds,
-              "progress": progress}
+              "progress": progress, "announce": announce}
     try:
         if args.domain is not None:
             res = probe.capture_domain(args.domain,
@@ -429,6 +439,7 @@ def cmd_profile_capture(args, defaults):
             "bytes_sent": res.bytes_sent, "log_rotations": res.log_rotations,
             "restored_parameters": res.restored,
             "total_pages": profile.total_pages,
+            "schedule": dataclasses.asdict(res.schedule),
             "active_pages": profile.active_pages,
             "idle_pages": profile.idle_pages,
             "write_rate_per_s": profile.write_rate,

@@ -16,7 +16,7 @@ import argparse
 
 from rtmig_nova.cli.commands import (
     DEFAULT_DEADLINE, DEFAULT_LINK_CAPACITY, DEFAULT_MAX_DOWNTIME,
-    DEFAULT_CAPTURE_BANDWIDTH, DEFAULT_CAPTURE_DURATION, DEFAULT_RUNS,
+    DEFAULT_CAPTURE_BANDWIDTH, DEFAULT_RUNS,
     cmd_plan, cmd_predict, cmd_profile_capture, cmd_profile_convert,
     cmd_profile_show, cmd_simulate)
 from rtmig_nova.cli.errors import PROG, CliError
@@ -264,15 +264,20 @@ def build_parser():
     g.add_argument("--trace-file", metavar="PATH",
                    help="with --qmp: the file of its -trace file=PATH")
     q.add_argument("--duration", metavar="DUR",
-                   help=f"how long the probe migration runs (default: "
-                        f"{DEFAULT_CAPTURE_DURATION})")
+                   help="how long the probe migrations run, first pass "
+                        "included (default: the first pass's longest time "
+                        "plus 15 s of rounds; said before the capture "
+                        "starts)")
     q.add_argument("--bandwidth", metavar="RATE",
                    help=f"max-bandwidth of the probe migration; low enough "
                         f"that it never converges (default: "
                         f"{DEFAULT_CAPTURE_BANDWIDTH})")
     q.add_argument("--first-pass-bandwidth", metavar="RATE",
                    help="max-bandwidth of each probe's first pass, which "
-                        "observes one interval only (default: --bandwidth)")
+                        "observes one interval only (default: from the "
+                        "guest's size, a first pass of at most 10 s, at "
+                        "least 32 MiB/s, and QEMU's migration thread within "
+                        "half a CPU)")
     q.add_argument("--rounds", metavar="N",
                    help="stop once N rounds after the first pass are "
                         "observed (default: run for the whole --duration)")

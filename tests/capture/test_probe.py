@@ -41,15 +41,15 @@ def _qmp(dom, command, **args):
 @pytest.fixture
 def guest_domain(request, guest_boot_files, tmp_path):
     """A running libvirt domain of the testbed guest writing uniformly
-    over ``request.param`` = (working set, writes/s), default 4 MiB at
-    20,000 writes/s."""
+    over ``request.param`` = (working set, writes/s[, guest MiB]),
+    default 4 MiB at 20,000 writes/s in 128 MiB."""
     import libvirt
 
     from rtmig_nova.testbed import guest
-    mem, rate = getattr(request, "param", ("4M", 20000))
+    mem, rate, *size = getattr(request, "param", ("4M", 20000))
     name = domains.PREFIX + uuid.uuid4().hex[:8]
     console = tmp_path / "console.log"
-    xml = guest.domain_xml(name, *guest_boot_files, 128, 1,
+    xml = guest.domain_xml(name, *guest_boot_files, (size or [128])[0], 1,
                            guest.kernel_cmdline("uniform", mem, rate=rate),
                            console_log=console)
     conn = libvirt.open(domains.URI)
@@ -243,6 +243,53 @@ class _FakeMonitor:
         return (dict(self.params), dict(self.events), dict(self.caps))
 
 
+@pytest.mark.parametrize("gib", [0.125, 0.25, 1, 4, 8, 16, 64])
+def test_capture_schedule_from_the_guest_s_size(gib):
+    mem = int(gib * 2 ** 30)
+    s = probe.capture_schedule(mem)
+    budget_rate = probe.CPU_BUDGET / probe.CPU_COST_PER_PAGE * 4104
+    # the first pass within its target where the CPU budget allows it,
+    # else at the budget's rate (whole MiB/s)
+    if mem * 4104 / 4096 / probe.FIRST_PASS_TARGET <= budget_rate:
+        assert s.first_pass_s <= probe.FIRST_PASS_TARGET
+    else:
+        assert s.first_pass_bandwidth == pytest.approx(budget_rate,
+                                                       abs=2 ** 20)
+    assert s.first_pass_bandwidth >= probe.MIN_FIRST_PASS_RATE
+    assert s.cpu_share <= probe.CPU_BUDGET * 1.01
+    # the rounds after it: the capture observes something
+    assert s.duration >= s.first_pass_s + probe.ROUNDS_TIME
+    assert s.duration <= s.first_pass_s + probe.ROUNDS_TIME + 1
+    assert s.bandwidth == probe.DEFAULT_BANDWIDTH
+    assert "s in all" in s.describe()
+
+
+def test_capture_schedule_keeps_what_is_given():
+    s = probe.capture_schedule(2 ** 30, bandwidth=4e6, duration=7.5,
+                               first_pass_bandwidth=64 * 2 ** 20)
+    assert (s.duration, s.bandwidth, s.first_pass_bandwidth) == (
+        7.5, 4e6, 64 * 2 ** 20)
+    assert s.first_pass_s == pytest.approx(2 ** 30 * 4104 / 4096 / 2 ** 26)
+
+
+def test_capture_announces_its_schedule_first(tmp_path):
+    (tmp_path / "log").write_bytes(b"")
+    mon = _FakeMonitor()
+    seen = []
+
+    def announce(schedule):
+        seen.append((schedule, list(mon.log)))
+
+    with pytest.raises(probe.ProbeError, match="no migration_bitmap_sync"):
+        probe.capture(mon, tmp_path / "log", duration=0.3, poll=0.05,
+                      announce=announce)
+    (schedule, log_then), = seen
+    assert "migrate" not in log_then
+    # 128 MiB: the least first-pass rate, 4.0 s at most
+    assert schedule.first_pass_bandwidth == probe.MIN_FIRST_PASS_RATE
+    assert schedule.duration == 0.3
+
+
 def test_refuses_a_running_migration(tmp_path):
     (tmp_path / "log").write_bytes(b"")
     mon = _FakeMonitor(status="active")
@@ -326,6 +373,27 @@ def test_capture_cycles_when_the_probe_converges(guest_domain, tmp_path,
     caps = {c["capability"]: c["state"]
             for c in _qmp(dom, "query-migrate-capabilities")}
     assert caps["pause-before-switchover"] is False
+
+
+@needs_libvirtd
+@pytest.mark.parametrize("guest_domain", [("160M", 2000, 256)],
+                         indirect=True)
+def test_capture_with_the_defaults_on_a_mostly_non_zero_guest(
+        guest_domain, tmp_path, capsys):
+    # 256 MiB, 160 MiB of it written non-zero: at the old default (the
+    # first pass at the probe's 8 MB/s, 20 s in all) no round followed the
+    # first pass.  The defaults now follow the guest's size.
+    code, out, err = run(capsys, "profile", "capture", "--domain",
+                         guest_domain.name(), "--output",
+                         tmp_path / "p.json", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    schedule = doc["schedule"]
+    assert err.startswith("capturing: first pass at 32 MiB/s"), err
+    assert schedule["first_pass_s"] <= probe.FIRST_PASS_TARGET
+    assert doc["rounds"] >= 2, (doc, err)
+    assert doc["probe_seconds"] <= schedule["duration"] + 5
+    assert doc["first_pass_pages"] > (160 << 20) // 4096
 
 
 @needs_libvirtd
