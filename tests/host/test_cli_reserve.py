@@ -15,7 +15,8 @@ from tests.cli_helpers import assert_one_error_line, run
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls as lc
 from rtmig_nova.enforce import netshape
-from rtmig_nova.model.precopy import send_rate
+from rtmig_nova.model.precopy import pages_per_count, qemu_version, \
+    send_rate
 from tests.host import domains
 
 NS = f"rtmigtest-c-{os.getpid()}"
@@ -59,10 +60,17 @@ def plans(tmp_path_factory):
         10.0 ** rng.uniform(-2, 2.5, 300)
     DirtyProfile.from_rates(rates, zero_pages=100).save(d / "small.json")
     out = {}
-    for name, deadline_s in (("feasible", "2s"), ("infeasible", "10ms")):
+    host_qemu = _host_qemu()
+    # planned for this host's QEMU, and once for one that counts its rate
+    # limit otherwise (7.2 against 10.0), which apply must refuse
+    other = "10.0" if pages_per_count(host_qemu) == 1 else "7.2"
+    for name, deadline_s, qemu in (("feasible", "2s", host_qemu),
+                                   ("infeasible", "10ms", host_qemu),
+                                   ("other_qemu", "2s", other)):
         _, text, _ = _rtmig("plan", "--profile", d / "small.json",
                             "--deadline", deadline_s, "--max-downtime",
-                            "50ms", "--link-capacity", LINK, "--json")
+                            "50ms", "--link-capacity", LINK,
+                            "--qemu-version", qemu, "--json")
         (d / f"{name}.json").write_text(text)
         out[name] = (d / f"{name}.json", json.loads(text))
     assert out["feasible"][1]["feasible"] is True
@@ -77,6 +85,25 @@ def host(netns, tmp_path):
     and a state dir."""
     with domains.reservation_host(netns, tmp_path / "state") as h:
         yield h
+
+
+def _host_qemu():
+    import libvirt
+    conn = libvirt.open(domains.URI)
+    try:
+        return qemu_version(conn.getVersion())
+    finally:
+        conn.close()
+
+
+def test_a_plan_for_another_qemu_s_rate_limit_is_refused(host, plans,
+                                                         capsys):
+    plan_file, plan = plans["other_qemu"]
+    before = _snapshot(host)
+    code, out, err = run(capsys, *_apply_argv(host, plan_file))
+    assert_one_error_line(code, out, err)
+    assert "plan again with --qemu-version " + _host_qemu() in err
+    assert _snapshot(host) == before and _state_files(host) == []
 
 
 def _snapshot(h):
@@ -108,8 +135,9 @@ def _assert_applied(h, plan):
         plan["cpu"]["runtime_ns"], plan["cpu"]["deadline_ns"],
         plan["cpu"]["period_ns"])
     classes = netshape.show(IF, h["netns"])
-    # The class carries what QEMU sends at that limit in whole frames.
-    want = round(min(netshape.frame_rate(send_rate(bw, 4096)), 12_500_000))
+    # The class carries what this QEMU sends at that limit in whole frames.
+    want = round(min(netshape.frame_rate(send_rate(
+        bw, 4096, qemu_version=_host_qemu())), 12_500_000))
     assert any(c["role"] == "migration" and c["rate"] == want
                for c in classes)
     assert any(c["role"] == "link" and c["rate"] == 12_500_000

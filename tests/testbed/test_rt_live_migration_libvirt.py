@@ -261,7 +261,7 @@ def test_reserve_migrate_release_on_real_libvirt(bed, workdir, state_dir,
         box = {}
         worker = threading.Thread(target=_nova_migrate,
                                   args=(rt_guest, dom, box))
-        before = testbed_guest.console_mark(_console(workdir, 1000))
+        console_before = testbed_guest.console_mark(_console(workdir, 1000))
         worker.start()
         seen, htb = [], []
         _monitor(rt_guest, dom, worker, seen, htb)
@@ -321,7 +321,7 @@ def test_reserve_migrate_release_on_real_libvirt(bed, workdir, state_dir,
         conn_b.close()
     # the guest on B found every write it made (or this raises)
     assert testbed_guest.check_after_migration(
-        _console(workdir, 1000), mark, since=before).ok
+        _console(workdir, 1000), mark, since=console_before).ok
 
 
 def test_an_aborted_migration_releases_everything(bed, workdir, state_dir,
@@ -342,7 +342,7 @@ def test_an_aborted_migration_releases_everything(bed, workdir, state_dir,
         box = {}
         worker = threading.Thread(target=_nova_migrate,
                                   args=(rt_guest, dom, box))
-        before = testbed_guest.console_mark(_console(workdir, 20000))
+        console_before = testbed_guest.console_mark(_console(workdir, 20000))
         worker.start()
         for _ in range(6):
             rt_guest.get_job_info()         # Nova's monitor
@@ -375,7 +375,7 @@ def test_an_aborted_migration_releases_everything(bed, workdir, state_dir,
         assert dom.migrateGetMaxSpeed(0) == speed_before
         # the guest, still on A, lost nothing in the cancelled migration
         assert testbed_guest.check_after_migration(
-            _console(workdir, 20000), mark, since=before).ok
+            _console(workdir, 20000), mark, since=console_before).ok
     finally:
         conn_a.close()
     conn_b = libvirt.open(hosts.URI_B)
@@ -478,7 +478,7 @@ def test_a_dirty_rate_jump_mid_migration_is_replanned(bed, workdir,
         rt_guest, held = _reserve(lm, ext, dom, mp, conn_a)
         assert rt_guest.closed_loop is not None
         box, speeds = {}, []
-        before = testbed_guest.console_mark(console)
+        console_before = testbed_guest.console_mark(console)
         started = time.monotonic()
         worker = threading.Thread(target=_nova_migrate,
                                   args=(rt_guest, dom, box))
@@ -534,7 +534,7 @@ def test_a_dirty_rate_jump_mid_migration_is_replanned(bed, workdir,
             assert took <= 20, (took, replans)
         # on B, or on A after the abort: every write found (or this raises)
         assert testbed_guest.check_after_migration(console, mark,
-                                                   since=before).ok
+                                                   since=console_before).ok
         ext.release(held, lambda uri: conn_a)
         assert os.listdir(state_dir) == []
     finally:
