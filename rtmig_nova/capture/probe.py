@@ -522,8 +522,8 @@ def capture(monitor, log_path, duration=None,
     ``first_pass_bandwidth`` (bytes/s) the first pass, which observes only
     one interval and should be over soon.  ``duration`` and
     ``first_pass_bandwidth`` default to the guest's
-    :func:`capture_schedule`, which ``announce(schedule)`` is given before
-    anything starts.
+    :func:`capture_schedule`, which ``announce(schedule)`` is given once
+    the checks that refuse a capture have passed, before the probe starts.
 
     A probe faster than the guest dirties pages shrinks its rounds until,
     in a round of a few milliseconds, the guest writes fewer pages than the
@@ -551,8 +551,6 @@ def capture(monitor, log_path, duration=None,
                                 bandwidth, duration, first_pass_bandwidth,
                                 page_size)
     duration, first_bw = schedule.duration, schedule.first_pass_bandwidth
-    if announce is not None:
-        announce(schedule)
     if total_pages is not None and total_pages > MAX_PAGES:
         # Refused before the probe, not after it (its per-page arrays),
         # before anything changes.
@@ -564,6 +562,8 @@ def capture(monitor, log_path, duration=None,
         raise ProbeError(f"a migration is already running (status "
                          f"{status}); not starting a probe")
     events_before = _check_trace_events(monitor)
+    if announce is not None:            # what it will do, once it can
+        announce(schedule)
     qemu = _qemu_version(monitor)
     params = monitor.cmd("query-migrate-parameters") or {}
     restore = {k: params[k] for k in ("max-bandwidth", "downtime-limit")
