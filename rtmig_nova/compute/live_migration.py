@@ -482,9 +482,7 @@ class RTLiveMigration:
                     pl.cpu_cost_per_page, pl.cpu_margin,
                     mp.cpu.period_ns / 1e9, mp.cpu.cgroup_period_us,
                     mp.qemu_version or sizing.DEFAULT_QEMU_VERSION)
-                tids = [tid for tid, name in
-                        libvirt_controls.qemu_threads(guest._domain)
-                        if deadline.is_migration_thread(name)]
+                tids = libvirt_controls.migration_threads(guest._domain)
                 steps += reservation.deadline_steps(
                     tids, reservation.migration_thread_deadline(cpu))
             if shaping is not None:
@@ -541,9 +539,7 @@ class RTLiveMigration:
         migration is aborted (Nova rolls it back) after an
         ``rtmig.admission.reject`` notification and an instance fault."""
         try:
-            tids = [tid for tid, name in
-                    libvirt_controls.qemu_threads(guest._domain)
-                    if deadline.is_migration_thread(name)]
+            tids = libvirt_controls.migration_threads(guest._domain)
         except (libvirt_controls.LibvirtError,
                 libvirt_controls._libvirt_of(guest._domain).libvirtError) \
                 as e:

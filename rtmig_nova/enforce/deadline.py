@@ -487,25 +487,14 @@ def restore(tid, attr):
         raise _refusal(exc, tid, attr, note) from None
 
 
-# QEMU's names of the thread that sends a migration's pages (libvirt starts
-# QEMU with debug-threads=on): "live_migration" up to 9.0 (Debian 12's
-# 7.2), "mig/src/main" from 9.1 (bookworm-backports' 10.0).  It exists
-# only while a migration runs.
-MIGRATION_THREAD_NAMES = ("live_migration", "mig/src/main")
-
-
-def is_migration_thread(name):
-    """True if ``name`` (a thread's comm) is QEMU's migration thread's."""
-    return name in MIGRATION_THREAD_NAMES
-
-
 def threads(pid):
     """The threads of process ``pid``: a list of ``(tid, name)`` sorted by
     tid, from ``/proc/PID/task/*/comm``.
 
     QEMU names its vCPU threads ``"CPU 0/KVM"`` (``"CPU 0/TCG"``) and its
-    migration thread one of :data:`MIGRATION_THREAD_NAMES`.  Threads that
-    exit while being listed are left out.
+    migration thread one of
+    :data:`rtmig_nova.enforce.libvirt_controls.MIGRATION_THREAD_NAMES`.
+    Threads that exit while being listed are left out.
 
     :raises ValueError: if there is no such process
     """

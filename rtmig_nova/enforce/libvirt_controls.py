@@ -197,10 +197,22 @@ def qemu_pid(dom):
                            f"from {path}") from None
 
 
+# QEMU's names of the thread that sends a migration's pages (libvirt starts
+# QEMU with debug-threads=on): "live_migration" up to 9.0 (Debian 12's
+# 7.2), "mig/src/main" from 9.1 (bookworm-backports' 10.0).  It exists
+# only while a migration runs.
+MIGRATION_THREAD_NAMES = ("live_migration", "mig/src/main")
+
+
+def is_migration_thread(name):
+    """True if ``name`` (a thread's comm) is QEMU's migration thread's."""
+    return name in MIGRATION_THREAD_NAMES
+
+
 def qemu_threads(dom):
     """(thread id, name) of every thread of the domain's QEMU; QEMU names
     its vCPU threads ``CPU n/KVM`` or ``CPU n/TCG`` and its migration thread
-    one of :data:`rtmig_nova.enforce.deadline.MIGRATION_THREAD_NAMES`."""
+    one of :data:`MIGRATION_THREAD_NAMES`."""
     pid = qemu_pid(dom)
     base = f"/proc/{pid}/task"
     out = []
@@ -215,6 +227,13 @@ def qemu_threads(dom):
         except OSError:
             continue            # the thread ended meanwhile
     return out
+
+
+def migration_threads(dom):
+    """Thread ids of the domain's QEMU migration thread: none while no
+    migration runs."""
+    return [tid for tid, name in qemu_threads(dom)
+            if is_migration_thread(name)]
 
 
 def hypervisor_version(dom):

@@ -38,7 +38,7 @@ import statistics
 import threading
 import uuid
 
-from rtmig_nova.enforce import deadline
+from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.model import precopy
 from rtmig_nova.testbed import guest as guest_mod
 from rtmig_nova.testbed import hosts
@@ -186,15 +186,14 @@ def _thread_cpu_s(pid, is_thread):
 
 
 class ThreadCpuSampler:
-    """Samples the CPU time of QEMU's migration thread of a domain (by
-    :func:`rtmig_nova.enforce.deadline.is_migration_thread`, or
-    ``is_thread``) every ``period`` s in the background; :attr:`cpu_s` is
-    the last value seen before the thread ended (at most ``period``
-    short)."""
+    """Samples the CPU time of QEMU's migration thread of a domain (either
+    of its names, :data:`~rtmig_nova.enforce.libvirt_controls.
+    MIGRATION_THREAD_NAMES`) every ``period`` s in the background;
+    :attr:`cpu_s` is the last value seen before the thread ended (at most
+    ``period`` short)."""
 
-    def __init__(self, domain_name, is_thread=None, period=0.02):
+    def __init__(self, domain_name, period=0.02):
         self.domain_name = domain_name
-        self.is_thread = is_thread or deadline.is_migration_thread
         self.period = period
         self.cpu_s = None
         self._stop = threading.Event()
@@ -207,7 +206,8 @@ class ThreadCpuSampler:
             if pid is None:
                 pid = _qemu_pid(self.domain_name)
             if pid is not None:
-                value = _thread_cpu_s(pid, self.is_thread)
+                value = _thread_cpu_s(
+                    pid, libvirt_controls.is_migration_thread)
                 if value is not None:
                     self.cpu_s = value
             self._stop.wait(self.period)

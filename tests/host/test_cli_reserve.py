@@ -15,8 +15,7 @@ from tests.cli_helpers import assert_one_error_line, run
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls as lc
 from rtmig_nova.enforce import netshape
-from rtmig_nova.model.precopy import pages_per_count, qemu_version, \
-    send_rate
+from rtmig_nova.model.precopy import pages_per_count, send_rate
 from tests.host import domains
 
 NS = f"rtmigtest-c-{os.getpid()}"
@@ -88,12 +87,8 @@ def host(netns, tmp_path):
 
 
 def _host_qemu():
-    import libvirt
-    conn = libvirt.open(domains.URI)
-    try:
-        return qemu_version(conn.getVersion())
-    finally:
-        conn.close()
+    from rtmig_nova.testbed import hosts
+    return hosts.qemu_version(domains.URI)
 
 
 def test_a_plan_for_another_qemu_s_rate_limit_is_refused(host, plans,

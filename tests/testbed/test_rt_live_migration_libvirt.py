@@ -165,7 +165,7 @@ def _monitor(rt_guest, dom, worker, seen, htb):
         htb.append(netshape.show(hosts.VETH_A))
         try:
             for tid, name in libvirt_controls.qemu_threads(dom):
-                if deadline.is_migration_thread(name):
+                if libvirt_controls.is_migration_thread(name):
                     seen.append(deadline.get_attr(tid))
         except (libvirt_controls.LibvirtError, ValueError):
             pass                    # QEMU ended with the migration
@@ -350,7 +350,7 @@ def test_an_aborted_migration_releases_everything(bed, workdir, state_dir,
         assert worker.is_alive(), box
         assert len(held) == 2, "the migration thread was not reserved"
         tid, = [t for t, n in libvirt_controls.qemu_threads(dom)
-                if deadline.is_migration_thread(n)]
+                if libvirt_controls.is_migration_thread(n)]
         assert deadline.get_attr(tid).policy == deadline.SCHED_DEADLINE
         # Nova's live_migration_abort: on the driver's connection (the one
         # the monitor polls), from a native thread of its own; the

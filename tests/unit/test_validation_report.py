@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from rtmig_nova.enforce import deadline
+from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.testbed import report
 from rtmig_nova.testbed import validation as v
 
@@ -178,11 +178,11 @@ def test_thread_cpu_time_of_a_named_thread():
 
 def test_both_qemu_migration_thread_names():
     # QEMU 7.2's and QEMU 10.0's (debug-threads=on; comm is 15 bytes)
-    assert deadline.is_migration_thread("live_migration")
-    assert deadline.is_migration_thread("mig/src/main")
-    assert not deadline.is_migration_thread("mig/src/return")
-    assert not deadline.is_migration_thread("CPU 0/TCG")
-    assert all(len(n) <= 15 for n in deadline.MIGRATION_THREAD_NAMES)
+    assert libvirt_controls.is_migration_thread("live_migration")
+    assert libvirt_controls.is_migration_thread("mig/src/main")
+    assert not libvirt_controls.is_migration_thread("mig/src/return")
+    assert not libvirt_controls.is_migration_thread("CPU 0/TCG")
+    assert all(len(n) <= 15 for n in libvirt_controls.MIGRATION_THREAD_NAMES)
 
 
 def test_cpu_sampler_stops():
