@@ -37,6 +37,10 @@ PAGE_SIZE_UNIT = "bytes"
 BIN_MANTISSA_BITS = 5
 _SHIFT = 52 - BIN_MANTISSA_BITS
 
+# Intervals whose lengths and dirty counts a profile keeps in its metadata
+# (a capture has tens to hundreds; beyond this only the totals are kept).
+MAX_KEPT_INTERVALS = 10000
+
 # The CSV histogram (DirtyProfile.save_csv / load_csv): this header, then one
 # row per rate; rate 0 is the idle pages.
 CSV_HEADER = ("rate_per_s", "pages")
@@ -274,12 +278,20 @@ class DirtyProfile:
                 raise ValueError("observations contain page indices outside "
                                  f"0..{total_pages - 1}")
         k = np.zeros(total_pages, dtype=np.float64)
+        dirty = []
         for o in obs:
-            k[np.unique(o)] += 1.0
+            u = np.unique(o)
+            k[u] += 1.0
+            dirty.append(int(u.size))
         rates = _mle_rates(obs, tau, k, total_pages)
         meta = {"source": "observations", "coarse": False,
                 "observed_intervals": m,
                 "observed_seconds": float(tau.sum())}
+        if m <= MAX_KEPT_INTERVALS:
+            # What each interval saw: the spread of the write intensity
+            # between intervals (model.uncertainty) is read from these.
+            meta["observed_interval_s"] = [round(float(t), 6) for t in tau]
+            meta["observed_dirty_pages"] = dirty
         meta.update(metadata or {})
         return cls.from_rates(rates, page_size, zero_pages, meta)
 

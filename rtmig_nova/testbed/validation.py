@@ -346,6 +346,15 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
                           without a rate limit (libvirt's 8 GiB/s cap):
                           what the stop-and-copy runs at;
     ``setup_time_sd_s``   the standard deviation of the setup times;
+    ``send_efficiency``   the bytes QEMU sends per second over the model's
+                          send rate (precopy.send_rate), from a second
+                          idle migration at 8 MiB/s: the difference of the
+                          two sending times over the difference of their
+                          bytes / send rate (the setup cancels);
+    ``send_rate_sd``      the relative standard deviation of that
+                          efficiency between repetitions (it includes the
+                          setup's jitter over the difference: an upper
+                          bound), the model's ``send_rate_sd``;
     ``qemu_version``      host A's QEMU release ("MAJOR.MINOR"), whose
                           send rate the setup time is computed with.
 
@@ -367,9 +376,11 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
         log("calibration %d/%d" % (i + 1, repetitions))
         a = migrate_measured(bed, boot_files, IDLE, bounded, 0.05, 60,
                              boot_timeout)
+        slow = migrate_measured(bed, boot_files, IDLE, SLOW_IDLE_BANDWIDTH,
+                                0.05, 60, boot_timeout)
         b = migrate_measured(bed, boot_files, IDLE, 8192 * MIB, 0.05, 60,
                              boot_timeout)
-        if a is None or b is None:
+        if a is None or b is None or slow is None:
             raise hosts.TestbedError("an idle guest's migration timed out")
         setup = a["total_time_s"] - a["transferred_bytes"] / \
             precopy.send_rate(bounded, PAGE_SIZE, qemu_version=qemu) - \
@@ -380,18 +391,45 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
                      "link_rate_bytes_per_s": (b["transferred_bytes"] /
                                                sending if sending > 0
                                                else None),
-                     "bounded": a, "unbounded": b})
+                     "send_efficiency": _send_efficiency(
+                         (slow, SLOW_IDLE_BANDWIDTH), (a, bounded), qemu),
+                     "bounded": a, "slow": slow, "unbounded": b})
     out = {"qemu_version": qemu}
     for key in ("setup_time_s", "switchover_time_s",
-                "link_rate_bytes_per_s"):
+                "link_rate_bytes_per_s", "send_efficiency"):
         values = [r[key] for r in runs if r[key] is not None]
         out[key] = statistics.median(values) if values else None
     setups = [r["setup_time_s"] for r in runs]
     out["setup_time_sd_s"] = statistics.stdev(setups) \
         if len(setups) > 1 else 0.0
+    effs = [r["send_efficiency"] for r in runs
+            if r["send_efficiency"] is not None]
+    out["send_rate_sd"] = statistics.stdev(effs) / statistics.median(effs) \
+        if len(effs) > 1 else 0.0
     out["runs"] = runs
     out["warmup"] = discarded
     return out
+
+
+SLOW_IDLE_BANDWIDTH = 8 * MIB   # bytes/s: the calibration's second rate
+
+
+def _send_efficiency(slow, fast, qemu):
+    """Bytes sent per second over the model's send rate, from two idle
+    migrations, (measured statistics, bandwidth bytes/s) each: the
+    difference of their sending times (total less downtime; the setup
+    cancels) against the difference the model's send rate gives.  None
+    when the two are too alike to tell (under 0.5 s apart)."""
+    def model_s(m, bw):
+        return m["transferred_bytes"] / precopy.send_rate(
+            bw, PAGE_SIZE, qemu_version=qemu)
+    (slow, slow_bw), (fast, fast_bw) = slow, fast
+    measured = (slow["total_time_s"] - slow["downtime_s"]) - \
+        (fast["total_time_s"] - fast["downtime_s"])
+    predicted = model_s(slow, slow_bw) - model_s(fast, fast_bw)
+    if predicted < 0.5 or measured <= 0:
+        return None
+    return predicted / measured
 
 
 def model_settings(calibration):
@@ -438,7 +476,8 @@ def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
                "active_pages": profile.active_pages,
                "zero_pages": profile.zero_pages,
                "write_rate_per_s": profile.write_rate,
-               "capture_rounds": cap.rounds, "capture_cycles": cap.cycles}
+               "capture_rounds": cap.rounds, "capture_cycles": cap.cycles,
+               "qemu_version": profile.metadata.get("qemu_version")}
     settings = dict(settings or {})
     if settings.get("link_rate") is not None:
         settings["link_rate"] = max(settings["link_rate"], applied)
