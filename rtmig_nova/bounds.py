@@ -316,6 +316,18 @@ CONFIDENCE = Bound(
     low_open=True)
 # The migration thread's CPU per page sent: measured 1.6 us; a millisecond
 # would not sustain 4 MB/s on a whole CPU.
+# Spreads of the write intensity and of the host's send rate (model.
+# uncertainty): standard deviations of their logarithms.  Beyond 1 (a
+# factor e either way at one sd) a prediction says nothing.
+LOG_SPREAD = Bound(
+    "relative spread", "factor", 0.0, 1.0,
+    "a standard deviation of log(rate) above 1 is a factor e either way")
+# The model's send rate times this: what a host sends per second of QEMU's
+# rate-limited sending, measured (testbed calibration); far off 1 is no
+# QEMU rate limiter this model describes.
+SEND_EFFICIENCY = Bound(
+    "send efficiency", "factor", 0.1, 10.0,
+    "QEMU sends within a few percent of its rate limit")
 CPU_COST_PER_PAGE = Bound(
     "CPU cost per page", "duration", 0.0, 1e-3,
     "the migration thread spends microseconds per page")

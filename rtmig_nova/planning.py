@@ -121,6 +121,7 @@ def plan_options(group, host_version=None):
         "switchover_time": group.switchover_time,
         "setup_time": group.setup_time,
         "setup_time_sd": group.setup_time_sd,
+        "send_rate_sd": group.send_rate_sd,
         "max_rounds": group.max_rounds,
     }
 

@@ -46,6 +46,7 @@ _SETTING_BOUNDS = (("check_interval", bounds.CHECK_INTERVAL),
                    ("switchover_time", bounds.SWITCHOVER_TIME),
                    ("setup_time", bounds.SETUP_TIME),
                    ("setup_time_sd", bounds.SETUP_TIME),
+                   ("send_rate_sd", bounds.LOG_SPREAD),
                    ("max_rounds", bounds.MAX_ROUNDS))
 
 
@@ -59,6 +60,7 @@ def _settings(args, defaults):
         "switchover_time": defaults.switchover_time,
         "setup_time": defaults.setup_time,
         "setup_time_sd": defaults.setup_time_sd,
+        "send_rate_sd": defaults.send_rate_sd,
         "max_rounds": defaults.max_rounds,
     }
     for field, bound in _SETTING_BOUNDS:

@@ -26,6 +26,7 @@ _BOUNDS = {"check_interval": bounds.CHECK_INTERVAL,
            "switchover_time": bounds.SWITCHOVER_TIME,
            "setup_time": bounds.SETUP_TIME,
            "setup_time_sd": bounds.SETUP_TIME,
+           "send_rate_sd": bounds.LOG_SPREAD,
            "max_rounds": bounds.MAX_ROUNDS,
            "confidence": bounds.CONFIDENCE,
            "cpu_cost_per_page": bounds.CPU_COST_PER_PAGE,
@@ -49,6 +50,7 @@ class Defaults:
     switchover_time: float
     setup_time: float
     setup_time_sd: float
+    send_rate_sd: float
     max_rounds: int
     confidence: float
     cpu_cost_per_page: float

@@ -95,6 +95,10 @@ def _add_model_options(parser, model=True, link_rate=True):
     g.add_argument("--setup-time-sd", metavar="DUR",
                    help="standard deviation of the setup time (default: "
                         "[rtmig] setup_time_sd, 0 s)")
+    g.add_argument("--send-rate-sd", metavar="X",
+                   help="relative spread of the host's send rate from one "
+                        "migration to the next, e.g. 0.03 (default: "
+                        "[rtmig] send_rate_sd, 0)")
     if link_rate:
         g.add_argument("--link-rate", metavar="RATE",
                        help="rate of the stop-and-copy, which QEMU sends "

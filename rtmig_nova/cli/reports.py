@@ -124,6 +124,10 @@ def settings_line(st, model):
             f"{units.format_duration(st.setup_time)}"
             + (f" +- {units.format_duration(st.setup_time_sd)}"
                if st.setup_time_sd else "") + ", "
+            + (f"send rate +- {100 * st.send_rate_sd:.3g}%, "
+               if st.send_rate_sd else "")
+            + (f"write intensity +- {100 * st.write_scale_sd:.3g}%, "
+               if st.write_scale_sd else "")
             + (f"stop-and-copy at {units.format_rate(st.link_rate)}, "
                if st.link_rate is not None else "")
             + f"max {st.max_rounds} rounds")

@@ -155,6 +155,20 @@ independent of the rest).
 
 Unit: seconds.
 """),
+    bounded_float(
+        'send_rate_sd', bounds.LOG_SPREAD,
+        default=0.0,
+        help="""
+Standard deviation of log(bytes the host sends per second / the send rate
+QEMU's rate limit allows) from one migration to the next: one factor for a
+whole migration, so it moves the total time and, near the convergence
+cliff, whether the migration converges.  The predictions then mix a few
+model runs (docs/model.md, "Uncertainty").  Measure it with idle-guest
+migrations at two bandwidths (`rtmig experiment validate` writes it to
+calibration.json as send_rate_sd: 0.01-0.05 on the project's testbed).
+
+Unit: none (a relative spread; 0.03 is about 3%).
+"""),
     bounded_int(
         'max_rounds', bounds.MAX_ROUNDS,
         default=200,

@@ -141,7 +141,10 @@ _BOUNDS = (("bandwidth", bounds.BANDWIDTH),
            ("switchover_time", bounds.SWITCHOVER_TIME),
            ("setup_time", bounds.SETUP_TIME),
            ("setup_time_sd", bounds.SETUP_TIME),
-           ("max_rounds", bounds.MAX_ROUNDS))
+           ("max_rounds", bounds.MAX_ROUNDS),
+           ("send_efficiency", bounds.SEND_EFFICIENCY),
+           ("write_scale_sd", bounds.LOG_SPREAD),
+           ("send_rate_sd", bounds.LOG_SPREAD))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +170,14 @@ class MigrationSettings:
     :ivar max_rounds: rounds after which a migration counts as not converging
     :ivar qemu_version: the QEMU release that migrates, ``"MAJOR.MINOR"``
         (see :func:`qemu_version`): how its rate limit counts bytes
+    :ivar send_efficiency: bytes the host sends per second over
+        :func:`send_rate`'s (1: as QEMU's rate limiter counts)
+    :ivar write_scale_sd: standard deviation of log(write intensity during
+        the migration / the profile's), one factor on every write rate for
+        the whole migration; None: the profile's own
+        (:func:`~rtmig_nova.model.uncertainty.write_scale_sd`)
+    :ivar send_rate_sd: standard deviation of log(send efficiency), from
+        migration to migration (a host calibration)
     """
     bandwidth: float
     downtime_limit: float
@@ -179,6 +190,9 @@ class MigrationSettings:
     link_rate: float = None
     setup_time_sd: float = 0.0
     qemu_version: str = DEFAULT_QEMU_VERSION
+    send_efficiency: float = 1.0
+    write_scale_sd: float = None
+    send_rate_sd: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "qemu_version",
@@ -195,6 +209,13 @@ class MigrationSettings:
             "setup_time", self.setup_time))
         object.__setattr__(self, "setup_time_sd", non_negative(
             "setup_time_sd", self.setup_time_sd))
+        object.__setattr__(self, "send_efficiency", positive(
+            "send_efficiency", self.send_efficiency))
+        object.__setattr__(self, "send_rate_sd", non_negative(
+            "send_rate_sd", self.send_rate_sd))
+        if self.write_scale_sd is not None:
+            object.__setattr__(self, "write_scale_sd", non_negative(
+                "write_scale_sd", self.write_scale_sd))
         if self.link_rate is not None:
             object.__setattr__(self, "link_rate",
                                positive("link_rate", self.link_rate))
@@ -226,9 +247,10 @@ class MigrationSettings:
         return self.send_rate(page_size) * self.downtime_limit / page_size
 
     def send_rate(self, page_size):
-        """bytes/s QEMU sends under this rate limit: see :func:`send_rate`."""
+        """bytes/s QEMU sends under this rate limit: see :func:`send_rate`,
+        times ``send_efficiency``."""
         return send_rate(self.bandwidth, page_size, self.check_interval,
-                         self.qemu_version)
+                         self.qemu_version) * self.send_efficiency
 
     @property
     def stop_rate(self):

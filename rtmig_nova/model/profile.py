@@ -359,10 +359,13 @@ class DirtyProfile:
         """True if the profile was made up, not captured from a guest."""
         return bool(self.metadata.get("synthetic", False))
 
+    def dirty_probabilities(self, interval):
+        """P(a page of each rate bin is written in ``interval`` seconds)."""
+        return -np.expm1(-self.rates * float(interval))
+
     def dirty_pages(self, interval):
         """Expected distinct pages written in ``interval`` seconds."""
-        return float(np.dot(self.counts,
-                            -np.expm1(-self.rates * float(interval))))
+        return float(np.dot(self.counts, self.dirty_probabilities(interval)))
 
     def dirty_rate(self, interval=1.0):
         """Aggregate dirty rate, bytes/s, as a sampler of ``interval``
@@ -462,10 +465,12 @@ class DirtyProfile:
             meta = doc.get("metadata") or {}
             if not isinstance(meta, dict):
                 raise ProfileError(f"{origin}: metadata must be an object")
-            return cls.from_histogram(
+            profile = cls.from_histogram(
                 np.asarray(rates, dtype=np.float64), np.asarray(
                     pages, dtype=np.int64),
                 doc["idle_pages"], doc["zero_pages"], page_size, meta)
+            _check_interval_record(profile, origin)
+            return profile
         except ProfileError:
             raise
         except KeyError as e:
@@ -611,6 +616,38 @@ def _csv_pages(cell, where):
                            f"large (at most {most}: "
                            f"{_MAX_MEMORY_TEXT} of memory)")
     return n
+
+
+def _check_interval_record(profile, origin):
+    """ProfileError unless the metadata's record of the observed intervals
+    (``observed_interval_s``, ``observed_dirty_pages``; see
+    :meth:`DirtyProfile.from_observations`), if any, is two lists of one
+    entry per interval: lengths in seconds within a capture's, whole
+    counts of pages the guest has."""
+    meta = profile.metadata
+    tau, dirty = meta.get("observed_interval_s"), \
+        meta.get("observed_dirty_pages")
+    if tau is None and dirty is None:
+        return
+    if not isinstance(tau, list) or not isinstance(dirty, list) or \
+            len(tau) != len(dirty) or len(tau) > MAX_KEPT_INTERVALS:
+        raise ProfileError(
+            f"{origin}: metadata observed_interval_s and "
+            f"observed_dirty_pages must be two lists of one entry per "
+            f"interval (at most {MAX_KEPT_INTERVALS})")
+    longest = bounds.CAPTURE_DURATION.high
+    for t in tau:
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or \
+                not 0 < t <= longest:
+            raise ProfileError(
+                f"{origin}: metadata observed_interval_s: {str(t)[:20]} is "
+                f"not a length in (0, {longest:g}] seconds")
+    for n in dirty:
+        if isinstance(n, bool) or not isinstance(n, int) or \
+                not 0 <= n <= profile.total_pages:
+            raise ProfileError(
+                f"{origin}: metadata observed_dirty_pages: {str(n)[:20]} "
+                f"is not a page count in 0..{profile.total_pages}")
 
 
 def _read_file(path):

@@ -16,6 +16,7 @@ import dataclasses
 from rtmig_nova.model import analytic
 from rtmig_nova.model import baselines
 from rtmig_nova.model import montecarlo
+from rtmig_nova.model import uncertainty
 
 
 class PrecopyModel:
@@ -62,15 +63,24 @@ BUILTIN = {cls.name: cls for cls in
 
 
 def run(predictor, profile, settings, horizon=None):
-    """``predictor.predict`` with the settings' setup time (s; normal with
-    ``setup_time`` and ``setup_time_sd``, independent of the rest) added to
-    the total time: models describe QEMU's migration from its first page
-    on, so the setup before it is applied here, once for all of them
-    (third-party models included).  ``horizon`` is in total-time seconds."""
+    """``predictor.predict`` with the uncertainty of the write intensity
+    and of the host's send rate mixed in (:mod:`.uncertainty`) and the
+    settings' setup time (s; normal with ``setup_time`` and
+    ``setup_time_sd``, independent of the rest) added to the total time:
+    models describe QEMU's migration from its first page on, given the
+    profile and the send rate, so what lies outside that is applied here,
+    once for all of them (third-party models included).  ``horizon`` is
+    in total-time seconds."""
     setup = settings.setup_time
     if horizon is not None:
         horizon = max(horizon - setup, settings.check_interval)
-    pred = predictor.predict(profile, settings, horizon=horizon)
+    sd_s, sd_e = uncertainty.spreads(profile, settings)
+    if max(sd_s, sd_e) > uncertainty.NEGLIGIBLE_SD:
+        pred = uncertainty.mixed(
+            lambda p, st, h: predictor.predict(p, st, horizon=h),
+            profile, settings, sd_s, sd_e, horizon)
+    else:
+        pred = predictor.predict(profile, settings, horizon=horizon)
     if setup or settings.setup_time_sd:
         total = pred.total_time.plus_normal(setup, settings.setup_time_sd)
         pred = dataclasses.replace(pred, total_time=total)

@@ -38,6 +38,7 @@ import statistics
 import threading
 import uuid
 
+from rtmig_nova import bounds
 from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.model import precopy
 from rtmig_nova.testbed import guest as guest_mod
@@ -441,6 +442,9 @@ def model_settings(calibration):
            "switchover_time": max(0.0, calibration["switchover_time_s"])}
     if calibration.get("qemu_version"):
         out["qemu_version"] = calibration["qemu_version"]
+    if calibration.get("send_rate_sd"):
+        out["send_rate_sd"] = min(calibration["send_rate_sd"],
+                                  bounds.LOG_SPREAD.high)
     if calibration.get("link_rate_bytes_per_s"):
         out["link_rate"] = calibration["link_rate_bytes_per_s"]
     return out
@@ -490,6 +494,42 @@ def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
     return RunResult(workload.label, repetition, applied, downtime_limit,
                      summary, predicted, measured, measured is None,
                      timeout_s=timeout)
+
+
+def rescore(rows, profile_dir, calibration, models=MODELS):
+    """The CSV rows (:func:`report.read_csv
+    <rtmig_nova.testbed.report.read_csv>`) of an experiment with every
+    model's predictions made again, by this build, from each run's kept
+    profile (:func:`profile_path`) and the experiment's calibration; the
+    measurements and the abort time each run had are kept.  A run without
+    its profile (it failed before the capture) is kept as it was.
+    Returns the new rows."""
+    from rtmig_nova.model.profile import DirtyProfile
+    settings = model_settings(calibration)
+    out = []
+    for row in rows:
+        path = profile_path(profile_dir, row["workload"],
+                            row["bandwidth_bytes_per_s"],
+                            int(row["repetition"]))
+        if row.get("error") and not os.path.exists(path):
+            out.append(dict(row))
+            continue
+        profile = DirtyProfile.load(path)
+        bw = row["bandwidth_bytes_per_s"]
+        st = dict(settings)
+        if st.get("link_rate") is not None:
+            st["link_rate"] = max(st["link_rate"], bw)
+        predicted, _ = predict_all(profile, bw, row["downtime_limit_s"],
+                                   models, timeout=row.get("timeout_s"),
+                                   **st)
+        res = RunResult(row["workload"], int(row["repetition"]), bw,
+                        row["downtime_limit_s"], {}, predicted, None)
+        tags = tuple(m.replace("-", "_") + "_" for m in models)
+        new = dict(row)
+        new.update({k: v for k, v in res.flat().items()
+                    if k.startswith(tags)})
+        out.append(new)
+    return out
 
 
 def profile_path(profile_dir, label, bandwidth, repetition):

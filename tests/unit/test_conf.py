@@ -27,6 +27,7 @@ EXPECTED_DEFAULTS = {
     'switchover_time': 0.0,
     'setup_time': 0.0,
     'setup_time_sd': 0.0,
+    'send_rate_sd': 0.0,
     'max_rounds': 200,
     'confidence': 0.95,
     'cpu_cost_per_page': 2.5e-06,

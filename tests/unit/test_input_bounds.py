@@ -130,6 +130,8 @@ def test_one_confidence_bound_for_the_flavor_and_the_command_line(capsys):
     (["--bandwidth", "1e300"], "--bandwidth"),
     (["--downtime-limit", "1e300"], "--downtime-limit"),
     (["--setup-time-sd", "1e300"], "--setup-time-sd"),
+    (["--send-rate-sd", "2"], "--send-rate-sd"),
+    (["--send-rate-sd", "nan"], "--send-rate-sd"),
     (["--switchover-time", "1e300"], "--switchover-time"),
     (["--max-rounds", "99999999999999999999"], "--max-rounds"),
     (["--link-rate", "1e308"], "--link-rate"),

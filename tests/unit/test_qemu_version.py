@@ -25,7 +25,8 @@ def test_auto_takes_the_host_s_and_a_setting_wins():
         k: None for k in ("model", "cpu_cost_per_page", "cpu_margin",
                           "deadline_period", "cgroup_period", "dirty_log",
                           "send_order", "check_interval", "switchover_time",
-                          "setup_time", "setup_time_sd", "max_rounds")})
+                          "setup_time", "setup_time_sd", "send_rate_sd",
+                          "max_rounds")})
     assert planning.plan_options(group, 10000002)["qemu_version"] == "10.0"
 
 

@@ -1,0 +1,185 @@
+"""Uncertainty beyond the write processes' own randomness.
+
+A model's prediction given a profile carries only the variation of the
+writes it describes.  A real migration also differs from it through two
+factors that hold for its whole length, so they do not average out over
+its rounds:
+
+* the **write intensity** ``s``: the guest writes faster or slower during
+  the migration than the profile's average (rates estimated from a few
+  probe windows, a workload whose intensity wanders).  Its spread is read
+  from the profile's own record of what each probe interval saw
+  (:func:`write_scale_sd`);
+* the host's **send efficiency** ``e``: the bytes QEMU sends per second vary
+  from migration to migration around the model's send rate (a host
+  calibration, ``MigrationSettings.send_rate_sd``).
+
+Both are taken lognormal and independent: log s ~ N(0, sd_s^2), log e ~
+N(0, sd_e^2).  Scaling the write rates and the send rate by one factor c
+runs the same pre-copy 1/c times as fast, so the outcome depends on (s, e)
+through the *load* rho = s / e, which decides convergence, and a time
+scale 1/s: T(s, e) = T(1, 1/rho) / s (QEMU's 100 ms check and the
+downtime threshold do not scale; their share of the change is of the
+order of the factors' spread, a few percent).  :func:`mixed` runs the model
+at a few loads (Gauss-Hermite nodes in log rho), each with the send
+efficiency 1 / rho, and divides each node's times by s given rho: its
+conditional median scales them, its conditional spread widens every
+component.  Near the convergence cliff the nodes fall on both sides and
+P(converge) becomes a weighted mix of theirs.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from rtmig_nova.model.distribution import Distribution
+
+# Gauss-Hermite (probabilists') nodes and weights for a standard normal:
+# exact for polynomials of degree 5, and three model runs.
+NODES = (-math.sqrt(3.0), 0.0, math.sqrt(3.0))
+WEIGHTS = (1.0 / 6.0, 2.0 / 3.0, 1.0 / 6.0)
+
+# Below this spread (log units) a factor changes no prediction visibly.
+NEGLIGIBLE_SD = 1e-4
+
+
+def _intervals(profile):
+    """(interval lengths s, dirty pages) the profile's capture recorded,
+    as float arrays, or None (see DirtyProfile.from_observations)."""
+    meta = profile.metadata
+    tau, dirty = meta.get("observed_interval_s"), \
+        meta.get("observed_dirty_pages")
+    if tau is None or dirty is None:
+        return None
+    return np.asarray(tau, dtype=np.float64), \
+        np.asarray(dirty, dtype=np.float64)
+
+
+def _log_scale(profile, tau, dirty):
+    """Per interval: log of the factor on every write rate that makes the
+    profile dirty ``dirty`` pages in ``tau`` seconds, and the variance of
+    that log from the intervals' own Bernoulli sampling."""
+    active = profile.active_pages
+    target = np.clip(dirty, 0.5, max(active - 0.5, 0.5))
+    lo = np.full(tau.size, -30.0)
+    hi = np.full(tau.size, 30.0)
+    for _ in range(80):             # bisection in log s, to ~1e-22
+        mid = 0.5 * (lo + hi)
+        below = np.array([profile.dirty_pages(math.exp(m) * t)
+                          for m, t in zip(mid, tau)]) < target
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    log_s = 0.5 * (lo + hi)
+    var = np.empty(tau.size)
+    for i, (ls, t) in enumerate(zip(log_s, tau)):
+        p = profile.dirty_probabilities(math.exp(ls) * t)
+        sampling = float(np.dot(profile.counts, p * (1.0 - p)))
+        # d(expected dirty)/d(log s), numerically: the law's own slope.
+        h = 1e-4
+        slope = (profile.dirty_pages(math.exp(ls + h) * t) -
+                 profile.dirty_pages(math.exp(ls - h) * t)) / (2 * h)
+        var[i] = sampling / slope ** 2 if slope > 0 else 0.0
+    return log_s, var
+
+
+def write_scale_sd(profile):
+    """Standard deviation of log(write intensity during a migration / the
+    profile's rates), from the dirty pages each probe interval saw: the
+    spread of the intensity between intervals beyond their sampling noise,
+    for a migration that is one more such stretch, plus the error of the
+    profile's mean from finitely many intervals.  0 when the profile has
+    no record of its intervals (a histogram, a synthetic profile)."""
+    cache = profile.__dict__.setdefault("_uncertainty_cache", {})
+    if "write_scale_sd" not in cache:
+        cache["write_scale_sd"] = _write_scale_sd(profile)
+    return cache["write_scale_sd"]
+
+
+def _write_scale_sd(profile):
+    rec = _intervals(profile)
+    if rec is None or profile.active_pages == 0 or rec[0].size == 0:
+        return 0.0
+    tau, dirty = rec
+    m = tau.size
+    log_s, sampling = _log_scale(profile, tau, dirty)
+    # Weighted by interval length: a long interval says more about the
+    # intensity, and the profile's MLE weights them so too.
+    w = tau / tau.sum()
+    mean = float(np.dot(w, log_s))
+    noise = float(np.dot(w, sampling))
+    between = 0.0
+    if m > 1:
+        spread = float(np.dot(w, (log_s - mean) ** 2)) * m / (m - 1)
+        between = max(spread - noise, 0.0)
+    # A mean off 0 (the per-page rates and the intervals' totals disagree)
+    # is an error of the profile too: counted, not corrected.
+    var = between * (1.0 + 1.0 / m) + noise / m + mean * mean
+    return min(math.sqrt(var), 1.0)
+
+
+def spreads(profile, settings):
+    """(sd of log write scale, sd of log send efficiency) of a prediction
+    of ``profile`` under ``settings``."""
+    sd_s = settings.write_scale_sd
+    if sd_s is None:
+        sd_s = write_scale_sd(profile)
+    return float(sd_s), float(settings.send_rate_sd)
+
+
+def _stretched(dist, factor, rel_sd):
+    """``dist`` with every component's value times ``factor`` and a
+    relative spread ``rel_sd`` (a lognormal factor, to first order) added
+    to it."""
+    means = dist.means * factor
+    sds = np.hypot(dist.sds * factor, means * rel_sd)
+    return means, sds
+
+
+def mixed(predict, profile, settings, sd_s, sd_e, horizon=None):
+    """The prediction of ``profile`` under ``settings`` with the write
+    scale and the send efficiency uncertain (log-sds ``sd_s``, ``sd_e``;
+    see the module doc).  ``predict(profile, settings, horizon)`` is a
+    model's predict; the result is a Prediction of the same model whose
+    distributions mix the nodes' (weights: the Gauss-Hermite ones)."""
+    var_rho = sd_s * sd_s + sd_e * sd_e
+    sd_rho = math.sqrt(var_rho)
+    # log s given log rho = l: normal, mean b l, variance c2.
+    b = sd_s * sd_s / var_rho
+    c2 = (sd_s * sd_e) ** 2 / var_rho
+    c = math.sqrt(c2)
+    parts = []
+    for z, w in zip(NODES, WEIGHTS):
+        lr = sd_rho * z
+        factor = math.exp(-b * lr)          # 1 / (median of s given rho)
+        node = dataclasses.replace(
+            settings, send_efficiency=settings.send_efficiency *
+            math.exp(-lr), write_scale_sd=0.0, send_rate_sd=0.0)
+        h = None if horizon is None else horizon / factor
+        parts.append((w, factor, predict(profile, node, h)))
+    first = parts[0][2]
+
+    def mix(attr, scale_time):
+        means, sds, weights, defect = [], [], [], 0.0
+        for w, factor, pred in parts:
+            d = getattr(pred, attr)
+            if scale_time:
+                m, s = _stretched(d, factor, c)
+            else:
+                m, s = d.means, d.sds
+            means.append(m)
+            sds.append(s)
+            weights.append(w * d.weights)
+            defect += w * d.defect
+        ref = getattr(first, attr)
+        hi = ref.hi
+        if scale_time and math.isfinite(hi):
+            hi = hi * max(f for _, f, _ in parts) * math.exp(4 * c)
+        return Distribution(np.concatenate(means), np.concatenate(sds),
+                            np.concatenate(weights), defect,
+                            support=(ref.lo, hi))
+
+    return dataclasses.replace(
+        first, total_time=mix("total_time", True),
+        downtime=mix("downtime", False), bytes_sent=mix("bytes_sent", False),
+        rounds=mix("rounds", False), settings=settings)
