@@ -85,37 +85,59 @@ def _log_scale(profile, tau, dirty):
 
 def write_scale_sd(profile):
     """Standard deviation of log(write intensity during a migration / the
-    profile's rates), from the dirty pages each probe interval saw: the
-    spread of the intensity between intervals beyond their sampling noise,
-    for a migration that is one more such stretch, plus the error of the
-    profile's mean from finitely many intervals.  0 when the profile has
-    no record of its intervals (a histogram, a synthetic profile)."""
+    profile's rates), from the dirty pages each probe interval saw (in
+    capture order): the error of the profile's mean intensity from
+    finitely many intervals, plus the drift of the intensity between
+    stretches of the capture beyond what the intervals' own scatter
+    explains, for a migration that is one more such stretch.  Scatter from
+    interval to interval alone (a frame ring caught at two or three frames
+    per window) averages out over a migration's rounds and is not counted
+    as drift.  Only intervals that say something about a factor on the
+    rates count: not saturated (the expected dirty pages must move by at
+    least half as much as the factor), at least 10 ms, not empty.
+    0 when the profile has no record of its intervals (a histogram, a
+    synthetic profile) or fewer than :data:`MIN_INTERVALS` count."""
     cache = profile.__dict__.setdefault("_uncertainty_cache", {})
     if "write_scale_sd" not in cache:
         cache["write_scale_sd"] = _write_scale_sd(profile)
     return cache["write_scale_sd"]
 
 
+MIN_INTERVALS = 4      # intervals below which a spread is not estimated
+BLOCKS = 4             # stretches of the capture compared for drift
+MIN_ELASTICITY = 0.5   # d log(expected dirty) / d log(scale), to count
+
+
 def _write_scale_sd(profile):
     rec = _intervals(profile)
-    if rec is None or profile.active_pages == 0 or rec[0].size == 0:
+    if rec is None or profile.active_pages == 0:
         return 0.0
     tau, dirty = rec
-    m = tau.size
-    log_s, sampling = _log_scale(profile, tau, dirty)
-    # Weighted by interval length: a long interval says more about the
-    # intensity, and the profile's MLE weights them so too.
-    w = tau / tau.sum()
-    mean = float(np.dot(w, log_s))
-    noise = float(np.dot(w, sampling))
-    between = 0.0
-    if m > 1:
-        spread = float(np.dot(w, (log_s - mean) ** 2)) * m / (m - 1)
-        between = max(spread - noise, 0.0)
+    h = 1e-3
+    elastic = np.array([
+        (math.log(max(profile.dirty_pages(t * math.exp(h)), 1e-300)) -
+         math.log(max(profile.dirty_pages(t * math.exp(-h)), 1e-300)))
+        / (2 * h) for t in tau])
+    use = (tau >= 0.01) & (dirty > 0) & (elastic >= MIN_ELASTICITY)
+    if use.sum() < MIN_INTERVALS:
+        return 0.0
+    log_s, _ = _log_scale(profile, tau[use], dirty[use])
+    m = log_s.size
+    mean = float(log_s.mean())
+    var = float(log_s.var(ddof=1))
+    # Drift: the capture in BLOCKS consecutive stretches; their means vary
+    # by var / size if the intensity is steady.
+    nb = min(BLOCKS, m // 2)
+    blocks = np.array_split(log_s, nb)
+    size = m / nb
+    drift = 0.0
+    if nb > 1:
+        between = float(np.var([b.mean() for b in blocks], ddof=1))
+        drift = max(between - var / size, 0.0)
     # A mean off 0 (the per-page rates and the intervals' totals disagree)
     # is an error of the profile too: counted, not corrected.
-    var = between * (1.0 + 1.0 / m) + noise / m + mean * mean
-    return min(math.sqrt(var), 1.0)
+    total = drift * (1.0 + 1.0 / nb) + var / m + mean * mean
+    return min(math.sqrt(total), 1.0)
 
 
 def spreads(profile, settings):
