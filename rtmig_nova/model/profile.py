@@ -499,15 +499,6 @@ class DirtyProfile:
             if not isinstance(rates, list) or not isinstance(pages, list):
                 raise ProfileError(f"{origin}: histogram rates and pages "
                                    "must be lists")
-            law = None
-            if version >= 2:
-                law = hist["laws"]
-                if not isinstance(law, list) or len(law) != len(pages):
-                    raise ProfileError(f"{origin}: histogram laws must be a "
-                                       f"list of one law per bin")
-                if not all(isinstance(x, str) for x in law):
-                    raise ProfileError(f"{origin}: histogram laws must be "
-                                       f"law names ({', '.join(_laws.NAMES)})")
             if not all(isinstance(c, int) and not isinstance(c, bool)
                        for c in pages):
                 raise ProfileError(f"{origin}: histogram pages must be "
@@ -530,6 +521,15 @@ class DirtyProfile:
                     raise ProfileError(f"{origin}: histogram rates: "
                                        f"negative rate {float(r):.6g}")
                 bounds.PAGE_WRITE_RATE.check(r, "histogram rates")
+            law = None
+            if version >= 2:
+                law = hist["laws"]
+                if not isinstance(law, list) or len(law) != len(pages):
+                    raise ProfileError(f"{origin}: histogram laws must be a "
+                                       f"list of one law per bin")
+                if not all(isinstance(x, str) for x in law):
+                    raise ProfileError(f"{origin}: histogram laws must be "
+                                       f"law names ({', '.join(_laws.NAMES)})")
             meta = doc.get("metadata") or {}
             if not isinstance(meta, dict):
                 raise ProfileError(f"{origin}: metadata must be an object")
