@@ -1,16 +1,15 @@
 """Page-level Monte-Carlo simulation of QEMU's pre-copy migration.
 
-Each run follows the algorithm of :mod:`rtmig_nova.model.precopy` page by
-page: a pending bitmap, a cursor, the send order, a pending check every
+Each run follows the algorithm of :mod:`rtmig_nova.model.precopy` page by page:
+a pending bitmap, a cursor, the send order, a pending check every
 ``check_interval`` of sending, a bitmap sync when fewer than the threshold's
 worth of pages are left, and the write process of every active page sampled
-exactly: a Poisson page's first write after a given instant is exponential
-(the process is memoryless); a periodic page is written at phase + k/rate
-seconds since the migration started, its phase uniform in [0, 1/rate) once
-per run, so the correlation between its epochs (written late in one, not
-early in the next) is kept, which the analytic model's mean field drops.  It is the reference the analytic
-model is validated against, and slow where that one is fast.
-"""
+exactly: a Poisson page's first write after a given instant is exponential (the
+process is memoryless); a periodic page is written at phase + k/rate seconds
+since the migration started, its phase uniform in [0, 1/rate) once per run, so
+the correlation between its epochs (written late in one, not early in the next)
+is kept, which the analytic model's mean field drops. It is the reference the
+analytic model is validated against, and slow where that one is fast."""
 
 import numpy as np
 

@@ -1,17 +1,16 @@
 """The write behaviour of a guest's memory: a :class:`DirtyProfile`.
 
-Every guest page is modelled as an independent write process with its own
-rate (writes/s) and law (:mod:`.laws`): Poisson (writes at random instants)
-or periodic (one write every 1/rate seconds at a random phase).  Pages with rate 0 are *idle* (never written while
-observed); some of them may hold only zero bytes, which QEMU sends as a short
-marker instead of a full page.
+Every guest page is modelled as an independent write process with its own rate
+(writes/s) and law (:mod:`.laws`): Poisson (writes at random instants) or
+periodic (one write every 1/rate seconds at a random phase). Pages with rate 0
+are *idle* (never written while observed); some of them may hold only zero
+bytes, which QEMU sends as a short marker instead of a full page.
 
-A profile is stored as a histogram of rates: the distinct rates (or narrow
-log-spaced bins of them, see :data:`BIN_MANTISSA_BITS`) with the number of
-pages and the law at each, so a 64 GiB guest costs kilobytes.  The file format, and the
-plain CSV histogram of :meth:`DirtyProfile.save_csv`, are documented in
-``docs/profile-format.md``.
-"""
+A profile is stored as a histogram of rates: the distinct rates (or narrow log-
+spaced bins of them, see :data:`BIN_MANTISSA_BITS`) with the number of pages
+and the law at each, so a 64 GiB guest costs kilobytes. The file format, and
+the plain CSV histogram of :meth:`DirtyProfile.save_csv`, are documented in
+``docs/profile-format.md``."""
 
 import csv
 import gzip
