@@ -305,7 +305,7 @@ def _convert_input(src, in_kind, page_size, zero, meta):
             profile.rates, profile.counts, profile.idle_pages,
             profile.zero_pages if zero is None else zero,
             profile.page_size if page_size is None else page_size,
-            profile.metadata)
+            profile.metadata, laws=profile.laws)
     return profile
 
 

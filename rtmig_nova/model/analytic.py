@@ -2,8 +2,9 @@
 
 How the randomness is propagated
 --------------------------------
-Pages are independent Poisson writers, so given an epoch's length T the pages
-dirtied in it are independent Bernoulli variables and their count is
+Pages are independent writers, each Poisson or periodic (:mod:`.laws`), so
+given an epoch's length T the pages dirtied in it are independent Bernoulli
+variables and their count is
 Poisson-binomial.  Under the ``sync`` dirty log the next pending count depends
 on the past only through the current pending count n (the epoch length is a
 function of n), so the pending counts form a Markov chain on n.  The model
@@ -29,7 +30,9 @@ Which pages are pending is summarised by the expected share of each rate bin
 approximation for the ``clear`` log and for the carried-over pages; both are
 checked against the page-level simulator (:mod:`.montecarlo`) in the tests.
 Page addresses are taken to be independent of rates, which is all a rate
-histogram can say.
+histogram can say.  A periodic page's phase is taken afresh each epoch: the
+mean field forgets that a periodic page written late in one epoch is not
+written early in the next (the simulator keeps it).
 """
 
 import math
@@ -37,6 +40,7 @@ import math
 import numpy as np
 from scipy import special
 
+from rtmig_nova.model import laws
 from rtmig_nova.model.distribution import Distribution
 from rtmig_nova.model.precopy import PAGE_HEADER_BYTES, ZERO_PAGE_BYTES
 from rtmig_nova.model.prediction import Prediction
@@ -56,15 +60,29 @@ TAIL_EPS = 1e-8     # survivors in all below this: not followed (defect)
 COMPUTE_BITS = 3
 
 
-def merge_bins(rates, counts, bits=COMPUTE_BITS):
+def merge_bins(rates, counts, bits=COMPUTE_BITS, law=None):
     """Merge rate bins (writes/s, ascending) into log bins of 2**-bits
-    octave: (mean rates, counts)."""
-    keys = np.asarray(rates, dtype=np.float64).view(np.int64) >> (52 - bits)
+    octave: (mean rates, counts).  With ``law`` (codes per bin) the bins of
+    each law merge apart, and the law codes of the merged bins, in
+    ascending rate order, come third."""
+    rates = np.asarray(rates, dtype=np.float64)
+    if law is not None and np.any(law):
+        parts = [merge_bins(rates[law == c], counts[law == c], bits)
+                 for c in range(len(laws.NAMES))]
+        r = np.concatenate([p[0] for p in parts])
+        n = np.concatenate([p[1] for p in parts])
+        c = np.repeat(np.arange(len(parts), dtype=np.int8),
+                      [p[0].size for p in parts])
+        order = np.lexsort((c, r))
+        return r[order], n[order], c[order]
+    keys = rates.view(np.int64) >> (52 - bits)
     edges = np.flatnonzero(np.diff(keys)) + 1
     starts = np.concatenate(([0], edges))
     cnt = np.add.reduceat(counts, starts) if counts.size else counts
     tot = np.add.reduceat(rates * counts, starts) if counts.size else rates
-    return tot / np.maximum(cnt, 1), cnt
+    if law is None:
+        return tot / np.maximum(cnt, 1), cnt
+    return tot / np.maximum(cnt, 1), cnt, np.zeros(cnt.size, dtype=np.int8)
 
 
 class _Bins:
@@ -72,9 +90,14 @@ class _Bins:
 
     def __init__(self, profile, bits=COMPUTE_BITS):
         ps = profile.page_size
-        rates, counts = merge_bins(profile.rates,
-                                   profile.counts.astype(np.float64), bits)
+        rates, counts, law = merge_bins(
+            profile.rates, profile.counts.astype(np.float64), bits,
+            law=profile.laws)
         self.rates = np.concatenate(([0.0, 0.0], rates))
+        self.law = np.concatenate((np.zeros(2, dtype=np.int8), law))
+        # None when every bin is Poisson: the law's fast path
+        per = self.law == laws.PERIODIC_CODE
+        self.periodic = per if per.any() else None
         self.counts = np.concatenate(
             ([profile.zero_pages, profile.idle_pages - profile.zero_pages],
              counts)).astype(np.float64)
@@ -111,7 +134,8 @@ class _Layout:
         cache = profile.__dict__.setdefault("_layout_cache", {})
         key = (bits, LAYOUT_CHUNKS)
         if key not in cache:
-            cache[key] = cls(_layout_table(profile.page_rates, bins, bits))
+            cache[key] = cls(_layout_table(profile.page_rates, bins, bits,
+                                           page_laws=profile.page_laws))
         return cache[key]
 
     def at(self, x):
@@ -156,7 +180,7 @@ class _Layout:
 LAYOUT_SAMPLE = 1 << 22    # pages read for the layout table at most
 
 
-def _layout_table(page_rates, bins, bits, block=1 << 18):
+def _layout_table(page_rates, bins, bits, block=1 << 18, page_laws=None):
     """Cumulative per-bin page counts over LAYOUT_CHUNKS address chunks from
     per-page rates, in blocks (bounded temporary memory).  Guests over
     LAYOUT_SAMPLE pages are read at a stride (every 4th page of 64 GiB);
@@ -169,17 +193,23 @@ def _layout_table(page_rates, bins, bits, block=1 << 18):
     # Compute bin of a page from its rate's bit pattern: a lookup table over
     # every key a non-negative double can have (key 0: rate 0, the idle
     # column, split below; -0.0's key wraps to index 0 too).
-    lookup = np.zeros(1 << (63 - shift), dtype=np.int64)
-    bin_keys = bins.rates[2:].view(np.int64) >> shift
+    nkeys = 1 << (63 - shift)
+    lookup = np.zeros(nkeys * len(laws.NAMES), dtype=np.int64)
+    bin_keys = (bins.rates[2:].view(np.int64) >> shift) + \
+        bins.law[2:].astype(np.int64) * nkeys
     lookup[bin_keys] = np.arange(2, nb)
-    lookup[0] = 1
+    lookup[0] = lookup[nkeys] = 1
     counts = np.zeros(k * nb, dtype=np.int64)
     sampled = page_rates[::stride]
+    sampled_laws = None if page_laws is None else page_laws[::stride]
     m = sampled.size
     buf = np.empty(min(block, m), dtype=np.int64)
     for start in range(0, m, block):
         x = sampled[start:start + block]
         keys = np.right_shift(x.view(np.int64), shift, out=buf[:x.size])
+        if sampled_laws is not None:
+            keys += sampled_laws[start:start + block].astype(np.int64) * \
+                nkeys
         idx = lookup[keys]
         idx += ((np.arange(start, start + x.size) * stride * k) // n) * nb
         counts += np.bincount(idx, minlength=k * nb)
@@ -439,14 +469,17 @@ def _epoch(bins, st, n, pend):
     # page counts only if written after it was sent.
     rem = a - sent_b
     if st["dirty_log"] == "sync":
-        # Written: each of counts - rem pages with p = 1 - exp(-rate T);
+        # Written: each of counts - rem pages with p = P(written in T);
         # with em = -p the expressions save two array negations.
-        em = np.expm1(np.multiply.outer(T, bins.neg_rates))
+        if bins.periodic is None:
+            em = np.expm1(np.multiply.outer(T, bins.neg_rates))
+        else:
+            em = -laws.dirty_prob(T, bins.rates, bins.periodic)
         xm = (bins.counts - rem) * em
         new_b = rem - xm
         var = -(xm + xm * em).sum(axis=1)
     else:
-        p = -np.expm1(np.multiply.outer(T, bins.neg_rates))
+        p = laws.dirty_prob(T, bins.rates, bins.periodic)
         if sent_gb is not None:
             g = _resend_prob(bins, st, T, lo_b, g_sent)  # (G, groups, bins)
             dirty_sent = (sent_gb * g).sum(axis=1)
@@ -470,7 +503,7 @@ def _advance(bins, st, n, pend, sched=None):
     if sched is None:
         sched = _schedule(bins, st, np.array([n]), pend)
     a, g_bytes, g_sent, lo_b, _, exhausted, T = sched
-    p = -np.expm1(-bins.rates * T[0])
+    p = laws.dirty_prob(T[0], bins.rates, bins.periodic)
     if st["order"] == "rate":
         g = _resend_prob(bins, st, T[0], lo_b[0], g_sent[0],
                          rate_order=True)
@@ -524,7 +557,7 @@ def _resend_prob(bins, st, T, lo_b, g_sent, rate_order=False):
     (shape (..., groups)): shape (..., groups, bins); in rate order, where
     group k holds bin k only, just those: shape (..., groups).  Under the
     cleared log only writes after its send count: the average of
-    1 - exp(-lam (T - s))."""
+    P(written in T - s) (:func:`.laws.mean_dirty_prob`)."""
     lam = bins.rates
     end = np.asarray(T)[..., None]
     t0 = lo_b / st["bandwidth"]
@@ -532,17 +565,14 @@ def _resend_prob(bins, st, T, lo_b, g_sent, rate_order=False):
     if not rate_order:
         end, t0, t1 = end[..., None], t0[..., None], t1[..., None]
     if st["dirty_log"] != "clear":
-        return np.broadcast_to(-np.expm1(-lam * end),
-                               np.broadcast_shapes(t0.shape, lam.shape))
+        shape = np.broadcast_shapes(t0.shape, lam.shape)
+        return np.broadcast_to(laws.dirty_prob(end[..., 0], lam,
+                                               bins.periodic), shape)
     # No page is sent after the epoch ends: the send times of the last
     # group can pass T by rounding, and exp(lam x (t1 - T)) then overflows
     # for a hot page (a RuntimeWarning on a valid request).
     t0, t1 = np.minimum(t0, end), np.minimum(t1, end)
-    width = t1 - t0
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        g = 1.0 - (np.exp(-lam * (end - t1)) - np.exp(-lam * (end - t0))) \
-            / (lam * width)
-    g = np.where(width * lam > 1e-9, g, -np.expm1(-lam * (end - t1)))
+    g = laws.mean_dirty_prob(lam, bins.periodic, end, t0, t1)
     return np.where(bins.active, g, 0.0)
 
 

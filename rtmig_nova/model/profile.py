@@ -1,16 +1,16 @@
 """The write behaviour of a guest's memory: a :class:`DirtyProfile`.
 
-Every guest page is modelled as an independent Poisson write process with its
-own rate (writes/s).  Pages with rate 0 are *idle* (never written while
-observed); some of them may hold only zero bytes, which QEMU sends as a short
-marker instead of a full page.
+Every guest page is modelled as an independent write process with its own rate
+(writes/s) and law (:mod:`.laws`): Poisson (writes at random instants) or
+periodic (one write every 1/rate seconds at a random phase). Pages with rate 0
+are *idle* (never written while observed); some of them may hold only zero
+bytes, which QEMU sends as a short marker instead of a full page.
 
-A profile is stored as a histogram of rates: the distinct rates (or narrow
-log-spaced bins of them, see :data:`BIN_MANTISSA_BITS`) with the number of
-pages at each, so a 64 GiB guest costs kilobytes.  The file format, and the
-plain CSV histogram of :meth:`DirtyProfile.save_csv`, are documented in
-``docs/profile-format.md``.
-"""
+A profile is stored as a histogram of rates: the distinct rates (or narrow log-
+spaced bins of them, see :data:`BIN_MANTISSA_BITS`) with the number of pages
+and the law at each, so a 64 GiB guest costs kilobytes. The file format, and
+the plain CSV histogram of :meth:`DirtyProfile.save_csv`, are documented in
+``docs/profile-format.md``."""
 
 import csv
 import gzip
@@ -23,9 +23,11 @@ import numpy as np
 
 from rtmig_nova import bounds
 from rtmig_nova import safeio
+from rtmig_nova.model import laws as _laws
 
 FORMAT_NAME = "rtmig-dirty-profile"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)      # version 1: no laws (every page Poisson)
 RATE_UNIT = "writes/s"
 PAGE_SIZE_UNIT = "bytes"
 
@@ -137,18 +139,24 @@ def bin_rates(rates, name="rates"):
 class DirtyProfile:
     """Write behaviour of a guest's memory (immutable).
 
-    :ivar rates: distinct page write rates, writes/s, ascending, all > 0
+    :ivar rates: page write rates of the bins, writes/s, ascending, all > 0
+        (a rate appears at most once per law)
     :ivar counts: pages at each rate
+    :ivar laws: the write law of each bin, codes of :data:`.laws.NAMES`
+        (0 = poisson, 1 = periodic), int8
     :ivar idle_pages: pages never written (rate 0), zero pages included
     :ivar zero_pages: idle pages whose content is all zero bytes
     :ivar page_size: bytes per page
     :ivar metadata: free-form provenance (``source``, ``coarse``, ...)
     :ivar page_rates: per-page rates in guest address order (writes/s) when
         the profile was built from them, else ``None``; not stored in files.
+    :ivar page_laws: per-page law codes alongside ``page_rates`` if any page
+        is periodic, else ``None`` (all Poisson).
     """
 
     def __init__(self, rates, counts, idle_pages=0, zero_pages=0,
-                 page_size=4096, metadata=None, page_rates=None):
+                 page_size=4096, metadata=None, page_rates=None, laws=None,
+                 page_laws=None):
         page_size = bounds.check_page_size(page_size, "page_size")
         rates = np.asarray(rates, dtype=np.float64)
         counts = np.asarray(counts)
@@ -171,6 +179,7 @@ class DirtyProfile:
                              f"{page_size} bytes are more than a guest "
                              f"holds (at most {_MAX_MEMORY_TEXT})")
         counts = counts.astype(np.int64)
+        law = _laws.codes(laws, rates.size)
         for name, val in (("idle_pages", idle_pages),
                           ("zero_pages", zero_pages)):
             if isinstance(val, bool) or \
@@ -185,9 +194,10 @@ class DirtyProfile:
             raise ValueError("zero_pages cannot exceed idle_pages: a zero "
                              "page is one that is never written")
         keep = counts > 0
-        order = np.argsort(rates[keep], kind="stable")
+        order = np.lexsort((law[keep], rates[keep]))
         self.rates = rates[keep][order]
         self.counts = counts[keep][order]
+        self.laws = law[keep][order]
         self.idle_pages = int(idle_pages)
         self.zero_pages = int(zero_pages)
         self.page_size = page_size
@@ -198,47 +208,70 @@ class DirtyProfile:
         if page_rates is not None and len(page_rates) != self.total_pages:
             raise ValueError("page_rates does not match the histogram")
         self.page_rates = page_rates
+        if page_laws is not None and (page_rates is None or
+                                      len(page_laws) != len(page_rates)):
+            raise ValueError("page_laws does not match page_rates")
+        self.page_laws = page_laws
         self.rates.setflags(write=False)
         self.counts.setflags(write=False)
+        self.laws.setflags(write=False)
 
     # -- constructors -----------------------------------------------------
 
     @classmethod
-    def from_rates(cls, rates, page_size=4096, zero_pages=0, metadata=None):
+    def from_rates(cls, rates, page_size=4096, zero_pages=0, metadata=None,
+                   laws=None):
         """Profile from per-page write rates (writes/s; 0 = never written),
         in guest address order.  ``zero_pages`` of the never-written pages
-        hold only zero bytes.  The profile keeps a read-only view of
-        ``rates`` (for the page-level simulator), not a copy."""
+        hold only zero bytes.  ``laws``: the write law of every page (names
+        or codes of :data:`.laws.NAMES`), one law for all, or None (all
+        Poisson).  The profile keeps a read-only view of ``rates`` (for the
+        page-level simulator), not a copy."""
         arr = np.asarray(rates, dtype=np.float64)
         if arr.ndim != 1 or arr.size == 0:
             raise ValueError("rates must be a non-empty one-dimensional "
                              "array of per-page rates (writes/s)")
-        brates, bcounts, idle = bin_rates(arr)
         meta = {"source": "rates", "coarse": False}
         meta.update(metadata or {})
         # A read-only view, not a copy (a 64 GiB guest has 128 MiB of rates):
         # the caller must not modify the array afterwards.
         view = arr.view()
         view.setflags(write=False)
-        return cls(brates, bcounts, idle, zero_pages, page_size, meta,
-                   page_rates=view)
+        page_laws = None if laws is None else _laws.codes(laws, arr.size)
+        if page_laws is None or not page_laws.any():
+            brates, bcounts, idle = bin_rates(arr)
+            return cls(brates, bcounts, idle, zero_pages, page_size, meta,
+                       page_rates=view)
+        # Each law binned on its own: a bin holds pages of one law.
+        per = page_laws == _laws.PERIODIC_CODE
+        r0, c0, i0 = bin_rates(arr[~per])
+        r1, c1, i1 = bin_rates(arr[per])
+        page_laws.setflags(write=False)
+        return cls(np.concatenate((r0, r1)), np.concatenate((c0, c1)),
+                   i0 + i1, zero_pages, page_size, meta, page_rates=view,
+                   laws=np.repeat(np.int8([0, 1]), (r0.size, r1.size)),
+                   page_laws=page_laws)
 
     @classmethod
     def from_histogram(cls, rates, counts, idle_pages=0, zero_pages=0,
-                       page_size=4096, metadata=None):
+                       page_size=4096, metadata=None, laws=None):
         """Profile from a histogram: ``counts[i]`` pages written at
-        ``rates[i]`` writes/s, plus ``idle_pages`` never written."""
+        ``rates[i]`` writes/s under law ``laws[i]`` (names or codes of
+        :data:`.laws.NAMES`; one law for all; None: all Poisson), plus
+        ``idle_pages`` never written."""
         arr = _check_rates("rates", rates) if len(rates) else \
             np.zeros(0, dtype=np.float64)
         cnt = np.asarray(counts)
         if cnt.shape != arr.shape:
             raise ValueError("counts must have one entry per rate")
+        law = _laws.codes(laws, arr.size)
         if (arr == 0).any():
             idle_pages = int(idle_pages) + int(cnt[arr == 0].sum())
-            cnt, arr = cnt[arr > 0], arr[arr > 0]
+            cnt, law, arr = cnt[arr > 0], law[arr > 0], arr[arr > 0]
         meta = {"source": "histogram", "coarse": False}
         meta.update(metadata or {})
-        return cls(arr, cnt, idle_pages, zero_pages, page_size, meta)
+        return cls(arr, cnt, idle_pages, zero_pages, page_size, meta,
+                   laws=law)
 
     @classmethod
     def from_observations(cls, observations, intervals, total_pages,
@@ -257,6 +290,14 @@ class DirtyProfile:
         solved by Newton's method.  A page dirty in every interval has an
         unbounded MLE; it gets the rate for k = m - 1/2 (a standard
         continuity correction), i.e. "hotter than the intervals can resolve".
+
+        The law: pages are grouped by their Poisson rate and a group is
+        periodic where its likelihood clearly says so
+        (:func:`.laws.estimate`, :func:`.laws.choose`; only unequal
+        intervals can show it); its pages then get their periodic MLE
+        rate.  ``metadata["laws"]`` reports the choice.  The work is per
+        distinct dirty pattern, not per page: 16 Mi pages with 1 Mi active
+        over 16 intervals take a few seconds.
         """
         total_pages = _check_positive_int("total_pages", total_pages)
         obs = [np.flatnonzero(o) if np.asarray(o).dtype == bool
@@ -277,23 +318,26 @@ class DirtyProfile:
             if o.size and (o.min() < 0 or o.max() >= total_pages):
                 raise ValueError("observations contain page indices outside "
                                  f"0..{total_pages - 1}")
-        k = np.zeros(total_pages, dtype=np.float64)
-        dirty = []
-        for o in obs:
-            u = np.unique(o)
-            k[u] += 1.0
-            dirty.append(int(u.size))
-        rates = _mle_rates(obs, tau, k, total_pages)
+        active, rows, inv, pages = _patterns(obs, total_pages)
+        prate, plaw, report = _laws.estimate(rows, pages, tau)
+        rates = np.zeros(total_pages)
+        rates[active] = prate[inv]
+        page_laws = None
+        if plaw.any():
+            page_laws = np.zeros(total_pages, dtype=np.int8)
+            page_laws[active] = plaw[inv]
         meta = {"source": "observations", "coarse": False,
                 "observed_intervals": m,
-                "observed_seconds": float(tau.sum())}
+                "observed_seconds": float(tau.sum()), "laws": report}
         if m <= MAX_KEPT_INTERVALS:
             # What each interval saw: the spread of the write intensity
             # between intervals (model.uncertainty) is read from these.
             meta["observed_interval_s"] = [round(float(t), 6) for t in tau]
-            meta["observed_dirty_pages"] = dirty
+            meta["observed_dirty_pages"] = [int(np.unique(o).size)
+                                            for o in obs]
         meta.update(metadata or {})
-        return cls.from_rates(rates, page_size, zero_pages, meta)
+        return cls.from_rates(rates, page_size, zero_pages, meta,
+                              laws=page_laws)
 
     @classmethod
     def from_aggregate_rate(cls, memory_bytes, dirty_rate, page_size=4096,
@@ -359,9 +403,20 @@ class DirtyProfile:
         """True if the profile was made up, not captured from a guest."""
         return bool(self.metadata.get("synthetic", False))
 
+    @property
+    def periodic(self):
+        """Boolean per bin: the bin's pages are periodic writers."""
+        return self.laws == _laws.PERIODIC_CODE
+
+    def law_pages(self):
+        """Active pages per law: {law name: pages}."""
+        return {name: int(self.counts[self.laws == i].sum())
+                for i, name in enumerate(_laws.NAMES)}
+
     def dirty_probabilities(self, interval):
-        """P(a page of each rate bin is written in ``interval`` seconds)."""
-        return -np.expm1(-self.rates * float(interval))
+        """P(a page of each rate bin is written in ``interval`` seconds),
+        by the bin's law."""
+        return _laws.dirty_prob(float(interval), self.rates, self.periodic)
 
     def dirty_pages(self, interval):
         """Expected distinct pages written in ``interval`` seconds."""
@@ -376,12 +431,25 @@ class DirtyProfile:
         """Per-page rates in address order (writes/s).  A histogram profile
         has no addresses: its pages are laid out in a random order drawn
         from ``rng`` (seeded generator or seed)."""
+        return self.page_layout(rng)[0]
+
+    def page_layout(self, rng=None):
+        """Per-page rates (writes/s) and the boolean mask of periodic pages
+        (None if none is) in address order; a histogram's pages in a
+        random order from ``rng``, as :meth:`page_rates_array`."""
         if self.page_rates is not None:
-            return self.page_rates
-        arr = np.repeat(np.concatenate(([0.0], self.rates)),
-                        np.concatenate(([self.idle_pages], self.counts)))
-        np.random.default_rng(rng).shuffle(arr)
-        return arr
+            per = None if self.page_laws is None else \
+                self.page_laws == _laws.PERIODIC_CODE
+            return self.page_rates, per
+        reps = np.concatenate(([self.idle_pages], self.counts))
+        arr = np.repeat(np.concatenate(([0.0], self.rates)), reps)
+        gen = np.random.default_rng(rng)
+        if not self.periodic.any():
+            gen.shuffle(arr)
+            return arr, None
+        per = np.repeat(np.concatenate(([False], self.periodic)), reps)
+        order = gen.permutation(arr.size)
+        return arr[order], per[order]
 
     def __repr__(self):
         return (f"<DirtyProfile {self.memory_bytes / 2**20:.0f} MiB, "
@@ -400,7 +468,9 @@ class DirtyProfile:
             "idle_pages": self.idle_pages,
             "zero_pages": self.zero_pages,
             "histogram": {"rates": [float(r) for r in self.rates],
-                          "pages": [int(c) for c in self.counts]},
+                          "pages": [int(c) for c in self.counts],
+                          "laws": [_laws.NAMES[i] for i in
+                                   self.laws.tolist()]},
             "metadata": self.metadata,
         }
 
@@ -412,7 +482,8 @@ class DirtyProfile:
         # One line per list keeps the file small and diffable.
         text = json.dumps(doc, indent=1, sort_keys=True)[:-2] + \
             ',\n "histogram": {\n  "rates": ' + json.dumps(hist["rates"]) + \
-            ',\n  "pages": ' + json.dumps(hist["pages"]) + "\n }\n}"
+            ',\n  "pages": ' + json.dumps(hist["pages"]) + \
+            ',\n  "laws": ' + json.dumps(hist["laws"]) + "\n }\n}"
         opener = gzip.open if str(path).endswith(".gz") else open
         with opener(path, "wt", encoding="utf-8") as f:
             f.write(text + "\n")
@@ -422,10 +493,11 @@ class DirtyProfile:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise ProfileError(f"{origin}: not an rtmig dirty profile "
                                f"(no \"format\": \"{FORMAT_NAME}\")")
-        if doc.get("version") != FORMAT_VERSION:
+        version = doc.get("version")
+        if isinstance(version, bool) or version not in READ_VERSIONS:
             raise ProfileError(f"{origin}: unsupported profile version "
-                               f"{doc.get('version')!r} (this build reads "
-                               f"{FORMAT_VERSION})")
+                               f"{str(version)[:20]!r} (this build reads "
+                               f"{', '.join(map(str, READ_VERSIONS))})")
         try:
             ps = doc["page_size"]
             if not isinstance(ps, dict) or ps.get("unit") != PAGE_SIZE_UNIT:
@@ -462,13 +534,23 @@ class DirtyProfile:
                     raise ProfileError(f"{origin}: histogram rates: "
                                        f"negative rate {float(r):.6g}")
                 bounds.PAGE_WRITE_RATE.check(r, "histogram rates")
+            law = None
+            if version >= 2:
+                law = hist["laws"]
+                if not isinstance(law, list) or len(law) != len(pages):
+                    raise ProfileError(f"{origin}: histogram laws must be a "
+                                       f"list of one law per bin")
+                if not all(isinstance(x, str) for x in law):
+                    raise ProfileError(f"{origin}: histogram laws must be "
+                                       f"law names ({', '.join(_laws.NAMES)})")
             meta = doc.get("metadata") or {}
             if not isinstance(meta, dict):
                 raise ProfileError(f"{origin}: metadata must be an object")
             profile = cls.from_histogram(
                 np.asarray(rates, dtype=np.float64), np.asarray(
                     pages, dtype=np.int64),
-                doc["idle_pages"], doc["zero_pages"], page_size, meta)
+                doc["idle_pages"], doc["zero_pages"], page_size, meta,
+                laws=law)
             _check_interval_record(profile, origin)
             return profile
         except ProfileError:
@@ -661,49 +743,37 @@ def _read_file(path):
         raise ProfileError(str(e)) from None
 
 
-def _mle_rates(obs, tau, k, total_pages):
-    """Per-page MLE of Poisson rates (writes/s) from interval observations."""
+def _patterns(obs, total_pages):
+    """The distinct dirty patterns of the pages dirty at least once.
+
+    :returns: (indices of those pages, boolean matrix patterns x
+        intervals, each page's pattern row, pages per pattern)
+    """
     m = len(obs)
-    rates = np.zeros(total_pages)
-    seen = k > 0
-    if np.all(tau == tau[0]):
-        kk = np.minimum(k[seen], m - 0.5)
-        rates[seen] = -np.log1p(-kk / m) / tau[0]
-        return rates
-    # Unequal intervals: maximise sum_i d_i log(1-e^{-l t_i}) - (1-d_i) l t_i.
-    # Score: sum_{dirty i} t_i / expm1(l t_i) - sum_{clean i} t_i = 0.
-    idx = np.flatnonzero(seen)
-    pos = np.full(total_pages, -1)
-    pos[idx] = np.arange(idx.size)
-    clean_time = np.full(idx.size, tau.sum())
-    for o, t in zip(obs, tau):
-        clean_time[pos[np.unique(o)]] -= t
-    # Pages dirty in every interval: continuity correction as above, using
-    # the mean interval.
-    full = clean_time <= 1e-12 * tau.sum()
-    clean_time[full] = 0.5 * tau.mean()
-    # Start from the equal-interval estimate with the mean interval.
-    kk = np.minimum(k[idx], m - 0.5)
-    lam = -np.log1p(-kk / m) / tau.mean()
-    for _ in range(60):
-        g = -clean_time.copy()
-        dg = np.zeros(idx.size)
-        for o, t in zip(obs, tau):
-            j = pos[np.unique(o)]
-            # t/(e^x-1) and its derivative in e^-x, which cannot overflow
-            # for a page whose rate makes x large
-            x = lam[j] * t
-            emx = np.exp(-x)
-            one_m = -np.expm1(-x)               # 1 - e^-x
-            g[j] += t * emx / one_m
-            dg[j] -= t * t * emx / (one_m * one_m)
-        step = g / dg
-        new = lam - step
-        # Newton on a convex-decreasing score: keep iterates positive.
-        new = np.where(new > 0, new, lam / 2)
-        done = np.abs(new - lam) <= 1e-10 * lam
-        lam = new
-        if done.all():
-            break
-    rates[idx] = lam
-    return rates
+    if m <= 64:
+        # A page's pattern as the bits of one integer: np.unique on
+        # integers, not rows.
+        key = np.zeros(total_pages, dtype=np.uint64)
+        for i, o in enumerate(obs):
+            key[o] |= np.uint64(1) << np.uint64(i)
+        active = np.flatnonzero(key)
+        uniq, inv, pages = np.unique(key[active], return_inverse=True,
+                                     return_counts=True)
+        rows = ((uniq[:, None] >> np.arange(m, dtype=np.uint64)) &
+                np.uint64(1)).astype(bool)
+        return active, rows, inv.ravel(), pages
+    seen = np.zeros(total_pages, dtype=bool)
+    for o in obs:
+        seen[o] = True
+    active = np.flatnonzero(seen)
+    pos = np.full(total_pages, -1, dtype=np.int64)
+    pos[active] = np.arange(active.size)
+    dirty = np.zeros((active.size, m), dtype=bool)
+    for i, o in enumerate(obs):
+        dirty[pos[o], i] = True
+    packed = np.packbits(dirty, axis=1)
+    keys = np.ascontiguousarray(packed).view(
+        np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first, inv, pages = np.unique(keys, return_index=True,
+                                     return_inverse=True, return_counts=True)
+    return active, dirty[first], inv.ravel(), pages

@@ -26,6 +26,7 @@ from scipy import special
 
 from rtmig_nova import bounds
 from rtmig_nova.model import analytic
+from rtmig_nova.model import laws
 from rtmig_nova.model import variants
 from rtmig_nova.model.baselines import first_pass_bytes
 from rtmig_nova.model.checks import positive
@@ -391,6 +392,9 @@ class _MeanPrecopy:
         bins = analytic.rate_bins(profile)
         self.neg_rates = -bins.rates[2:] * float(scale)
         self.counts = bins.counts[2:]
+        # None when every bin is Poisson: exp() directly, as before
+        self.periodic = None if bins.periodic is None else \
+            bins.periodic[2:]
         self.start = start
         self.efficiency = float(efficiency)
         self.first_pass = first_pass_bytes(profile)
@@ -493,8 +497,9 @@ class _MeanPrecopy:
         else:
             # Dirtied pages pending, spread over the bins as an epoch as
             # long as this one dirties them.
-            w = self.counts * -np.expm1(self.neg_rates *
-                                        max(st.epoch_elapsed, self.dt))
+            w = self.counts * laws.dirty_prob(
+                max(st.epoch_elapsed, self.dt), -self.neg_rates,
+                self.periodic)
             pages = left / self.page
             w = np.minimum(w / max(w.sum(), 1e-300) * pages, self.counts)
             kept = 1 - np.minimum(checks * window / max(left, 1e-300), 1)
@@ -507,8 +512,11 @@ class _MeanPrecopy:
         active = np.ones(bw.shape, dtype=bool)
         for _ in range(self.max_rounds):
             # Pending at the sync: unsent, or written in the epoch (all but
-            # the share e = exp(-rate T) of the others).
-            e = np.exp(np.multiply.outer(T, self.neg_rates))
+            # the share e = 1 - P(written in T) of the others).
+            if self.periodic is None:
+                e = np.exp(np.multiply.outer(T, self.neg_rates))
+            else:
+                e = 1.0 - laws.dirty_prob(T, -self.neg_rates, self.periodic)
             fresh_e = (self.counts - rem) * e
             pend = self.counts - fresh_e
             n = pend.sum(axis=1) + idle

@@ -41,6 +41,30 @@ def guests():
     return out
 
 
+def periodic_guests():
+    """Guests with periodic writers (:mod:`rtmig_nova.model.laws`): a ring
+    of 2000 pages rewritten every 4 s (the testbed's ``ring`` workload at
+    small scale) beside hot Poisson pages, and a log-uniform mix where half
+    the active pages are periodic."""
+    rng = np.random.default_rng(9)
+    out = {}
+    r = np.zeros(PAGES)
+    law = np.zeros(PAGES, dtype=np.int8)
+    ring = rng.choice(PAGES, 2000, replace=False)
+    r[ring], law[ring] = 0.25, 1
+    rest = np.setdiff1d(np.arange(PAGES), ring)
+    r[rng.choice(rest, 30, replace=False)] = 20.0
+    out["ring-4s+hot"] = DirtyProfile.from_rates(r, laws=law)
+    r = np.zeros(PAGES)
+    law = np.zeros(PAGES, dtype=np.int8)
+    idx = rng.choice(PAGES, 3000, replace=False)
+    r[idx] = 10 ** rng.uniform(-2, 1.5, idx.size)
+    law[idx[::2]] = 1
+    out["log-uniform-half-periodic"] = DirtyProfile.from_rates(
+        r, zero_pages=1000, laws=law)
+    return out
+
+
 def barely_converging_bandwidth(profile, **settings):
     """Least bandwidth (bytes/s, within 0.1%) at which the analytic model
     converges with probability 0.999 within MAX_ROUNDS rounds."""
@@ -56,10 +80,11 @@ def barely_converging_bandwidth(profile, **settings):
     return hi
 
 
-def cases(**settings):
-    """(name, profile, MigrationSettings) for every guest x bandwidth."""
+def cases(profiles=None, **settings):
+    """(name, profile, MigrationSettings) for every guest (``profiles``:
+    {name: profile}, default :func:`guests`) x bandwidth."""
     out = []
-    for name, prof in guests().items():
+    for name, prof in (guests() if profiles is None else profiles).items():
         dirty = prof.dirty_rate(0.1)
         b0 = barely_converging_bandwidth(prof, **settings)
         for label, bw in (("barely", 1.05 * b0),
