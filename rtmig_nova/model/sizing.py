@@ -27,6 +27,7 @@ from scipy import special
 from rtmig_nova import bounds
 from rtmig_nova.model import analytic
 from rtmig_nova.model import laws
+from rtmig_nova.model import uncertainty
 from rtmig_nova.model import variants
 from rtmig_nova.model.baselines import first_pass_bytes
 from rtmig_nova.model.checks import positive
@@ -288,20 +289,76 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     hi = top
     known = {}
 
+    # With the write intensity or the send rate uncertain, a prediction
+    # mixes model runs at three send efficiencies (model.uncertainty);
+    # away from the convergence cliff the outer two are the middle one
+    # rescaled by the mean recursion's times there.
+    sd_s = settings.get("write_scale_sd")
+    spread = (uncertainty.write_scale_sd(profile) if sd_s is None
+              else float(sd_s), float(settings.get("send_rate_sd", 0.0)))
+    outer = {}
+
+    def surrogate_at(k):
+        def times(effs):
+            out = []
+            for e in effs:
+                g = _outer_guide(e)
+                if k not in g.cache:
+                    # The search's next steps are k's neighbours: one
+                    # vectorised pass for the three.
+                    g._compute(np.array([max(k - 1, 1), k, k + 1]))
+                out.append(g.time(k))
+            return out
+        return times
+
+    def _outer_guide(eff):
+        if eff == 1.0:
+            return guide
+        key = round(eff, 12)
+        if key not in outer:
+            outer[key] = _MeanPrecopy(profile, settings, step,
+                                      link_capacity, limit_ms_for, lo, top,
+                                      efficiency=eff, coarse=False)
+        return outer[key]
+
     def evaluate(k):
         bw = min(k * step, link_capacity)
-        pred = variants.run(predictor, profile, settings_for(bw))
+        pred = variants.run(
+            predictor, profile, settings_for(bw),
+            surrogate=surrogate_at(k) if max(spread) > 0 else None)
         # A limit raised to 1 ms does not bound the downtime: a failure.
         prob = success(pred)
         ok = limit_ms_for(bw) >= 1 and prob >= confidence
         known[k] = (pred, ok, prob)
         return ok
 
+    def far_from_budget(k, nk):
+        """True when the model's quantile at k is more than two steps'
+        worth of time (the mean recursion's, k to nk) from the budget:
+        the step next to k is then not the answer, a rescaled guess is
+        (a spread's wider quantile lands the first guess off)."""
+        q = known[k][0].total_time.quantile(confidence) - setup
+        tk, tn = guide.time(k), guide.time(nk)
+        if not (math.isfinite(q) and q > 0 and math.isfinite(tk) and
+                math.isfinite(tn) and tk > 0 and tn > 0 and tn != tk):
+            return False
+        return abs(math.log(q / budget)) > 2 * abs(math.log(tn / tk))
+
     guide = _MeanPrecopy(profile, settings, step, link_capacity,
                          limit_ms_for, lo, top)
     # log(model's p-quantile / mean recursion's time) at the last
     # evaluation with both finite.
     scale = 0.0
+    if max(spread) > 0:
+        # The spread moves the quantile the search aims at: from the mean
+        # recursion at the nodes, before the first model run.
+        first = guide.least_k(budget, lo, hi)
+        if first is not None:
+            times = surrogate_at(first)(uncertainty.node_efficiencies(
+                *spread, settings.get("send_efficiency", 1.0)))
+            if all(math.isfinite(t) and t > 0 for t in times):
+                scale = uncertainty.quantile_shift(times, *spread,
+                                                   confidence)
     last = neighbour = None
     side, run_len = None, 0
     while hi - lo > 1 or hi not in known:
@@ -337,6 +394,8 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         run_len = run_len + 1 if ok == side else 0
         side, last = ok, k
         neighbour = (k - 1 if ok else k + 1) if guided else None
+        if neighbour is not None and far_from_budget(k, neighbour):
+            neighbour = None
     pred, _, prob = known[hi]
     bw = min(hi * step, link_capacity)
     limit = max(limit_ms_for(bw), 1) / 1000.0
@@ -386,7 +445,8 @@ class _MeanPrecopy:
     STALL = 1e-3            # relative drop per round below which it stalls
 
     def __init__(self, profile, settings, step, link_capacity, limit_ms_for,
-                 lo, top, start=None, scale=1.0, efficiency=1.0):
+                 lo, top, start=None, scale=1.0, efficiency=1.0,
+                 coarse=True):
         # The model's rate bins (cached on the profile) without its two
         # rate-0 bins.
         bins = analytic.rate_bins(profile)
@@ -415,7 +475,8 @@ class _MeanPrecopy:
         self.coarse = np.array(sorted({
             round(a * (b / a) ** (i / (self.COARSE - 1)))
             for i in range(self.COARSE)}), dtype=np.int64)
-        self._compute(self.coarse)
+        if coarse:
+            self._compute(self.coarse)
 
     def time(self, k):
         """Pre-copy time at k x step, seconds (inf: no convergence)."""

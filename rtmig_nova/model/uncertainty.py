@@ -42,6 +42,11 @@ WEIGHTS = (1.0 / 6.0, 2.0 / 3.0, 1.0 / 6.0)
 
 # Below this spread (log units) a factor changes no prediction visibly.
 NEGLIGIBLE_SD = 1e-4
+# A surrogate (see mixed) stands in for the outer nodes only where the
+# model's middle node leaves less than this unconverged and the
+# surrogate's times are within this factor of each other.
+SURE_DEFECT = 1e-9
+SURROGATE_SPAN = 1.5
 
 
 def _intervals(profile):
@@ -158,28 +163,89 @@ def _stretched(dist, factor, rel_sd):
     return means, sds
 
 
-def mixed(predict, profile, settings, sd_s, sd_e, horizon=None):
+def node_efficiencies(sd_s, sd_e, send_efficiency=1.0):
+    """The send efficiencies the nodes run at (see :func:`mixed`)."""
+    sd_rho = math.hypot(sd_s, sd_e)
+    return [send_efficiency * math.exp(-sd_rho * z) for z in NODES]
+
+
+def quantile_shift(times, sd_s, sd_e, confidence):
+    """log(the mixture's ``confidence`` quantile of the total time / the
+    middle node's time), to first order, from the nodes' pre-copy times
+    ``times`` (s, e.g. a mean recursion's at :func:`node_efficiencies`):
+    what the planner's first guess adds for the spread."""
+    from scipy import special
+    var_rho = sd_s * sd_s + sd_e * sd_e
+    if var_rho <= 0:
+        return 0.0
+    sd_rho = math.sqrt(var_rho)
+    b = sd_s * sd_s / var_rho
+    c2 = (sd_s * sd_e) ** 2 / var_rho
+    lt = [math.log(t) - b * sd_rho * z for t, z in zip(times, NODES)]
+    mean = sum(w * x for w, x in zip(WEIGHTS, lt))
+    var = sum(w * (x - mean) ** 2 for w, x in zip(WEIGHTS, lt)) + c2
+    mid = lt[NODES.index(0.0)]
+    return mean - mid + float(special.ndtri(confidence)) * math.sqrt(var)
+
+
+def _time_scaled(pred, ratio):
+    """``pred`` with its total time ``ratio`` times as long."""
+    d = pred.total_time
+    hi = d.hi * ratio if math.isfinite(d.hi) else d.hi
+    lo = d.lo * ratio if math.isfinite(d.lo) else d.lo
+    total = Distribution(d.means * ratio, d.sds * ratio, d.weights,
+                         d.defect, support=(lo, hi))
+    return dataclasses.replace(pred, total_time=total)
+
+
+def mixed(predict, profile, settings, sd_s, sd_e, horizon=None,
+          surrogate=None):
     """The prediction of ``profile`` under ``settings`` with the write
     scale and the send efficiency uncertain (log-sds ``sd_s``, ``sd_e``;
     see the module doc).  ``predict(profile, settings, horizon)`` is a
     model's predict; the result is a Prediction of the same model whose
-    distributions mix the nodes' (weights: the Gauss-Hermite ones)."""
+    distributions mix the nodes' (weights: the Gauss-Hermite ones).
+
+    ``surrogate(efficiencies)``, if given, is a cheap mean pre-copy time
+    (s, inf: no convergence) at these send efficiencies (the planner's mean
+    recursion): where it and the model at the middle node say the
+    migration surely converges at every node, an outer node is the middle
+    one's prediction with its times scaled by the surrogate's ratio, not a
+    model run of its own.  Near the convergence cliff every node is run."""
     var_rho = sd_s * sd_s + sd_e * sd_e
     sd_rho = math.sqrt(var_rho)
     # log s given log rho = l: normal, mean b l, variance c2.
     b = sd_s * sd_s / var_rho
     c2 = (sd_s * sd_e) ** 2 / var_rho
     c = math.sqrt(c2)
-    parts = []
-    for z, w in zip(NODES, WEIGHTS):
-        lr = sd_rho * z
-        factor = math.exp(-b * lr)          # 1 / (median of s given rho)
-        node = dataclasses.replace(
-            settings, send_efficiency=settings.send_efficiency *
-            math.exp(-lr), write_scale_sd=0.0, send_rate_sd=0.0)
-        h = None if horizon is None else horizon / factor
-        parts.append((w, factor, predict(profile, node, h)))
-    first = parts[0][2]
+    effs = node_efficiencies(sd_s, sd_e, settings.send_efficiency)
+    factors = [math.exp(-b * sd_rho * z) for z in NODES]
+
+    def run(i):
+        node = dataclasses.replace(settings, send_efficiency=effs[i],
+                                   write_scale_sd=0.0, send_rate_sd=0.0)
+        h = None if horizon is None else horizon / factors[i]
+        return predict(profile, node, h)
+
+    mid = NODES.index(0.0)
+    preds = [None] * len(NODES)
+    preds[mid] = run(mid)
+    times = None
+    if surrogate is not None and \
+            preds[mid].total_time.defect < SURE_DEFECT:
+        times = np.asarray(surrogate(effs), dtype=np.float64)
+        # Finite everywhere and not far apart: away from the cliff, where
+        # the mean recursion's ratio is the model's (a stalling mean is
+        # finite but long: not trusted).
+        if not (np.isfinite(times).all() and (times > 0).all() and
+                times.max() <= SURROGATE_SPAN * times.min()):
+            times = None
+    for i in range(len(NODES)):
+        if preds[i] is None:
+            preds[i] = run(i) if times is None else \
+                _time_scaled(preds[mid], times[i] / times[mid])
+    parts = list(zip(WEIGHTS, factors, preds))
+    first = preds[mid]
 
     def mix(attr, scale_time):
         means, sds, weights, defect = [], [], [], 0.0

@@ -62,7 +62,7 @@ BUILTIN = {cls.name: cls for cls in
             MonteCarloModel)}
 
 
-def run(predictor, profile, settings, horizon=None):
+def run(predictor, profile, settings, horizon=None, surrogate=None):
     """``predictor.predict`` with the uncertainty of the write intensity
     and of the host's send rate mixed in (:mod:`.uncertainty`) and the
     settings' setup time (s; normal with ``setup_time`` and
@@ -70,7 +70,7 @@ def run(predictor, profile, settings, horizon=None):
     models describe QEMU's migration from its first page on, given the
     profile and the send rate, so what lies outside that is applied here,
     once for all of them (third-party models included).  ``horizon`` is
-    in total-time seconds."""
+    in total-time seconds; ``surrogate``: see :func:`.uncertainty.mixed`."""
     setup = settings.setup_time
     if horizon is not None:
         horizon = max(horizon - setup, settings.check_interval)
@@ -78,7 +78,7 @@ def run(predictor, profile, settings, horizon=None):
     if max(sd_s, sd_e) > uncertainty.NEGLIGIBLE_SD:
         pred = uncertainty.mixed(
             lambda p, st, h: predictor.predict(p, st, horizon=h),
-            profile, settings, sd_s, sd_e, horizon)
+            profile, settings, sd_s, sd_e, horizon, surrogate)
     else:
         pred = predictor.predict(profile, settings, horizon=horizon)
     if setup or settings.setup_time_sd:

@@ -154,3 +154,28 @@ def test_profile_file_round_trips_the_interval_record(tmp_path):
     back = DirtyProfile.load(str(tmp_path / "p.json"))
     assert uncertainty.write_scale_sd(back) == pytest.approx(
         uncertainty.write_scale_sd(p), rel=1e-6)
+
+
+def test_the_planner_holds_its_confidence_with_the_spreads():
+    from rtmig_nova.model import plan
+    p = DirtyProfile.from_histogram([0.5, 20.0], [20000, 500],
+                                    idle_pages=240000)
+    req = dict(deadline=12.0, max_downtime=0.3, confidence=0.95,
+               link_capacity=1.25e9)
+    plain = plan(p, **req)
+    wide = plan(p, **req, write_scale_sd=0.05, send_rate_sd=0.03)
+    assert plain.feasible and wide.feasible
+    # The spread asks for more bandwidth, and the plan's own prediction
+    # (the outer nodes from the mean recursion) holds the confidence ...
+    assert wide.bandwidth > plain.bandwidth
+    assert wide.probability >= 0.95
+    # ... as the full three-run mixture at that bandwidth does too, while
+    # one step below it does not.
+    full = predict(p, bandwidth=wide.bandwidth,
+                   downtime_limit=wide.downtime_limit, write_scale_sd=0.05,
+                   send_rate_sd=0.03)
+    assert full.total_time.cdf(12.0) >= 0.94
+    below = predict(p, bandwidth=wide.bandwidth - MIB,
+                    downtime_limit=wide.downtime_limit, write_scale_sd=0.05,
+                    send_rate_sd=0.03)
+    assert below.total_time.cdf(12.0) < 0.96
