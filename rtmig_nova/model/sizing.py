@@ -337,6 +337,8 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         worth of time (the mean recursion's, k to nk) from the budget:
         the step next to k is then not the answer, a rescaled guess is
         (a spread's wider quantile lands the first guess off)."""
+        if nk < 1:                      # no bandwidth below one step
+            return False
         q = known[k][0].total_time.quantile(confidence) - setup
         tk, tn = guide.time(k), guide.time(nk)
         if not (math.isfinite(q) and q > 0 and math.isfinite(tk) and
