@@ -312,10 +312,26 @@ def _schedule(bins, st, n, pend):
                                                           pend)
     total_bytes = cum_bytes[:, -1]
     sent_bytes = np.minimum(checks * window, total_bytes)
-    T = np.where(exhausted, total_bytes / bw, checks * dt)
+    T = np.where(exhausted, run_out_time(total_bytes, bw, dt, st["burst"]),
+                 checks * dt)
     lo_b = cum_bytes - g_bytes
     g_sent = np.minimum(np.maximum(sent_bytes[:, None] - lo_b, 0.0), g_bytes)
     return a, g_bytes, g_sent, lo_b, checks, exhausted, T
+
+
+def run_out_time(nbytes, send, dt, burst):
+    """Seconds to send ``nbytes`` when the pending set runs out before a
+    check: QEMU's rate limit is a budget of ``send`` x ``dt`` bytes per
+    ``dt`` window, sent as fast as the link allows (``burst`` bytes/s;
+    None: a link shaped to the send rate) and then waited out, so the
+    full windows take ``dt`` each and the rest goes at the link's rate;
+    the pending check follows at once (migration_thread iterates again
+    while the window's budget lasts)."""
+    if burst is None:
+        return nbytes / send
+    window = send * dt
+    full = np.floor(nbytes / window)
+    return full * dt + (nbytes - full * window) / max(burst, send)
 
 
 def _checks(bins, st, n, pend):
@@ -692,7 +708,8 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     bw = settings.send_rate(profile.page_size)
     st = {"bandwidth": bw, "check_interval": settings.check_interval,
           "threshold": settings.threshold_pages(profile.page_size),
-          "order": settings.order, "dirty_log": settings.dirty_log}
+          "order": settings.order, "dirty_log": settings.dirty_log,
+          "burst": settings.burst_rate}
     # Converge iff the integer pending count < h, i.e. <= ceil(h) - 1; the
     # normal approximation is continuity-corrected at ceil(h) - 1/2.
     boundary = np.ceil(st["threshold"]) - 0.5

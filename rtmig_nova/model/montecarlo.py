@@ -14,6 +14,7 @@ analytic model is validated against, and slow where that one is fast."""
 import numpy as np
 
 from rtmig_nova import bounds
+from rtmig_nova.model.analytic import run_out_time
 from rtmig_nova.model.distribution import Distribution
 from rtmig_nova.model.precopy import PAGE_HEADER_BYTES, ZERO_PAGE_BYTES
 from rtmig_nova.model.prediction import Prediction
@@ -76,7 +77,9 @@ def _epoch(guest, settings, seq):
     k = hit[0] if hit.size else n_checks - 1
     sent = int(sent_at[k])
     if sent >= seq.size:
-        sent, length, nbytes = seq.size, total / bw, total
+        sent, nbytes = seq.size, total
+        length = float(run_out_time(total, bw, settings.check_interval,
+                                    settings.burst_rate))
     else:
         length = (k + 1) * settings.check_interval
         nbytes = float(cum[sent - 1]) if sent else 0.0

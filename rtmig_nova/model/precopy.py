@@ -253,6 +253,13 @@ class MigrationSettings:
                          self.qemu_version) * self.send_efficiency
 
     @property
+    def burst_rate(self):
+        """bytes/s at which QEMU sends the rest of a rate-limit window's
+        budget: the link's (``link_rate``), or None for a link shaped to
+        the send rate (then sending is even)."""
+        return self.link_rate
+
+    @property
     def stop_rate(self):
         """bytes/s of the stop-and-copy (see ``link_rate``)."""
         return self.bandwidth if self.link_rate is None else self.link_rate

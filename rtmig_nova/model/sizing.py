@@ -549,7 +549,10 @@ class _MeanPrecopy:
         st = st or MeanStart(0.0, 0.0, True)
         checks = np.floor(np.maximum(left - h * self.page, 0) /
                           window) + 1
-        sent_t = np.minimum(checks * self.dt, left / send)
+        sent_t = np.where(checks * window >= left,
+                          analytic.run_out_time(left, send, self.dt,
+                                                self.link_rate),
+                          checks * self.dt)
         T = sent_t + st.epoch_elapsed         # the epoch's writes count
         if st.first_pass:
             kept = share * (1 - np.minimum(checks * window / max(left, 1e-300),
@@ -605,7 +608,10 @@ class _MeanPrecopy:
             # every page is sent; the rest (an even share) is carried over.
             need = np.maximum(n - h, 0) * nbytes / np.maximum(n, 1e-300)
             checks = np.floor(need / window) + 1
-            T = np.minimum(checks * self.dt, nbytes / send)
+            T = np.where(checks * window >= nbytes,
+                         analytic.run_out_time(nbytes, send, self.dt,
+                                               self.link_rate),
+                         checks * self.dt)
             # The unsent share; none when every byte went (nbytes can be 0:
             # dividing by a floor of 1e-300 overflowed to inf there).
             sent = checks * window
