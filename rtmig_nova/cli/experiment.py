@@ -283,10 +283,12 @@ def cmd_experiment_report(args, defaults):
         datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     try:
         rows = v.rescore(rows, os.path.join(out, "profiles"), calibration)
-    except (ProfileError, KeyError, TypeError, ValueError) as e:
+        paths, summary = report.write_report(rows, out, meta)
+    except (ProfileError, KeyError, TypeError, ValueError, ArithmeticError,
+            AttributeError) as e:
         raise CliError(f"--output-dir: {out}: cannot re-score: "
-                       f"{' '.join(str(e).split())}") from None
-    paths, summary = report.write_report(rows, out, meta)
+                       f"{type(e).__name__}: "
+                       f"{' '.join(str(e).split())[:200]}") from None
     return _emit_summary(args, paths, summary)
 
 

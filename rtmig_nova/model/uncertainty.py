@@ -46,6 +46,9 @@ NEGLIGIBLE_SD = 1e-4
 # model's middle node leaves less than this unconverged and the
 # surrogate's times are within this factor of each other.
 SURE_DEFECT = 1e-9
+# The load's spread at most: the outer nodes then stay within a factor 5
+# of the middle one (inside bounds.SEND_EFFICIENCY for an efficiency of 1).
+MAX_SD_RHO = math.log(5.0) / math.sqrt(3.0)
 SURROGATE_SPAN = 1.5
 
 
@@ -165,7 +168,7 @@ def _stretched(dist, factor, rel_sd):
 
 def node_efficiencies(sd_s, sd_e, send_efficiency=1.0):
     """The send efficiencies the nodes run at (see :func:`mixed`)."""
-    sd_rho = math.hypot(sd_s, sd_e)
+    sd_rho = min(math.hypot(sd_s, sd_e), MAX_SD_RHO)
     return [send_efficiency * math.exp(-sd_rho * z) for z in NODES]
 
 
@@ -214,6 +217,9 @@ def mixed(predict, profile, settings, sd_s, sd_e, horizon=None,
     model run of its own.  Near the convergence cliff every node is run."""
     var_rho = sd_s * sd_s + sd_e * sd_e
     sd_rho = math.sqrt(var_rho)
+    if sd_rho > MAX_SD_RHO:             # both spreads shrunk alike
+        sd_s, sd_e = sd_s * MAX_SD_RHO / sd_rho, sd_e * MAX_SD_RHO / sd_rho
+        var_rho, sd_rho = MAX_SD_RHO ** 2, MAX_SD_RHO
     # log s given log rho = l: normal, mean b l, variance c2.
     b = sd_s * sd_s / var_rho
     c2 = (sd_s * sd_e) ** 2 / var_rho
@@ -259,13 +265,17 @@ def mixed(predict, profile, settings, sd_s, sd_e, horizon=None,
             sds.append(s)
             weights.append(w * d.weights)
             defect += w * d.defect
-        ref = getattr(first, attr)
-        hi = ref.hi
-        if scale_time and math.isfinite(hi):
-            hi = hi * max(f for _, f, _ in parts) * math.exp(4 * c)
+        los = [getattr(p, attr).lo for _, _, p in parts]
+        his = [getattr(p, attr).hi for _, _, p in parts]
+        lo, hi = min(los), max(his)
+        if scale_time:
+            lo = min(lo * min(f for _, f, _ in parts) * math.exp(-4 * c),
+                     lo) if math.isfinite(lo) else lo
+            if math.isfinite(hi):
+                hi = hi * max(f for _, f, _ in parts) * math.exp(4 * c)
         return Distribution(np.concatenate(means), np.concatenate(sds),
                             np.concatenate(weights), defect,
-                            support=(ref.lo, hi))
+                            support=(lo, hi))
 
     return dataclasses.replace(
         first, total_time=mix("total_time", True),
