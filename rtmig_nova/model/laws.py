@@ -224,6 +224,10 @@ def group_of(rates):
         (52 - GROUP_BITS)
 
 
+# Intervals beyond which no law is chosen (all Poisson): see estimate().
+MAX_LAW_INTERVALS = 256
+
+
 def estimate(dirty, pages, tau, seed=NULL_SEED):
     """Rate and law of each distinct dirty pattern.
 
@@ -249,6 +253,14 @@ def estimate(dirty, pages, tau, seed=NULL_SEED):
         # equal intervals cannot tell the laws apart (see choose())
         return poisson_fit(dirty, tau)[0], \
             np.zeros(dirty.shape[0], dtype=np.int8), empty
+    if m > MAX_LAW_INTERVALS:
+        # The Poisson null is simulated over every interval: beyond this
+        # it costs minutes (a probe of bursts has thousands of
+        # millisecond intervals).  Poisson then, and said so.
+        return poisson_fit(dirty, tau)[0], \
+            np.zeros(dirty.shape[0], dtype=np.int8), \
+            dict(empty, not_chosen=f"{m} intervals, more than "
+                                   f"{MAX_LAW_INTERVALS}")
     r_poi, _ = poisson_fit(dirty, tau)
     group = group_of(r_poi)
     ids, inv = np.unique(group, return_inverse=True)
