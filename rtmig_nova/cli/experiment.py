@@ -18,6 +18,7 @@ import csv
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -116,9 +117,20 @@ def _bandwidths(text):
     for item in text.split(","):
         if not item.strip():
             continue
-        rate = bounds.BANDWIDTH.parse(item.strip(), "--bandwidths")
+        item = item.strip()
+        # A bare number is MiB/s, as --help says; one with a unit is a rate.
+        bare = re.fullmatch(r"[0-9]+(\.[0-9]*)?", item) is not None
+        try:
+            rate = bounds.BANDWIDTH.parse(item + "MiB/s" if bare else item,
+                                          "--bandwidths")
+        except bounds.BoundError:
+            raise
+        except ValueError:
+            raise CliError(f"--bandwidths: invalid value {item!r}; expected "
+                           f"whole MiB/s as 8, or a rate as 8MiB/s, "
+                           f"100Mbit/s") from None
         if rate < 2 ** 20:
-            raise CliError(f"--bandwidths: {item.strip()} is below 1 MiB/s, "
+            raise CliError(f"--bandwidths: {item} is below 1 MiB/s, "
                            f"libvirt's unit")
         out.append(rate)
     if not out:
