@@ -691,9 +691,18 @@ def _pool(mass, mean, var, s_mean, s_var):
     mm = mass * mean
     mn = mm.sum(axis=0) / ws
     vn = (mass * var + mm * mean).sum(axis=0) / ws - mn ** 2
-    ms = s_mean @ mass / ws
-    vs = (s_var + s_mean ** 2) @ mass / ws - ms ** 2
-    return w, mn, np.maximum(vn, 0.0), ms, np.maximum(vs, 0.0), ok
+    ms, vs = _pool_moments(mass, w, ok, s_mean, s_var)
+    return w, mn, np.maximum(vn, 0.0), ms, vs, ok
+
+
+def _pool_moments(mass, w, ok, mean, var):
+    """Mixture mean and variance per destination cell (axis 1 of ``mass``,
+    whose column sums are ``w``; ``ok``: w > 0) of a quantity whose mean
+    and variance per source component (axis 0) are ``mean``, ``var``."""
+    ws = np.where(ok, w, 1.0)
+    m = mean @ mass / ws
+    v = (var + mean ** 2) @ mass / ws - m ** 2
+    return m, np.maximum(v, 0.0)
 
 
 def predict(profile, settings, horizon=None, model_name="precopy"):
@@ -720,9 +729,13 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     n_var = np.array([0.0])
     s_mean = np.array([0.0])
     s_var = np.array([0.0])
+    # Bytes sent so far (mean, variance): not the elapsed time x the rate
+    # limit, since an epoch that runs out sends its last window in a burst.
+    b_mean = np.array([0.0])
+    b_var = np.array([0.0])
 
     comps = {"total_m": [], "total_v": [], "down_m": [], "down_v": [],
-             "w": [], "round": []}
+             "bytes_m": [], "bytes_v": [], "w": [], "round": []}
     prev = prev_elapsed = None
     rnd = 0
     while rnd < settings.max_rounds:
@@ -756,6 +769,9 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         sd = np.maximum(np.sqrt(var + slope ** 2 * n_var), 1e-3)
         src_s_mean = s_mean + T
         src_s_var = s_var
+        # sched[2]: bytes sent per send group, of each evaluated count
+        src_b_mean = b_mean + sched[2].sum(axis=1)[:T.size]
+        src_b_var = b_var
         cost = new_bytes / np.maximum(mu, 1e-300)
 
         # Converging part: pending below the threshold (STOP_CELLS cells);
@@ -808,9 +824,11 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
             down_m = pages * cost[:, None] / stop_bw + \
                 settings.switchover_time
             down_v = sv * (cost[:, None] / stop_bw) ** 2
+            stop_b = pages * cost[:, None]
             stop = (sm[keep], (src_s_mean[:, None] + down_m)[keep],
                     (src_s_var[:, None] + down_v)[keep], down_m[keep],
-                    down_v[keep])
+                    down_v[keep], (src_b_mean[:, None] + stop_b)[keep],
+                    (src_b_var[:, None] + sv * cost[:, None] ** 2)[keep])
             _add(comps, stop, rnd)
         if hi <= surv_lo:
             w = np.zeros(0)
@@ -819,9 +837,11 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         cm = cm * w[:, None]
         w, n_mean, n_var, s_mean, s_var, ok = _pool(
             cm, cn, cv, src_s_mean, src_s_var)
+        b_mean, b_var = _pool_moments(cm, w, ok, src_b_mean, src_b_var)
         big = ok & (w > MASS_EPS)
-        w, n_mean, n_var, s_mean, s_var = \
-            w[big], n_mean[big], n_var[big], s_mean[big], s_var[big]
+        w, n_mean, n_var, s_mean, s_var, b_mean, b_var = \
+            w[big], n_mean[big], n_var[big], s_mean[big], s_var[big], \
+            b_mean[big], b_var[big]
         if w.size == 0 or w.sum() < TAIL_EPS:
             break
         if horizon is not None and \
@@ -833,17 +853,20 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         # shifted by j rounds' time: add them in closed form.
         mass_out = w.sum()
         wn = w / mass_out
-        elapsed = np.array([np.dot(wn, s_mean), np.dot(wn, s_var)])
+        elapsed = np.array([np.dot(wn, s_mean), np.dot(wn, s_var),
+                            np.dot(wn, b_mean), np.dot(wn, b_var)])
         mean_n = np.dot(wn, n_mean)
         state = np.array([mean_n,
                           np.dot(wn, n_var + (n_mean - mean_n) ** 2),
                           1.0 - mass_out / mass_in, np.nan, np.nan])
         if prev is not None:
-            state[3:] = elapsed - prev_elapsed   # time added by this round
+            # time (and bytes) added by this round
+            added_now = elapsed - prev_elapsed
+            state[3:] = added_now[:2]
             if _stationary(prev, state):
                 added = _extrapolate(comps, stop, state, mass_out, rnd,
                                      settings.max_rounds, horizon,
-                                     elapsed[0])
+                                     elapsed[0], added_now[2:])
                 hazard = state[2] if state[2] > HAZARD_FLOOR else 0.0
                 w = np.array([mass_out * (1.0 - hazard) ** added])
                 break
@@ -873,7 +896,9 @@ def _start(profile):
 
 
 def _add(comps, stop, rnd):
-    w, tm, tv, dm, dv = stop
+    w, tm, tv, dm, dv, bm, bv = stop
+    comps["bytes_m"].append(bm)
+    comps["bytes_v"].append(bv)
     comps["w"].append(w)
     comps["total_m"].append(tm)
     comps["total_v"].append(tv)
@@ -901,9 +926,10 @@ def _stationary(prev, state):
 
 
 def _extrapolate(comps, stop, state, mass_out, rnd, max_rounds, horizon,
-                 elapsed):
+                 elapsed, bytes_per_round):
     """Append the stop components of rounds rnd+1, rnd+2, ... of a
-    stationary chain; returns how many rounds were added."""
+    stationary chain (each adding ``bytes_per_round`` = (mean, variance)
+    bytes); returns how many rounds were added."""
     hazard, tau, vtau = state[2], state[3], max(state[4], 0.0)
     if stop is None or hazard <= HAZARD_FLOOR:
         return max_rounds - rnd
@@ -918,8 +944,11 @@ def _extrapolate(comps, stop, state, mass_out, rnd, max_rounds, horizon,
     if j_max == 0:
         return 0
     j = np.arange(1, j_max + 1, dtype=np.float64)
-    w, tm, tv, dm, dv = stop
+    w, tm, tv, dm, dv, bm, bv = stop
     scale = (1.0 - hazard) ** j
+    beta, vbeta = bytes_per_round[0], max(bytes_per_round[1], 0.0)
+    comps["bytes_m"].append((bm[None, :] + beta * j[:, None]).ravel())
+    comps["bytes_v"].append((bv[None, :] + vbeta * j[:, None]).ravel())
     comps["w"].append(np.outer(scale, w).ravel())
     comps["total_m"].append((tm[None, :] + tau * j[:, None]).ravel())
     comps["total_v"].append((tv[None, :] + vtau * j[:, None]).ravel())
@@ -930,7 +959,6 @@ def _extrapolate(comps, stop, state, mass_out, rnd, max_rounds, horizon,
 
 
 def _prediction(comps, defect, settings, profile, model_name):
-    bw = settings.send_rate(profile.page_size)
     if comps["w"]:
         cw = np.concatenate(comps["w"])
         tm, tv = np.concatenate(comps["total_m"]), np.concatenate(
@@ -938,8 +966,10 @@ def _prediction(comps, defect, settings, profile, model_name):
         dm, dv = np.concatenate(comps["down_m"]), np.concatenate(
             comps["down_v"])
         rd = np.concatenate(comps["round"])
+        bytes_m = np.concatenate(comps["bytes_m"])
+        bytes_v = np.concatenate(comps["bytes_v"])
     else:
-        cw = tm = tv = dm = dv = rd = np.zeros(0)
+        cw = tm = tv = dm = dv = rd = bytes_m = bytes_v = np.zeros(0)
     # The four outcomes share their components' weights.
     dist = Distribution.sharing_weights(cw, max(defect, 1.0 - cw.sum()))
     total = dist(tm, np.sqrt(tv))
@@ -948,12 +978,6 @@ def _prediction(comps, defect, settings, profile, model_name):
     # The stop-and-copy sends at most ceil(threshold) - 1 full pages.
     most = (np.ceil(settings.threshold_pages(profile.page_size)) - 1) * \
         (profile.page_size + PAGE_HEADER_BYTES) / stop_bw
-    # Bytes: the pre-copy part of the total at the rate limit, the
-    # stop-and-copy part of the downtime at the stop rate (independent
-    # within a component).
-    pre_m, pre_v = tm - dm, np.maximum(tv - dv, 0.0)
-    bytes_m = pre_m * bw + (dm - so) * stop_bw
-    bytes_v = pre_v * bw ** 2 + dv * stop_bw ** 2
     return Prediction(
         total_time=total,
         downtime=dist(dm, np.sqrt(dv), (so, so + max(most, 0.0))),
