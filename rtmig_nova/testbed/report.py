@@ -90,8 +90,9 @@ def errors(rows, model, stat="p50"):
     """Per-run errors of ``model`` over the runs that completed:
     a list of dicts with ``workload``, ``bandwidth``, ``total_time_rel``,
     ``downtime_rel``, ``downtime_abs_s``, ``downtime_ok`` (within 20% or
-    5 ms) and ``total_in_p5_p95`` (measured inside the predicted 90%
-    interval)."""
+    5 ms), ``total_in_p5_p95`` (measured inside the predicted 90%
+    interval) and ``bytes_rel`` (of the bytes sent; None where a row has
+    no byte counts).  Bytes tell a wrong volume from a wrong pace."""
     out = []
     tag = _tag(model)
     for row in rows:
@@ -106,7 +107,11 @@ def errors(rows, model, stat="p50"):
                                            (0.0 if d_abs == 0 else 1.0))
         lo = row.get(f"{tag}_total_time_s_p5")
         hi = row.get(f"{tag}_total_time_s_p95")
+        mb = row.get("measured_transferred_bytes")
+        pb = row.get(f"{tag}_bytes_sent_{stat}")
         out.append({
+            "bytes_rel": abs(pb - mb) / mb if mb and pb is not None
+            else None,
             "workload": row["workload"],
             "bandwidth": row["bandwidth_bytes_per_s"],
             "total_time_rel": t_rel, "downtime_rel": d_rel,
@@ -235,9 +240,16 @@ def _per_workload(errs):
                 e["total_time_rel"] for e in mine),
             "total_time_in_p5_p95": sum(e["total_in_p5_p95"]
                                         for e in mine) / len(mine),
+            "bytes_median_rel_error": _median_known(
+                e["bytes_rel"] for e in mine),
             "downtime_within_target": sum(e["downtime_ok"] for e in mine)
             / len(mine)}
     return out
+
+
+def _median_known(values):
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def verdict(summary):
@@ -399,12 +411,15 @@ def markdown(rows, summary, meta, csv_name, png_name):
     ours = summary["precopy"]
     if ours.get("runs"):
         lines += ["", "## Every workload (precopy model)", "",
-                  "| workload | runs | total time median error | measured "
+                  "| workload | runs | total time median error | bytes "
+                  "sent median error | measured "
                   "total in predicted 5-95% | downtime within 20% or "
-                  "5 ms |", "|---|---|---|---|---|"]
+                  "5 ms |", "|---|---|---|---|---|---|"]
         for name, w in ours["workloads"].items():
+            b = w["bytes_median_rel_error"]
             lines.append(f"| {name} | {w['runs']} | "
                          f"{_pct(w['total_time_median_rel_error'])} | "
+                         f"{_pct(b)} | "
                          f"{_pct(w['total_time_in_p5_p95'])} | "
                          f"{_pct(w['downtime_within_target'])} |")
     lines += ["", "## Convergence (precopy model)", "",
