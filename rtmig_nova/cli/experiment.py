@@ -251,12 +251,14 @@ def cmd_experiment_validate(args, defaults):
             f"{calibration['switchover_time_s'] * 1000:.1f} ms, link "
             f"{(calibration['link_rate_bytes_per_s'] or 0) / v.MIB:.0f} MiB/s"
             f" (used by every model)")
-    paths, summary = report.write_report([r.flat() for r in results],
-                                         args.output_dir, meta)
+    # Kept before the report is drawn: with them `experiment report` can
+    # score the runs again whatever happens to the report.
     with open(os.path.join(args.output_dir, "calibration.json"), "w") as f:
         json.dump(calibration, f, indent=1)
     with open(os.path.join(args.output_dir, META_FILE), "w") as f:
         json.dump(meta, f, indent=1)
+    paths, summary = report.write_report([r.flat() for r in results],
+                                         args.output_dir, meta)
     return _emit_summary(args, paths, summary)
 
 

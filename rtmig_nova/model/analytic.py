@@ -308,30 +308,55 @@ def _schedule(bins, st, n, pend):
     """
     bw, dt = st["bandwidth"], st["check_interval"]
     window = bw * dt
+    used = st.get("used", 0.0)
     a, g_bytes, cum_bytes, checks, exhausted, _ = _checks(bins, st, n,
                                                           pend)
     total_bytes = cum_bytes[:, -1]
-    sent_bytes = np.minimum(checks * window, total_bytes)
-    T = np.where(exhausted, run_out_time(total_bytes, bw, dt, st["burst"]),
-                 checks * dt)
+    sent_bytes = np.minimum(checks * window - used, total_bytes)
+    # The window's spent budget was sent at the burst rate (0 s on an even
+    # link, whose epochs start on a fresh window).
+    lead = used / max(st["burst"], bw) if st["burst"] is not None else 0.0
+    T = np.where(exhausted, run_out_time(total_bytes, bw, dt, st["burst"],
+                                         used),
+                 checks * dt - lead)
     lo_b = cum_bytes - g_bytes
     g_sent = np.minimum(np.maximum(sent_bytes[:, None] - lo_b, 0.0), g_bytes)
     return a, g_bytes, g_sent, lo_b, checks, exhausted, T
 
 
-def run_out_time(nbytes, send, dt, burst):
+def run_out_time(nbytes, send, dt, burst, used=0.0):
     """Seconds to send ``nbytes`` when the pending set runs out before a
     check: QEMU's rate limit is a budget of ``send`` x ``dt`` bytes per
     ``dt`` window, sent as fast as the link allows (``burst`` bytes/s;
     None: a link shaped to the send rate) and then waited out, so the
     full windows take ``dt`` each and the rest goes at the link's rate;
     the pending check follows at once (migration_thread iterates again
-    while the window's budget lasts)."""
+    while the window's budget lasts).  ``used``: bytes of the current
+    window's budget already spent (see :func:`window_left_over`)."""
     if burst is None:
         return nbytes / send
     window = send * dt
-    full = np.floor(nbytes / window)
-    return full * dt + (nbytes - full * window) / max(burst, send)
+    burst = max(burst, send)
+    # As if the epoch had begun at the window's start, ``used`` bytes
+    # (sent at the burst rate) earlier.
+    total = nbytes + used
+    full = np.floor(total / window)
+    return full * dt + (total - full * window) / burst - used / burst
+
+
+def window_left_over(nbytes, send, dt, burst, used=0.0):
+    """Bytes of the rate-limit window's budget spent when an epoch that
+    sends ``nbytes`` from ``used`` runs out: QEMU's window runs on across
+    the sync that follows (``migration_rate_limit`` sleeps to the end of
+    the window whose budget is used, whatever epoch spent it), so the next
+    epoch starts with that much of its first window gone.  0 on a link
+    shaped to the send rate (``burst`` None: sending is even and the model
+    starts each epoch on a fresh window)."""
+    if burst is None or burst <= send:
+        return np.zeros_like(np.asarray(nbytes, dtype=np.float64))
+    window = send * dt
+    total = np.asarray(nbytes, dtype=np.float64) + used
+    return total - np.floor(total / window) * window
 
 
 def _checks(bins, st, n, pend):
@@ -340,6 +365,7 @@ def _checks(bins, st, n, pend):
     running sum (G, groups), the check (1, 2, ...) at which QEMU syncs
     and whether the pending set runs out before it."""
     window, h = st["bandwidth"] * st["check_interval"], st["threshold"]
+    used = st.get("used", 0.0)
     n = np.maximum(n, 0.0)
     # Pending pages per bin; no bin can have more than it has pages.
     a = np.minimum(n[:, None] * pend.bin_share, bins.counts)
@@ -355,10 +381,11 @@ def _checks(bins, st, n, pend):
     per_page = g_bytes / np.maximum(g_pages, 1e-300)
     need = (per_page * np.minimum(np.maximum(
         x[:, None] - (cum_pages - g_pages), 0.0), g_pages)).sum(axis=1)
-    # The first check (every window of bytes) at which fewer than h pages
+    # The first check (at the end of every window of bytes; the first
+    # window has ``used`` of its budget spent) at which fewer than h pages
     # remain; or every page is sent before it.
-    checks = np.floor(need / window) + 1.0
-    exhausted = checks * window >= cum_bytes[:, -1]
+    checks = np.floor((need + used) / window) + 1.0
+    exhausted = checks * window - used >= cum_bytes[:, -1]
     return a, g_bytes, cum_bytes, checks, exhausted, need
 
 
@@ -390,14 +417,16 @@ def _cell_edges(bins, st, lo, hi, pend, ncell):
     # windows.  need is linear in n but for kinks where a send group fills
     # up: interpolated within a cell, a kink there puts a sliver of the
     # cell on the wrong side.
-    j0, j1 = math.floor(need[0] / window), math.floor(need[-1] / window)
+    used = st.get("used", 0.0)
+    j0, j1 = (math.floor((need[0] + used) / window),
+              math.floor((need[-1] + used) / window))
     # The pending set runs out first while its bytes are within the
     # check's windows.
     flips = np.flatnonzero((exhausted[1:] != exhausted[:-1]) &
                            (checks[1:] == checks[:-1])).tolist()
     if (j1 == j0 and not flips) or j1 - j0 + len(flips) > ncell // 2:
         return edges
-    targets = np.arange(j0 + 1, j1 + 1) * window
+    targets = np.arange(j0 + 1, j1 + 1) * window - used
     breaks = []
     for i, target in zip(np.searchsorted(need, targets).tolist(),
                          targets.tolist()):
@@ -405,7 +434,7 @@ def _cell_edges(bins, st, lo, hi, pend, ncell):
         breaks.append((i, (target - need[i - 1]) /
                        max(need[i] - need[i - 1], 1e-300)))
     for i in flips:
-        r0, r1 = (checks[i:i + 2] * window - cum_bytes[i:i + 2, -1])
+        r0, r1 = (checks[i:i + 2] * window - used - cum_bytes[i:i + 2, -1])
         breaks.append((i + 1, r0 / (r0 - r1)))
     xs, near = [], []
     for i, f in breaks:
@@ -718,7 +747,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
     st = {"bandwidth": bw, "check_interval": settings.check_interval,
           "threshold": settings.threshold_pages(profile.page_size),
           "order": settings.order, "dirty_log": settings.dirty_log,
-          "burst": settings.burst_rate}
+          "burst": settings.burst_rate, "used": 0.0}
     # Converge iff the integer pending count < h, i.e. <= ceil(h) - 1; the
     # normal approximation is continuity-corrected at ceil(h) - 1/2.
     boundary = np.ceil(st["threshold"]) - 0.5
@@ -771,6 +800,11 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         src_s_var = s_var
         # sched[2]: bytes sent per send group, of each evaluated count
         src_b_mean = b_mean + sched[2].sum(axis=1)[:T.size]
+        # The window budget each cell's epoch leaves spent (a run-out ends
+        # mid-window; a sync at a check starts a fresh one).
+        src_used = np.where(sched[5][:T.size], window_left_over(
+            sched[1].sum(axis=1)[:T.size], bw, st["check_interval"],
+            st["burst"], st["used"]), 0.0)
         src_b_var = b_var
         cost = new_bytes / np.maximum(mu, 1e-300)
 
@@ -838,6 +872,10 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
         w, n_mean, n_var, s_mean, s_var, ok = _pool(
             cm, cn, cv, src_s_mean, src_s_var)
         b_mean, b_var = _pool_moments(cm, w, ok, src_b_mean, src_b_var)
+        # One spent budget for every survivor: their mean (mean field).
+        to_surv = cm.sum(axis=1)
+        st["used"] = float(to_surv @ src_used / to_surv.sum()) \
+            if to_surv.sum() > 0 else 0.0
         big = ok & (w > MASS_EPS)
         w, n_mean, n_var, s_mean, s_var, b_mean, b_var = \
             w[big], n_mean[big], n_var[big], s_mean[big], s_var[big], \

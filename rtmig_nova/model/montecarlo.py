@@ -57,34 +57,58 @@ def _send_order(guest, settings, pending_idx, cursor):
     return np.concatenate((pending_idx[split:], pending_idx[:split]))
 
 
-def _epoch(guest, settings, seq):
+def _epoch(guest, settings, seq, used=0.0):
     """Send pages in order ``seq`` until the pending check says sync.
 
+    ``used``: bytes of the current rate-limit window's budget spent when
+    the epoch starts.  QEMU's window runs on across a sync: after a pending
+    set runs out mid-window the next epoch has only the window's rest
+    before it sleeps to the window's end (``migration_rate_limit``), and
+    the check that follows opens a fresh window.  Where the budget goes
+    in bursts (``burst_rate``), the window's time spent is ``used`` at the
+    burst rate; an evenly paced link (no ``burst_rate``) is taken to start
+    every epoch on a fresh window.
+
     Returns (pages sent, epoch length seconds, bytes sent, start time of each
-    sent page within the epoch in seconds).
+    sent page within the epoch in seconds, window budget spent at its end).
     """
     bw = guest.send_rate
+    dt = settings.check_interval
+    burst = settings.burst_rate
+    carry = burst is not None and burst > bw
+    used = float(used) if carry else 0.0
     cost = guest.cost[seq]
     cum = np.cumsum(cost)
     total = float(cum[-1])
-    window = bw * settings.check_interval
-    n_checks = max(int(np.ceil(total / window)), 1)
-    sent_at = np.searchsorted(cum, window * np.arange(1, n_checks + 1),
-                              side="right")
+    window = bw * dt
+    n_checks = max(int(np.ceil((total + used) / window)), 1)
+    # Check j comes at the end of window j (window 0: the current one's
+    # rest), when budget[j] bytes may have gone.
+    budget = window * np.arange(1, n_checks + 1) - used
+    sent_at = np.searchsorted(cum, budget, side="right")
     hit = np.flatnonzero(seq.size - sent_at < guest.threshold)
     # The last check always finds every page sent, so hit is never empty
     # unless the threshold is 0 pages; then QEMU syncs when none is left.
     k = hit[0] if hit.size else n_checks - 1
     sent = int(sent_at[k])
+    tau0 = used / burst if carry else 0.0
     if sent >= seq.size:
         sent, nbytes = seq.size, total
-        length = float(run_out_time(total, bw, settings.check_interval,
-                                    settings.burst_rate))
+        if carry:
+            # Run out in window j: its start, then the rest in a burst.
+            j = int(np.searchsorted(budget, total))
+            before = budget[j - 1] if j else 0.0
+            begin = (dt - tau0) + (j - 1) * dt if j else 0.0
+            length = begin + (total - before) / burst
+            used = used + total if j == 0 else total - before
+        else:
+            length = float(run_out_time(total, bw, dt, burst))
     else:
-        length = (k + 1) * settings.check_interval
+        length = (dt - tau0) + k * dt
         nbytes = float(cum[sent - 1]) if sent else 0.0
+        used = 0.0
     starts = (cum[:sent] - cost[:sent]) / bw
-    return sent, length, nbytes, starts
+    return sent, length, nbytes, starts, used
 
 
 class _OutOfWork(Exception):
@@ -96,7 +120,7 @@ def _run(guest, settings, rng, first, rounds):
     them :class:`_OutOfWork` if ``rounds`` < max_rounds.  Returns (total
     s, downtime s, bytes, rounds)."""
     elapsed, nbytes = 0.0, 0.0
-    seq, sent, length, ebytes, starts = first
+    seq, sent, length, ebytes, starts, used = first
     # Periodic pages: one phase per run (seconds after the start).
     phase = rng.random(guest.ring.size) * guest.period if guest.ring.size \
         else None
@@ -135,7 +159,8 @@ def _run(guest, settings, rng, first, rounds):
             return elapsed + downtime, downtime, nbytes + stop_bytes, rnd
         cursor = seq[sent - 1] + 1 if sent else (seq[0] if seq.size else 0)
         seq = _send_order(guest, settings, pending_idx, cursor)
-        sent, length, ebytes, starts = _epoch(guest, settings, seq)
+        sent, length, ebytes, starts, used = _epoch(guest, settings, seq,
+                                                    used)
     return np.inf, np.inf, np.inf, np.inf
 
 

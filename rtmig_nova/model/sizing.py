@@ -574,6 +574,11 @@ class _MeanPrecopy:
             idle = kept * max(pages - float(w.sum()), 0.0)
             zero = np.zeros(bw.shape)
         total = sent_t.copy()
+        # The window budget spent when the next epoch starts (QEMU's window
+        # runs on across a sync: analytic.window_left_over).
+        used = np.where(checks * window >= left, analytic.window_left_over(
+            np.broadcast_to(left, bw.shape), send, self.dt, self.link_rate),
+            0.0)
         prev = np.full(bw.shape, np.inf)
         active = np.ones(bw.shape, dtype=bool)
         for _ in range(self.max_rounds):
@@ -607,14 +612,19 @@ class _MeanPrecopy:
             # Sync at the first check with fewer than h pages left, or when
             # every page is sent; the rest (an even share) is carried over.
             need = np.maximum(n - h, 0) * nbytes / np.maximum(n, 1e-300)
-            checks = np.floor(need / window) + 1
-            T = np.where(checks * window >= nbytes,
+            checks = np.floor((need + used) / window) + 1
+            sent = checks * window - used
+            out_of_work = sent >= nbytes
+            lead = 0.0 if self.link_rate is None else \
+                used / np.maximum(self.link_rate, send)
+            T = np.where(out_of_work,
                          analytic.run_out_time(nbytes, send, self.dt,
-                                               self.link_rate),
-                         checks * self.dt)
+                                               self.link_rate, used),
+                         checks * self.dt - lead)
+            used = np.where(out_of_work, analytic.window_left_over(
+                nbytes, send, self.dt, self.link_rate, used), 0.0)
             # The unsent share; none when every byte went (nbytes can be 0:
             # dividing by a floor of 1e-300 overflowed to inf there).
-            sent = checks * window
             kept = np.where(nbytes > sent,
                             1 - sent / np.where(nbytes > sent, nbytes, 1.0),
                             0.0)
