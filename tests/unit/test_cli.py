@@ -494,6 +494,10 @@ def test_help_exits_zero(capsys):
      "--workloads: unknown bogus"),
     (["experiment", "validate", "--bandwidths", "8MiB/s,100kB/s"],
      "below 1 MiB/s"),
+    (["experiment", "validate", "--bandwidths", "0.5"],
+     "--bandwidths: 0.5 is below 1 MiB/s"),
+    (["experiment", "validate", "--bandwidths", "5,fast"],
+     "--bandwidths: invalid value 'fast'; expected whole MiB/s as 8"),
     (["experiment", "validate", "--repetitions", "0"], "--repetitions"),
     (["experiment", "validate", "--downtime-limit", "0s"],
      "--downtime-limit"),
@@ -531,3 +535,10 @@ def test_setup_time_and_link_rate_reach_the_prediction(capsys):
     saved = base["downtime_s"]["mean"] - doc["downtime_s"]["mean"]
     assert doc["total_time_s"]["mean"] == pytest.approx(
         base["total_time_s"]["mean"] + 0.5 - saved, rel=1e-6)
+
+
+def test_experiment_bandwidths_bare_numbers_are_mib_per_s():
+    # --help says whole MiB/s: "5" was read as 5 bytes/s and refused.
+    from rtmig_nova.cli.experiment import _bandwidths
+    assert _bandwidths("5, 8") == [5 * 2 ** 20, 8 * 2 ** 20]
+    assert _bandwidths("5,100Mbit/s") == [5 * 2 ** 20, 12.5e6]
