@@ -289,7 +289,10 @@ class DirtyProfile:
         ``-ln(1 - k/m) / tau``; with unequal lengths the score equation is
         solved by Newton's method.  A page dirty in every interval has an
         unbounded MLE; it gets the rate for k = m - 1/2 (a standard
-        continuity correction), i.e. "hotter than the intervals can resolve".
+        continuity correction), at least the rate that dirties it in every
+        100 ms pending-check window (:data:`.laws.SATURATED_POISSON_RATE`):
+        "hotter than the intervals can resolve", taken as dirty in every
+        window (the conservative reading; see :mod:`.laws`).
 
         The law: pages are grouped by their Poisson rate and a group is
         periodic where its likelihood clearly says so
@@ -552,7 +555,7 @@ class DirtyProfile:
                 doc["idle_pages"], doc["zero_pages"], page_size, meta,
                 laws=law)
             _check_interval_record(profile, origin)
-            return profile
+            return _raise_saturated(profile)
         except ProfileError:
             raise
         except KeyError as e:
@@ -698,6 +701,38 @@ def _csv_pages(cell, where):
                            f"large (at most {most}: "
                            f"{_MAX_MEMORY_TEXT} of memory)")
     return n
+
+
+def _raise_saturated(profile):
+    """``profile`` with the pages its intervals saw dirty every time at
+    the SATURATED rates of :mod:`.laws`, as :meth:`from_observations`
+    now estimates them: a profile estimated before holds the lower bound
+    its intervals give (``laws.saturated_bounds``; found from the
+    metadata's interval record, to its six-decimal rounding).  The same
+    profile when nothing is raised; else the count raised is in
+    ``metadata["saturated_raised_pages"]``."""
+    tau = profile.metadata.get("observed_interval_s")
+    if not tau or profile.rates.size == 0:
+        return profile
+    bounds_ = _laws.saturated_bounds(tau)
+    floors = (_laws.SATURATED_POISSON_RATE, _laws.SATURATED_PERIODIC_RATE)
+    rates = profile.rates.copy()
+    law = profile.laws if profile.laws is not None else \
+        np.zeros(rates.size, dtype=np.int8)
+    hit = np.zeros(rates.size, dtype=bool)
+    for code, (bound, floor) in enumerate(zip(bounds_, floors)):
+        if bound >= floor:
+            continue
+        mine = (law == code) & (np.abs(rates - bound) <= 1e-4 * bound)
+        rates[mine] = floor
+        hit |= mine
+    if not hit.any():
+        return profile
+    meta = dict(profile.metadata)
+    meta["saturated_raised_pages"] = int(profile.counts[hit].sum())
+    return DirtyProfile.from_histogram(
+        rates, profile.counts, profile.idle_pages, profile.zero_pages,
+        profile.page_size, meta, laws=law)
 
 
 def _check_interval_record(profile, origin):

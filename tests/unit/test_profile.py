@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from rtmig_nova.model import DirtyProfile, ProfileError
+from rtmig_nova.model import laws
 from rtmig_nova.model import profile as profile_mod
 
 
@@ -89,9 +90,15 @@ def test_observations_equal_intervals_mle():
     p = DirtyProfile.from_observations(obs, tau, total_pages=3)
     r = p.page_rates
     assert r[0] == pytest.approx(-np.log(1 - 4 / 10) / tau)
-    # Dirty every time: continuity-corrected, finite, the hottest.
+    # Dirty every time: finite, the hottest, and dirty in (nearly) every
+    # 100 ms window: the continuity-corrected bound (6/s for half-second
+    # intervals) would have it clean in 55% of them.
     assert np.isfinite(r[1]) and r[1] == pytest.approx(
-        -np.log(1 - 9.5 / 10) / tau)
+        laws.SATURATED_POISSON_RATE)
+    assert -np.expm1(-r[1] * 0.1) == pytest.approx(0.999)
+    # With intervals short enough to resolve more, the bound stays.
+    short = DirtyProfile.from_observations(obs, 0.001, total_pages=3)
+    assert short.page_rates[1] == pytest.approx(-np.log(1 - 9.5 / 10) / 0.001)
     assert r[2] == 0.0
     assert p.metadata["source"] == "observations"
 
@@ -309,3 +316,30 @@ def test_csv_not_utf8_missing_and_bad_arguments(tmp_path):
         DirtyProfile.load_csv(ok, zero_pages=4)
     with pytest.raises(ProfileError, match=r"ok\.csv: page_size"):
         DirtyProfile.load_csv(ok, page_size=0)
+
+
+def test_a_profile_estimated_before_has_its_saturated_pages_raised():
+    """Profiles written before the SATURATED floor hold the lower bound
+    their intervals give for pages dirty in every interval (5.5 writes/s
+    for the testbed's zipf guest, probed in 0.6-3.5 s intervals): read
+    back, those pages are raised as a new estimate would have them, and
+    no other page moves."""
+    tau = [3.5, 1.7, 1.1, 0.9, 0.7, 0.6, 0.6]
+    bound, _ = laws.saturated_bounds(tau)
+    assert bound < laws.SATURATED_POISSON_RATE
+    meta = {"observed_interval_s": tau,
+            "observed_dirty_pages": [10] * len(tau)}
+    old = DirtyProfile.from_histogram([0.5, bound], [40, 7], idle_pages=100,
+                                      metadata=meta)
+    back = DirtyProfile.from_dict(old.to_dict())
+    assert back.rates.tolist() == pytest.approx(
+        [0.5, laws.SATURATED_POISSON_RATE])
+    assert back.counts.tolist() == [40, 7]
+    assert back.metadata["saturated_raised_pages"] == 7
+    # A new estimate from the same kind of intervals agrees.
+    obs = [np.arange(7)] * len(tau)
+    new = DirtyProfile.from_observations(obs, tau, total_pages=147)
+    assert new.page_rates[:7] == pytest.approx(laws.SATURATED_POISSON_RATE)
+    # Without the interval record nothing is known: nothing moves.
+    bare = DirtyProfile.from_histogram([0.5, bound], [40, 7], idle_pages=100)
+    assert DirtyProfile.from_dict(bare.to_dict()).rates[1] == bound
