@@ -48,7 +48,8 @@ def add_parser(sub, common, add_json_option):
                     "precopy model and the two baselines, live-migrate it "
                     "to host B for real, and record what QEMU measured.  "
                     "Writes validation.csv, validation.png, "
-                    "validation.md, calibration.json and the captured "
+                    "validation-reliability.png, validation.md, "
+                    "calibration.json, meta.json and the captured "
                     "profiles (profiles/) to --output-dir.  Needs root, "
                     "QEMU and "
                     "libvirt (host A's libvirtd running); builds the guest "
@@ -91,8 +92,9 @@ def add_parser(sub, common, add_json_option):
         description="Predict every run of a finished `experiment validate` "
                     "again from the profiles it kept (profiles/) and its "
                     "calibration.json, with this build's models, and "
-                    "write the CSV, plots and report anew (the "
-                    "measurements stay).  Needs no root and no testbed.")
+                    "write validation.csv, validation.png, "
+                    "validation-reliability.png and validation.md anew "
+                    "(the measurements stay).  Needs no root and no testbed.")
     r.add_argument("--output-dir", metavar="DIR", default=DEFAULT_OUTPUT_DIR,
                    help="the experiment's directory (default: %(default)s)")
     add_json_option(r)

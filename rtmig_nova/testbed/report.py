@@ -308,8 +308,13 @@ def plot(rows, path):
             ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
             ax.set_xlim(lo, hi)
             ax.set_ylim(lo, hi)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        else:
+            # No run finished (all timed out near the cliff, say): nothing
+            # to put on a log axis, which matplotlib refuses empty.
+            ax.text(0.5, 0.5, "no migration finished", ha="center",
+                    va="center", transform=ax.transAxes)
         ax.set_xlabel("measured " + title)
         ax.set_ylabel("predicted " + title + ", median")
         ax.grid(True, which="both", alpha=0.3)
@@ -478,8 +483,8 @@ def markdown(rows, summary, meta, csv_name, png_name):
 
 
 def write_report(rows, outdir, meta, stem="validation"):
-    """CSV, PNG and markdown into ``outdir``; returns (csv, png, md)
-    paths and the summary."""
+    """CSV, PNGs and markdown into ``outdir``; returns the (csv, png, md,
+    reliability png) paths and the summary."""
     os.makedirs(outdir, exist_ok=True)
     csv_path = os.path.join(outdir, stem + ".csv")
     png_path = os.path.join(outdir, stem + ".png")
@@ -488,10 +493,11 @@ def write_report(rows, outdir, meta, stem="validation"):
     rows = read_csv(csv_path)
     summary = summarise(rows)
     plot(rows, png_path)
-    plot_reliability(rows, os.path.join(outdir, stem + "-reliability.png"))
+    rel_path = os.path.join(outdir, stem + "-reliability.png")
+    plot_reliability(rows, rel_path)
     text = markdown(rows, summary, meta, os.path.basename(csv_path),
                     os.path.basename(png_path))
     with open(md_path + ".part", "w") as f:
         f.write(text)
     os.replace(md_path + ".part", md_path)
-    return (csv_path, png_path, md_path), summary
+    return (csv_path, png_path, md_path, rel_path), summary

@@ -147,8 +147,8 @@ def test_reliability_bins_observed_share():
 
 def test_report_files_round_trip(rows, tmp_path):
     meta = {"date": "2026-11-30 17:00 UTC", "qemu": "7.2.x"}
-    (csv_path, png, md), summary = report.write_report(rows, str(tmp_path),
-                                                       meta)
+    (csv_path, png, md, rel_png), summary = report.write_report(
+        rows, str(tmp_path), meta)
     back = report.read_csv(csv_path)
     assert len(back) == 4
     assert back[0]["measured_total_time_s"] == 10.0
@@ -164,8 +164,8 @@ def test_report_files_round_trip(rows, tmp_path):
     assert "| uniform | 1 | 10.0% | 89.0% | 100.0% | 100.0% |" in text
     assert "![reliability of P(converge)](validation-reliability.png)" \
         in text
-    with open(os.path.join(tmp_path, "validation-reliability.png"),
-              "rb") as f:
+    assert rel_png == os.path.join(tmp_path, "validation-reliability.png")
+    with open(rel_png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "| zipf | 0 | 4 | - | guest died |" in text
     assert "| zipf | 0 | 8 | - | timed out after 60 s (precopy: P(done by " \
@@ -320,3 +320,16 @@ def test_experiment_report_refuses_a_broken_directory(capsys, tmp_path,
         next((tmp_path / "profiles").iterdir()).write_text("{}")
     assert_one_error_line(*run(capsys, "experiment", "report",
                                "--output-dir", tmp_path))
+
+
+def test_a_report_where_no_migration_finished(tmp_path):
+    """A case repeated at the cliff can time out every time: the report is
+    still written (matplotlib refuses an empty log axis)."""
+    rows = _finish_runs([0.6] * 4, [False] * 4)
+    (csv_path, png, md, rel_png), summary = report.write_report(
+        rows, str(tmp_path), {"date": "2026-12-02 12:00 UTC"})
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    text = open(md).read()
+    assert "| ring | 4 | 4 | 0 | 0.60 | no |" in text
+    assert summary["timed_out"] == 4
