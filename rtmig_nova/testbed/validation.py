@@ -433,20 +433,40 @@ def _send_efficiency(slow, fast, qemu):
     return predicted / measured
 
 
+def _calibrated(calibration, key, required):
+    """calibration[key] as a float: a finite number (a negative setup or
+    switch-over measured as 0).  A required one that is missing or not
+    finite: ValueError; an optional one: None (the default applies)."""
+    value = calibration.get(key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+    if not ok:
+        if required:
+            raise ValueError(f"calibration {key}: {value!r} is not a finite "
+                             f"number")
+        return None
+    return float(value)
+
+
 def model_settings(calibration):
-    """MigrationSettings fields from a :func:`calibrate` result."""
+    """MigrationSettings fields from a :func:`calibrate` result (or its
+    calibration.json, which a user may have edited: every value checked)."""
     if not calibration:
         return {}
-    out = {"setup_time": max(0.0, calibration["setup_time_s"]),
-           "setup_time_sd": calibration.get("setup_time_sd_s") or 0.0,
-           "switchover_time": max(0.0, calibration["switchover_time_s"])}
+    out = {"setup_time": max(0.0, _calibrated(calibration, "setup_time_s",
+                                              True)),
+           "setup_time_sd": max(0.0, _calibrated(
+               calibration, "setup_time_sd_s", False) or 0.0),
+           "switchover_time": max(0.0, _calibrated(
+               calibration, "switchover_time_s", True))}
     if calibration.get("qemu_version"):
         out["qemu_version"] = calibration["qemu_version"]
-    if calibration.get("send_rate_sd"):
-        out["send_rate_sd"] = min(calibration["send_rate_sd"],
-                                  bounds.LOG_SPREAD.high)
-    if calibration.get("link_rate_bytes_per_s"):
-        out["link_rate"] = calibration["link_rate_bytes_per_s"]
+    sd = _calibrated(calibration, "send_rate_sd", False)
+    if sd and sd > 0:
+        out["send_rate_sd"] = min(sd, bounds.LOG_SPREAD.high)
+    link = _calibrated(calibration, "link_rate_bytes_per_s", False)
+    if link and link > 0:
+        out["link_rate"] = link
     return out
 
 

@@ -217,6 +217,25 @@ def test_model_settings_from_a_calibration():
     assert v.model_settings(cal)["setup_time"] == 0.0
 
 
+@pytest.mark.parametrize("key", ["setup_time_s", "switchover_time_s"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), None, "0.3",
+                                 True])
+def test_a_calibration_that_is_not_a_number_is_refused(key, bad):
+    # calibration.json is read back by `experiment report`: NaN is valid
+    # JSON for Python, and max(0.0, nan) had made it a silent 0.
+    cal = {"setup_time_s": 0.3, "switchover_time_s": 0.012, key: bad}
+    with pytest.raises(ValueError, match=f"calibration {key}"):
+        v.model_settings(cal)
+
+
+def test_optional_calibration_values_that_are_not_numbers_are_dropped():
+    cal = {"setup_time_s": 0.3, "switchover_time_s": 0.012,
+           "setup_time_sd_s": float("nan"), "send_rate_sd": float("inf"),
+           "link_rate_bytes_per_s": float("nan")}
+    assert v.model_settings(cal) == {"setup_time": 0.3, "setup_time_sd": 0.0,
+                                     "switchover_time": 0.012}
+
+
 def test_thread_cpu_time_of_a_named_thread():
     with open("/proc/self/comm") as f:
         comm = f.read().strip()
