@@ -336,7 +336,7 @@ def run_out_time(nbytes, send, dt, burst, used=0.0):
     if burst is None:
         return nbytes / send
     window = send * dt
-    burst = max(burst, send)
+    burst = np.maximum(burst, send)         # send: a scalar or an array
     # As if the epoch had begun at the window's start, ``used`` bytes
     # (sent at the burst rate) earlier.
     total = nbytes + used
@@ -352,11 +352,14 @@ def window_left_over(nbytes, send, dt, burst, used=0.0):
     epoch starts with that much of its first window gone.  0 on a link
     shaped to the send rate (``burst`` None: sending is even and the model
     starts each epoch on a fresh window)."""
-    if burst is None or burst <= send:
-        return np.zeros_like(np.asarray(nbytes, dtype=np.float64))
+    nbytes = np.asarray(nbytes, dtype=np.float64)
+    if burst is None:
+        return np.zeros_like(nbytes)
     window = send * dt
-    total = np.asarray(nbytes, dtype=np.float64) + used
-    return total - np.floor(total / window) * window
+    total = nbytes + used
+    # A link no faster than the send rate sends evenly: no burst to carry.
+    return np.where(np.asarray(burst) > send,
+                    total - np.floor(total / window) * window, 0.0)
 
 
 def _checks(bins, st, n, pend):

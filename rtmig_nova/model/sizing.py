@@ -210,8 +210,12 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
 
     def limit_ms_for(bw):
         """Whole ms (an int; an array for an array of bandwidths)."""
+        # The threshold follows the bytes QEMU measured it sent (the send
+        # rate times the host's efficiency); the stop-and-copy runs
+        # unlimited, at the stop rate (MigrationSettings.stop_rate).
         stop = bw if link_rate is None else float(link_rate)
-        ratio = stop / send_rate(bw, ps, check_interval, qemu)
+        ratio = stop / (send_rate(bw, ps, check_interval, qemu) *
+                        float(settings.get("send_efficiency", 1.0)))
         ms = ((max_downtime - switchover) * ps / (ps + PAGE_HEADER_BYTES) *
               ratio * 1000 + 1e-9) // 1
         # QEMU refuses a limit above its maximum (a stop rate far above
@@ -530,7 +534,9 @@ class _MeanPrecopy:
         limit = np.maximum(self.limit_ms_for(bw), 1) / 1000.0
         h = send * limit / self.ps
         stop = bw if self.link_rate is None else float(self.link_rate)
-        stop = np.broadcast_to(stop, bw.shape) * self.efficiency
+        # Unlimited, so not scaled by the send efficiency (as
+        # MigrationSettings.stop_rate).
+        stop = np.broadcast_to(stop, bw.shape)
         out = np.full(bw.shape, np.inf)
         window = send * self.dt                             # bytes
         # The epoch under way: the first pass (every page) unless started

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -351,3 +352,25 @@ def test_bytes_sent_count_the_windows_sent_in_a_burst(guest):
     assert pred.bytes_sent.mean > by_time * 1.01
     assert pred.bytes_sent.mean == pytest.approx(sim.bytes_sent.mean,
                                                  rel=0.01)
+
+
+@pytest.mark.parametrize("efficiency", [0.8, 1.0, 1.5])
+def test_the_planned_downtime_limit_holds_at_any_send_efficiency(
+        guest, efficiency):
+    """QEMU's threshold is the bandwidth it measured x the downtime limit:
+    a host that sends 1.5x the model's rate stops with 1.5x the bytes, so
+    the plan's limit must shrink with it or the downtime breaks
+    max_downtime."""
+    pl = plan(guest, deadline=2.0, max_downtime=0.05, confidence=0.95,
+              link_capacity=1e9, send_efficiency=efficiency,
+              link_rate=400 * MIB)
+    assert pl.feasible, pl.reason
+    assert pl.prediction.downtime.quantile(0.999) <= 0.05
+    # The largest limit that fits: 1 ms more would not.
+    st = pl.prediction.settings
+    worst = (np.ceil(st.threshold_pages(guest.page_size)) - 1) * \
+        (guest.page_size + 8) / st.stop_rate
+    assert worst <= 0.05
+    wider = dataclasses.replace(st, downtime_limit=st.downtime_limit + 0.002)
+    assert (np.ceil(wider.threshold_pages(guest.page_size)) - 1) * \
+        (guest.page_size + 8) / wider.stop_rate > 0.05 * 0.98
