@@ -55,12 +55,14 @@ noqueue, pfifo_fast, fq_codel, mq) is replaced; any other root qdisc is
 foreign and is left alone (:class:`ForeignQdiscError`).
 """
 
+import contextlib
 import dataclasses
 import ipaddress
 import math
 import numbers
 import os
 import socket
+import threading
 
 from rtmig_nova.enforce import privileged
 from rtmig_nova.model import admission
@@ -420,11 +422,39 @@ def _port_blocks(lo, hi):
     return blocks
 
 
+# pyroute2 (0.9) runs every call on an asyncio loop of the OS thread, and
+# asyncio allows one running loop per thread.  Green threads (eventlet, as
+# in Nova's services) share one OS thread: a second netlink session opened
+# while another green thread waits inside one failed with "This event loop
+# is already running".  One session at a time, then.  (Monkey-patched, the
+# lock is a green one; unpatched, an ordinary one: made at first use under
+# each, since a lock made before eventlet patches threading would block
+# the whole OS thread, every green thread with it.)
+_NETLINK_LOCKS = {}
+
+
+def _netlink_lock():
+    try:
+        from eventlet import patcher
+        green = patcher.is_monkey_patched("thread")
+    except ImportError:
+        green = False
+    lock = _NETLINK_LOCKS.get(green)
+    if lock is None:
+        lock = _NETLINK_LOCKS[green] = threading.RLock()
+    return lock
+
+
+@contextlib.contextmanager
 def _ipr(netns):
     from pyroute2 import IPRoute, NetNS
-    if netns is None:
-        return IPRoute()
-    return NetNS(netns, flags=0)       # flags=0: never create it
+    with _netlink_lock():
+        ipr = IPRoute() if netns is None else \
+            NetNS(netns, flags=0)       # flags=0: never create it
+        try:
+            yield ipr
+        finally:
+            ipr.close()
 
 
 def _link_index(ipr, ifname, netns):

@@ -175,6 +175,17 @@ class RTLiveMigrationBase(base.RTMigNovaBase):
         subprocess.run(['ip', 'link', 'set', ifname, 'up'], check=True)
         return ifname
 
+    def assert_unshaped(self, ifname, timeout=20.0):
+        """No shaping left on ``ifname``, within ``timeout`` s: the
+        reservation is released after the migration, in the compute's own
+        green thread, which may not have run when the API reports the
+        server migrated."""
+        end = time.monotonic() + timeout
+        while netshape.show(ifname) is not None and \
+                time.monotonic() < end:
+            time.sleep(0.1)
+        self.assertIsNone(netshape.show(ifname))
+
     def notifications(self, event_type):
         return [msg['payload'] for _ctx, msg, _prio, _retry
                 in _impl_test.NOTIFICATIONS

@@ -254,7 +254,7 @@ class RTLiveMigrationTest(live_migration_base.RTLiveMigrationBase):
         self.assertEqual(CONF.rtmig.link_capacity, htb['link']['rate'])
         self.assertIn('default', htb)
         # the interface is back to the kernel's default qdisc
-        self.assertIsNone(netshape.show(ifname))
+        self.assert_unshaped(ifname)
         self.assertEqual([], self.migration_state_files())
 
     def test_a_foreign_qdisc_refuses_the_migration(self):

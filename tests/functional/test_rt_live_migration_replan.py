@@ -185,7 +185,7 @@ class RTClosedLoopTest(live_migration_base.RTLiveMigrationBase):
                                htb['migration']['rate'], delta=1)
         self.assertAlmostEqual(want['default'][0], htb['default']['rate'],
                                delta=1)
-        self.assertIsNone(netshape.show(ifname))
+        self.assert_unshaped(ifname)
         self.assert_all_released(server)
 
     def test_a_dirty_rate_that_jumps_raises_the_bandwidth(self):
