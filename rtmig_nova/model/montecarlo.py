@@ -14,7 +14,7 @@ analytic model is validated against, and slow where that one is fast."""
 import numpy as np
 
 from rtmig_nova import bounds
-from rtmig_nova.model.analytic import run_out_time
+from rtmig_nova.model.analytic import run_out_time, window_left_over
 from rtmig_nova.model.distribution import Distribution
 from rtmig_nova.model.precopy import PAGE_HEADER_BYTES, ZERO_PAGE_BYTES
 from rtmig_nova.model.prediction import Prediction
@@ -94,15 +94,8 @@ def _epoch(guest, settings, seq, used=0.0):
     tau0 = used / burst if carry else 0.0
     if sent >= seq.size:
         sent, nbytes = seq.size, total
-        if carry:
-            # Run out in window j: its start, then the rest in a burst.
-            j = int(np.searchsorted(budget, total))
-            before = budget[j - 1] if j else 0.0
-            begin = (dt - tau0) + (j - 1) * dt if j else 0.0
-            length = begin + (total - before) / burst
-            used = used + total if j == 0 else total - before
-        else:
-            length = float(run_out_time(total, bw, dt, burst))
+        length = float(run_out_time(total, bw, dt, burst, used))
+        used = float(window_left_over(total, bw, dt, burst, used))
     else:
         length = (dt - tau0) + k * dt
         nbytes = float(cum[sent - 1]) if sent else 0.0
