@@ -337,14 +337,20 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
     first pass and the fixed parts):
 
     ``setup_time_s``      libvirt's job time before QEMU's first page:
-                          time_elapsed - bytes / bandwidth - downtime, at a
-                          bandwidth that bounds the sending (32 MiB/s);
+                          time_elapsed - downtime - the model's pre-copy
+                          time for that idle guest, at a bandwidth that
+                          bounds the sending (32 MiB/s): measured the
+                          way the model adds it (the model's window bursts
+                          end its pre-copy up to a window early, which
+                          time_elapsed - bytes / send rate counted again:
+                          25 ms less here);
     ``switchover_time_s`` the downtime of that migration (its last round
                           is a few pages; not the unbounded one's, whose
                           last round is larger: 74-80 ms against 12-14 ms
                           here);
     ``link_rate_bytes_per_s`` bytes over the sending time of a migration
-                          without a rate limit (libvirt's 8 GiB/s cap):
+                          without a rate limit (libvirt's 8 GiB/s cap),
+                          its stop-and-copy's bytes and time included:
                           what the stop-and-copy runs at;
     ``setup_time_sd_s``   the standard deviation of the setup times;
     ``send_efficiency``   the bytes QEMU sends per second over the model's
@@ -367,7 +373,7 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
     log = log or (lambda msg: None)
     qemu = hosts.qemu_version()
     runs = []
-    bounded = 32 * MIB
+    bounded = BOUNDED_IDLE_BANDWIDTH
     discarded = None
     if warmup:
         log("calibration warm-up")
@@ -383,18 +389,31 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
                              boot_timeout)
         if a is None or b is None or slow is None:
             raise hosts.TestbedError("an idle guest's migration timed out")
-        setup = a["total_time_s"] - a["transferred_bytes"] / \
-            precopy.send_rate(bounded, PAGE_SIZE, qemu_version=qemu) - \
-            a["downtime_s"]
-        sending = b["total_time_s"] - setup - b["downtime_s"]
-        runs.append({"setup_time_s": setup,
-                     "switchover_time_s": a["downtime_s"],
-                     "link_rate_bytes_per_s": (b["transferred_bytes"] /
-                                               sending if sending > 0
-                                               else None),
-                     "send_efficiency": _send_efficiency(
-                         (slow, SLOW_IDLE_BANDWIDTH), (a, bounded), qemu),
-                     "bounded": a, "slow": slow, "unbounded": b})
+        runs.append({"bounded": a, "slow": slow, "unbounded": b})
+    out = derive_calibration(runs, qemu)
+    out["warmup"] = discarded
+    return out
+
+
+def derive_calibration(runs, qemu):
+    """The calibration (see :func:`calibrate`) from its idle migrations:
+    ``runs`` of ``{"bounded":, "slow":, "unbounded":}`` measured
+    statistics (bandwidths :data:`BOUNDED_IDLE_BANDWIDTH`,
+    :data:`SLOW_IDLE_BANDWIDTH` and unbounded), on QEMU ``qemu``.  Each
+    run gains its derived values; the result holds the medians and
+    ``runs``.  Kept apart from the measuring so that a later build derives
+    the same measurements again (:func:`rescore`)."""
+    derived = []
+    for r in runs:
+        a, slow, b = r["bounded"], r["slow"], r["unbounded"]
+        setup, link = _idle_setup_and_link(a, b, qemu)
+        derived.append(dict(r, setup_time_s=setup,
+                            switchover_time_s=a["downtime_s"],
+                            link_rate_bytes_per_s=link,
+                            send_efficiency=_send_efficiency(
+                                (slow, SLOW_IDLE_BANDWIDTH),
+                                (a, BOUNDED_IDLE_BANDWIDTH), qemu)))
+    runs = derived
     out = {"qemu_version": qemu}
     for key in ("setup_time_s", "switchover_time_s",
                 "link_rate_bytes_per_s", "send_efficiency"):
@@ -408,11 +427,96 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
     out["send_rate_sd"] = statistics.stdev(effs) / statistics.median(effs) \
         if len(effs) > 1 else 0.0
     out["runs"] = runs
-    out["warmup"] = discarded
     return out
 
 
-SLOW_IDLE_BANDWIDTH = 8 * MIB   # bytes/s: the calibration's second rate
+# bytes/s: the calibration's rate limits (the bounded one fixes the setup
+# time, the slow one with it the send efficiency)
+BOUNDED_IDLE_BANDWIDTH = 32 * MIB
+SLOW_IDLE_BANDWIDTH = 8 * MIB
+# Rounds of the setup-time / link-rate fixed point (_idle_setup_and_link):
+# the link moves the bounded migration's time by its last window's burst
+# only, so the second round changes the setup by well under a millisecond.
+IDLE_FIXED_POINT_ROUNDS = 3
+
+
+def _idle_precopy_time(measured, bandwidth, qemu, link_rate):
+    """Seconds the model takes to send an idle guest's pre-copy (its
+    migration less the setup and the downtime), ``measured`` its
+    statistics at ``bandwidth`` bytes/s on QEMU ``qemu`` over a link of
+    ``link_rate`` bytes/s (None: shaped to the send rate): the pages QEMU
+    found zero cost a header and a byte, every other page its full size,
+    sent once; the bytes it sent beyond those (pages written while it
+    ran) are added at the send rate."""
+    from rtmig_nova.model import predict
+    from rtmig_nova.model.profile import DirtyProfile
+    page = int(measured.get("page_size_bytes") or PAGE_SIZE)
+    pages = int(measured["memory_bytes"]) // page
+    zero = min(int(measured["constant_pages"]), pages)
+    idle = DirtyProfile.from_histogram([], [], idle_pages=pages,
+                                       zero_pages=zero, page_size=page)
+    pred = predict(idle, bandwidth=bandwidth,
+                   downtime_limit=measured.get("downtime_limit_s") or 0.05,
+                   qemu_version=qemu, link_rate=None if link_rate is None
+                   else max(link_rate, bandwidth))
+    precopy_s = float(pred.total_time.quantile(0.5)) - \
+        float(pred.downtime.quantile(0.5))
+    extra_bytes = measured["transferred_bytes"] - \
+        float(pred.bytes_sent.quantile(0.5))
+    return precopy_s + extra_bytes / precopy.send_rate(
+        bandwidth, page, qemu_version=qemu)
+
+
+def _idle_setup_and_link(bounded, unbounded, qemu):
+    """(setup time s, link rate bytes/s or None) from an idle guest's
+    migrations at :data:`BOUNDED_IDLE_BANDWIDTH` and without a rate
+    limit: the setup is what the bounded one took beyond the model's
+    pre-copy and its downtime, so that the model given this setup
+    predicts it (the model's own window bursts and stop-and-copy are in
+    its pre-copy time, not counted twice); the link rate is the unbounded
+    one's bytes over its sending time, its stop-and-copy's included.  The two depend on each other
+    through the bounded migration's last burst: a fixed point."""
+    setup = bounded["total_time_s"] - bounded["downtime_s"] - \
+        bounded["transferred_bytes"] / precopy.send_rate(
+            BOUNDED_IDLE_BANDWIDTH, PAGE_SIZE, qemu_version=qemu)
+    link = None
+    for _ in range(IDLE_FIXED_POINT_ROUNDS):
+        # The stop-and-copy's bytes go at the link's rate too: only the
+        # switch-over's fixed part (the bounded one's downtime: a few
+        # pages) is not sending.
+        sending = unbounded["total_time_s"] - max(setup, 0.0) - \
+            bounded["downtime_s"]
+        link = unbounded["transferred_bytes"] / sending if sending > 0 \
+            else None
+        setup = bounded["total_time_s"] - bounded["downtime_s"] - \
+            _idle_precopy_time(bounded, BOUNDED_IDLE_BANDWIDTH, qemu, link)
+    return setup, link
+
+
+def recalibrated(calibration):
+    """``calibration`` (a calibration.json) with its derived values made
+    again by this build from the idle migrations it kept
+    (:func:`derive_calibration`); as it is when it kept none that can be
+    read (an edited or hand-written calibration)."""
+    if not isinstance(calibration, dict):
+        return calibration
+    runs, qemu = calibration.get("runs"), calibration.get("qemu_version")
+    keys = ("total_time_s", "downtime_s", "transferred_bytes",
+            "memory_bytes", "constant_pages")
+    legs = ("bounded", "slow", "unbounded")
+
+    def readable(r):
+        return isinstance(r, dict) and all(
+            isinstance(r.get(leg), dict) and all(
+                isinstance(r[leg].get(k), (int, float)) and
+                not isinstance(r[leg].get(k), bool) and
+                math.isfinite(r[leg][k]) for k in keys) for leg in legs)
+    if not (isinstance(runs, list) and runs and isinstance(qemu, str) and
+            all(readable(r) for r in runs)):
+        return calibration
+    out = dict(calibration)
+    out.update(derive_calibration(runs, qemu))
+    return out
 
 
 def _send_efficiency(slow, fast, qemu):
@@ -525,7 +629,7 @@ def rescore(rows, profile_dir, calibration, models=MODELS):
     its profile (it failed before the capture) is kept as it was.
     Returns the new rows."""
     from rtmig_nova.model.profile import DirtyProfile
-    settings = model_settings(calibration)
+    settings = model_settings(recalibrated(calibration))
     out = []
     for row in rows:
         path = profile_path(profile_dir, row["workload"],
