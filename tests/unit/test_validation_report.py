@@ -4,6 +4,7 @@ No testbed here (tests/testbed/test_validation.py runs the real thing);
 the rows are made up so that every error is known."""
 
 import os
+import statistics
 import threading
 
 import pytest
@@ -404,3 +405,24 @@ def test_a_kept_calibration_is_derived_again_by_this_build():
                  dict(stale, runs=[{"bounded": {}}]),
                  dict(stale, qemu_version=None)):
         assert v.recalibrated(kept) == kept
+
+
+def test_a_spread_from_few_calibration_runs_is_widened_to_the_predictive():
+    # t(2) at 95% is 2.920, t(9) 1.833, the normal's 1.645: the next
+    # value's 5-95% range from three samples is twice the samples' own.
+    assert v.predictive_sd(0.01, 3) == pytest.approx(
+        0.01 * 2.920 * (4 / 3) ** 0.5 / 1.6449, rel=1e-3)
+    assert v.predictive_sd(0.01, 10) == pytest.approx(
+        0.01 * 1.833 * 1.1 ** 0.5 / 1.6449, rel=1e-3)
+    assert v.predictive_sd(0.01, 10 ** 6) == pytest.approx(0.01, rel=1e-3)
+    assert v.predictive_sd(0.01, 1) == v.predictive_sd(0.0, 5) == 0.0
+    setup = [0.15, 0.17, 0.2]
+    runs = [{"bounded": _idle_migration(v.BOUNDED_IDLE_BANDWIDTH, s, 2.4e8),
+             "slow": _idle_migration(v.SLOW_IDLE_BANDWIDTH, s, 2.4e8),
+             "unbounded": _idle_migration(8192 * v.MIB, s, 2.4e8)}
+            for s in setup]
+    cal = v.derive_calibration(runs, "10.0")
+    sample = statistics.stdev(setup)
+    assert cal["setup_time_sample_sd_s"] == pytest.approx(sample, abs=1e-3)
+    assert cal["setup_time_sd_s"] == pytest.approx(
+        v.predictive_sd(cal["setup_time_sample_sd_s"], 3))
