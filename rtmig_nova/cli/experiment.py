@@ -247,12 +247,7 @@ def cmd_experiment_validate(args, defaults):
                        f"a twin of the migrated guest",
             "machine": f"{os.cpu_count()} cores, accel TCG"}
     if calibration:
-        meta["calibration (idle guest, medians)"] = (
-            f"setup {calibration['setup_time_s'] * 1000:.0f} ms (sd "
-            f"{calibration['setup_time_sd_s'] * 1000:.0f} ms), switch-over "
-            f"{calibration['switchover_time_s'] * 1000:.1f} ms, link "
-            f"{(calibration['link_rate_bytes_per_s'] or 0) / v.MIB:.0f} MiB/s"
-            f" (used by every model)")
+        meta[CALIBRATION_META] = _calibration_line(calibration)
     # Kept before the report is drawn: with them `experiment report` can
     # score the runs again whatever happens to the report.
     with open(os.path.join(args.output_dir, "calibration.json"), "w") as f:
@@ -265,6 +260,24 @@ def cmd_experiment_validate(args, defaults):
 
 
 META_FILE = "meta.json"     # the report's setup lines, for a re-score
+# meta.json's line on the calibration the models were given.
+CALIBRATION_META = "calibration (idle guest, medians)"
+
+
+def _calibration_line(calibration):
+    """The report's line on ``calibration`` (a calibration.json)."""
+    from rtmig_nova.testbed import validation as v
+
+    def ms(key, digits=0):
+        value = calibration.get(key)
+        return "?" if not isinstance(value, (int, float)) \
+            else f"{value * 1000:.{digits}f}"
+    link = calibration.get("link_rate_bytes_per_s")
+    link = f"{link / v.MIB:.0f} MiB/s" if isinstance(link, (int, float)) \
+        else "?"
+    return (f"setup {ms('setup_time_s')} ms (sd {ms('setup_time_sd_s')} "
+            f"ms), switch-over {ms('switchover_time_s', 1)} ms, link "
+            f"{link} (used by every model)")
 
 
 def cmd_experiment_report(args, defaults):
@@ -298,8 +311,16 @@ def cmd_experiment_report(args, defaults):
     meta["re-scored"] = datetime.datetime.now(
         datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     try:
-        rows = v.rescore(rows, os.path.join(out, "profiles"), calibration)
+        # Its derived values made again by this build, from the idle
+        # migrations it keeps, and kept with them.
+        derived = v.recalibrated(calibration)
+        if derived:
+            meta[CALIBRATION_META] = _calibration_line(derived)
+        rows = v.rescore(rows, os.path.join(out, "profiles"), derived)
         paths, summary = report.write_report(rows, out, meta)
+        if derived != calibration:
+            with open(os.path.join(out, "calibration.json"), "w") as f:
+                json.dump(derived, f, indent=1)
     except (ProfileError, KeyError, TypeError, ValueError, ArithmeticError,
             AttributeError) as e:
         raise CliError(f"--output-dir: {out}: cannot re-score: "
