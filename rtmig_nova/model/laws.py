@@ -137,6 +137,7 @@ SATURATED_WINDOW = 0.1                                        # s
 SATURATED_POISSON_RATE = -math.log(1e-3) / SATURATED_WINDOW   # writes/s
 SATURATED_PERIODIC_RATE = 1.0 / SATURATED_WINDOW              # writes/s
 
+
 def poisson_fit(dirty, tau, raw=False):
     """Per-row Poisson MLE rate (writes/s) and the supremum of the
     log-likelihood (nats) for rows of a boolean matrix ``dirty`` (pages x

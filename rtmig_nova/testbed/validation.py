@@ -504,8 +504,9 @@ def _idle_setup_and_link(bounded, unbounded, qemu):
     pre-copy and its downtime, so that the model given this setup
     predicts it (the model's own window bursts and stop-and-copy are in
     its pre-copy time, not counted twice); the link rate is the unbounded
-    one's bytes over its sending time, its stop-and-copy's included.  The two depend on each other
-    through the bounded migration's last burst: a fixed point."""
+    one's bytes over its sending time, its stop-and-copy's included.  The
+    two depend on each other through the bounded migration's last burst:
+    a fixed point."""
     setup = bounded["total_time_s"] - bounded["downtime_s"] - \
         bounded["transferred_bytes"] / precopy.send_rate(
             BOUNDED_IDLE_BANDWIDTH, PAGE_SIZE, qemu_version=qemu)
