@@ -17,7 +17,6 @@ from oslo_messaging.notify import _impl_test
 from rtmig_nova import conf
 from rtmig_nova import planning
 from rtmig_nova.enforce import deadline
-from rtmig_nova.enforce import netshape
 from rtmig_nova.enforce import reservation
 from rtmig_nova.model import DirtyProfile
 from tests.functional import base
