@@ -24,6 +24,7 @@ import numpy as np
 from rtmig_nova import bounds
 from rtmig_nova import safeio
 from rtmig_nova.model import laws as _laws
+from rtmig_nova.model import shrinkage as _shrinkage
 
 FORMAT_NAME = "rtmig-dirty-profile"
 FORMAT_VERSION = 2
@@ -323,6 +324,10 @@ class DirtyProfile:
                                  f"0..{total_pages - 1}")
         active, rows, inv, pages = _patterns(obs, total_pages)
         prate, plaw, report = _laws.estimate(rows, pages, tau)
+        # Each Poisson page's rate given every page's pattern, not its own
+        # alone (whose scatter lowers long windows' dirty pages).
+        prate, shrunk = _shrinkage.posterior_rates(rows, pages, tau, prate,
+                                                   plaw)
         rates = np.zeros(total_pages)
         rates[active] = prate[inv]
         page_laws = None
@@ -331,7 +336,8 @@ class DirtyProfile:
             page_laws[active] = plaw[inv]
         meta = {"source": "observations", "coarse": False,
                 "observed_intervals": m,
-                "observed_seconds": float(tau.sum()), "laws": report}
+                "observed_seconds": float(tau.sum()), "laws": report,
+                "rates": "empirical Bayes", "shrunk_pages": shrunk}
         if m <= MAX_KEPT_INTERVALS:
             # What each interval saw: the spread of the write intensity
             # between intervals (model.uncertainty) is read from these.
