@@ -277,7 +277,9 @@ class DirtyProfile:
     @classmethod
     def from_observations(cls, observations, intervals, total_pages,
                           page_size=4096, zero_pages=0, metadata=None):
-        """Maximum-likelihood rates from observed dirty page sets.
+        """Rates from observed dirty page sets: each page's maximum
+        likelihood rate, then for Poisson pages the posterior mean given
+        every page's pattern (:mod:`.shrinkage`).
 
         :param observations: one entry per observed interval: the indices of
             the pages found dirty (written at least once) in that interval,
