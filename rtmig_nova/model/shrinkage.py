@@ -38,7 +38,7 @@ EM_ROUNDS = 300
 # Patterns G is fitted on at most (drawn by pages): the fit's error is
 # then well under the pages' own scatter; every pattern gets its
 # posterior mean.
-FIT_PATTERNS = 20000
+FIT_PATTERNS = 4096
 CHUNK = 1 << 15                 # patterns per block of the posterior pass
 # Pages below which G is not estimated (each page keeps its own fit): a
 # handful of pages says nothing about how the rates spread, and a page
