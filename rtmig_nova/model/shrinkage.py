@@ -22,6 +22,7 @@ Only Poisson pages are shrunk, of a profile with at least
 :data:`MIN_PAGES` of them, and not those dirty in every interval
 (their rate is the saturated floor, a rule of its own: :mod:`.laws`),
 though they are part of G.
+
 A page's likelihood is its pattern's, not its pattern's given it was seen
 at least once, though only pages seen are in the data.  Conditioned, the
 fit would expect slow pages that went unseen and pull the seen ones down:
