@@ -343,7 +343,7 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
                           way the model adds it (the model's window bursts
                           end its pre-copy up to a window early, which
                           time_elapsed - bytes / send rate counted again:
-                          25 ms less here);
+                          14 ms less on the kept calibration);
     ``switchover_time_s`` the downtime of that migration (its last round
                           is a few pages; not the unbounded one's, whose
                           last round is larger: 74-80 ms against 12-14 ms
@@ -655,12 +655,13 @@ def rescore(rows, profile_dir, calibration, models=MODELS):
     """The CSV rows (:func:`report.read_csv
     <rtmig_nova.testbed.report.read_csv>`) of an experiment with every
     model's predictions made again, by this build, from each run's kept
-    profile (:func:`profile_path`) and the experiment's calibration; the
+    profile (:func:`profile_path`) and the experiment's calibration (pass
+    it through :func:`recalibrated` for this build's derivation); the
     measurements and the abort time each run had are kept.  A run without
     its profile (it failed before the capture) is kept as it was.
     Returns the new rows."""
     from rtmig_nova.model.profile import DirtyProfile
-    settings = model_settings(recalibrated(calibration))
+    settings = model_settings(calibration)
     out = []
     for row in rows:
         path = profile_path(profile_dir, row["workload"],
