@@ -76,7 +76,8 @@ def add_parser(sub, common, add_json_option):
     q.add_argument("--capture-duration", metavar="DUR",
                    default="%gs" % v.DEFAULT_CAPTURE_S,
                    help="probe migration per run (default: %(default)s)")
-    q.add_argument("--calibration-runs", metavar="N", default="3",
+    q.add_argument("--calibration-runs", metavar="N",
+                   default=str(v.DEFAULT_CALIBRATION_RUNS),
                    help="idle-guest migrations that measure the host's "
                         "setup time, switch-over time and link rate first "
                         "(0: none, the models then use the [rtmig] "

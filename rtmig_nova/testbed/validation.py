@@ -44,7 +44,7 @@ from rtmig_nova.model import precopy
 from rtmig_nova.testbed import guest as guest_mod
 from rtmig_nova.testbed import hosts
 from rtmig_nova.testbed.cases import (  # noqa: F401  (also offered here)
-    DEFAULT_CAPTURE_S, DEFAULT_DOWNTIME_LIMIT,
+    DEFAULT_CALIBRATION_RUNS, DEFAULT_CAPTURE_S, DEFAULT_DOWNTIME_LIMIT,
     DEFAULT_PROBE_BANDWIDTH, DEFAULT_REPETITIONS, DEFAULT_WORKLOADS, IDLE,
     MIB, PROBE_FIRST_PASS_BANDWIDTH, Workload)
 
@@ -719,7 +719,7 @@ def run_experiment(workdir, boot_files, runs,
                    capture_s=DEFAULT_CAPTURE_S,
                    probe_bandwidth=DEFAULT_PROBE_BANDWIDTH,
                    boot_timeout=BOOT_TIMEOUT, progress=None, log=None,
-                   calibration_runs=3, profile_dir=None):
+                   calibration_runs=DEFAULT_CALIBRATION_RUNS, profile_dir=None):
     """Bring the testbed up in ``workdir``, calibrate the host's fixed
     costs (:func:`calibrate`, ``calibration_runs`` times; 0: none), do
     every run of ``runs`` (from :func:`plan_runs`) with them, tear it down
