@@ -22,6 +22,7 @@ a second, ``rtmig-workload NAME key=value ...``; :func:`parse_status`
 reads one.
 """
 
+import ipaddress
 import os
 import re
 import time
@@ -30,13 +31,15 @@ from xml.etree import ElementTree as ET
 # The rtmig.* parameters each workload program takes (besides "workload").
 WORKLOAD_PARAMS = {
     "video": ("width", "height", "frame", "ring", "mem", "meta",
-              "period_us", "duration", "check"),
+              "period_us", "duration", "check", "dest", "port", "stream",
+              "packet"),
     "uniform": ("mem", "rate", "batch_us", "seed", "duration", "switch_s",
                 "rate_after", "check"),
     "zipf": ("mem", "rate", "s", "scatter", "batch_us", "seed",
              "duration", "check"),
     "ring": ("mem", "rate", "record", "hot", "batch_us", "duration",
              "check"),
+    "burn": ("threads", "duration"),
 }
 _VALUE_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 _STATUS_RE = re.compile(r"rtmig-workload (\w+)((?: \w+=\S+)+)")
@@ -112,12 +115,14 @@ def _format(key, value):
 
 
 def kernel_cmdline(workload=None, mem=None, *, console="ttyS0", quiet=True,
-                   extra=(), **params):
+                   address=None, extra=(), **params):
     """The kernel command line of a guest running ``workload`` (None: an
     idle guest) on a working set of ``mem`` bytes (an int, or a size such as
     "8M"; None: the program's default) with the workload's other
     parameters as keyword arguments, e.g.
-    ``kernel_cmdline("uniform", "8M", rate=5000)``.  ``extra`` are more
+    ``kernel_cmdline("uniform", "8M", rate=5000)``.  ``address``: the
+    guest's IPv4 address with its prefix, "10.77.0.10/24", for ``eth0``
+    (a guest with an interface, see :func:`domain_xml`).  ``extra`` are more
     kernel words.  ``panic=-1``: a guest whose init dies reboots at once,
     which ends QEMU run with ``-no-reboot`` and a libvirt domain whose
     on_reboot is destroy."""
@@ -139,15 +144,23 @@ def kernel_cmdline(workload=None, mem=None, *, console="ttyS0", quiet=True,
         if mem is not None:
             words.append(_format("mem", mem))
         words += [_format(k, v) for k, v in params.items()]
+    if address is not None:
+        iface = ipaddress.IPv4Interface(address)
+        words += [_format("ip", iface.ip), _format("prefix",
+                                                   iface.network.prefixlen)]
     words += [str(w) for w in extra]
     return " ".join(words)
 
 
 def domain_xml(name, kernel, initrd, memory_mib, vcpus, cmdline,
-               domain_type="qemu", machine="pc", console_log=None):
+               domain_type="qemu", machine="pc", console_log=None,
+               bridge=None, mac=None):
     """A libvirt domain of ``domain_type`` ("qemu": TCG; "kvm" where KVM
     works) booting ``kernel`` and ``initrd`` directly with ``cmdline``:
-    no disk, no network, ACPI (so the guest can power off), a pty serial
+    no disk, no network unless ``bridge`` names a Linux bridge (then one
+    virtio-net interface on it, MAC ``mac`` or libvirt's choice; the
+    bridge must exist under that name on both hosts of a migration), ACPI
+    (so the guest can power off), a pty serial
     port that is also the console, no balloon.  The guest stops for good
     on power-off, reboot or crash.  For a migration the kernel and initrd
     paths must exist on both hosts.  ``console_log``: a file virtlogd
@@ -171,6 +184,12 @@ def domain_xml(name, kernel, initrd, memory_mib, vcpus, cmdline,
     for event in ("on_poweroff", "on_reboot", "on_crash"):
         ET.SubElement(dom, event).text = "destroy"
     devices = ET.SubElement(dom, "devices")
+    if bridge is not None:
+        iface = ET.SubElement(devices, "interface", type="bridge")
+        ET.SubElement(iface, "source", bridge=str(bridge))
+        if mac is not None:
+            ET.SubElement(iface, "mac", address=str(mac))
+        ET.SubElement(iface, "model", type="virtio")
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "target", port="0")
     if console_log is not None:

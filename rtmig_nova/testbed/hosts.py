@@ -13,6 +13,15 @@ Test tooling for the real testbed (issue 3), run as root:
 * a veth pair joins them: ``rtmtb-a`` 10.77.0.1/24 in the root namespace,
   ``rtmtb-b`` 10.77.0.2/24 in the namespace ``rtmtb-ns``.  Its rate can be
   shaped with an HTB qdisc on both ends (set with the ``tc`` command).
+* with ``lan=True``, one Ethernet segment for guests and a client: each
+  end of the veth is a port of a bridge ``rtmtb-br`` (which then holds the
+  host's address), a guest's virtio-net interface joins the bridge of the
+  host it runs on (:meth:`Testbed.start_guest` ``address=``), and a third
+  namespace ``rtmtb-cl`` holds a client at 10.77.0.3 behind host B's
+  bridge.  Traffic from a guest on A to the client crosses the veth, and
+  so its shaping, like the migration; after the migration it stays on B.
+  QEMU's announce after the switch-over teaches the bridges where the
+  guest's MAC now is.
 
 B's cgroups: ``ip netns exec`` remounts ``/sys``, which hides the cgroup
 hierarchies, so a libvirtd started that way runs its domains without
@@ -66,6 +75,14 @@ PREFIXLEN = 24
 URI_A = "qemu:///system"
 URI_B = "qemu+tcp://%s/system" % IP_B
 MIGRATE_URI = "tcp://%s" % IP_B
+BRIDGE = "rtmtb-br"             # lan=True: on A and in B's namespace
+CLIENT_NETNS = "rtmtb-cl"
+VETH_C = "rtmtb-c"              # in B's namespace, a port of B's bridge
+VETH_CLIENT = "rtmtb-cc"        # in the client's namespace
+IP_CLIENT = "10.77.0.3"
+GUEST_IPS = ["10.77.0.%d" % i for i in range(16, 64)]
+# Locally administered unicast MACs for guests, 52:54:00 as libvirt's own
+GUEST_MAC_PREFIX = "52:54:00:77"
 LIBVIRTD_TCP_PORT = 16509
 DOMAIN_PREFIX = "rtmtb-"
 HOSTNAME_B = "rtmtb-hostb"
@@ -127,6 +144,11 @@ def _in_b(*argv):
     return ["ip", "netns", "exec", NETNS] + list(argv)
 
 
+def in_client(*argv):
+    """``argv`` run in the client's namespace (``lan=True``)."""
+    return ["ip", "netns", "exec", CLIENT_NETNS] + list(argv)
+
+
 # Seconds a single libvirt call of the testbed may take before it is given up
 # (libvirt itself waits 30 s at most for a domain's job lock).
 CALL_TIMEOUT = 35.0
@@ -154,8 +176,8 @@ def _bounded(fn, timeout):
     return box.get("value")
 
 
-def _netns_exists():
-    return os.path.exists(os.path.join("/run/netns", NETNS))
+def _netns_exists(name=NETNS):
+    return os.path.exists(os.path.join("/run/netns", name))
 
 
 def _link_exists(name):
@@ -592,11 +614,17 @@ def _cleanup(workdir):
         # Politely first; killing B's processes below is what counts.
         _destroy_domains(URI_B, [], timeout=10.0)
     _kill_host_b(workdir, errors)
+    _remove_client(errors)
     if _netns_exists():
         try:
             _run(["ip", "netns", "del", NETNS])
         except TestbedError as exc:
             errors.append(str(exc))
+    if _link_exists(BRIDGE):
+        res = _run(["ip", "link", "del", BRIDGE], check=False)
+        if res.returncode != 0 and _link_exists(BRIDGE):
+            errors.append("ip link del %s: %s"
+                          % (BRIDGE, res.stderr.strip()))
     if _link_exists(VETH_A):
         # Usually gone with the namespace already (asynchronously).
         res = _run(["ip", "link", "del", VETH_A], check=False)
@@ -621,11 +649,56 @@ def leftovers(workdir=None, lock_timeout=120):
         return _leftovers(workdir)
 
 
+def guest_mac(address):
+    """The MAC of the testbed guest at ``address`` (one of
+    :data:`GUEST_IPS`): :data:`GUEST_MAC_PREFIX` and its last two bytes."""
+    last = [int(x) for x in address.split(".")[2:]]
+    return "%s:%02x:%02x" % (GUEST_MAC_PREFIX, last[0], last[1])
+
+
+def _make_lan():
+    """The bridges on A and B (the veth's ends their ports) and the
+    client's namespace behind B's bridge; no addresses (the caller puts
+    the hosts' on the bridges)."""
+    for prefix in ([], _in_b()):
+        # forward_delay 0: a port forwards at once (no STP here)
+        _run(prefix + ["ip", "link", "add", BRIDGE, "type", "bridge",
+                       "forward_delay", "0", "stp_state", "0"])
+    _run(["ip", "link", "set", VETH_A, "master", BRIDGE])
+    _run(_in_b("ip", "link", "set", VETH_B, "master", BRIDGE))
+    _run(["ip", "netns", "add", CLIENT_NETNS])
+    _run(_in_b("ip", "link", "add", VETH_C, "type", "veth", "peer", "name",
+               VETH_CLIENT, "netns", CLIENT_NETNS))
+    _run(_in_b("ip", "link", "set", VETH_C, "master", BRIDGE))
+    _run(_in_b("ip", "link", "set", VETH_C, "up"))
+    for prefix in ([], _in_b()):
+        _run(prefix + ["ip", "link", "set", BRIDGE, "up"])
+    _run(in_client("ip", "addr", "add", "%s/%d" % (IP_CLIENT, PREFIXLEN),
+                   "dev", VETH_CLIENT))
+    _run(in_client("ip", "link", "set", VETH_CLIENT, "up"))
+    _run(in_client("ip", "link", "set", "lo", "up"))
+
+
+def _remove_client(errors):
+    """Kill what runs in the client's namespace, then remove it."""
+    if not _netns_exists(CLIENT_NETNS):
+        return
+    res = _run(["ip", "netns", "pids", CLIENT_NETNS], check=False)
+    for pid in res.stdout.split():
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    try:
+        _run(["ip", "netns", "del", CLIENT_NETNS])
+    except TestbedError as exc:
+        errors.append(str(exc))
+
+
 def _leftovers(workdir):
     found = []
-    if _netns_exists():
-        found.append("netns %s" % NETNS)
-    for name in (VETH_A,):
+    for ns in (NETNS, CLIENT_NETNS):
+        if _netns_exists(ns):
+            found.append("netns %s" % ns)
+    for name in (VETH_A, BRIDGE):
         if _link_exists(name):
             found.append("link %s" % name)
     pids = host_b_pids(workdir)
@@ -678,11 +751,14 @@ class Testbed:
     migrate_uri = MIGRATE_URI
     domain_prefix = DOMAIN_PREFIX
 
-    def __init__(self, workdir, rate_bytes_per_s=None, cgroups=True):
+    def __init__(self, workdir, rate_bytes_per_s=None, cgroups=True,
+                 lan=False):
         self.workdir = os.path.abspath(workdir)
         self.dir_b = os.path.join(self.workdir, SUBDIR)
         self.rate_bytes_per_s = rate_bytes_per_s
         self.cgroups = cgroups
+        self.lan = lan
+        self.guest_addresses = {}   # domain name -> its IPv4 address
         self.timings = {}
         self.console_logs = {}      # domain name -> its console log
 
@@ -705,11 +781,15 @@ class Testbed:
         _run(["ip", "netns", "add", NETNS])
         _run(["ip", "link", "add", VETH_A, "type", "veth",
               "peer", "name", VETH_B, "netns", NETNS])
+        dev_a, dev_b = VETH_A, VETH_B
+        if self.lan:
+            _make_lan()
+            dev_a = dev_b = BRIDGE
         _run(["ip", "addr", "add", "%s/%d" % (IP_A, PREFIXLEN),
-              "dev", VETH_A])
+              "dev", dev_a])
         _run(["ip", "link", "set", VETH_A, "up"])
         _run(_in_b("ip", "addr", "add", "%s/%d" % (IP_B, PREFIXLEN),
-                   "dev", VETH_B))
+                   "dev", dev_b))
         _run(_in_b("ip", "link", "set", VETH_B, "up"))
         _run(_in_b("ip", "link", "set", "lo", "up"))
         if self.rate_bytes_per_s:
@@ -778,7 +858,8 @@ class Testbed:
     # ---------------------------------------------------------- guests
 
     def start_guest(self, kernel, initrd, cmdline, memory_mib=128, vcpus=1,
-                    name=None, domain_type="qemu", console_log=None):
+                    name=None, domain_type="qemu", console_log=None,
+                    address=None):
         """Start a transient testbed guest on host A booting ``kernel`` and
         ``initrd`` (paths readable by QEMU's user on both hosts) with the
         kernel command line ``cmdline`` (see
@@ -787,18 +868,37 @@ class Testbed:
         tail unless given), so that down() removes it whatever happens.
         ``console_log``: a file that gets the guest's serial console (on
         both hosts: give a path outside the directories host B has its own
-        copy of, see :data:`_PRIVATE_DIRS`)."""
+        copy of, see :data:`_PRIVATE_DIRS`).  ``address``: an IPv4
+        address of :data:`GUEST_IPS` for a guest on the LAN (a testbed
+        made with ``lan=True``; ``cmdline`` must give the guest the same
+        address, see :func:`~rtmig_nova.testbed.guest.kernel_cmdline`):
+        the guest gets a virtio-net interface on the bridge, with a MAC
+        derived from the address."""
         from rtmig_nova.testbed import guest
         name = name or DOMAIN_PREFIX + uuid.uuid4().hex[:8]
         if not name.startswith(DOMAIN_PREFIX):
             raise TestbedError("a testbed guest's name starts with %r: %r"
                                % (DOMAIN_PREFIX, name))
+        bridge = mac = None
+        if address is not None:
+            if not self.lan:
+                raise TestbedError("a guest address needs a testbed made "
+                                   "with lan=True")
+            if address not in GUEST_IPS:
+                raise TestbedError("guest address %s is not one of the "
+                                   "testbed's %s-%s" % (
+                                       address, GUEST_IPS[0],
+                                       GUEST_IPS[-1]))
+            if address in self.guest_addresses.values():
+                raise TestbedError("guest address %s is taken" % address)
+            bridge, mac = BRIDGE, guest_mac(address)
         libvirt = _quiet_libvirt()
         conn = libvirt.open(URI_A)
         try:
             conn.createXML(guest.domain_xml(
                 name, kernel, initrd, memory_mib, vcpus, cmdline,
-                domain_type=domain_type, console_log=console_log), 0)
+                domain_type=domain_type, console_log=console_log,
+                bridge=bridge, mac=mac), 0)
         except libvirt.libvirtError as exc:
             raise TestbedError("starting guest %s on host A: %s"
                                % (name, " ".join(str(exc).split())))
@@ -806,6 +906,8 @@ class Testbed:
             conn.close()
         if console_log is not None:
             self.console_logs[name] = console_log
+        if address is not None:
+            self.guest_addresses[name] = address
         return name
 
     # ---------------------------------------------------------- shaping
@@ -852,7 +954,8 @@ class Testbed:
     # ---------------------------------------------------------- migration
 
     def migrate(self, domain_name, bandwidth_bytes_per_s=None,
-                downtime_limit_s=None, timeout=60, check_guest=True):
+                downtime_limit_s=None, timeout=60, check_guest=True,
+                auto_converge=False, downtime_steps=None):
         """Live-migrate the running domain ``domain_name`` from A to B.
 
         Peer-to-peer (A's libvirtd drives it, as Nova does:
@@ -863,7 +966,13 @@ class Testbed:
         takes whole MiB/s, so it is rounded to the nearest MiB/s (>= 1).
         ``downtime_limit_s``: QEMU's downtime limit, seconds (set with
         migrateSetMaxDowntime, whole ms, before the migration starts;
-        checked once the job runs).  ``timeout``: seconds; then the job is
+        checked once the job runs).  ``downtime_steps``: Nova's schedule
+        instead, ``(delay_s, limit_ms)`` pairs (as
+        ``nova.virt.libvirt.migration.downtime_steps`` yields them): each
+        limit is set once the job has run ``delay_s``, as Nova's monitor
+        does.  ``auto_converge``: VIR_MIGRATE_AUTO_CONVERGE (QEMU throttles
+        the guest's vCPUs when the pre-copy does not converge).
+        ``timeout``: seconds; then the job is
         aborted (abortJob), the domain stays on A, and
         :class:`MigrationTimeout` is raised (unless the migration completed
         before the abort took effect: then it returns as usual).
@@ -895,6 +1004,9 @@ class Testbed:
         ``bandwidth_limit_bytes_per_s``  the cap applied (MiB multiple)
         ``downtime_limit_s``  the limit read back from the source, s
         ``max_iteration_seen``  highest iteration seen while polling
+        ``started_at``        time.monotonic() when the migration started
+        ``progress``          (seconds since the start, bytes sent,
+                              iteration) of every poll (every 50 ms)
         ``guest_check``       the integrity check's IntegrityCheck, or None
         ``libvirt``           the raw jobStats dict (ms, bytes, ...)
         """
@@ -912,10 +1024,18 @@ class Testbed:
                 params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = mib
                 limit_bps = mib * MIB
             want_ms = None
+            steps = list(downtime_steps or ())
+            if steps and downtime_limit_s is not None:
+                raise TestbedError("give downtime_limit_s or "
+                                   "downtime_steps, not both")
+            if steps:
+                downtime_limit_s = steps.pop(0)[1] / 1000.0
             if downtime_limit_s is not None:
                 want_ms = max(1, int(round(downtime_limit_s * 1000)))
                 dom.migrateSetMaxDowntime(want_ms, 0)
             flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+            if auto_converge:
+                flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
             box = {}
 
             def run():
@@ -942,6 +1062,7 @@ class Testbed:
             worker.start()
             deadline = start + timeout
             last, max_iter, got_ms = {}, 0, None
+            progress = []
             while worker.is_alive():
                 worker.join(0.05)
                 if not worker.is_alive():
@@ -956,6 +1077,15 @@ class Testbed:
                     last = sample
                     max_iter = max(max_iter,
                                    sample.get("memory_iteration", 0))
+                    progress.append((time.monotonic() - start,
+                                     sample.get("data_processed", 0),
+                                     sample.get("memory_iteration", 0)))
+                    while steps and time.monotonic() - start >= steps[0][0]:
+                        want_ms = max(1, int(steps.pop(0)[1]))
+                        with contextlib.suppress(libvirt.libvirtError,
+                                                 TimeoutError):
+                            _bounded(lambda: dom.migrateSetMaxDowntime(
+                                want_ms, 0), CALL_TIMEOUT)
                     if want_ms is not None and got_ms is None:
                         got_ms = _read_downtime(dom, libvirt)
                         if got_ms is not None and got_ms != want_ms:
@@ -989,7 +1119,8 @@ class Testbed:
                    downtime_limit_s=(None if got_ms is None
                                      else got_ms / 1000.0),
                    max_iteration_seen=max(max_iter,
-                                          out.get("iterations") or 0))
+                                          out.get("iterations") or 0),
+                   started_at=start, progress=progress)
         if want_ms is not None and got_ms is None:
             out["downtime_limit_s"] = want_ms / 1000.0
         out["guest_check"] = None
@@ -1068,7 +1199,7 @@ def _si_stats(raw):
 # --------------------------------------------------------------- API
 
 def up(workdir, rate_bytes_per_s=None, cgroups=True, timeout=60,
-       lock_timeout=120):
+       lock_timeout=120, lan=False):
     """Bring the testbed up and return its :class:`Testbed`.
 
     First removes what an earlier (crashed) run left: testbed domains on
@@ -1076,7 +1207,9 @@ def up(workdir, rate_bytes_per_s=None, cgroups=True, timeout=60,
     its qdiscs), B's cgroups.  ``workdir`` holds host B's configuration,
     state and logs (recreated; not under /run, /etc/libvirt or
     /var/*/libvirt).  ``rate_bytes_per_s`` shapes the veth (see
-    :meth:`Testbed.shape`).  If bringing up fails, what was made is
+    :meth:`Testbed.shape`).  ``lan``: the guests' and the client's
+    Ethernet segment (see the module doc).  If bringing up fails, what was
+    made is
     removed again before the error propagates.
 
     Only one testbed can exist on a machine: up() holds a lock
@@ -1091,7 +1224,7 @@ def up(workdir, rate_bytes_per_s=None, cgroups=True, timeout=60,
             raise TestbedError("leftovers of an earlier run could not be "
                                "removed: %s" % "; ".join(errors))
         bed = Testbed(workdir, rate_bytes_per_s=rate_bytes_per_s,
-                      cgroups=cgroups)
+                      cgroups=cgroups, lan=lan)
         bed._start(timeout)
     except BaseException:
         try:
@@ -1123,4 +1256,5 @@ def down(workdir=None, lock_timeout=120):
 __all__ = ["Testbed", "TestbedError", "MigrationTimeout", "up", "down",
            "leftovers", "locked", "host_b_pids", "DOMAIN_PREFIX", "URI_A",
            "URI_B", "MIGRATE_URI", "NETNS", "VETH_A", "VETH_B", "IP_A",
-           "IP_B"]
+           "IP_B", "BRIDGE", "CLIENT_NETNS", "IP_CLIENT", "GUEST_IPS",
+           "guest_mac", "in_client"]

@@ -15,10 +15,13 @@
 The initramfs holds busybox-static (its applets as symlinks in /bin), the
 workload programs of ``rtmig_nova/testbed/workloads`` compiled with the
 system gcc (``rtmig-video``, ``rtmig-uniform``, ``rtmig-zipf``,
-``rtmig-ring``, statically linked) and an ``/init`` script that mounts
-proc, sys and dev, reads ``rtmig.workload=NAME`` from the kernel command
-line and runs
-``/bin/rtmig-NAME`` (see :data:`INIT_SCRIPT`).
+``rtmig-ring``, ``rtmig-burn``, statically linked) and an ``/init`` script
+that mounts proc, sys and dev, reads ``rtmig.workload=NAME`` from the
+kernel command line and runs ``/bin/rtmig-NAME`` (see :data:`INIT_SCRIPT`).
+It also holds the guest kernel's virtio-net modules (:data:`NET_MODULES`,
+from ``/lib/modules/VERSION`` of the kernel the image is built for): with
+``rtmig.ip=A.B.C.D`` (and ``rtmig.prefix=N``, default 24) on the command
+line, the init loads them and gives ``eth0`` that address.
 
 The archive (cpio "newc" + gzip) is written here in Python rather than by
 ``cpio``: every entry gets uid/gid 0 and mtime 0, so the same sources,
@@ -30,6 +33,7 @@ cached in the work directory under a hash of everything that goes in.
 import gzip
 import hashlib
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -40,12 +44,12 @@ from pathlib import Path
 
 LOG = logging.getLogger(__name__)
 
-WORKLOADS = ("video", "uniform", "zipf", "ring")
+WORKLOADS = ("video", "uniform", "zipf", "ring", "burn")
 WORKLOAD_DIR = Path(__file__).resolve().parent / "workloads"
 COMMON_SOURCES = ("common.c",)
 CC = "gcc"
 CFLAGS = ("-O2", "-static", "-s", "-Wall", "-Wextra")
-LDLIBS = ("-lm",)
+LDLIBS = ("-lm", "-lpthread")
 BUSYBOX = "/bin/busybox"
 BOOT_DIR = "/boot"
 KERNEL_PACKAGE = "linux-image-amd64"
@@ -53,7 +57,17 @@ KERNEL_PACKAGE = "linux-image-amd64"
 BUILD_PACKAGES = ("gcc", "libc6-dev", "busybox-static")
 ALL_PACKAGES = BUILD_PACKAGES + (KERNEL_PACKAGE,)
 # Bump when the layout of the image changes without its inputs changing.
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+MODULES_DIR = "/lib/modules"
+# virtio-net and what it needs, in load order (Debian builds them as
+# modules; a kernel that has one built in has no file for it).
+NET_MODULES = (
+    "drivers/virtio/virtio_ring", "drivers/virtio/virtio",
+    "drivers/virtio/virtio_pci_legacy_dev",
+    "drivers/virtio/virtio_pci_modern_dev", "drivers/virtio/virtio_pci",
+    "net/core/failover", "drivers/net/net_failover",
+    "drivers/net/virtio_net",
+)
 
 INIT_SCRIPT = """#!/bin/sh
 # rtmig-nova guest init (PID 1).  Runs /bin/rtmig-$W for the kernel
@@ -65,11 +79,31 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 workload=
+ip=
+prefix=24
 for word in $(cat /proc/cmdline); do
     case "$word" in
         rtmig.workload=*) workload=${word#rtmig.workload=} ;;
+        rtmig.ip=*) ip=${word#rtmig.ip=} ;;
+        rtmig.prefix=*) prefix=${word#rtmig.prefix=} ;;
     esac
 done
+if [ -n "$ip" ]; then
+    for m in $(cat /lib/modules/order 2>/dev/null); do
+        insmod "/lib/modules/$m.ko"
+    done
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do
+        sleep 0.1
+        i=$((i+1))
+    done
+    ip link set lo up
+    if ip addr add "$ip/$prefix" dev eth0 && ip link set eth0 up; then
+        echo "rtmig-init: network eth0 $ip/$prefix"
+    else
+        echo "rtmig-init: no network (eth0 $ip/$prefix failed)"
+    fi
+fi
 echo "rtmig-init: up workload=${workload:-none}" \\
      "memavailable_kib=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)"
 if [ -n "$workload" ] && [ "$workload" != none ]; then
@@ -164,6 +198,36 @@ def _version_key(path):
             for p in re.split(r"(\d+)", path.name)]
 
 
+def kernel_version(kernel):
+    """The release of ``/boot/vmlinuz-RELEASE`` (its modules' directory
+    under /lib/modules)."""
+    name = Path(kernel).name
+    return name[len("vmlinuz-"):] if name.startswith("vmlinuz-") else name
+
+
+def net_modules(kernel, modules_dir=MODULES_DIR):
+    """{name in load order: path} of :data:`NET_MODULES` for ``kernel``
+    (uncompressed ``.ko`` or ``.ko.xz``; a module without a file is taken
+    to be built in).  Empty when the kernel has no modules directory."""
+    base = Path(modules_dir) / kernel_version(kernel) / "kernel"
+    found = {}
+    if not base.is_dir():
+        return found
+    for name in NET_MODULES:
+        for suffix in (".ko", ".ko.xz"):
+            path = base / (name + suffix)
+            if path.is_file():
+                found[name] = path
+                break
+    return found
+
+
+def _module_bytes(path):
+    data = Path(path).read_bytes()
+    # busybox's insmod takes plain ELF objects only
+    return lzma.decompress(data) if str(path).endswith(".xz") else data
+
+
 def find_kernel(boot_dir=BOOT_DIR):
     """The newest /boot/vmlinuz-* (from linux-image-amd64)."""
     kernels = sorted(Path(boot_dir).glob("vmlinuz-*"), key=_version_key)
@@ -234,9 +298,10 @@ def _check_workloads(workloads):
     return tuple(sorted(set(workloads)))
 
 
-def build_key(workloads=WORKLOADS):
+def build_key(workloads=WORKLOADS, modules=None):
     """The hash (hex) of every input of the image: sources, init script,
-    compiler and flags, busybox binary, workload list."""
+    compiler and flags, busybox binary, workload list, kernel modules
+    (``modules``: {name: path}, as :func:`net_modules` gives)."""
     h = hashlib.sha256()
 
     def add(label, value):
@@ -251,6 +316,8 @@ def build_key(workloads=WORKLOADS):
         add("src:" + src.name, src.read_bytes())
     add("init", INIT_SCRIPT)
     add("busybox", _sha256_file(BUSYBOX))
+    for name, path in sorted((modules or {}).items()):
+        add("module:" + name, _sha256_file(path))
     return h.hexdigest()
 
 
@@ -287,10 +354,22 @@ def _busybox_applets():
                   if a and "/" not in a and a != "busybox")
 
 
-def _entries(binaries):
+def _entries(binaries, modules=None):
     d, x = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o755
     entries = [(name, d, b"", (0, 0))
                for name in ("bin", "dev", "proc", "sys", "tmp", "root")]
+    if modules:
+        dirs = {"lib", "lib/modules"}
+        for name in modules:
+            parts = name.split("/")
+            dirs.update("lib/modules/" + "/".join(parts[:i])
+                        for i in range(1, len(parts)))
+        entries += [(p, d, b"", (0, 0)) for p in sorted(dirs)]
+        entries.append(("lib/modules/order", stat.S_IFREG | 0o644,
+                        "".join(n + "\n" for n in modules).encode(),
+                        (0, 0)))
+        entries += [(f"lib/modules/{n}.ko", stat.S_IFREG | 0o644,
+                     _module_bytes(p), (0, 0)) for n, p in modules.items()]
     entries.append(("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)))
     entries.append(("init", x, INIT_SCRIPT.encode(), (0, 0)))
     entries.append(("bin/busybox", x, Path(BUSYBOX).read_bytes(), (0, 0)))
@@ -303,9 +382,12 @@ def _entries(binaries):
     return entries
 
 
-def build_initramfs(workdir, workloads=WORKLOADS, install=True):
+def build_initramfs(workdir, workloads=WORKLOADS, install=True,
+                    kernel=None):
     """Build (or take from the cache in ``workdir``) the guest initramfs
-    with ``workloads``; returns the path of ``initramfs-<hash>.cpio.gz``.
+    with ``workloads`` and the network modules of ``kernel`` (a
+    ``vmlinuz-RELEASE`` path; default :func:`find_kernel`'s, the kernel
+    the testbed boots); returns the path of ``initramfs-<hash>.cpio.gz``.
     With ``install``, missing build packages are installed first (root) or
     reported (see :func:`ensure_packages`)."""
     workdir = Path(workdir)
@@ -316,13 +398,19 @@ def build_initramfs(workdir, workloads=WORKLOADS, install=True):
         raise ImageError("missing Debian packages: "
                          + ", ".join(missing_packages(BUILD_PACKAGES)))
     workloads = _check_workloads(workloads)
-    image = workdir / f"initramfs-{build_key(workloads)[:16]}.cpio.gz"
+    try:
+        kernel = find_kernel() if kernel is None else kernel
+    except ImageError:
+        kernel = None           # an image without network modules
+    modules = {} if kernel is None else net_modules(kernel)
+    image = workdir / (f"initramfs-{build_key(workloads, modules)[:16]}"
+                       f".cpio.gz")
     if image.is_file():
         return image
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".build-") as tmp:
         built = compile_workloads(Path(tmp) / "bin", workloads)
         binaries = {f"rtmig-{w}": p for w, p in built.items()}
-        archive = cpio_newc(_entries(binaries))
+        archive = cpio_newc(_entries(binaries, modules))
         part = Path(tmp) / image.name
         part.write_bytes(gzip.compress(archive, compresslevel=9, mtime=0))
         os.replace(part, image)

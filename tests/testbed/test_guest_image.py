@@ -11,13 +11,17 @@ import os
 import selectors
 import shutil
 import subprocess
+import sys
 import time
 from xml.etree import ElementTree as ET
 
+import numpy as np
 import pytest
 
 from rtmig_nova.testbed import guest
 from rtmig_nova.testbed import image
+from rtmig_nova.testbed import playout
+from rtmig_nova.testbed import traffic
 
 BOOT_TIMEOUT = 60.0
 QEMU = "qemu-system-x86_64"
@@ -58,6 +62,19 @@ def test_kernel_cmdline_rejects(args, kwargs):
         guest.kernel_cmdline(*args, **kwargs)
 
 
+def test_kernel_cmdline_gives_the_guest_an_address():
+    line = guest.kernel_cmdline("video", address="10.77.0.16/24",
+                                dest="10.77.0.3", port=5004)
+    assert line.split()[-4:] == [
+        "rtmig.dest=10.77.0.3", "rtmig.port=5004", "rtmig.ip=10.77.0.16",
+        "rtmig.prefix=24"]
+    assert "rtmig.ip=10.0.0.1 rtmig.prefix=8" in guest.kernel_cmdline(
+        address="10.0.0.1/8")
+    for bad in ("10.77.0.300/24", "10.77.0.1/40", "fe80::1/64", "x"):
+        with pytest.raises(ValueError):
+            guest.kernel_cmdline(address=bad)
+
+
 def test_workload_params_match_the_programs():
     # Every parameter the Python side offers is one the C program knows.
     for name, params in guest.WORKLOAD_PARAMS.items():
@@ -92,6 +109,13 @@ def test_domain_xml():
     assert devices.find("interface") is None
     assert ET.fromstring(guest.domain_xml(
         "k", "k", "i", 64, 1, "", domain_type="kvm")).get("type") == "kvm"
+    lan = ET.fromstring(guest.domain_xml(
+        "k", "k", "i", 64, 1, "", bridge="rtmtb-br",
+        mac="52:54:00:77:00:10")).find("devices/interface")
+    assert lan.get("type") == "bridge"
+    assert lan.find("source").get("bridge") == "rtmtb-br"
+    assert lan.find("mac").get("address") == "52:54:00:77:00:10"
+    assert lan.find("model").get("type") == "virtio"
 
 
 def test_qemu_argv():
@@ -330,6 +354,84 @@ def test_workload_runs_on_host(host_binaries, workload, params, key,
         assert share == pytest.approx(expected, rel=1e-4)
 
 
+def _need_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a network namespace of its own)")
+
+
+# In a network namespace of the test's own (only lo): a frame receiver
+# and the video program sending to it.
+_STREAM_ON_HOST = """
+import subprocess, sys
+from rtmig_nova.testbed import traffic
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+with traffic.FrameReceiver([], sys.argv[2], 10, port=5004) as rx:
+    res = subprocess.run([sys.argv[1], sys.argv[3]], capture_output=True,
+                         text=True, timeout=30)
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+"""
+
+
+def test_video_streams_its_frames(host_binaries, tmp_path):
+    _need_root()
+    out = tmp_path / "frames.bin"
+    params = ("rtmig.width=320 rtmig.height=240 rtmig.ring=3 "
+              "rtmig.dest=127.0.0.1 rtmig.port=5004 rtmig.stream=10000 "
+              "rtmig.packet=1000 rtmig.duration=2")
+    res = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", _STREAM_ON_HOST,
+         str(host_binaries["video"]), str(out), params],
+        capture_output=True, text=True, timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))))
+    assert res.returncode == 0, res.stderr
+    assert "rtmig-config video-stream dest=127.0.0.1 port=5004 " \
+        "datagrams=10 packet=1000" in res.stdout
+    last = guest.parse_status(res.stdout.splitlines()[-1])[1]
+    rec = traffic.read_records(out)
+    assert last["dropped"] == 0
+    assert rec.size == last["sent"] == 10 * last["frames"]
+    frames, done = playout.frame_completion(
+        rec["frame"], rec["index"], rec["count"], rec["arrival_ns"] / 1e9)
+    assert list(frames) == list(range(last["frames"]))
+    assert not np.isnan(done).any()
+    assert set(rec["count"]) == {10}
+    # released every 40 ms of the guest's clock, received within 40 ms
+    release = np.unique(rec["release_ns"]) / 1e9
+    assert np.diff(release) == pytest.approx(0.04, abs=1e-6)
+    assert (rec["arrival_ns"] >= rec["sent_ns"]).all()
+    assert np.median(rec["arrival_ns"] - rec["sent_ns"]) < 40e6
+    po = playout.playout(frames, done, 0.04, 0.02)
+    assert po.misses <= 2 and po.lost == 0
+
+
+def test_burn_keeps_its_threads_busy(host_binaries):
+    res = subprocess.run([str(host_binaries["burn"]),
+                          "rtmig.threads=2 rtmig.duration=2"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "rtmig-config burn threads=2"
+    first, second = (guest.parse_status(line)[1] for line in lines[1:])
+    assert (first["t"], second["t"]) == (1, 2)
+    assert second["loops"] == first["loops"] + second["lps"]
+    assert first["lps"] > 0 and second["lps"] > 0
+    for bad in ("rtmig.threads=0", "rtmig.threads=65"):
+        res = subprocess.run([str(host_binaries["burn"]), bad],
+                             capture_output=True, text=True, timeout=10)
+        assert res.returncode != 0 and "rtmig.threads" in res.stderr
+
+
+def test_video_rejects_a_bad_stream(host_binaries):
+    for params, match in (("rtmig.dest=10.77.0.300", "not an IPv4"),
+                          ("rtmig.dest=10.0.0.1 rtmig.packet=8",
+                           "rtmig.packet must be")):
+        res = subprocess.run([str(host_binaries["video"]), params],
+                             capture_output=True, text=True, timeout=10)
+        assert res.returncode != 0 and match in res.stderr
+
+
 def _status_lines(proc, count, timeout=20):
     """The next ``count`` status lines of a running workload."""
     out, end = [], time.monotonic() + timeout
@@ -437,9 +539,16 @@ def test_initramfs_is_cached_and_complete(boot_files):
     names = _cpio_names(gzip.decompress(initrd.read_bytes()))
     for name in ("init", "dev/console", "bin/busybox", "bin/sh",
                  "bin/mount", "bin/poweroff", "bin/rtmig-video",
-                 "bin/rtmig-uniform", "bin/rtmig-zipf"):
+                 "bin/rtmig-uniform", "bin/rtmig-zipf", "bin/rtmig-burn"):
         assert name in names
     assert names["init"][1] == image.INIT_SCRIPT.encode()
+    # the network modules of the kernel it boots, in load order
+    modules = image.net_modules(image.find_kernel())
+    assert "drivers/net/virtio_net" in modules
+    order = names["lib/modules/order"][1].decode().split()
+    assert order == [m for m in image.NET_MODULES if m in modules]
+    for m in order:
+        assert names[f"lib/modules/{m}.ko"][1][:4] == b"\x7fELF"
 
 
 class Guest:
