@@ -719,7 +719,8 @@ def run_experiment(workdir, boot_files, runs,
                    capture_s=DEFAULT_CAPTURE_S,
                    probe_bandwidth=DEFAULT_PROBE_BANDWIDTH,
                    boot_timeout=BOOT_TIMEOUT, progress=None, log=None,
-                   calibration_runs=DEFAULT_CALIBRATION_RUNS, profile_dir=None):
+                   calibration_runs=DEFAULT_CALIBRATION_RUNS,
+                   profile_dir=None):
     """Bring the testbed up in ``workdir``, calibrate the host's fixed
     costs (:func:`calibrate`, ``calibration_runs`` times; 0: none), do
     every run of ``runs`` (from :func:`plan_runs`) with them, tear it down

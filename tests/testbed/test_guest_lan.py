@@ -37,8 +37,8 @@ def _wait_for_frames(rx, count, timeout):
                          % (count, timeout))
 
 
-def test_a_video_stream_follows_its_guest_to_host_b(tmp_path,
-                                                     guest_boot_files):
+def test_a_video_stream_follows_its_guest_to_host_b(
+        tmp_path, guest_boot_files):
     console = str(tmp_path / "console.log")
     address = hosts.GUEST_IPS[0]
     cmdline = guest.kernel_cmdline(

@@ -1,4 +1,4 @@
-"""The client's playout model of a frame stream (rtmig_nova.testbed.playout)."""
+"""The viewer's playout model of a frame stream (testbed.playout)."""
 
 import numpy as np
 import pytest
