@@ -117,6 +117,42 @@ def bench_plan_hist_spread():
             "bandwidth_MiB_s": pl.bandwidth / 2 ** 20}
 
 
+def bench_plan_hist_spread_sweep():
+    """plan_hist_spread over deadlines 60-200 s: how often the first guess
+    lands (two model evaluations) or is a step off (three)."""
+    from rtmig_nova.model import variants
+    rates, zero = video_server_rates(64 * GIB)
+    full = DirtyProfile.from_rates(rates, zero_pages=zero)
+    hist = DirtyProfile.from_histogram(full.rates, full.counts,
+                                       full.idle_pages, full.zero_pages)
+    deadlines = (60, 80, 100, 110, 115, 120, 125, 130, 140, 160, 200)
+    medians, evals = [], []
+    run = variants.run
+    count = [0]
+
+    def counted(*args, **kwargs):
+        count[0] += 1
+        return run(*args, **kwargs)
+
+    for dl in deadlines:
+        req = dict(REQUEST, deadline=float(dl))
+        variants.run = counted
+        count[0] = 0
+        try:
+            plan(hist, **req, **SPREAD)
+        finally:
+            variants.run = run
+        evals.append(count[0])
+        medians.append(_median_time(
+            lambda: plan(hist, **req, **SPREAD), 30)[0])
+    return {"what": "plan_hist_spread at deadlines "
+                    f"{deadlines[0]}-{deadlines[-1]} s: median of the "
+                    "per-deadline medians, model evaluations per plan",
+            "median_s": float(np.median(medians)),
+            "max_s": float(max(medians)), "target_s": 0.005,
+            "evaluations": evals}
+
+
 def bench_montecarlo():
     rates, zero = video_server_rates(1 * GIB)
     prof = DirtyProfile.from_rates(rates, zero_pages=zero)
@@ -150,6 +186,7 @@ def host_probe():
 BENCHES = {"plan_rates": bench_plan_rates, "plan_hist": bench_plan_hist,
            "plan_rates_spread": bench_plan_rates_spread,
            "plan_hist_spread": bench_plan_hist_spread,
+           "plan_hist_spread_sweep": bench_plan_hist_spread_sweep,
            "montecarlo": bench_montecarlo, "host": host_probe}
 
 

@@ -174,21 +174,40 @@ def node_efficiencies(sd_s, sd_e, send_efficiency=1.0):
 
 def quantile_shift(times, sd_s, sd_e, confidence):
     """log(the mixture's ``confidence`` quantile of the total time / the
-    middle node's time), to first order, from the nodes' pre-copy times
-    ``times`` (s, e.g. a mean recursion's at :func:`node_efficiencies`):
-    what the planner's first guess adds for the spread."""
+    middle node's time) from the nodes' pre-copy times ``times`` (s, e.g.
+    a mean recursion's at :func:`node_efficiencies`): what the planner's
+    first guess adds for the spread.  The mixture is :func:`mixed`'s, each
+    node a point at its time: its quantile is solved for, as the model's
+    own mixture would give it (a lognormal approximation of the whole
+    mixture put the first guess a bandwidth step off in half the planner
+    benchmark's deadlines)."""
+    from scipy import optimize
     from scipy import special
     var_rho = sd_s * sd_s + sd_e * sd_e
     if var_rho <= 0:
         return 0.0
     sd_rho = math.sqrt(var_rho)
+    if sd_rho > MAX_SD_RHO:             # as mixed() shrinks them
+        sd_s, sd_e = sd_s * MAX_SD_RHO / sd_rho, sd_e * MAX_SD_RHO / sd_rho
+        var_rho, sd_rho = MAX_SD_RHO ** 2, MAX_SD_RHO
     b = sd_s * sd_s / var_rho
-    c2 = (sd_s * sd_e) ** 2 / var_rho
-    lt = [math.log(t) - b * sd_rho * z for t, z in zip(times, NODES)]
-    mean = sum(w * x for w, x in zip(WEIGHTS, lt))
-    var = sum(w * (x - mean) ** 2 for w, x in zip(WEIGHTS, lt)) + c2
-    mid = lt[NODES.index(0.0)]
-    return mean - mid + float(special.ndtri(confidence)) * math.sqrt(var)
+    c = math.sqrt((sd_s * sd_e) ** 2 / var_rho)
+    mid = float(times[NODES.index(0.0)])
+    # each node's time times its factor, relative to the middle's, with
+    # _stretched's relative spread c (a floor keeps the cdf a step's width
+    # when c is 0)
+    means = np.array([t / mid * math.exp(-b * sd_rho * z)
+                      for t, z in zip(times, NODES)])
+    sds = np.maximum(means * c, 1e-9)
+    weights = np.array(WEIGHTS)
+
+    def excess(x):
+        return float(weights @ special.ndtr((x - means) / sds)) - confidence
+
+    lo = float((means - 8 * sds).min())
+    hi = float((means + 8 * sds).max())
+    q = optimize.brentq(excess, lo, hi, xtol=1e-9)
+    return math.log(q) if q > 0 else 0.0
 
 
 def _time_scaled(pred, ratio):

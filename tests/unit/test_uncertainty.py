@@ -179,3 +179,30 @@ def test_the_planner_holds_its_confidence_with_the_spreads():
                     downtime_limit=wide.downtime_limit, write_scale_sd=0.05,
                     send_rate_sd=0.03)
     assert below.total_time.cdf(12.0) < 0.95
+
+
+@pytest.mark.parametrize("sd_s, sd_e", [(0.05, 0.03), (0.0, 0.02),
+                                        (0.08, 0.0), (0.6, 0.6)])
+def test_the_planners_first_guess_shift_is_the_mixtures_quantile(sd_s,
+                                                                 sd_e):
+    # A model whose pre-copy takes T / e at send efficiency e, exactly:
+    # the mixture's quantile is then what quantile_shift solves for.
+    from rtmig_nova.model.distribution import Distribution
+    from rtmig_nova.model.prediction import Prediction
+    T = 100.0
+
+    def fake(profile, node, horizon):
+        point = Distribution.point(T / node.send_efficiency)
+        return Prediction(point, Distribution.point(0.01),
+                          Distribution.point(1e9), Distribution.point(3),
+                          node, "fake")
+
+    settings = MigrationSettings(bandwidth=16 * MIB, downtime_limit=0.05)
+    effs = uncertainty.node_efficiencies(sd_s, sd_e)
+    times = [T / e for e in effs]
+    mixed = uncertainty.mixed(fake, None, settings, sd_s, sd_e)
+    for p in (0.5, 0.9, 0.95, 0.99):
+        want = mixed.total_time.quantile(p)
+        got = times[1] * np.exp(uncertainty.quantile_shift(
+            times, sd_s, sd_e, p))
+        assert got == pytest.approx(want, rel=2e-5), p
