@@ -77,8 +77,9 @@ DEFAULT_REPETITIONS = 3
 # Idle-guest calibration migrations: the setup time's and send rate's
 # spreads are widened to the next migration's (Student's t predictive,
 # validation.predictive_sd): x2.05 from 3 runs, x1.32 from 6, x1.17 from
-# 10.  From 3, the 24 runs of docs/validation/empirical-bayes-16-32 all
-# fell inside the predicted 5-95%; 6 cost about two minutes more.
+# 10.  Six took 4 minutes in docs/validation/qemu10-full-2026-12-02 (its
+# setup spread came out 6 ms; the runs' own offsets, not the calibration's
+# sample size, are what its intervals then missed: docs/testbed.md).
 DEFAULT_CALIBRATION_RUNS = 6
 DEFAULT_CAPTURE_S = 20.0               # s of probe migration
 DEFAULT_PROBE_BANDWIDTH = 4 * MIB      # bytes/s, rounds after the first pass
