@@ -44,6 +44,7 @@ from rtmig_nova.testbed import guest as guest_mod
 from rtmig_nova.testbed import hosts
 from rtmig_nova.testbed import playout
 from rtmig_nova.testbed import traffic
+from rtmig_nova.testbed import validation
 
 MIB = 1 << 20
 SCENARIOS = ("stock", "auto-converge")
@@ -114,20 +115,8 @@ def _boot(bed, boot_files, cmdline, memory_mib, workload, address=None,
 
 
 def _destroy_everywhere(name):
-    libvirt = hosts._quiet_libvirt()
     for uri in (hosts.URI_A, hosts.URI_B):
-        try:
-            conn = libvirt.open(uri)
-        except libvirt.libvirtError:
-            continue
-        try:
-            dom = conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-        except libvirt.libvirtError:
-            pass
-        finally:
-            conn.close()
+        validation.destroy_domain(uri, name)
 
 
 def run(bed, boot_files, scenario, setup=Setup(), index=0, out_dir=None,

@@ -224,7 +224,8 @@ class ThreadCpuSampler:
 
 # ------------------------------------------------------------- one run
 
-def _destroy(uri, name):
+def destroy_domain(uri, name):
+    """Destroy the running domain ``name`` on ``uri``, if it is there."""
     libvirt = hosts._quiet_libvirt()
     conn = libvirt.open(uri)
     try:
@@ -261,7 +262,7 @@ def _boot(bed, boot_files, workload, boot_timeout):
             console, workload.program, boot_timeout,
             alive=lambda: _active(hosts.URI_A, name))
     except guest_mod.GuestBootError as e:
-        _destroy(hosts.URI_A, name)
+        destroy_domain(hosts.URI_A, name)
         raise hosts.TestbedError(f"guest {name}: {e}") from None
     return name
 
@@ -286,7 +287,7 @@ def capture_profile(bed, boot_files, workload, capture_s=DEFAULT_CAPTURE_S,
             name, hosts.URI_A, duration=capture_s, bandwidth=probe_bandwidth,
             first_pass_bandwidth=PROBE_FIRST_PASS_BANDWIDTH)
     finally:
-        _destroy(hosts.URI_A, name)
+        destroy_domain(hosts.URI_A, name)
 
 
 def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
@@ -326,8 +327,8 @@ def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
                                       if cpu.cpu_s and pages else None)
         return measured
     finally:
-        _destroy(hosts.URI_A, name)
-        _destroy(hosts.URI_B, name)
+        destroy_domain(hosts.URI_A, name)
+        destroy_domain(hosts.URI_B, name)
 
 
 def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
