@@ -87,8 +87,11 @@ def frame_completion(frame, index, count, arrival_s):
 
     ``frame``, ``index``, ``count``, ``arrival_s``: one entry per datagram
     received (duplicates allowed).  Returns ``(frames, done_s)`` over every
-    frame number from the smallest to the largest seen, ``done_s`` nan for
-    a frame some datagram of which never arrived."""
+    frame number from the smallest to the last complete one, ``done_s``
+    nan for a frame some datagram of which never arrived.  Frames after
+    the last complete one are left out: the recording ended while they
+    were on their way (a last frame truly lost cannot be told from that).
+    """
     frame = np.asarray(frame, dtype=np.int64)
     if frame.size == 0:
         return np.zeros(0, np.int64), np.zeros(0)
@@ -110,7 +113,9 @@ def frame_completion(frame, index, count, arrival_s):
     done = np.full(frames.size, -np.inf)
     np.maximum.at(done, slot, a)
     done[(got < want) | (got == 0)] = np.nan
-    return frames, done
+    complete = np.flatnonzero(~np.isnan(done))
+    end = complete[-1] + 1 if complete.size else 0
+    return frames[:end], done[:end]
 
 
 def playout(frames, done_s, period_s, tolerance_s):

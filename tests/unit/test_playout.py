@@ -68,6 +68,11 @@ def test_completion_takes_the_last_of_each_frames_datagrams():
     assert done[0] == 2.0 and done[1] == 5.0 and done[3] == 9.0
     assert np.isnan(done[2])
     assert playout.frame_completion([], [], [], [])[0].size == 0
+    # a last frame cut by the end of the recording is not counted
+    frames, done = playout.frame_completion(
+        [0, 0, 1, 2, 2, 3], [0, 1, 0, 0, 1, 0], [2] * 6, [1, 2, 3, 4, 5, 6])
+    assert list(frames) == [0, 1, 2] and np.isnan(done[1])
+    assert playout.frame_completion([5], [0], [2], [1.0])[0].size == 0
 
 
 def test_window_and_bad_arguments():
