@@ -90,6 +90,10 @@ DEFAULT_FLOOR_MIN = 1500.0
 link (its ceil is the link rate: it borrows whatever is unused)."""
 
 _MTU = 1600                     # bytes: tc's default HTB mtu
+# A class's burst: its bucket in time at the rate is a u32 of the kernel's
+# ticks (64 ns): 10 s stays far inside it.
+MAX_BURST_S = 10.0
+MAX_BURST = 1 << 30             # bytes
 _QUANTUM_MIN = 1600
 _QUANTUM_MAX = 200000           # the kernel warns above this
 _ETH_P_IP = 0x0800
@@ -123,11 +127,17 @@ class Match:
 class TrafficClass:
     """A reservation: ``rate`` bytes/s guaranteed, at most ``ceil`` bytes/s
     (``None``: ``ceil = rate``, a hard cap; give the link rate to let the
-    class borrow unused bandwidth) for the packets ``match`` selects."""
+    class borrow unused bandwidth) for the packets ``match`` selects.
+    ``burst``: bytes the class may send at once (at its ceil) before its
+    rate applies, its token bucket (``None``: 1 ms at the rate and one
+    MTU); a flow that sends in bursts, such as a video frame as a train of
+    datagrams, needs one burst, or the class paces each frame out at its
+    rate."""
     name: str
     rate: float
     ceil: float | None = None
     match: Match = dataclasses.field(default_factory=Match)
+    burst: float | None = None
 
 
 @dataclasses.dataclass
@@ -255,6 +265,17 @@ def _check_class(what, tc, link_rate):
         if ceil > link_rate:
             raise ValueError(f"{label} ceil {_fmt_rate(ceil)} exceeds the "
                              f"link's {_fmt_rate(link_rate)}")
+    if tc.burst is not None:
+        burst = tc.burst
+        if isinstance(burst, bool) or not isinstance(burst, numbers.Real):
+            raise ValueError(f"{label} burst must be a number of bytes, "
+                             f"got {burst!r}")
+        if not _MTU <= burst <= min(MAX_BURST_S * rate, MAX_BURST):
+            raise ValueError(
+                f"{label} burst {burst:.0f} B outside {_MTU} B.."
+                f"{min(MAX_BURST_S * rate, MAX_BURST):.0f} B (one MTU "
+                f"to {MAX_BURST_S:g} s at its rate, at most "
+                f"{MAX_BURST} B)")
     match = tc.match
     if not isinstance(match, Match):
         raise ValueError(f"{label} match must be a Match, got "
@@ -333,6 +354,7 @@ def _plan_from_dict(data):
         ports = m.get("dst_ports")
         return TrafficClass(
             name=d["name"], rate=d["rate"], ceil=d.get("ceil"),
+            burst=d.get("burst"),
             match=Match(dst_ports=None if ports is None else tuple(ports),
                         peer=m.get("peer")))
     try:
@@ -355,10 +377,11 @@ def _kernel_rate(rate):
     return max(1, int(round(rate)))
 
 
-def _class_params(rate, ceil):
+def _class_params(rate, ceil, burst=None):
     rate, ceil = _kernel_rate(rate), _kernel_rate(ceil)
+    burst = rate // 1000 + _MTU if burst is None else int(burst)
     return dict(rate=rate, ceil=ceil,
-                burst=rate // 1000 + _MTU,      # 1 ms at the rate + mtu
+                burst=burst,                    # default: 1 ms + mtu
                 cburst=ceil // 1000 + _MTU,
                 quantum=min(max(rate // 10, _QUANTUM_MIN), _QUANTUM_MAX))
 
@@ -513,9 +536,9 @@ def _add_qdisc(ipr, index):
            default=DEFAULT_MINOR)
 
 
-def _add_class(ipr, index, classid, parent, rate, ceil):
+def _add_class(ipr, index, classid, parent, rate, ceil, burst=None):
     ipr.tc("add-class", "htb", index, classid, parent=parent,
-           **_class_params(rate, ceil))
+           **_class_params(rate, ceil, burst))
 
 
 def _add_filter(ipr, index, prio, eth_protocol, classid, keys):
@@ -541,8 +564,9 @@ def _steps(plan, index):
     for role, i, handle, tc in classes:
         ceil = tc.rate if tc.ceil is None else tc.ceil
         steps.append((f"add class {_classid(handle)} ({role} {tc.name!r})",
-                      lambda ipr, h=handle, r=tc.rate, c=ceil:
-                      _add_class(ipr, index, h, LINK_CLASS, r, c)))
+                      lambda ipr, h=handle, r=tc.rate, c=ceil,
+                      b=tc.burst:
+                      _add_class(ipr, index, h, LINK_CLASS, r, c, b)))
         table.append(dict(name=tc.name, role=role, index=i,
                           classid=_classid(handle), rate=_kernel_rate(
                               tc.rate), ceil=_kernel_rate(ceil)))

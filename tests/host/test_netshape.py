@@ -422,6 +422,20 @@ def test_rates_above_32_bits(clean):
     assert tc["1:1"] == pytest.approx((12.5e9, 12.5e9), rel=1e-3)
 
 
+def test_a_bursty_class_gets_its_bucket(clean):
+    # a video frame's train of datagrams passes at once, not at the rate
+    netshape.apply_plan(_plan(reserved=[TrafficClass(
+        "vm-rt", RESERVED, ceil=LINK, burst=48000,
+        match=Match(dst_ports=(5001, 5001)))]))
+    out = _netns_exec(NS_A, "tc", "class", "show", "dev", IF_A)
+    # tc prints sizes within 16 bytes of a KiB multiple as "NKb"
+    bursts = {cls: float(n) * {"b": 1, "Kb": 1024, "Mb": 1 << 20}[unit]
+              for cls, n, unit in re.findall(
+                  r"class htb (\S+) .*? burst ([\d.]+)(b|Kb|Mb)", out)}
+    assert bursts["1:20"] == pytest.approx(48000, abs=16)
+    assert bursts["1:10"] == pytest.approx(MIGRATION // 1000 + 1600, abs=16)
+
+
 # -- (6) a running migration's rate raised in place -------------------------
 
 def test_set_rates_changes_the_migration_class_in_place(clean):

@@ -73,6 +73,15 @@ def test_oversubscription_names_the_limits():
     (dict(reserved=[TrafficClass("vm", 1e6, match=Match(peer="nonsense"))]),
      "reserved 'vm' peer 'nonsense'"),
     (dict(netns="a/b"), "invalid network namespace name"),
+    (dict(reserved=[TrafficClass("vm", 1e6, burst=1000,
+                                 match=Match(peer="10.0.0.1"))]),
+     "reserved 'vm' burst 1000 B outside 1600 B..10000000 B"),
+    (dict(reserved=[TrafficClass("vm", 1e6, burst=2e7,
+                                 match=Match(peer="10.0.0.1"))]),
+     "burst 20000000 B outside"),
+    (dict(reserved=[TrafficClass("vm", 1e6, burst="32K",
+                                 match=Match(peer="10.0.0.1"))]),
+     "burst must be a number of bytes, got '32K'"),
 ])
 def test_invalid_plans(kw, message):
     with pytest.raises(ValueError) as exc:
@@ -82,7 +91,8 @@ def test_invalid_plans(kw, message):
 
 def test_plan_round_trips_through_plain_data():
     plan = _plan(reserved=[TrafficClass("vm", 1e6, 2e6,
-                                        Match((5001, 5002), "10.0.0.0/8"))],
+                                        Match((5001, 5002), "10.0.0.0/8"),
+                                        burst=32000)],
                  netns="ns", default_rate=1e6)
     data = dataclasses.asdict(plan)
     # privsep's msgpack turns tuples into lists
@@ -94,3 +104,11 @@ def test_best_effort_gets_the_rest_or_the_floor():
     assert netshape._default_rate(_plan()) == 40e6
     full = _plan(migration=TrafficClass("m", 100e6, match=Match(peer="::1")))
     assert netshape._default_rate(full) == 100e6 * 0.001
+
+
+def test_a_class_bucket_is_its_burst_or_one_millisecond():
+    assert netshape._class_params(1e6, 2e6)["burst"] == 1000 + 1600
+    assert netshape._class_params(1e6, 2e6, 32000)["burst"] == 32000
+    # the ceil's bucket stays 1 ms at the ceil: a burst leaves at the
+    # link's pace, not at once
+    assert netshape._class_params(1e6, 2e6, 32000)["cburst"] == 2000 + 1600
