@@ -912,7 +912,7 @@ class Testbed:
 
     # ---------------------------------------------------------- shaping
 
-    def shape(self, rate_bytes_per_s):
+    def shape(self, rate_bytes_per_s, ends=("a", "b")):
         """Limit the veth to ``rate_bytes_per_s`` (bytes/s) in each
         direction, set with ``tc``: an HTB root on both ends whose default
         class 1:10 has that rate; libvirt's own RPC (TCP port 16509) goes
@@ -925,9 +925,12 @@ class Testbed:
         believes it is nearly done, stops the guest and then waits for
         the buffer to drain -- seen: 1.3 s (400 kB/s link, 1 MiB/s cap)
         and 3 s (200 kB/s link, no cap) of downtime against a 50 ms
-        limit, 62 ms with a 4 MB/s link and a 2 MiB/s cap."""
+        limit, 62 ms with a 4 MB/s link and a 2 MiB/s cap.
+
+        ``ends``: the ends to shape, ``"a"`` (A's egress) and/or ``"b"``
+        (B's); the others are left as they are."""
         rate = "%dbit" % max(8, int(rate_bytes_per_s * 8))
-        for prefix, dev in (([], VETH_A), (_in_b(), VETH_B)):
+        for prefix, dev in self._ends(ends):
             tc = prefix + ["tc"]
             _run(tc + ["qdisc", "del", "dev", dev, "root"], check=False)
             _run(tc + ["qdisc", "add", "dev", dev, "root", "handle", "1:",
@@ -944,18 +947,28 @@ class Testbed:
                            "0xffff", "flowid", "1:20"])
         self.rate_bytes_per_s = rate_bytes_per_s
 
-    def unshape(self):
-        """Remove the veth's rate limit."""
-        for prefix, dev in (([], VETH_A), (_in_b(), VETH_B)):
+    def unshape(self, ends=("a", "b")):
+        """Remove the veth's rate limit at ``ends`` (see :meth:`shape`)."""
+        for prefix, dev in self._ends(ends):
             _run(prefix + ["tc", "qdisc", "del", "dev", dev, "root"],
                  check=False)
-        self.rate_bytes_per_s = None
+        if set(ends) >= {"a", "b"}:
+            self.rate_bytes_per_s = None
+
+    @staticmethod
+    def _ends(ends):
+        where = {"a": ([], VETH_A), "b": (_in_b(), VETH_B)}
+        unknown = set(ends) - set(where)
+        if unknown:
+            raise ValueError("ends: %s, not a or b"
+                             % ", ".join(sorted(unknown)))
+        return [where[e] for e in ("a", "b") if e in ends]
 
     # ---------------------------------------------------------- migration
 
     def migrate(self, domain_name, bandwidth_bytes_per_s=None,
                 downtime_limit_s=None, timeout=60, check_guest=True,
-                auto_converge=False, downtime_steps=None):
+                auto_converge=False, downtime_steps=None, on_poll=None):
         """Live-migrate the running domain ``domain_name`` from A to B.
 
         Peer-to-peer (A's libvirtd drives it, as Nova does:
@@ -972,6 +985,9 @@ class Testbed:
         limit is set once the job has run ``delay_s``, as Nova's monitor
         does.  ``auto_converge``: VIR_MIGRATE_AUTO_CONVERGE (QEMU throttles
         the guest's vCPUs when the pre-copy does not converge).
+        ``on_poll(dom, elapsed_s)``: called at every poll while the job
+        runs (as Nova's monitor acts on a running migration); what it
+        raises is the migration's error (the job is aborted first).
         ``timeout``: seconds; then the job is
         aborted (abortJob), the domain stays on A, and
         :class:`MigrationTimeout` is raised (unless the migration completed
@@ -1080,6 +1096,15 @@ class Testbed:
                     progress.append((time.monotonic() - start,
                                      sample.get("data_processed", 0),
                                      sample.get("memory_iteration", 0)))
+                    if on_poll is not None:
+                        try:
+                            on_poll(dom, time.monotonic() - start)
+                        except BaseException:
+                            with contextlib.suppress(libvirt.libvirtError,
+                                                     TimeoutError):
+                                _bounded(dom.abortJob, CALL_TIMEOUT)
+                            worker.join(15)
+                            raise
                     while steps and time.monotonic() - start >= steps[0][0]:
                         want_ms = max(1, int(steps.pop(0)[1]))
                         with contextlib.suppress(libvirt.libvirtError,
@@ -1132,6 +1157,31 @@ class Testbed:
                 exc.stats = out
                 raise
         return out
+
+
+def incoming_vcpu_threads(name):
+    """vCPU thread ids of host B's incoming QEMU of domain ``name`` (the
+    one started with ``-incoming``), [] while it has none.  B's pid files
+    are in its own mount namespace; its processes are in A's pid
+    namespace, so they are found by their command line."""
+    from rtmig_nova.enforce import deadline
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"-incoming" in argv and any(
+                a.startswith(b"guest=" + name.encode() + b",")
+                for a in argv):
+            try:
+                return [tid for tid, comm in deadline.threads(int(pid))
+                        if comm.startswith("CPU ") and comm.endswith("/TCG")]
+            except (OSError, ValueError):
+                return []       # it ended meanwhile
+    return []
 
 
 def qemu_version(uri=URI_A):

@@ -173,24 +173,10 @@ def _monitor(rt_guest, dom, worker, seen, htb):
 
 
 def _incoming_vcpu_threads(name):
-    """vCPU thread ids of host B's incoming QEMU of domain ``name``.  B's
-    pid files are in its own mount namespace (the testbed's, not the
-    shim's: on a real destination it reads its own /run); its processes
-    are in A's pid namespace, and the incoming QEMU has ``-incoming``."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"-incoming" in argv and any(
-                a.startswith(b"guest=" + name.encode() + b",")
-                for a in argv):
-            return [tid for tid, comm in deadline.threads(int(pid))
-                    if comm.startswith("CPU ") and comm.endswith("/TCG")]
-    raise libvirt_controls.LibvirtError(f"no incoming QEMU of {name}")
+    tids = hosts.incoming_vcpu_threads(name)
+    if not tids:
+        raise libvirt_controls.LibvirtError(f"no incoming QEMU of {name}")
+    return tids
 
 
 def _cpu(dom):
