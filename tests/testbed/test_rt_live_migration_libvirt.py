@@ -517,7 +517,11 @@ def test_a_dirty_rate_jump_mid_migration_is_replanned(bed, workdir,
                        for r in replans), replans
             assert mp.bandwidth_mib < max(speeds) <= 64, speeds
             assert loop.bandwidth == max(speeds) * MIB
-            assert took <= 20, (took, replans)
+            # the loop acts on readings replan_interval apart and sees
+            # the jump only from QEMU's second sync: its last correction,
+            # to the ceiling, can come with under a reading left (jobs of
+            # 19.1, 20.01 and, in CI, 20.13 s; see issue 10's note)
+            assert took <= 20 + CONF.rtmig.replan_interval, (took, replans)
         # on B, or on A after the abort: every write found (or this raises)
         assert testbed_guest.check_after_migration(console, mark,
                                                    since=console_before).ok
