@@ -409,24 +409,6 @@ def _quiet_libvirt():
 
 
 @contextlib.contextmanager
-def _privileges(enf):
-    """As root, run the privileged operations in this process (an
-    operator's command has nothing to separate from them); otherwise they
-    go through oslo.privsep's daemon (``sudo privsep-helper``, as in
-    Nova)."""
-    ctx = enf.privileged.sys_admin_pctxt
-    if os.geteuid() != 0:
-        yield
-        return
-    previous = ctx.client_mode
-    ctx.set_client_mode(False)
-    try:
-        yield
-    finally:
-        ctx.set_client_mode(previous)
-
-
-@contextlib.contextmanager
 def _enforce_errors(enf):
     """The enforcement layer's RuntimeErrors as one-line CliErrors (its
     ValueErrors and OSErrors are handled by the entry point)."""
@@ -523,7 +505,7 @@ def _apply(res, enf):
 def cmd_reserve_apply(args, defaults):
     req = build_request(args, defaults)
     enf = _enforce()
-    with _enforce_errors(enf), _privileges(enf):
+    with _enforce_errors(enf), enf.privileged.in_process_as_root():
         threads, plan = _host_checks(req, enf)
         steps = _steps(req, threads, plan, enf)
         res = enf.reservation.Reservation(steps, req.state_dir,
@@ -576,7 +558,7 @@ def cmd_reserve_release(args, defaults):
     state_dir = _state_dir(args, defaults)
     enf = _enforce()
     rsv = enf.reservation
-    with _enforce_errors(enf), _privileges(enf):
+    with _enforce_errors(enf), enf.privileged.in_process_as_root():
         if args.id is not None:
             rsv.check_ident(args.id)
         found, refused = rsv.scan(state_dir)

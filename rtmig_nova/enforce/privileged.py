@@ -5,6 +5,9 @@ traffic control) runs through this context, as Nova does it: a privsep
 daemon holding only the capabilities below.
 """
 
+import contextlib
+import os
+
 from oslo_privsep import capabilities
 from oslo_privsep import priv_context
 
@@ -16,3 +19,20 @@ sys_admin_pctxt = priv_context.PrivContext(
                   capabilities.CAP_NET_ADMIN,
                   capabilities.CAP_SYS_ADMIN],
 )
+
+
+@contextlib.contextmanager
+def in_process_as_root():
+    """As root, run the privileged operations in this process (an
+    operator's command or a testbed experiment has nothing to separate
+    from them); otherwise they go through oslo.privsep's daemon (``sudo
+    privsep-helper``, as in Nova)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    previous = sys_admin_pctxt.client_mode
+    sys_admin_pctxt.set_client_mode(False)
+    try:
+        yield
+    finally:
+        sys_admin_pctxt.set_client_mode(previous)

@@ -910,6 +910,23 @@ class Testbed:
             self.guest_addresses[name] = address
         return name
 
+    def destroy_guest(self, name):
+        """Destroy the guest ``name`` wherever it runs (A or B) and forget
+        it: its LAN address can be given to another guest."""
+        libvirt = _quiet_libvirt()
+        for uri in (URI_A, URI_B):
+            conn = libvirt.open(uri)
+            try:
+                dom = conn.lookupByName(name)
+                if dom.isActive():
+                    dom.destroy()
+            except libvirt.libvirtError:
+                pass            # not there
+            finally:
+                conn.close()
+        self.guest_addresses.pop(name, None)
+        self.console_logs.pop(name, None)
+
     # ---------------------------------------------------------- shaping
 
     def shape(self, rate_bytes_per_s, ends=("a", "b")):
@@ -968,7 +985,8 @@ class Testbed:
 
     def migrate(self, domain_name, bandwidth_bytes_per_s=None,
                 downtime_limit_s=None, timeout=60, check_guest=True,
-                auto_converge=False, downtime_steps=None, on_poll=None):
+                auto_converge=False, downtime_steps=None, on_poll=None,
+                destination_xml=None):
         """Live-migrate the running domain ``domain_name`` from A to B.
 
         Peer-to-peer (A's libvirtd drives it, as Nova does:
@@ -988,6 +1006,9 @@ class Testbed:
         ``on_poll(dom, elapsed_s)``: called at every poll while the job
         runs (as Nova's monitor acts on a running migration); what it
         raises is the migration's error (the job is aborted first).
+        ``destination_xml``: the domain's definition on B
+        (VIR_MIGRATE_PARAM_DEST_XML), as Nova passes one: without it, B
+        gets the source's current one, temporary tunings included.
         ``timeout``: seconds; then the job is
         aborted (abortJob), the domain stays on A, and
         :class:`MigrationTimeout` is raised (unless the migration completed
@@ -1034,6 +1055,8 @@ class Testbed:
         try:
             dom = conn.lookupByName(domain_name)
             params = {libvirt.VIR_MIGRATE_PARAM_URI: MIGRATE_URI}
+            if destination_xml is not None:
+                params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = destination_xml
             limit_bps = None
             if bandwidth_bytes_per_s is not None:
                 mib = max(1, int(round(bandwidth_bytes_per_s / MIB)))

@@ -25,6 +25,18 @@ the same veth.  The RT guest is live-migrated to B under a scenario:
 ``auto-converge``
     the same with ``VIR_MIGRATE_AUTO_CONVERGE`` (QEMU throttles the
     guest's vCPUs while the pre-copy does not converge).
+``rtmig``
+    the seed paper's answer, with the functions the Nova driver extension
+    calls: a profile captured from the same workload (:func:`capture`), a
+    plan for the deadline and downtime bound at the confidence
+    (:func:`plan`), and, for the whole run, the RT guest's vCPU under
+    SCHED_DEADLINE and A's end of the link reserved in HTB classes (the
+    migration's, hard-capped at what QEMU sends under the planned
+    bandwidth; the RT stream's; libvirt's RPC); for the migration, the
+    planned bandwidth and downtime limit, SCHED_DEADLINE on QEMU's
+    migration thread and on the incoming vCPU thread on B (and, with
+    ``Setup.emulator_cap``, the emulator cgroup's CFS bandwidth).  No
+    closed loop (the plan alone is tested).
 
 The client's records give each frame's lateness and misses
 (:mod:`playout`), the longest freeze, and the frames of the migration's
@@ -40,6 +52,16 @@ import uuid
 
 import numpy as np
 
+from rtmig_nova import conf
+from rtmig_nova import planning
+from rtmig_nova.compute import vm_reservation
+from rtmig_nova.enforce import libvirt_controls
+from rtmig_nova.enforce import netshape
+from rtmig_nova.enforce import privileged
+from rtmig_nova.enforce import reservation
+from rtmig_nova.model import flavor
+from rtmig_nova.model import ledger
+from rtmig_nova.model import precopy
 from rtmig_nova.testbed import guest as guest_mod
 from rtmig_nova.testbed import hosts
 from rtmig_nova.testbed import playout
@@ -47,7 +69,8 @@ from rtmig_nova.testbed import traffic
 from rtmig_nova.testbed import validation
 
 MIB = 1 << 20
-SCENARIOS = ("stock", "auto-converge")
+SCENARIOS = ("stock", "auto-converge", "rtmig")
+RPC_RATE = 100e3        # bytes/s reserved for libvirt's RPC on the link
 # Nova's [libvirt] defaults (nova/conf/libvirt.py, 34.0.0), used when Nova
 # is not importable
 NOVA_DOWNTIME_MS = 500
@@ -89,6 +112,24 @@ class Setup:
     :ivar video: the video workload's ``rtmig.*`` parameters
     :ivar noisy: run the noisy neighbour
     :ivar bulk: run the bulk flow
+    :ivar vcpu_reservation: the RT flavor's ``rtmig:vcpu_reservation``
+        (the video guest's vCPU used 8.5% of a CPU alone, 6% beside the
+        burn neighbour, on TCG here)
+    :ivar confidence: the flavor's ``rtmig:confidence``
+    :ivar stream_rate: the flavor's ``rtmig:net_rate``, bytes/s: the
+        video stream's class (about 1.25 times the 424 kB/s it sends)
+    :ivar stream_burst: the stream class's burst, bytes (a 16 KiB frame's
+        datagram train and headers, three times)
+    :ivar capture_s: s of probe migrations for the rtmig scenario's profile
+    :ivar emulator_cap: rtmig: also cap the emulator cgroup's CFS
+        bandwidth at the migration thread's planned CPU, as the Nova
+        driver does.  Off by default: on this TCG testbed that cgroup also
+        holds QEMU's main loop, the guest's virtio-net backend, and the
+        1% cap (a 6-7 MiB/s plan) delayed the RT stream -- 10 misses in
+        604 frames with it, 2-4 without; with the cap and no
+        SCHED_DEADLINE on the migration thread, 73 and 125 and a
+        migration 40% slower than planned.  SCHED_DEADLINE on the
+        migration thread (a hard CBS) bounds its CPU without it.
     """
     link_rate: float = 12.5e6
     deadline_s: float = 30.0
@@ -102,6 +143,22 @@ class Setup:
                     ("stream", "16K"))
     noisy: bool = True
     bulk: bool = True
+    vcpu_reservation: str = "4ms/10ms"
+    confidence: float = 0.95
+    stream_rate: float = 530e3
+    stream_burst: float = 54e3
+    capture_s: float = 20.0
+    emulator_cap: bool = False
+
+    def request(self):
+        """The RT guest's :class:`~rtmig_nova.model.flavor.RTRequest`: its
+        flavor's extra specs, parsed as Nova's validators parse them."""
+        return flavor.parse_specs({
+            "rtmig:vcpu_reservation": self.vcpu_reservation,
+            "rtmig:migration_deadline": "%gs" % self.deadline_s,
+            "rtmig:max_downtime": "%gms" % (self.max_downtime_s * 1e3),
+            "rtmig:confidence": "%g" % self.confidence,
+            "rtmig:net_rate": "%dB/s" % int(round(self.stream_rate))})
 
 
 def _boot(bed, boot_files, cmdline, memory_mib, workload, address=None,
@@ -114,54 +171,298 @@ def _boot(bed, boot_files, cmdline, memory_mib, workload, address=None,
     return name
 
 
-def _destroy_everywhere(name):
-    for uri in (hosts.URI_A, hosts.URI_B):
-        validation.destroy_domain(uri, name)
+class PlanInfeasible(ValueError):
+    """The rtmig scenario's request has no feasible plan on this link
+    (one line: which limit)."""
+
+
+def video_cmdline(setup):
+    """The RT guest's kernel command line: the video workload streaming
+    to the client."""
+    return guest_mod.kernel_cmdline(
+        "video", address=hosts.GUEST_IPS[0] + "/24", dest=hosts.IP_CLIENT,
+        port=traffic.FRAME_PORT,
+        period_us=int(round(setup.period_s * 1e6)),
+        extra=["panic=0"], **dict(setup.video))
+
+
+def capture(bed, boot_files, setup=Setup(), log=None):
+    """The RT guest's :class:`~rtmig_nova.model.profile.DirtyProfile`, as
+    an operator would capture it: a guest booted with the same workload on
+    A (its stream goes to the client, where nothing listens yet), probed
+    for ``setup.capture_s`` s of migrations (the testbed's defaults), then
+    destroyed.  The probe runs on the unshaped link; the link is shaped to
+    ``setup.link_rate`` again afterwards.  The probed guest is not the one
+    migrated (see :func:`validation.capture_profile`)."""
+    from rtmig_nova.capture import probe
+    log = log or (lambda msg: None)
+    bed.unshape()
+    try:
+        name = _boot(bed, boot_files, video_cmdline(setup), setup.memory_mib,
+                     "video", address=hosts.GUEST_IPS[0])
+        try:
+            log("capturing the RT guest's profile (%gs of probe "
+                "migrations)" % setup.capture_s)
+            res = probe.capture_domain(
+                name, hosts.URI_A, duration=setup.capture_s,
+                bandwidth=validation.DEFAULT_PROBE_BANDWIDTH,
+                first_pass_bandwidth=validation.PROBE_FIRST_PASS_BANDWIDTH)
+        finally:
+            bed.destroy_guest(name)
+    finally:
+        bed.shape(setup.link_rate)
+    return res.profile
+
+
+def migration_link(setup, qemu_version):
+    """The highest QEMU bandwidth, in whole MiB/s as libvirt sets it
+    (bytes/s), whose stream as QEMU ``qemu_version`` sends it
+    (:func:`precopy.send_rate`: more than the cap, relatively more at low
+    caps) in Ethernet frames fits the link beside the RT stream's and
+    libvirt RPC's reserved classes: what the migration may be planned
+    over.
+
+    :raises PlanInfeasible: not even 1 MiB/s fits
+    """
+    free = setup.link_rate - setup.stream_rate - RPC_RATE
+    best = None
+    for mib in range(1, int(max(free, 0) // MIB) + 1):
+        wire = netshape.frame_rate(precopy.send_rate(
+            mib * MIB, validation.PAGE_SIZE, qemu_version=qemu_version))
+        if wire > free:
+            break
+        best = mib * MIB
+    if best is None:
+        raise PlanInfeasible("the link (%g B/s) has not 1 MiB/s of "
+                             "migration left beside the stream's and RPC's "
+                             "classes" % setup.link_rate)
+    return float(best)
+
+
+def plan(profile, setup, qemu_version, calibration=None):
+    """The :class:`~rtmig_nova.model.sizing.Plan` of the RT guest's
+    migration: :func:`ledger.migration_plan` (what the Nova driver calls)
+    for ``setup.request()`` over :func:`migration_link`, with the
+    ``[rtmig]`` options, by QEMU ``qemu_version``, with the testbed's
+    ``calibration`` (a calibration.json dict, or None) for the setup and
+    switch-over times.  The calibrated link rate is the unshaped veth's,
+    not this link's: left out.
+
+    :raises PlanInfeasible: no plan meets the request
+    """
+    options = planning.plan_options(conf.CONF.rtmig, qemu_version)
+    options.update(validation.model_settings(calibration))
+    options.pop("link_rate", None)
+    link = migration_link(setup, options["qemu_version"])
+    pl = ledger.migration_plan(profile, setup.request(), link, options)
+    if not pl.feasible:
+        raise PlanInfeasible("no plan within %gs and %gms over %.4g B/s: %s"
+                             % (setup.deadline_s, setup.max_downtime_s * 1e3,
+                                link, pl.reason))
+    return pl
+
+
+def link_shaping(setup, pl, qemu_version):
+    """The :class:`~netshape.ShapingPlan` of A's end of the link for the
+    run: the migration's class as the Nova driver makes it
+    (:func:`reservation.migration_shaping`: a hard cap at what QEMU sends
+    under the planned bandwidth, to B's migration ports), the RT stream's
+    (its ``rtmig:net_rate`` with a frame's burst, to the client's frame
+    port) and libvirt RPC's; the bulk flow is best effort.  Classes other
+    than the migration's borrow up to the link when it is idle."""
+    shaping = reservation.migration_shaping(
+        hosts.VETH_A, setup.link_rate, pl.bandwidth,
+        netshape.MIGRATION_PORTS, peer=hosts.IP_B, qemu_version=qemu_version)
+    shaping.reserved = [
+        netshape.TrafficClass(
+            "rt-stream", setup.stream_rate, ceil=setup.link_rate,
+            burst=setup.stream_burst,
+            match=netshape.Match(dst_ports=(traffic.FRAME_PORT,) * 2,
+                                 peer=hosts.IP_CLIENT)),
+        netshape.TrafficClass(
+            "libvirt-rpc", RPC_RATE, ceil=setup.link_rate,
+            match=netshape.Match(dst_ports=(hosts.LIBVIRTD_TCP_PORT,) * 2,
+                                 peer=hosts.IP_B))]
+    return shaping
+
+
+class _Reservations:
+    """The rtmig scenario's reservations, each applied all or nothing
+    with its state file in ``state_dir``, released last first."""
+
+    def __init__(self, state_dir, label):
+        self.state_dir = state_dir
+        self.label = label
+        self.held = []
+        self.applied = []       # what was reserved, in order
+
+    def apply(self, what, steps):
+        res = reservation.Reservation(steps, self.state_dir,
+                                      label="%s %s" % (self.label, what))
+        res.apply()
+        self.held.append(res)
+        self.applied.append(what)
+
+    def release(self):
+        """Undo every reservation; raises the first failure after trying
+        them all."""
+        failed = None
+        while self.held:
+            res = self.held.pop()
+            try:
+                reservation.release(res.ident, res.state_dir)
+            except (reservation.ReservationError, OSError) as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+
+class _WhenRunning:
+    """``on_poll`` of the rtmig migration: SCHED_DEADLINE on QEMU's
+    migration thread once it exists (the Nova driver's
+    ``reserve_migration_thread``) and on B's incoming vCPU threads once
+    they exist (its arrival watcher)."""
+
+    def __init__(self, reservations, name, pl, request):
+        self.reservations = reservations
+        self.name = name
+        self.pl = pl
+        self.request = request
+        self.thread_done = pl.cpu is None
+        self.incoming_done = False
+
+    def __call__(self, dom, elapsed_s):
+        if not self.thread_done:
+            tids = libvirt_controls.migration_threads(dom)
+            if tids:
+                self.reservations.apply("migration thread", (
+                    reservation.deadline_steps(
+                        tids, reservation.migration_thread_deadline(
+                            self.pl.cpu))))
+                self.thread_done = True
+        if not self.incoming_done:
+            tids = hosts.incoming_vcpu_threads(self.name)
+            if tids:
+                self.reservations.apply("vcpu on B", (
+                    reservation.deadline_steps(
+                        tids, vm_reservation.vcpu_deadline(self.request))))
+                self.incoming_done = True
+
+
+def _domain_xml(name):
+    """The domain's migratable definition on A, before any reservation
+    changes its tuning: what B gets (as the Nova driver passes it)."""
+    import libvirt
+    conn = libvirt_controls.connect(hosts.URI_A)
+    try:
+        return libvirt_controls.lookup(conn, name).XMLDesc(
+            libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+    finally:
+        conn.close()
+
+
+def _vcpu_threads(name):
+    conn = libvirt_controls.connect(hosts.URI_A)
+    try:
+        return libvirt_controls.vcpu_threads(
+            libvirt_controls.lookup(conn, name))
+    finally:
+        conn.close()
 
 
 def run(bed, boot_files, scenario, setup=Setup(), index=0, out_dir=None,
-        log=None):
+        log=None, profile=None, calibration=None):
     """One run of ``scenario`` on ``bed`` (a testbed made with
     ``lan=True`` and shaped to ``setup.link_rate``).  Returns a dict: the
     row of the experiment's CSV (see :data:`FIELDS`) plus ``timeline``
-    (the migration's progress samples) and ``playout``
-    (:class:`playout.Playout`).  Every guest, flow and receiver it started
-    is gone when it returns."""
+    (the migration's progress samples), ``playout``
+    (:class:`playout.Playout`) and ``reserved`` (what the rtmig scenario
+    reserved, in order: ``link``, ``vcpu on A``, ``migration``,
+    ``migration thread``, ``vcpu on B``).  Every guest, flow, receiver and
+    reservation it started is gone when it returns; the link is shaped
+    as before.
+
+    The rtmig scenario plans from ``profile`` (a
+    :class:`~rtmig_nova.model.profile.DirtyProfile` of the same workload,
+    from :func:`capture`) with ``calibration`` (see :func:`plan`); its
+    reservations' state files are in ``OUT_DIR/reservations``.
+
+    :raises PlanInfeasible: rtmig: the request has no plan (nothing was
+        started)
+    """
     if scenario not in SCENARIOS:
         raise ValueError("scenario %r: have %s" % (scenario,
                                                    ", ".join(SCENARIOS)))
+    if scenario == "rtmig" and profile is None:
+        raise ValueError("the rtmig scenario plans from a profile: "
+                         "capture() one first")
     log = log or (lambda msg: None)
     out_dir = out_dir or bed.workdir
-    address = hosts.GUEST_IPS[0]
+    pl = qemu = None
+    if scenario == "rtmig":
+        qemu = hosts.qemu_version()
+        pl = plan(profile, setup, qemu, calibration)
+        log("%s %d: plan %d MiB/s, downtime limit %d ms, %.1f s predicted"
+            % (scenario, index, round(pl.bandwidth / MIB),
+               round(pl.downtime_limit * 1e3),
+               pl.prediction.total_time.quantile(0.5)))
     rx_path = os.path.join(out_dir, "%s-%d.frames" % (scenario, index))
     if os.path.exists(rx_path):
         os.unlink(rx_path)
     bound = setup.settle_s + setup.deadline_s * 3 + setup.after_s + 120
-    cmdline = guest_mod.kernel_cmdline(
-        "video", address=address + "/24", dest=hosts.IP_CLIENT,
-        port=traffic.FRAME_PORT,
-        period_us=int(round(setup.period_s * 1e6)),
-        extra=["panic=0"], **dict(setup.video))
+    held = _Reservations(os.path.join(out_dir, "reservations"),
+                         "isolation %s-%d" % (scenario, index))
+    with privileged.in_process_as_root():
+        try:
+            return _run(bed, boot_files, scenario, setup, index, log, pl,
+                        qemu, rx_path, bound, held)
+        finally:
+            if pl is not None:
+                bed.shape(setup.link_rate, ends=("a",))
+
+
+def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
+         bound, held):
     names, flow, rx = [], None, None
     measured, error = None, None
     try:
+        if pl is not None:
+            bed.unshape(ends=("a",))
+            held.apply("link", [reservation.ShapingStep(
+                link_shaping(setup, pl, qemu))])
         rx = traffic.FrameReceiver(hosts.in_client(), rx_path, bound)
         if setup.noisy:
             names.append(_boot(bed, boot_files, guest_mod.kernel_cmdline(
                 "burn", threads=1), 128, "burn"))
-        rt = _boot(bed, boot_files, cmdline, setup.memory_mib, "video",
-                   address=address)
+        rt = _boot(bed, boot_files, video_cmdline(setup), setup.memory_mib,
+                   "video", address=hosts.GUEST_IPS[0])
         names.append(rt)
+        migrate_args = {"downtime_steps":
+                        nova_downtime_steps(setup.memory_mib),
+                        "auto_converge": scenario == "auto-converge"}
+        if pl is not None:
+            request = setup.request()
+            dest_xml = _domain_xml(rt)
+            held.apply("vcpu on A", reservation.deadline_steps(
+                _vcpu_threads(rt), vm_reservation.vcpu_deadline(request)))
+            migrate_args = {
+                "bandwidth_bytes_per_s": pl.bandwidth,
+                "downtime_limit_s": pl.downtime_limit,
+                "destination_xml": dest_xml,
+                "on_poll": _WhenRunning(held, rt, pl, request)}
         if setup.bulk:
             flow = traffic.BulkFlow(hosts.in_client(), hosts.IP_CLIENT,
                                     bound)
         time.sleep(setup.settle_s)
+        if pl is not None:
+            cpu = reservation.migration_thread_cpu(pl.cpu) \
+                if pl.cpu and setup.emulator_cap else None
+            held.apply("migration", reservation.migration_steps(
+                hosts.URI_A, rt, pl.bandwidth, pl.downtime_limit, cpu=cpu))
         log("%s %d: migrating" % (scenario, index))
         try:
-            measured = bed.migrate(
-                rt, downtime_steps=nova_downtime_steps(setup.memory_mib),
-                auto_converge=scenario == "auto-converge",
-                timeout=setup.deadline_s * 3)
+            measured = bed.migrate(rt, timeout=setup.deadline_s * 3,
+                                   **migrate_args)
         except hosts.MigrationTimeout as exc:
             error = "timed out: %s" % exc
             measured = dict(exc.stats, started_at=None)
@@ -170,25 +471,35 @@ def run(bed, boot_files, scenario, setup=Setup(), index=0, out_dir=None,
             measured = exc.stats
         time.sleep(setup.after_s)
     finally:
-        sent = flow.stop() if flow is not None else 0
-        if rx is not None:
-            rx.stop()
-        for name in names:
-            _destroy_everywhere(name)
+        try:
+            sent = flow.stop() if flow is not None else 0
+            if rx is not None:
+                rx.stop()
+            for name in names:
+                bed.destroy_guest(name)
+        finally:
+            held.release()
     records = traffic.read_records(rx_path)
-    return score(scenario, index, setup, records, measured, error, sent)
+    row = score(scenario, index, setup, records, measured, error, sent, pl)
+    row["reserved"] = held.applied
+    return row
 
 
 FIELDS = ("scenario", "run", "frames", "misses", "lost_frames",
-          "max_gap_ms", "total_time_s", "deadline_s", "downtime_ms",
-          "max_downtime_ms", "transferred_bytes", "iterations",
-          "bulk_bytes", "integrity_ok", "error")
+          "max_gap_ms", "total_time_s", "deadline_s", "predicted_total_s",
+          "predicted_total_hi_s", "downtime_ms", "max_downtime_ms",
+          "downtime_limit_ms", "bandwidth_limit_bytes_per_s",
+          "transferred_bytes", "iterations", "bulk_bytes", "integrity_ok",
+          "error")
 
 
-def score(scenario, index, setup, records, measured, error, bulk_bytes):
-    """The CSV row of a run from the client's ``records`` and what the
+def score(scenario, index, setup, records, measured, error, bulk_bytes,
+          pl=None):
+    """The CSV row of a run from the client's ``records``, what the
     hosts ``measured`` (``Testbed.migrate``'s statistics, or a timed-out
-    job's last sample)."""
+    job's last sample) and, for rtmig, the plan ``pl``: its predicted
+    median total time and the one at the confidence, its downtime limit
+    and bandwidth."""
     frames, done = playout.frame_completion(
         records["frame"], records["index"], records["count"],
         records["arrival_ns"] / 1e9)
@@ -207,6 +518,13 @@ def score(scenario, index, setup, records, measured, error, bulk_bytes):
         "transferred_bytes": m.get("transferred_bytes"),
         "iterations": m.get("iterations"),
         "bulk_bytes": bulk_bytes,
+        "predicted_total_s": None if pl is None else float(
+            pl.prediction.total_time.quantile(0.5)),
+        "predicted_total_hi_s": None if pl is None else float(
+            pl.prediction.total_time.quantile(pl.confidence)),
+        "downtime_limit_ms": (None if m.get("downtime_limit_s") is None
+                              else m["downtime_limit_s"] * 1e3),
+        "bandwidth_limit_bytes_per_s": m.get("bandwidth_limit_bytes_per_s"),
         "integrity_ok": None if check is None else bool(check.ok),
         "error": error or "",
     }

@@ -1,5 +1,6 @@
 """The isolation experiment's pure parts: Nova's downtime schedule, a run's
-score from the client's records."""
+score from the client's records, the rtmig scenario's request, plan and
+link classes."""
 
 import builtins
 import types
@@ -7,8 +8,13 @@ import types
 import numpy as np
 import pytest
 
+from rtmig_nova.enforce import netshape
+from rtmig_nova.model import precopy
+from rtmig_nova.model import profile as profile_mod
 from rtmig_nova.testbed import isolation
 from rtmig_nova.testbed import traffic
+
+MIB = 1 << 20
 
 
 def test_the_stock_downtime_schedule_is_novas():
@@ -76,5 +82,84 @@ def test_a_run_is_scored_from_the_clients_records():
 
 
 def test_an_unknown_scenario_is_refused():
-    with pytest.raises(ValueError, match="have stock, auto-converge"):
+    with pytest.raises(ValueError, match="have stock, auto-converge, rtmig"):
         isolation.run(None, None, "bogus")
+    with pytest.raises(ValueError, match="plans from a profile"):
+        isolation.run(None, None, "rtmig")
+
+
+def test_the_rt_flavor_is_parsed_as_novas_validators_parse_it():
+    req = isolation.Setup(deadline_s=25, max_downtime_s=0.08,
+                          vcpu_reservation="3ms/10ms", confidence=0.9,
+                          stream_rate=512e3).request()
+    assert req.deadline == pytest.approx(25)
+    assert req.max_downtime == pytest.approx(0.08)
+    assert (req.runtime, req.period) == pytest.approx((0.003, 0.01))
+    assert req.confidence == pytest.approx(0.9)
+    assert req.net_rate == pytest.approx(512e3)
+
+
+def _video_like(busy_pages=232, rate=3.125, mib=128):
+    # the video workload's ring: 8 frames of 320x240x3/2 bytes, each page
+    # rewritten every 8 x 40 ms
+    rates = np.zeros(mib * MIB // 4096)
+    rates[1000:1000 + busy_pages] = rate
+    return profile_mod.DirtyProfile.from_rates(rates)
+
+
+@pytest.mark.parametrize("qemu", ["7.2", "10.0"])
+def test_the_rtmig_plan_and_its_classes_fit_the_link(qemu):
+    setup = isolation.Setup()
+    link = isolation.migration_link(setup, qemu)
+    assert link % MIB == 0
+
+    # what QEMU sends at that bandwidth fits the link's rest; 1 MiB/s more
+    # would not
+    def wire(bw):
+        return netshape.frame_rate(precopy.send_rate(bw, 4096,
+                                                     qemu_version=qemu))
+    rest = setup.link_rate - setup.stream_rate - isolation.RPC_RATE
+    assert wire(link) <= rest < wire(link + MIB)
+    pl = isolation.plan(_video_like(), setup, qemu)
+    assert pl.feasible and pl.bandwidth <= link
+    assert pl.downtime_limit <= setup.max_downtime_s
+    assert pl.prediction.total_time.quantile(0.95) <= setup.deadline_s
+    shaping = isolation.link_shaping(setup, pl, qemu)
+    netshape.validate(shaping, check_host=False)
+    rates = {tc.name: tc.rate for tc in shaping.reserved}
+    assert rates == {"rt-stream": setup.stream_rate,
+                     "libvirt-rpc": isolation.RPC_RATE}
+    # the migration is held to what QEMU sends under its cap, no more
+    assert shaping.migration.ceil is None
+    assert shaping.migration.rate == pytest.approx(netshape.frame_rate(
+        precopy.send_rate(pl.bandwidth, 4096, qemu_version=qemu)))
+    stream = shaping.reserved[0]
+    assert stream.match.dst_ports == (traffic.FRAME_PORT,) * 2
+    assert stream.burst == setup.stream_burst
+
+
+def test_an_impossible_request_is_refused_before_anything_starts():
+    setup = isolation.Setup(deadline_s=2.0)
+    with pytest.raises(isolation.PlanInfeasible, match="no plan within 2s"):
+        isolation.plan(_video_like(), setup, "10.0")
+    with pytest.raises(isolation.PlanInfeasible, match="not 1 MiB/s"):
+        isolation.migration_link(isolation.Setup(stream_rate=12.5e6), "10.0")
+
+
+def test_the_rtmig_row_carries_the_plan():
+    setup = isolation.Setup()
+    pl = isolation.plan(_video_like(), setup, "10.0")
+    measured = {"total_time_s": 14.0, "downtime_s": 0.03,
+                "downtime_limit_s": pl.downtime_limit,
+                "bandwidth_limit_bytes_per_s": pl.bandwidth,
+                "guest_check": types.SimpleNamespace(ok=True)}
+    row = isolation.score("rtmig", 0, setup, _records(100), measured, None,
+                          0, pl)
+    assert row["predicted_total_s"] == pytest.approx(
+        pl.prediction.total_time.quantile(0.5))
+    assert row["predicted_total_hi_s"] >= row["predicted_total_s"]
+    assert row["downtime_limit_ms"] == pytest.approx(pl.downtime_limit * 1e3)
+    assert row["bandwidth_limit_bytes_per_s"] == pl.bandwidth
+    stock = isolation.score("stock", 0, setup, _records(100), measured,
+                            None, 0)
+    assert stock["predicted_total_s"] is None
