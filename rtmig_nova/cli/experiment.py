@@ -11,7 +11,9 @@
 # under the License.
 
 """``rtmig experiment validate``: the model against real migrations on the
-two-host testbed (:mod:`rtmig_nova.testbed.validation`)."""
+two-host testbed (:mod:`rtmig_nova.testbed.validation`); ``rtmig
+experiment isolation``: a real-time guest's frame deadlines during its
+migration, stock and with rtmig (:mod:`rtmig_nova.testbed.isolation`)."""
 
 import dataclasses
 import csv
@@ -28,6 +30,11 @@ from rtmig_nova.cli.errors import EXIT_OK, CliError
 from rtmig_nova.cli.output import emit, print_json
 
 DEFAULT_OUTPUT_DIR = "rtmig-validation"
+DEFAULT_ISOLATION_DIR = "rtmig-isolation"
+ISOLATION_REPETITIONS = 5
+# s a run of the isolation experiment takes on this machine, for the
+# estimate printed up front (boots, 8 s of streaming, the migration)
+ISOLATION_RUN_S = {"stock": 60, "auto-converge": 60, "rtmig": 50}
 
 
 def add_parser(sub, common, add_json_option):
@@ -100,6 +107,38 @@ def add_parser(sub, common, add_json_option):
                    help="the experiment's directory (default: %(default)s)")
     add_json_option(r)
     r.set_defaults(func=cmd_experiment_report)
+    i = esub.add_parser(
+        "isolation", parents=[common],
+        help="a real-time guest's frame deadlines during live migration",
+        description="On the testbed's LAN, host A runs a real-time video "
+                    "guest streaming 40 ms frames to a client behind host "
+                    "B, a CPU-burning neighbour and a bulk TCP flow over "
+                    "the 100 Mbit/s link; the video guest is live-migrated "
+                    "to B under each scenario (stock: Nova's defaults; "
+                    "auto-converge; rtmig: captured profile, plan, CPU and "
+                    "link reservations, planned bandwidth and downtime "
+                    "limit).  Writes isolation.csv, isolation-lateness.png, "
+                    "isolation-timeline.png, isolation.md, the profile and "
+                    "the runs' records (runs/) to --output-dir; a restart "
+                    "resumes from the runs there.  Needs root, QEMU and "
+                    "libvirt (host A's libvirtd running).")
+    i.add_argument("--scenarios", metavar="NAMES",
+                   default=",".join(v.ISOLATION_SCENARIOS),
+                   help="comma-separated, of: %s (default: all)"
+                        % ", ".join(v.ISOLATION_SCENARIOS))
+    i.add_argument("--repetitions", metavar="N",
+                   default=str(ISOLATION_REPETITIONS),
+                   help="runs per scenario (default: %(default)s)")
+    i.add_argument("--calibration", metavar="FILE",
+                   help="a calibration.json of `experiment validate` for "
+                        "the rtmig plan's setup and switch-over times "
+                        "(default: the [rtmig] options)")
+    i.add_argument("--output-dir", metavar="DIR",
+                   default=DEFAULT_ISOLATION_DIR,
+                   help="where the CSV, plots and report go (default: "
+                        "%(default)s)")
+    add_json_option(i)
+    i.set_defaults(func=cmd_experiment_isolation)
 
 
 def _workloads(text):
@@ -349,6 +388,128 @@ def _emit_summary(args, paths, summary):
                 f"{100 * s['total_time_in_p5_p95']:.0f}%"
                 f" over {s['runs']} runs")
     for target, ok in report.verdict(summary).items():
+        lines.append(f"  {target}: {'met' if ok else 'missed'}")
+    emit(lines)
+    return EXIT_OK
+
+
+def _scenarios(text):
+    from rtmig_nova.testbed import cases
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in cases.ISOLATION_SCENARIOS]
+    if unknown or not names:
+        raise CliError(f"--scenarios: {', '.join(unknown) or 'none given'}"
+                       f": have {', '.join(cases.ISOLATION_SCENARIOS)}")
+    return list(dict.fromkeys(names))
+
+
+def _calibration(path):
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            calibration = json.load(f)
+    except OSError as e:
+        raise CliError(f"--calibration: {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise CliError(f"--calibration: {path}: not JSON: "
+                       f"{' '.join(str(e).split())}") from None
+    from rtmig_nova.testbed import validation as v
+    try:
+        v.model_settings(calibration)
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise CliError(f"--calibration: {path}: {e}") from None
+    return calibration
+
+
+def cmd_experiment_isolation(args, defaults):
+    from tqdm import tqdm
+
+    from rtmig_nova.testbed import hosts, image, isolation
+    from rtmig_nova.testbed import isolation_report
+    scenarios = _scenarios(args.scenarios)
+    reps = bounds.REPETITIONS.parse(args.repetitions, "--repetitions")
+    calibration = _calibration(args.calibration)
+    try:
+        import matplotlib  # noqa: F401  (the report's plots)
+    except ImportError:
+        raise CliError("experiment isolation needs matplotlib for its "
+                       "plots: pip install 'rtmig-nova[plot]'") from None
+    if os.geteuid() != 0:
+        raise CliError("experiment isolation needs root (network "
+                       "namespaces, a second libvirtd, tc, SCHED_DEADLINE)")
+    if os.path.exists(args.output_dir) and \
+            not os.path.isdir(args.output_dir):
+        raise CliError(f"--output-dir: {args.output_dir} is not a directory")
+    runs = isolation.plan_runs(scenarios, reps)
+    try:
+        done = isolation.read_rows(args.output_dir)
+    except (OSError, ValueError, KeyError) as e:
+        raise CliError(f"--output-dir: {args.output_dir}: cannot resume: "
+                       f"{' '.join(str(e).split())}") from None
+    todo = [r for r in runs if r not in done or done[r].get("error")]
+    minutes = sum(ISOLATION_RUN_S[s] for s, _ in todo) / 60.0
+    print(f"rtmig experiment isolation: {len(todo)} of {len(runs)} runs to "
+          f"do, about {minutes:.0f} min", file=sys.stderr)
+    try:
+        image.ensure_packages(image.ALL_PACKAGES)
+    except image.ImageError as e:
+        raise CliError(str(e)) from None
+    build_dir = tempfile.mkdtemp(prefix="rtmig-isolation-")
+    os.chmod(build_dir, 0o755)      # QEMU runs as libvirt-qemu
+    boot_files = (image.find_kernel(), image.build_initramfs(build_dir))
+    start = datetime.datetime.now(datetime.timezone.utc)
+    setup = isolation.Setup()
+    with tqdm(total=len(todo), file=sys.stderr, desc="rtmig isolation",
+              unit="run", dynamic_ncols=True,
+              disable=not sys.stderr.isatty()) as bar:
+        def progress(k, total, row):
+            bar.update(k - bar.n)
+            what = "error: " + row["error"] if row.get("error") else (
+                "%.1f s, downtime %s ms, longest gap %.0f ms, %d/%d misses"
+                % (row["total_time_s"], "?" if row["downtime_ms"] is None
+                   else "%.0f" % row["downtime_ms"], row["max_gap_ms"],
+                   row["misses"], row["frames"]))
+            bar.write(f"{row['scenario']} run {row['run']}: {what}",
+                      file=sys.stderr)
+        try:
+            isolation.run_experiment(
+                args.output_dir, os.path.join(build_dir, "testbed"),
+                boot_files, runs, setup, calibration, progress,
+                log=lambda m: bar.write(m, file=sys.stderr))
+        except hosts.TestbedError as e:
+            raise CliError(str(e)) from None
+    meta = {"date": start.strftime("%Y-%m-%d %H:%M UTC"),
+            "qemu": _qemu_version(),
+            "machine": f"{os.cpu_count()} cores, accel TCG",
+            "link": f"{setup.link_rate * 8 / 1e6:g} Mbit/s each way",
+            "RT guest": f"video {dict(setup.video)}, {setup.memory_mib} MiB,"
+                        f" {setup.period_s * 1e3:g} ms frames, miss beyond "
+                        f"{setup.tolerance_s * 1e3:g} ms",
+            "request": f"deadline {setup.deadline_s:g} s, downtime "
+                       f"{setup.max_downtime_s * 1e3:g} ms, confidence "
+                       f"{setup.confidence:g}, vCPU "
+                       f"{setup.vcpu_reservation}, stream "
+                       f"{setup.stream_rate / 1e3:g} kB/s",
+            "calibration": args.calibration or "none ([rtmig] defaults)"}
+    try:
+        paths, summary = isolation_report.write_report(args.output_dir,
+                                                       meta)
+    except (OSError, ValueError) as e:
+        raise CliError(f"--output-dir: {args.output_dir}: cannot write the "
+                       f"report: {' '.join(str(e).split())}") from None
+    verdict = isolation_report.verdict(summary)
+    if args.json:
+        print_json({"outputs": paths, "summary": summary,
+                    "targets": verdict})
+        return EXIT_OK
+    lines = [f"wrote {', '.join(paths)}"]
+    for scenario, s in summary.items():
+        lines.append(
+            f"  {scenario:14s} {s['runs']} runs: deadline met "
+            f"{s['deadline_met']}, freeze within bound "
+            f"{s['gap_within_bound']}, misses {s['misses']}/{s['frames']}")
+    for target, ok in (verdict or {}).items():
         lines.append(f"  {target}: {'met' if ok else 'missed'}")
     emit(lines)
     return EXIT_OK

@@ -81,6 +81,9 @@ DEFAULT_REPETITIONS = 3
 # setup spread came out 6 ms; the runs' own offsets, not the calibration's
 # sample size, are what its intervals then missed: docs/testbed.md).
 DEFAULT_CALIBRATION_RUNS = 6
+# The isolation experiment's scenarios (rtmig_nova.testbed.isolation), here
+# for the CLI's parser, which must not import the enforcement stack.
+ISOLATION_SCENARIOS = ("stock", "auto-converge", "rtmig")
 DEFAULT_CAPTURE_S = 20.0               # s of probe migration
 DEFAULT_PROBE_BANDWIDTH = 4 * MIB      # bytes/s, rounds after the first pass
 PROBE_FIRST_PASS_BANDWIDTH = 32 * MIB  # bytes/s

@@ -46,6 +46,7 @@ Units: bytes, seconds, bytes/s.
 """
 
 import dataclasses
+import json
 import os
 import time
 import uuid
@@ -62,6 +63,7 @@ from rtmig_nova.enforce import reservation
 from rtmig_nova.model import flavor
 from rtmig_nova.model import ledger
 from rtmig_nova.model import precopy
+from rtmig_nova.testbed import cases
 from rtmig_nova.testbed import guest as guest_mod
 from rtmig_nova.testbed import hosts
 from rtmig_nova.testbed import playout
@@ -69,7 +71,7 @@ from rtmig_nova.testbed import traffic
 from rtmig_nova.testbed import validation
 
 MIB = 1 << 20
-SCENARIOS = ("stock", "auto-converge", "rtmig")
+SCENARIOS = cases.ISOLATION_SCENARIOS
 RPC_RATE = 100e3        # bytes/s reserved for libvirt's RPC on the link
 # Nova's [libvirt] defaults (nova/conf/libvirt.py, 34.0.0), used when Nova
 # is not importable
@@ -490,7 +492,7 @@ FIELDS = ("scenario", "run", "frames", "misses", "lost_frames",
           "predicted_total_hi_s", "downtime_ms", "max_downtime_ms",
           "downtime_limit_ms", "bandwidth_limit_bytes_per_s",
           "transferred_bytes", "iterations", "bulk_bytes", "integrity_ok",
-          "error")
+          "period_ms", "tolerance_ms", "error")
 
 
 def score(scenario, index, setup, records, measured, error, bulk_bytes,
@@ -525,6 +527,8 @@ def score(scenario, index, setup, records, measured, error, bulk_bytes,
         "downtime_limit_ms": (None if m.get("downtime_limit_s") is None
                               else m["downtime_limit_s"] * 1e3),
         "bandwidth_limit_bytes_per_s": m.get("bandwidth_limit_bytes_per_s"),
+        "period_ms": setup.period_s * 1e3,
+        "tolerance_ms": setup.tolerance_s * 1e3,
         "integrity_ok": None if check is None else bool(check.ok),
         "error": error or "",
     }
@@ -533,3 +537,114 @@ def score(scenario, index, setup, records, measured, error, bulk_bytes,
     row["playout"] = po
     row["lateness_s"] = np.asarray(po.lateness_s)
     return row
+
+
+# -- the experiment ---------------------------------------------------------
+
+CSV_NAME = "isolation.csv"
+PROFILE_NAME = "profile.json"
+RUNS_DIR = "runs"
+
+
+def plan_runs(scenarios, repetitions):
+    """(scenario, run) pairs, the scenarios interleaved so that a drift of
+    the machine over the hour touches each alike."""
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown or not scenarios:
+        raise ValueError("scenarios %s: have %s" % (
+            ", ".join(unknown) or "(none)", ", ".join(SCENARIOS)))
+    return [(s, i) for i in range(repetitions) for s in scenarios]
+
+
+def frames_path(out_dir, scenario, index):
+    """The client's records of a run in an experiment's ``out_dir``."""
+    return os.path.join(out_dir, RUNS_DIR,
+                        "%s-%d.frames" % (scenario, index))
+
+
+def timeline_path(out_dir, scenario, index):
+    """A run's migration progress (JSON) in an experiment's ``out_dir``."""
+    return os.path.join(out_dir, RUNS_DIR, "%s-%d.json" % (scenario, index))
+
+
+def read_rows(out_dir):
+    """The rows of ``OUT_DIR/isolation.csv`` by (scenario, run), numbers
+    as floats; none if there is no CSV yet."""
+    from rtmig_nova.testbed import report
+    path = os.path.join(out_dir, CSV_NAME)
+    if not os.path.exists(path):
+        return {}
+    return {(r["scenario"], int(r["run"])): r for r in report.read_csv(path)
+            if r.get("scenario") in SCENARIOS
+            and isinstance(r.get("run"), float)}
+
+
+def _write_rows(out_dir, rows):
+    from rtmig_nova.testbed import report
+    order = {s: i for i, s in enumerate(SCENARIOS)}
+    report.write_csv([{k: r.get(k) for k in FIELDS} for _, r in sorted(
+        rows.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))],
+        os.path.join(out_dir, CSV_NAME))
+
+
+def _failed_row(scenario, index, setup, error):
+    row = dict.fromkeys(FIELDS)
+    row.update(scenario=scenario, run=index, deadline_s=setup.deadline_s,
+               max_downtime_ms=setup.max_downtime_s * 1e3,
+               period_ms=setup.period_s * 1e3,
+               tolerance_ms=setup.tolerance_s * 1e3,
+               error=" ".join(str(error).split())[:300])
+    return row
+
+
+def run_experiment(out_dir, workdir, boot_files, runs, setup=Setup(),
+                   calibration=None, progress=None, log=None):
+    """Do the ``runs`` (from :func:`plan_runs`) that ``out_dir`` does not
+    hold yet (a row without an error in its CSV), on a testbed brought up
+    in ``workdir`` and torn down at the end (also on error or Ctrl-C).
+    The CSV is rewritten after every run, so a restarted experiment
+    resumes where it stopped.  The rtmig scenario plans from
+    ``OUT_DIR/profile.json``, captured first when it is not there.  A run
+    that fails is recorded with its ``error`` and the experiment goes on.
+    ``progress(done, total, row)`` after each run.  Returns the rows by
+    (scenario, run)."""
+    from rtmig_nova.model import profile as profile_mod
+    log = log or (lambda msg: None)
+    runs_dir = os.path.join(out_dir, RUNS_DIR)
+    os.makedirs(runs_dir, exist_ok=True)
+    rows = read_rows(out_dir)
+    todo = [(s, i) for s, i in runs
+            if (s, i) not in rows or rows[(s, i)].get("error")]
+    if len(todo) < len(runs):
+        log("resuming: %d of %d runs done already" % (len(runs) - len(todo),
+                                                      len(runs)))
+    if not todo:
+        return rows
+    bed = hosts.up(workdir, rate_bytes_per_s=setup.link_rate, lan=True)
+    try:
+        profile = None
+        if any(s == "rtmig" for s, _ in todo):
+            path = os.path.join(out_dir, PROFILE_NAME)
+            if os.path.exists(path):
+                profile = profile_mod.DirtyProfile.load(path)
+            else:
+                profile = capture(bed, boot_files, setup, log)
+                profile.save(path)
+        for k, (scenario, index) in enumerate(todo):
+            try:
+                row = run(bed, boot_files, scenario, setup, index, runs_dir,
+                          log, profile, calibration)
+                with open(timeline_path(out_dir, scenario, index), "w") as f:
+                    json.dump({"started_at": row["started_at"],
+                               "progress": row["timeline"]}, f)
+            except (PlanInfeasible, hosts.TestbedError,
+                    guest_mod.GuestBootError,
+                    reservation.ReservationError) as exc:
+                row = _failed_row(scenario, index, setup, exc)
+            rows[(scenario, index)] = {k2: row.get(k2) for k2 in FIELDS}
+            _write_rows(out_dir, rows)
+            if progress is not None:
+                progress(k + 1, len(todo), row)
+    finally:
+        bed.down()
+    return rows

@@ -519,3 +519,29 @@ def test_simulation_work_is_bounded_and_results_within_it_unchanged(
     err = _error(capsys, *argv)
     assert "simulate: more than 204799 page-rounds after 3 of 4 runs of " \
         "1024 pages" in err and "simulation work range" in err
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["--scenarios", "stock,nova"], "--scenarios: nova: have stock, "
+                                    "auto-converge, rtmig"),
+    (["--scenarios", ","], "--scenarios: none given"),
+    (["--repetitions", "0"], "outside the repetitions range"),
+    (["--calibration", "/nonexistent/cal.json"],
+     "--calibration: /nonexistent/cal.json: No such file"),
+])
+def test_experiment_isolation_refuses_bad_input_up_front(capsys, argv, why):
+    err = _error(capsys, "experiment", "isolation", *argv)
+    assert why in err
+
+
+def test_experiment_isolation_refuses_a_calibration_that_is_not_one(
+        capsys, tmp_path):
+    bad = tmp_path / "cal.json"
+    bad.write_text('{"setup_time_s": "soon"}')
+    err = _error(capsys, "experiment", "isolation", "--calibration",
+                 str(bad))
+    assert "--calibration: " in err and "setup_time_s" in err
+    bad.write_text("[1, 2")
+    err = _error(capsys, "experiment", "isolation", "--calibration",
+                 str(bad))
+    assert "not JSON" in err

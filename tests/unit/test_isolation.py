@@ -3,6 +3,7 @@ score from the client's records, the rtmig scenario's request, plan and
 link classes."""
 
 import builtins
+import os
 import types
 
 import numpy as np
@@ -163,3 +164,90 @@ def test_the_rtmig_row_carries_the_plan():
     stock = isolation.score("stock", 0, setup, _records(100), measured,
                             None, 0)
     assert stock["predicted_total_s"] is None
+
+
+# -- the experiment: resume, report -----------------------------------------
+
+class _Bed:
+    def __init__(self):
+        self.down_called = 0
+
+    def down(self):
+        self.down_called += 1
+
+
+def _fake_run(calls, fail=()):
+    def run(bed, boot_files, scenario, setup, index, out_dir, log, profile,
+            calibration):
+        calls.append((scenario, index))
+        if (scenario, index) in fail:
+            raise isolation.hosts.TestbedError("guest did not boot")
+        records = _records(200, pause_after=100, pause_s=0.3)
+        records.tofile(os.path.join(out_dir, "%s-%d.frames"
+                                    % (scenario, index)))
+        pl = isolation.plan(_video_like(), setup, "10.0") \
+            if scenario == "rtmig" else None
+        measured = {"total_time_s": 12.0 + index, "downtime_s": 0.05,
+                    "guest_check": types.SimpleNamespace(ok=True),
+                    "progress": [(0.0, 0, 1), (0.5, 3e6, 1), (1.0, 6e6, 2)],
+                    "started_at": 9.0}
+        return isolation.score(scenario, index, setup, records, measured,
+                               None, 1000, pl)
+    return run
+
+
+def test_the_experiment_resumes_from_its_csv(tmp_path, monkeypatch):
+    beds = []
+    monkeypatch.setattr(isolation.hosts, "up",
+                        lambda *a, **k: beds.append(_Bed()) or beds[-1])
+    monkeypatch.setattr(isolation, "capture",
+                        lambda bed, boot, setup, log: _video_like())
+    calls = []
+    monkeypatch.setattr(isolation, "run",
+                        _fake_run(calls, fail={("stock", 1)}))
+    runs = isolation.plan_runs(["stock", "rtmig"], 2)
+    assert runs == [("stock", 0), ("rtmig", 0), ("stock", 1), ("rtmig", 1)]
+    out = str(tmp_path / "out")
+    rows = isolation.run_experiment(out, str(tmp_path / "w"), None, runs)
+    assert calls == runs and beds[0].down_called == 1
+    assert rows[("stock", 1)]["error"] == "guest did not boot"
+    assert os.path.exists(os.path.join(out, isolation.PROFILE_NAME))
+    # restarted: only the failed run again, the profile reused
+    calls.clear()
+    monkeypatch.setattr(isolation, "capture", None)
+    monkeypatch.setattr(isolation, "run", _fake_run(calls))
+    rows = isolation.run_experiment(out, str(tmp_path / "w"), None, runs)
+    assert calls == [("stock", 1)]
+    assert not any(r["error"] for r in rows.values())
+    on_disk = isolation.read_rows(out)
+    assert sorted(on_disk) == sorted(runs)
+    assert on_disk[("rtmig", 1)]["total_time_s"] == 13.0
+    # all done: nothing brought up
+    calls.clear()
+    isolation.run_experiment(out, str(tmp_path / "w"), None, runs)
+    assert calls == [] and len(beds) == 2
+
+    pytest.importorskip("matplotlib")
+    from rtmig_nova.testbed import isolation_report
+    paths, summ = isolation_report.write_report(out, {"date": "today"})
+    assert all(os.path.getsize(p) > 0 for p in paths)
+    s = summ["rtmig"]
+    assert s["runs"] == 2 and s["failed"] == 0 and s["deadline_met"] == 2
+    # the 300 ms pause is a 340 ms gap: beyond the 100 ms bound
+    assert s["gap_within_bound"] == 0
+    assert s["frames"] == 400 and s["misses"] == 2
+    verdict = isolation_report.verdict(summ)
+    assert verdict == {"deadline met in every run": True,
+                       "freeze within the downtime bound in every run":
+                           False,
+                       "frame misses at most 1%": True}
+    with open(os.path.join(out, isolation_report.REPORT_MD)) as f:
+        md = f.read()
+    assert "| rtmig | 2 | 2 | 0 | 2 / 400 (0.50%)" in md
+
+
+def test_an_unknown_scenario_is_not_planned():
+    with pytest.raises(ValueError, match="have stock"):
+        isolation.plan_runs(["stock", "nova"], 1)
+    with pytest.raises(ValueError):
+        isolation.plan_runs([], 1)
