@@ -190,10 +190,39 @@ def _qemu_version():
         return "unknown"
 
 
+def _can_run(name, root_for, output_dir):
+    """Refuse (CliError) an experiment that cannot run here: no matplotlib
+    for its plots, not root, an ``output_dir`` that is a file."""
+    try:
+        import matplotlib  # noqa: F401  (the report's plots)
+    except ImportError:
+        raise CliError(f"experiment {name} needs matplotlib for its plots: "
+                       f"pip install 'rtmig-nova[plot]'") from None
+    if os.geteuid() != 0:
+        raise CliError(f"experiment {name} needs root (network namespaces, "
+                       f"a second libvirtd, {root_for})")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise CliError(f"--output-dir: {output_dir} is not a directory")
+
+
+def _boot_files(prefix):
+    """(kernel, initramfs) of the testbed guest, the Debian packages it
+    needs installed first, built in a new directory QEMU (libvirt-qemu)
+    can read."""
+    from rtmig_nova.testbed import image
+    try:
+        image.ensure_packages(image.ALL_PACKAGES)
+    except image.ImageError as e:
+        raise CliError(str(e)) from None
+    build_dir = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(build_dir, 0o755)
+    return build_dir, (image.find_kernel(), image.build_initramfs(build_dir))
+
+
 def cmd_experiment_validate(args, defaults):
     from tqdm import tqdm
 
-    from rtmig_nova.testbed import hosts, image, report
+    from rtmig_nova.testbed import hosts, report
     from rtmig_nova.testbed import validation as v
     workloads = _workloads(args.workloads)
     bandwidths = None if args.bandwidths is None else \
@@ -225,26 +254,9 @@ def cmd_experiment_validate(args, defaults):
             f"{bounds.EXPERIMENT_RUNS.what} range, "
             f"{bounds.EXPERIMENT_RUNS.range_text} "
             f"({bounds.EXPERIMENT_RUNS.why})")
-    try:
-        import matplotlib  # noqa: F401  (the report's plot)
-    except ImportError:
-        raise CliError("experiment validate needs matplotlib for its plot: "
-                       "pip install 'rtmig-nova[plot]'") from None
-    if os.geteuid() != 0:
-        raise CliError("experiment validate needs root (network namespaces, "
-                       "a second libvirtd, QEMU's log files)")
-    if os.path.exists(args.output_dir) and \
-            not os.path.isdir(args.output_dir):
-        raise CliError(f"--output-dir: {args.output_dir} is not a directory")
+    _can_run("validate", "QEMU's log files", args.output_dir)
     runs = v.plan_runs(workloads, bandwidths, reps)
-    try:
-        image.ensure_packages(image.ALL_PACKAGES)
-    except image.ImageError as e:
-        raise CliError(str(e)) from None
-    # QEMU runs as libvirt-qemu: the image directory must be readable.
-    build_dir = tempfile.mkdtemp(prefix="rtmig-validate-")
-    os.chmod(build_dir, 0o755)
-    boot_files = (image.find_kernel(), image.build_initramfs(build_dir))
+    build_dir, boot_files = _boot_files("rtmig-validate-")
     start = datetime.datetime.now(datetime.timezone.utc)
     with tqdm(total=len(runs), file=sys.stderr, desc="rtmig validate",
               unit="run", dynamic_ncols=True,
@@ -425,22 +437,12 @@ def _calibration(path):
 def cmd_experiment_isolation(args, defaults):
     from tqdm import tqdm
 
-    from rtmig_nova.testbed import hosts, image, isolation
+    from rtmig_nova.testbed import hosts, isolation
     from rtmig_nova.testbed import isolation_report
     scenarios = _scenarios(args.scenarios)
     reps = bounds.REPETITIONS.parse(args.repetitions, "--repetitions")
     calibration = _calibration(args.calibration)
-    try:
-        import matplotlib  # noqa: F401  (the report's plots)
-    except ImportError:
-        raise CliError("experiment isolation needs matplotlib for its "
-                       "plots: pip install 'rtmig-nova[plot]'") from None
-    if os.geteuid() != 0:
-        raise CliError("experiment isolation needs root (network "
-                       "namespaces, a second libvirtd, tc, SCHED_DEADLINE)")
-    if os.path.exists(args.output_dir) and \
-            not os.path.isdir(args.output_dir):
-        raise CliError(f"--output-dir: {args.output_dir} is not a directory")
+    _can_run("isolation", "tc, SCHED_DEADLINE", args.output_dir)
     runs = isolation.plan_runs(scenarios, reps)
     try:
         done = isolation.read_rows(args.output_dir)
@@ -451,13 +453,7 @@ def cmd_experiment_isolation(args, defaults):
     minutes = sum(ISOLATION_RUN_S[s] for s, _ in todo) / 60.0
     print(f"rtmig experiment isolation: {len(todo)} of {len(runs)} runs to "
           f"do, about {minutes:.0f} min", file=sys.stderr)
-    try:
-        image.ensure_packages(image.ALL_PACKAGES)
-    except image.ImageError as e:
-        raise CliError(str(e)) from None
-    build_dir = tempfile.mkdtemp(prefix="rtmig-isolation-")
-    os.chmod(build_dir, 0o755)      # QEMU runs as libvirt-qemu
-    boot_files = (image.find_kernel(), image.build_initramfs(build_dir))
+    build_dir, boot_files = _boot_files("rtmig-isolation-")
     start = datetime.datetime.now(datetime.timezone.utc)
     setup = isolation.Setup()
     with tqdm(total=len(todo), file=sys.stderr, desc="rtmig isolation",

@@ -913,17 +913,8 @@ class Testbed:
     def destroy_guest(self, name):
         """Destroy the guest ``name`` wherever it runs (A or B) and forget
         it: its LAN address can be given to another guest."""
-        libvirt = _quiet_libvirt()
         for uri in (URI_A, URI_B):
-            conn = libvirt.open(uri)
-            try:
-                dom = conn.lookupByName(name)
-                if dom.isActive():
-                    dom.destroy()
-            except libvirt.libvirtError:
-                pass            # not there
-            finally:
-                conn.close()
+            destroy_domain(uri, name)
         self.guest_addresses.pop(name, None)
         self.console_logs.pop(name, None)
 
@@ -1180,6 +1171,20 @@ class Testbed:
                 exc.stats = out
                 raise
         return out
+
+
+def destroy_domain(uri, name):
+    """Destroy the running domain ``name`` on ``uri``, if it is there."""
+    libvirt = _quiet_libvirt()
+    conn = libvirt.open(uri)
+    try:
+        dom = conn.lookupByName(name)
+        if dom.isActive():
+            dom.destroy()
+    except libvirt.libvirtError:
+        pass            # not there
+    finally:
+        conn.close()
 
 
 def incoming_vcpu_threads(name):

@@ -224,18 +224,7 @@ class ThreadCpuSampler:
 
 # ------------------------------------------------------------- one run
 
-def destroy_domain(uri, name):
-    """Destroy the running domain ``name`` on ``uri``, if it is there."""
-    libvirt = hosts._quiet_libvirt()
-    conn = libvirt.open(uri)
-    try:
-        dom = conn.lookupByName(name)
-        if dom.isActive():
-            dom.destroy()
-    except libvirt.libvirtError:
-        pass
-    finally:
-        conn.close()
+destroy_domain = hosts.destroy_domain
 
 
 def _active(uri, name):
