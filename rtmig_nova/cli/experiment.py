@@ -35,6 +35,7 @@ ISOLATION_REPETITIONS = 5
 # s a run of the isolation experiment takes on this machine, for the
 # estimate printed up front (boots, 8 s of streaming, the migration)
 ISOLATION_RUN_S = {"stock": 60, "auto-converge": 60, "rtmig": 50}
+ISOLATION_CAPTURE_S = 45     # the rtmig profile's capture, boot included
 
 
 def add_parser(sub, common, add_json_option):
@@ -426,12 +427,33 @@ def _calibration(path):
     except ValueError as e:
         raise CliError(f"--calibration: {path}: not JSON: "
                        f"{' '.join(str(e).split())}") from None
+    from rtmig_nova.model import precopy
     from rtmig_nova.testbed import validation as v
+    if not isinstance(calibration, dict):
+        raise CliError(f"--calibration: {path}: not a calibration (a JSON "
+                       f"object)")
     try:
-        v.model_settings(calibration)
+        settings = v.model_settings(calibration)
+        if "qemu_version" in settings:
+            precopy.qemu_version(settings["qemu_version"])
     except (ValueError, TypeError, AttributeError, KeyError) as e:
-        raise CliError(f"--calibration: {path}: {e}") from None
+        raise CliError(f"--calibration: {path}: "
+                       f"{' '.join(str(e).split())}") from None
     return calibration
+
+
+def _check_profile(output_dir, todo):
+    """Refuse a resumed experiment whose profile.json does not load (the
+    rtmig runs to do plan from it), before the testbed comes up."""
+    from rtmig_nova.model.profile import DirtyProfile, ProfileError
+    from rtmig_nova.testbed import isolation
+    path = os.path.join(output_dir, isolation.PROFILE_NAME)
+    if any(s == "rtmig" for s, _ in todo) and os.path.exists(path):
+        try:
+            DirtyProfile.load(path)
+        except ProfileError as e:
+            raise CliError(f"--output-dir: {e} (remove it to capture "
+                           f"anew)") from None
 
 
 def cmd_experiment_isolation(args, defaults):
@@ -449,8 +471,13 @@ def cmd_experiment_isolation(args, defaults):
     except (OSError, ValueError, KeyError) as e:
         raise CliError(f"--output-dir: {args.output_dir}: cannot resume: "
                        f"{' '.join(str(e).split())}") from None
-    todo = [r for r in runs if r not in done or done[r].get("error")]
+    todo = [r for r in runs
+            if r not in done or not isolation.measured(done[r])]
+    _check_profile(args.output_dir, todo)
     minutes = sum(ISOLATION_RUN_S[s] for s, _ in todo) / 60.0
+    if any(s == "rtmig" for s, _ in todo) and not os.path.exists(
+            os.path.join(args.output_dir, isolation.PROFILE_NAME)):
+        minutes += ISOLATION_CAPTURE_S / 60.0
     print(f"rtmig experiment isolation: {len(todo)} of {len(runs)} runs to "
           f"do, about {minutes:.0f} min", file=sys.stderr)
     build_dir, boot_files = _boot_files("rtmig-isolation-")
@@ -491,7 +518,7 @@ def cmd_experiment_isolation(args, defaults):
     try:
         paths, summary = isolation_report.write_report(args.output_dir,
                                                        meta)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, TypeError, KeyError) as e:
         raise CliError(f"--output-dir: {args.output_dir}: cannot write the "
                        f"report: {' '.join(str(e).split())}") from None
     verdict = isolation_report.verdict(summary)

@@ -169,7 +169,11 @@ def _boot(bed, boot_files, cmdline, memory_mib, workload, address=None,
     console = os.path.join(bed.workdir, name + ".console")
     bed.start_guest(*boot_files, cmdline, name=name, memory_mib=memory_mib,
                     console_log=console, address=address)
-    guest_mod.wait_until_running(console, workload, timeout)
+    try:
+        guest_mod.wait_until_running(console, workload, timeout)
+    except BaseException:
+        bed.destroy_guest(name)
+        raise
     return name
 
 
@@ -430,8 +434,8 @@ def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
     try:
         if pl is not None:
             bed.unshape(ends=("a",))
-            held.apply("link", [reservation.ShapingStep(
-                link_shaping(setup, pl, qemu))])
+            held.apply("link", [reservation.ShapingStep(link_shaping(
+                setup, pl, pl.settings.get("qemu_version", qemu)))])
         rx = traffic.FrameReceiver(hosts.in_client(), rx_path, bound)
         if setup.noisy:
             names.append(_boot(bed, boot_files, guest_mod.kernel_cmdline(
@@ -473,18 +477,35 @@ def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
             measured = exc.stats
         time.sleep(setup.after_s)
     finally:
-        try:
-            sent = flow.stop() if flow is not None else 0
-            if rx is not None:
-                rx.stop()
-            for name in names:
-                bed.destroy_guest(name)
-        finally:
-            held.release()
+        stream_end = time.monotonic()
+        sent = _cleanup(flow, rx, names, bed, held)
     records = traffic.read_records(rx_path)
-    row = score(scenario, index, setup, records, measured, error, sent, pl)
+    row = score(scenario, index, setup, records, measured, error, sent, pl,
+                stream_end)
     row["reserved"] = held.applied
     return row
+
+
+def _cleanup(flow, rx, names, bed, held):
+    """Stop the flow and the receiver, destroy the guests, release the
+    reservations: each tried whatever the others do; the first failure
+    is raised after all.  Returns the bulk flow's bytes."""
+    first, sent = None, 0
+    steps = [lambda: rx.stop() if rx is not None else None]
+    steps += [lambda n=n: bed.destroy_guest(n) for n in names]
+    steps.append(held.release)
+    try:
+        sent = flow.stop() if flow is not None else 0
+    except Exception as exc:
+        first = exc
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            first = first or exc
+    if first is not None:
+        raise first
+    return sent
 
 
 FIELDS = ("scenario", "run", "frames", "misses", "lost_frames",
@@ -496,22 +517,31 @@ FIELDS = ("scenario", "run", "frames", "misses", "lost_frames",
 
 
 def score(scenario, index, setup, records, measured, error, bulk_bytes,
-          pl=None):
+          pl=None, stream_end_s=None):
     """The CSV row of a run from the client's ``records``, what the
     hosts ``measured`` (``Testbed.migrate``'s statistics, or a timed-out
     job's last sample) and, for rtmig, the plan ``pl``: its predicted
     median total time and the one at the confidence, its downtime limit
-    and bandwidth."""
+    and bandwidth.  ``stream_end_s`` (``time.monotonic()``): when the
+    client stopped listening; the silence since the last complete frame
+    counts as a freeze (a stream that never came back from B), and no
+    frame at all as an endless one."""
     frames, done = playout.frame_completion(
         records["frame"], records["index"], records["count"],
         records["arrival_ns"] / 1e9)
     po = playout.playout(frames, done, setup.period_s, setup.tolerance_s)
+    freeze_s = po.max_gap_s
+    complete = done[np.isfinite(done)]
+    if not complete.size:
+        freeze_s = float("inf")
+    elif stream_end_s is not None:
+        freeze_s = max(freeze_s, stream_end_s - float(complete.max()))
     m = measured or {}
     check = m.get("guest_check")
     row = {
         "scenario": scenario, "run": index, "frames": po.count,
         "misses": po.misses, "lost_frames": po.lost,
-        "max_gap_ms": po.max_gap_s * 1e3,
+        "max_gap_ms": freeze_s * 1e3,
         "total_time_s": m.get("total_time_s"),
         "deadline_s": setup.deadline_s,
         "downtime_ms": (None if m.get("downtime_s") is None
@@ -567,16 +597,66 @@ def timeline_path(out_dir, scenario, index):
     return os.path.join(out_dir, RUNS_DIR, "%s-%d.json" % (scenario, index))
 
 
+INT_FIELDS = ("run", "frames", "misses", "lost_frames", "iterations")
+# what a measured row must hold to be scored; one without them is done again
+NEEDED = ("frames", "misses", "max_gap_ms", "deadline_s", "max_downtime_ms",
+          "period_ms", "tolerance_ms")
+
+
+def _usable(row):
+    """The CSV row with its counts as ints, or None if it is not one this
+    module wrote (then its run is done again)."""
+    if row.get("scenario") not in SCENARIOS:
+        return None
+    out = dict(row)
+    for key in INT_FIELDS:
+        value = out.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, float) or not value.is_integer() or \
+                not 0 <= value < 1e9:
+            return None
+        out[key] = int(value)
+    if out.get("run") is None:
+        return None
+    if out.get("frames") is not None and not all(
+            isinstance(out.get(k), float) or isinstance(out.get(k), int)
+            for k in NEEDED):
+        return None
+    out["error"] = out.get("error") if isinstance(out.get("error"),
+                                                  str) else ""
+    return out
+
+
+def measured(row):
+    """Whether a row is a run's result (a timed-out or integrity-failed
+    migration included), not a run that failed before it could be scored
+    (which a restart does again)."""
+    return row.get("frames") is not None
+
+
 def read_rows(out_dir):
-    """The rows of ``OUT_DIR/isolation.csv`` by (scenario, run), numbers
-    as floats; none if there is no CSV yet."""
+    """The rows of ``OUT_DIR/isolation.csv`` by (scenario, run), counts as
+    ints, other numbers as floats; none if there is no CSV yet.  Rows this
+    module did not write are left out (their runs are done again).
+
+    :raises ValueError: the CSV cannot be read (one line)
+    """
+    import csv
     from rtmig_nova.testbed import report
     path = os.path.join(out_dir, CSV_NAME)
     if not os.path.exists(path):
         return {}
-    return {(r["scenario"], int(r["run"])): r for r in report.read_csv(path)
-            if r.get("scenario") in SCENARIOS
-            and isinstance(r.get("run"), float)}
+    try:
+        raw = report.read_csv(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError("%s: %s" % (path, " ".join(str(exc).split())))
+    rows = {}
+    for r in raw:
+        r = _usable(r)
+        if r is not None:
+            rows[(r["scenario"], r["run"])] = r
+    return rows
 
 
 def _write_rows(out_dir, rows):
@@ -614,22 +694,30 @@ def run_experiment(out_dir, workdir, boot_files, runs, setup=Setup(),
     os.makedirs(runs_dir, exist_ok=True)
     rows = read_rows(out_dir)
     todo = [(s, i) for s, i in runs
-            if (s, i) not in rows or rows[(s, i)].get("error")]
+            if (s, i) not in rows or not measured(rows[(s, i)])]
     if len(todo) < len(runs):
         log("resuming: %d of %d runs done already" % (len(runs) - len(todo),
                                                       len(runs)))
     if not todo:
         return rows
+    profile = None
+    path = os.path.join(out_dir, PROFILE_NAME)
+    if any(s == "rtmig" for s, _ in todo) and os.path.exists(path):
+        profile = profile_mod.DirtyProfile.load(path)  # ProfileError
+    with privileged.in_process_as_root():
+        # what a killed run of this experiment left reserved
+        reservation.recover(os.path.join(runs_dir, "reservations"),
+                            label_prefix="isolation ")
     bed = hosts.up(workdir, rate_bytes_per_s=setup.link_rate, lan=True)
     try:
-        profile = None
-        if any(s == "rtmig" for s, _ in todo):
-            path = os.path.join(out_dir, PROFILE_NAME)
-            if os.path.exists(path):
-                profile = profile_mod.DirtyProfile.load(path)
-            else:
+        if any(s == "rtmig" for s, _ in todo) and profile is None:
+            try:
                 profile = capture(bed, boot_files, setup, log)
-                profile.save(path)
+            except Exception as exc:
+                raise hosts.TestbedError(
+                    "capturing the RT guest's profile: %s"
+                    % " ".join(str(exc).split())) from exc
+            profile.save(path)
         for k, (scenario, index) in enumerate(todo):
             try:
                 row = run(bed, boot_files, scenario, setup, index, runs_dir,
@@ -637,10 +725,12 @@ def run_experiment(out_dir, workdir, boot_files, runs, setup=Setup(),
                 with open(timeline_path(out_dir, scenario, index), "w") as f:
                     json.dump({"started_at": row["started_at"],
                                "progress": row["timeline"]}, f)
-            except (PlanInfeasible, hosts.TestbedError,
-                    guest_mod.GuestBootError,
-                    reservation.ReservationError) as exc:
-                row = _failed_row(scenario, index, setup, exc)
+            except Exception as exc:
+                # a run that failed (a guest that did not boot, a helper
+                # that did not start, libvirt, a refused reservation) is
+                # recorded; the experiment goes on
+                row = _failed_row(scenario, index, setup, "%s: %s" % (
+                    type(exc).__name__, exc))
             rows[(scenario, index)] = {k2: row.get(k2) for k2 in FIELDS}
             _write_rows(out_dir, rows)
             if progress is not None:

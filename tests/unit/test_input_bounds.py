@@ -545,3 +545,31 @@ def test_experiment_isolation_refuses_a_calibration_that_is_not_one(
     err = _error(capsys, "experiment", "isolation", "--calibration",
                  str(bad))
     assert "not JSON" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root check comes first")
+def test_experiment_isolation_refuses_a_bad_profile_before_the_testbed(
+        capsys, tmp_path):
+    (tmp_path / "profile.json").write_text('{"version": 1, "rates": "x"}')
+    err = _error(capsys, "experiment", "isolation", "--output-dir",
+                 str(tmp_path), "--scenarios", "rtmig")
+    assert "profile.json" in err and "remove it to capture anew" in err
+    (tmp_path / "profile.json").unlink()
+    (tmp_path / "isolation.csv").write_bytes(b"scenario,run\n\xff,\x00")
+    err = _error(capsys, "experiment", "isolation", "--output-dir",
+                 str(tmp_path))
+    assert "cannot resume" in err
+
+
+def test_experiment_isolation_refuses_a_calibrations_bad_qemu(capsys,
+                                                              tmp_path):
+    cal = tmp_path / "cal.json"
+    for bad in ('"garbage"', '9', '["x"]'):
+        cal.write_text('{"setup_time_s": 0.2, "switchover_time_s": 0.01, '
+                       '"qemu_version": %s}' % bad)
+        err = _error(capsys, "experiment", "isolation", "--calibration",
+                     str(cal))
+        assert "--calibration: " in err
+    cal.write_text("[]")
+    assert "not a calibration" in _error(
+        capsys, "experiment", "isolation", "--calibration", str(cal))

@@ -210,7 +210,7 @@ def test_the_experiment_resumes_from_its_csv(tmp_path, monkeypatch):
     out = str(tmp_path / "out")
     rows = isolation.run_experiment(out, str(tmp_path / "w"), None, runs)
     assert calls == runs and beds[0].down_called == 1
-    assert rows[("stock", 1)]["error"] == "guest did not boot"
+    assert rows[("stock", 1)]["error"] == "TestbedError: guest did not boot"
     assert os.path.exists(os.path.join(out, isolation.PROFILE_NAME))
     # restarted: only the failed run again, the profile reused
     calls.clear()
@@ -251,3 +251,67 @@ def test_an_unknown_scenario_is_not_planned():
         isolation.plan_runs(["stock", "nova"], 1)
     with pytest.raises(ValueError):
         isolation.plan_runs([], 1)
+
+
+def test_a_timed_out_run_is_a_result_and_a_failed_one_fails_every(
+        tmp_path, monkeypatch):
+    from rtmig_nova.testbed import isolation_report
+    setup = isolation.Setup()
+    out = str(tmp_path)
+    os.makedirs(os.path.join(out, isolation.RUNS_DIR))
+    rows = {}
+    for index in range(2):
+        row = isolation.score("rtmig", index, setup, _records(100),
+                              {"total_time_s": 10.0}, None, 0)
+        rows[("rtmig", index)] = {k: row.get(k) for k in isolation.FIELDS}
+    rows[("rtmig", 1)]["error"] = "timed out: aborted"
+    rows[("rtmig", 1)]["total_time_s"] = 85.0
+    isolation._write_rows(out, rows)
+    back = isolation.read_rows(out)
+    assert back[("rtmig", 0)]["run"] == 0 and back[("rtmig", 0)][
+        "frames"] == 100
+    # a timed-out migration is measured (not done again) and missed
+    assert isolation.measured(back[("rtmig", 1)])
+    summ = isolation_report.summary(back)["rtmig"]
+    assert summ["runs"] == 2 and summ["deadline_met"] == 1
+    assert summ["total_time_s"] == 10.0
+    assert not isolation_report.verdict({"rtmig": summ})[
+        "deadline met in every run"]
+    # a run that could not be scored fails the "every run" targets
+    back[("rtmig", 1)] = isolation._failed_row("rtmig", 1, setup, "boom")
+    summ = isolation_report.summary(back)["rtmig"]
+    assert summ["runs"] == 1 and summ["failed"] == 1
+    assert isolation_report.verdict({"rtmig": summ}) == {
+        "deadline met in every run": False,
+        "freeze within the downtime bound in every run": False,
+        "frame misses at most 1%": True}
+
+
+def test_rows_it_did_not_write_are_done_again(tmp_path):
+    path = tmp_path / isolation.CSV_NAME
+    head = ",".join(isolation.FIELDS)
+    good = isolation.score("stock", 0, isolation.Setup(), _records(50),
+                           None, None, 0)
+    line = ",".join("" if good[k] is None else str(good[k])
+                    for k in isolation.FIELDS)
+    path.write_text("\n".join([head, line, line.replace("stock,0,", "stock,"
+                                                        "1.5,", 1),
+                               line.replace("stock,0,", "nova,2,", 1),
+                               line.replace("stock,0,50,", "stock,3,x,", 1),
+                               line.replace("stock,0,", "stock,inf,", 1)]))
+    assert sorted(isolation.read_rows(str(tmp_path))) == [("stock", 0)]
+    path.write_bytes(b"scenario,run\n\xff\xfe,\x00")
+    with pytest.raises(ValueError):
+        isolation.read_rows(str(tmp_path))
+
+
+def test_a_stream_that_stops_is_an_endless_freeze():
+    setup = isolation.Setup()
+    rec = _records(100)
+    last = rec["arrival_ns"].max() / 1e9
+    row = isolation.score("stock", 0, setup, rec, None, None, 0,
+                          stream_end_s=last + 5.0)
+    assert row["max_gap_ms"] == pytest.approx(5000, abs=1)
+    none = isolation.score("stock", 0, setup, rec[:0], None, None, 0,
+                           stream_end_s=last)
+    assert none["max_gap_ms"] == float("inf") and none["frames"] == 0
