@@ -51,6 +51,14 @@ SEND_TOLERANCE = 0.1
 WRITE_TOLERANCE = 0.2
 # A write-rate scale search's range (rates x 1e-6 .. x 1e6).
 _SCALE_RANGE = (1e-6, 1e6)
+# A dirty rate this many times what the profile shows over the same epoch
+# (or writes beyond its working set) refutes it: a mean path from the
+# profile rescaled that far, fitted to one epoch's reading, is no basis for
+# the least bandwidth, and a raise takes the ceiling.  Seen on a real job:
+# a guest's writes jumped x100 mid-way, the least bandwidth of each reading
+# (12, then 19 MiB/s) fell behind the next, and the loop aborted past the
+# deadline.
+REFUTED_DIRTY = 4.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +175,16 @@ def write_scale(profile, dirty_rate, window):
         else:
             hi = mid
     return math.sqrt(lo * hi)
+
+
+def _dirty_ratio(profile, obs):
+    """The observed dirty rate over what ``profile`` shows over the same
+    epoch (1 when not measured)."""
+    if obs.dirty_rate is None:
+        return 1.0
+    window = max(float(obs.epoch_time or max(obs.epoch_elapsed, 1.0)), 1e-3)
+    expected = profile.dirty_rate(window)
+    return obs.dirty_rate / expected if expected > 0 else math.inf
 
 
 def bandwidth_ceiling(link_share, cpu_share, page_size, cpu_cost_per_page,
@@ -318,6 +336,10 @@ def replan(profile, settings, deadline, band, observation, bandwidth,
             return result(RAISE, f"{seen}: {k} MiB/s would meet the "
                           f"deadline, {left:.3g} s away: the ceiling "
                           f"{k_top} MiB/s", k_top, rest.time(k_top))
+        if beyond or _dirty_ratio(profile, obs) >= REFUTED_DIRTY:
+            return result(RAISE, f"{seen}: the profile no longer holds "
+                          f"({k} MiB/s would meet the deadline by it): the "
+                          f"ceiling {k_top} MiB/s", k_top, rest.time(k_top))
         return result(RAISE, f"{seen}: {k} MiB/s meets the deadline", k,
                       rest.time(k))
     best = rest.time(k_top)

@@ -244,3 +244,23 @@ def test_a_calibration_made_once_decides_as_one_made_each_time(
         assert decide(guest, planned, obs) == replan.replan(
             guest, planned.prediction.settings, DEADLINE, band, obs,
             planned.bandwidth, LINK, calibration=cal)
+
+
+def test_write_rates_far_beyond_the_profile_raise_to_the_ceiling():
+    # a wide, cool working set: x4.5 its dirty rate stays within it
+    rates = np.zeros(65536)
+    rates[:30000] = 0.2
+    wide = DirtyProfile.from_rates(rates, zero_pages=20000)
+    pl = planned.__wrapped__(wide)
+    window = 1.0
+
+    def seen(factor):
+        return replan.Observation(1.0, 60 * MIB, wide.memory_bytes, 2,
+                                  factor * wide.dirty_rate(window), None,
+                                  1.0, window)
+    r = decide(wide, pl, seen(1.5))
+    assert r.bandwidth < r.ceiling, r.reason
+    r = decide(wide, pl, seen(4.5))
+    # the profile is refuted: not the least bandwidth by it, the ceiling
+    assert r.decision == replan.RAISE, r.reason
+    assert r.bandwidth == r.ceiling and "no longer holds" in r.reason
