@@ -355,23 +355,16 @@ class _WhenRunning:
                 self.incoming_done = True
 
 
-def _domain_xml(name):
-    """The domain's migratable definition on A, before any reservation
-    changes its tuning: what B gets (as the Nova driver passes it)."""
+def _domain_facts(name):
+    """(the domain's migratable definition, its vCPU thread ids) on A,
+    read before any reservation changes its tuning: the definition is
+    what B gets (as the Nova driver passes it)."""
     import libvirt
     conn = libvirt_controls.connect(hosts.URI_A)
     try:
-        return libvirt_controls.lookup(conn, name).XMLDesc(
-            libvirt.VIR_DOMAIN_XML_MIGRATABLE)
-    finally:
-        conn.close()
-
-
-def _vcpu_threads(name):
-    conn = libvirt_controls.connect(hosts.URI_A)
-    try:
-        return libvirt_controls.vcpu_threads(
-            libvirt_controls.lookup(conn, name))
+        dom = libvirt_controls.lookup(conn, name)
+        return (dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE),
+                libvirt_controls.vcpu_threads(dom))
     finally:
         conn.close()
 
@@ -448,9 +441,9 @@ def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
                         "auto_converge": scenario == "auto-converge"}
         if pl is not None:
             request = setup.request()
-            dest_xml = _domain_xml(rt)
+            dest_xml, vcpus = _domain_facts(rt)
             held.apply("vcpu on A", reservation.deadline_steps(
-                _vcpu_threads(rt), vm_reservation.vcpu_deadline(request)))
+                vcpus, vm_reservation.vcpu_deadline(request)))
             migrate_args = {
                 "bandwidth_bytes_per_s": pl.bandwidth,
                 "downtime_limit_s": pl.downtime_limit,
