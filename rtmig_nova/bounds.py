@@ -218,6 +218,18 @@ MAX_DOWNTIME = dataclasses.replace(DOWNTIME_LIMIT, what="maximum downtime")
 SWITCHOVER_TIME = Bound(
     "switch-over time", "duration", 0.0, float(QEMU_MAX_DOWNTIME_S),
     "part of the downtime, which QEMU bounds by 2000 s")
+# Bytes queued ahead of the stop-and-copy (a socket's send buffer and the
+# link's queue): Linux's largest send buffer (net.core.wmem_max, an int)
+# is below 2 GiB.
+SEND_BACKLOG = Bound(
+    "send backlog", "size", 0, 2 ** 31,
+    "what a socket's send buffer and the link's queue hold ahead of the "
+    "stop-and-copy; a Linux send buffer is under 2 GiB")
+# TCP_NOTSENT_LOWAT on a migration socket (enforce/send_queue): a small
+# cap costs wake-ups, not throughput; above 64 MiB it is no cap.
+SEND_QUEUE_CAP = Bound(
+    "send-queue cap", "size", 0, 64 * 2 ** 20,
+    "0 is no cap; above 64 MiB a cap holds nothing back")
 # QEMU's max-bandwidth is a uint64 of bytes/s checked against SIZE_MAX
 # (INT64_MAX as libvirt passes it); far above any link, so the link bound
 # below is the one that binds.  Below 1 byte/s QEMU has no value to take.
@@ -436,6 +448,8 @@ TABLE = (
      "--max-downtime, rtmig:max_downtime"),
     ("switch-over time", SWITCHOVER_TIME,
      "--switchover-time, [rtmig] switchover_time"),
+    ("send backlog", SEND_BACKLOG, "--send-backlog"),
+    ("send-queue cap", SEND_QUEUE_CAP, "[rtmig] send_queue_cap"),
     ("bandwidth", BANDWIDTH, "--bandwidth(s), plan bandwidth_bytes_per_s"),
     ("link rate", LINK_RATE,
      "--link-rate, --link-capacity, [rtmig] link_capacity"),

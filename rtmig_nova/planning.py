@@ -123,7 +123,24 @@ def plan_options(group, host_version=None):
         "setup_time_sd": group.setup_time_sd,
         "send_rate_sd": group.send_rate_sd,
         "max_rounds": group.max_rounds,
+        "send_backlog": send_backlog(group.send_queue_cap),
     }
+
+
+# A write can queue up to one GSO segment (64 KiB) past a socket's cap on
+# unsent bytes before it waits: tcp_sendmsg checks the cap between
+# segments.
+GSO_MAX_BYTES = 64 * 1024
+
+
+def send_backlog(cap):
+    """The :class:`~rtmig_nova.model.precopy.MigrationSettings`
+    ``send_backlog`` (bytes) of a host that caps a migration socket's
+    unsent bytes at ``cap`` (``[rtmig] send_queue_cap``; 0: no cap, and
+    none counted): the cap and a segment past it.  What is in flight (in
+    the qdisc: about a millisecond of the link under TCP small queues) is
+    a time, in the calibrated switch-over time."""
+    return cap + GSO_MAX_BYTES if cap else 0
 
 
 def _freeze(options):

@@ -44,6 +44,7 @@ DEFAULT_CAPTURE_BANDWIDTH = "8MB/s"
 # bounds.
 _SETTING_BOUNDS = (("check_interval", bounds.CHECK_INTERVAL),
                    ("switchover_time", bounds.SWITCHOVER_TIME),
+                   ("send_backlog", bounds.SEND_BACKLOG),
                    ("setup_time", bounds.SETUP_TIME),
                    ("setup_time_sd", bounds.SETUP_TIME),
                    ("send_rate_sd", bounds.LOG_SPREAD),
@@ -52,12 +53,14 @@ _SETTING_BOUNDS = (("check_interval", bounds.CHECK_INTERVAL),
 
 def _settings(args, defaults):
     """The MigrationSettings fields other than bandwidth and limit."""
+    from rtmig_nova import planning
     s = {
         "dirty_log": args.dirty_log or defaults.dirty_log,
         "order": args.order or defaults.send_order,
         "qemu_version": _qemu_version(args, defaults),
         "check_interval": defaults.check_interval,
         "switchover_time": defaults.switchover_time,
+        "send_backlog": planning.send_backlog(defaults.send_queue_cap),
         "setup_time": defaults.setup_time,
         "setup_time_sd": defaults.setup_time_sd,
         "send_rate_sd": defaults.send_rate_sd,

@@ -24,6 +24,7 @@ from rtmig_nova.cli.errors import CliError
 # checks min and max, these checks add the open ends (confidence > 0).
 _BOUNDS = {"check_interval": bounds.CHECK_INTERVAL,
            "switchover_time": bounds.SWITCHOVER_TIME,
+           "send_queue_cap": bounds.SEND_QUEUE_CAP,
            "setup_time": bounds.SETUP_TIME,
            "setup_time_sd": bounds.SETUP_TIME,
            "send_rate_sd": bounds.LOG_SPREAD,
@@ -48,6 +49,7 @@ class Defaults:
     qemu_version: str
     check_interval: float
     switchover_time: float
+    send_queue_cap: int
     setup_time: float
     setup_time_sd: float
     send_rate_sd: float

@@ -88,6 +88,12 @@ def _add_model_options(parser, model=True, link_rate=True):
                    help="fixed extra downtime for device state and the "
                         "switch-over, e.g. 20ms (default: [rtmig] "
                         "switchover_time, 0 s)")
+    g.add_argument("--send-backlog", metavar="SIZE",
+                   help="bytes queued ahead of the stop-and-copy in the "
+                        "migration socket and the link, sent during the "
+                        "downtime, e.g. 128KiB (default: what [rtmig] "
+                        "send_queue_cap lets a capped socket hold, the cap "
+                        "+ 64 KiB; 0 without a cap)")
     g.add_argument("--setup-time", metavar="DUR",
                    help="fixed time before the first page is sent, added to "
                         "the total time, e.g. 300ms (default: [rtmig] "

@@ -170,6 +170,24 @@ False only the CFS quota holds: a cap, not a guarantee.
 
 Unit: none (a switch).
 """),
+    bounded_int(
+        'send_queue_cap', bounds.SEND_QUEUE_CAP,
+        default=65536,
+        help="""
+Cap, in bytes, on the data a real-time live migration's stream holds unsent
+in its socket on the source, set (``TCP_NOTSENT_LOWAT``) on QEMU's socket as
+soon as the migration thread exists; 0: no cap.  QEMU counts bytes as sent
+once they are in the socket: on a link or HTB class slower than QEMU's burst
+the socket's send buffer fills (350-725 kB measured at 7 MiB/s), the guest
+stops with that backlog still to cross, and the downtime grows by backlog /
+link rate beyond the downtime limit.  The planner counts the cap and one
+64 KiB segment past it in the downtime (none with 0).  Setting it needs
+``pidfd_getfd`` (Linux 5.6) and CAP_SYS_PTRACE for the privsep daemon; a
+kernel that refuses aborts the migration, which Nova rolls back.  At most
+67108864 (64 MiB).
+
+Unit: bytes.
+"""),
     cfg.StrOpt(
         'migration_interface',
         default='',

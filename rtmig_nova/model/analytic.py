@@ -859,7 +859,7 @@ def predict(profile, settings, horizon=None, model_name="precopy"):
             pages = np.maximum(sn, 0.0)
             stop_bw = settings.stop_rate
             down_m = pages * cost[:, None] / stop_bw + \
-                settings.switchover_time
+                settings.stop_overhead
             down_v = sv * (cost[:, None] / stop_bw) ** 2
             stop_b = pages * cost[:, None]
             stop = (sm[keep], (src_s_mean[:, None] + down_m)[keep],
@@ -1014,7 +1014,7 @@ def _prediction(comps, defect, settings, profile, model_name):
     # The four outcomes share their components' weights.
     dist = Distribution.sharing_weights(cw, max(defect, 1.0 - cw.sum()))
     total = dist(tm, np.sqrt(tv))
-    so = settings.switchover_time
+    so = settings.stop_overhead
     stop_bw = settings.stop_rate
     # The stop-and-copy sends at most ceil(threshold) - 1 full pages.
     most = (np.ceil(settings.threshold_pages(profile.page_size)) - 1) * \

@@ -44,7 +44,7 @@ def geometric(profile, settings):
     v = float(first_pass_bytes(profile))
     r = profile.dirty_rate(RATE_WINDOW) / bw
     threshold = bw * limit
-    so = settings.switchover_time
+    so = settings.stop_overhead
     if v <= threshold:
         n = 0
     elif r <= 0:
@@ -87,6 +87,6 @@ def qemu_estimate(profile, settings):
     if downtime > settings.downtime_limit:
         return _points(settings, profile, "qemu-estimate", math.inf,
                        math.inf, math.inf, math.inf)
-    so = settings.switchover_time
+    so = settings.stop_overhead
     return _points(settings, profile, "qemu-estimate",
                    first + downtime + so, downtime + so, v + remaining, 1)

@@ -148,7 +148,7 @@ def _run(guest, settings, rng, first, rounds):
         if pending_idx.size < guest.threshold:
             stop_bytes = float(guest.cost[pending_idx].sum())
             downtime = stop_bytes / settings.stop_rate + \
-                settings.switchover_time
+                settings.stop_overhead
             return elapsed + downtime, downtime, nbytes + stop_bytes, rnd
         cursor = seq[sent - 1] + 1 if sent else (seq[0] if seq.size else 0)
         seq = _send_order(guest, settings, pending_idx, cursor)

@@ -139,6 +139,7 @@ _BOUNDS = (("bandwidth", bounds.BANDWIDTH),
                bounds.DOWNTIME_LIMIT, low=0.0, low_open=True)),
            ("check_interval", bounds.CHECK_INTERVAL),
            ("switchover_time", bounds.SWITCHOVER_TIME),
+           ("send_backlog", bounds.SEND_BACKLOG),
            ("setup_time", bounds.SETUP_TIME),
            ("setup_time_sd", bounds.SETUP_TIME),
            ("max_rounds", bounds.MAX_ROUNDS),
@@ -158,6 +159,13 @@ class MigrationSettings:
     :ivar check_interval: pending-size check period, seconds (QEMU: 0.1)
     :ivar switchover_time: fixed extra downtime for device state and the
         switch to the destination, seconds
+    :ivar send_backlog: whole bytes queued ahead of the stop-and-copy, in the
+        migration socket's send buffer and the link's queue: QEMU counts
+        them as sent (its switch-over test does not see them), and they
+        cross at the stop rate while the guest is stopped.  On a link
+        slower than QEMU's burst the socket fills; rtmig caps its unsent
+        bytes (:mod:`rtmig_nova.enforce.send_queue`) and plans with the
+        cap's bound
     :ivar setup_time_sd: standard deviation of the setup time, seconds
         (it varies from migration to migration: calibrate both together)
     :ivar link_rate: bytes/s of the stop-and-copy, which QEMU runs without
@@ -193,6 +201,7 @@ class MigrationSettings:
     send_efficiency: float = 1.0
     write_scale_sd: float = None
     send_rate_sd: float = 0.0
+    send_backlog: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "qemu_version",
@@ -263,6 +272,20 @@ class MigrationSettings:
     def stop_rate(self):
         """bytes/s of the stop-and-copy (see ``link_rate``)."""
         return self.bandwidth if self.link_rate is None else self.link_rate
+
+    @property
+    def stop_overhead(self):
+        """Seconds of the downtime besides the pending pages: the
+        switch-over time and the send backlog at the stop rate."""
+        return stop_overhead(self.switchover_time, self.send_backlog,
+                             self.stop_rate)
+
+
+def stop_overhead(switchover_time, send_backlog, stop_rate):
+    """Seconds of a downtime besides its pending pages:
+    ``switchover_time`` (s) plus ``send_backlog`` bytes at ``stop_rate``
+    bytes/s (arrays broadcast)."""
+    return switchover_time + send_backlog / stop_rate
 
 
 def send_rate(bandwidth, page_size, check_interval=CHECK_INTERVAL,

@@ -228,6 +228,7 @@ class Calibration:
 def _mean_options(settings, iteration=1):
     return {"check_interval": settings.check_interval,
             "switchover_time": settings.switchover_time,
+            "send_backlog": settings.send_backlog,
             "link_rate": settings.link_rate,
             "qemu_version": settings.qemu_version,
             "max_rounds": max(settings.max_rounds - iteration + 1, 1)}

@@ -33,7 +33,7 @@ from rtmig_nova.model.baselines import first_pass_bytes
 from rtmig_nova.model.checks import positive
 from rtmig_nova.model.precopy import CHECK_INTERVAL, \
     DEFAULT_QEMU_VERSION, MigrationSettings, PAGE_HEADER_BYTES, \
-    ZERO_PAGE_BYTES, send_rate
+    ZERO_PAGE_BYTES, send_rate, stop_overhead
 
 MIB = 2 ** 20
 # Default CPU time the migration thread spends per page sent, seconds (zero
@@ -180,6 +180,7 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
     predictor = variants.get(model)
     ps = profile.page_size
     switchover = float(settings.get("switchover_time", 0.0))
+    backlog = float(settings.get("send_backlog", 0.0))
     setup = float(settings.get("setup_time", 0.0))
     # The time the pre-copy itself has: the deadline less the fixed setup.
     budget = deadline - setup
@@ -216,8 +217,9 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
         stop = bw if link_rate is None else float(link_rate)
         ratio = stop / (send_rate(bw, ps, check_interval, qemu) *
                         float(settings.get("send_efficiency", 1.0)))
-        ms = ((max_downtime - switchover) * ps / (ps + PAGE_HEADER_BYTES) *
-              ratio * 1000 + 1e-9) // 1
+        left = max_downtime - stop_overhead(switchover, backlog, stop)
+        ms = (left * ps / (ps + PAGE_HEADER_BYTES) * ratio * 1000 +
+              1e-9) // 1
         # QEMU refuses a limit above its maximum (a stop rate far above
         # the bandwidth asks for more).
         ms = np.minimum(ms, bounds.QEMU_MAX_DOWNTIME_S * 1000)
@@ -225,10 +227,13 @@ def plan(profile, deadline, max_downtime, confidence=0.95,
 
     limit_ms = limit_ms_for(link_capacity)
     if limit_ms < 1:
+        backlog_s = backlog / (link_capacity if link_rate is None
+                               else float(link_rate))
         return infeasible(
             f"max_downtime {max_downtime:g} s leaves no room for a QEMU "
             f"downtime-limit of at least 1 ms after the switch-over time "
-            f"{switchover:g} s")
+            f"{switchover:g} s" + (f" and the send backlog's {backlog_s:g} s"
+                                   if backlog else ""))
     limit = limit_ms / 1000.0
 
     def settings_for(bw):
@@ -472,6 +477,7 @@ class _MeanPrecopy:
         self.dt = float(settings.get("check_interval", CHECK_INTERVAL))
         self.qemu = settings.get("qemu_version", DEFAULT_QEMU_VERSION)
         self.switchover = float(settings.get("switchover_time", 0.0))
+        self.backlog = float(settings.get("send_backlog", 0.0))
         self.link_rate = settings.get("link_rate")
         self.max_rounds = int(settings.get("max_rounds", 200))
         self.step, self.link = step, link_capacity
@@ -537,6 +543,7 @@ class _MeanPrecopy:
         # Unlimited, so not scaled by the send efficiency (as
         # MigrationSettings.stop_rate).
         stop = np.broadcast_to(stop, bw.shape)
+        over = stop_overhead(self.switchover, self.backlog, stop)
         out = np.full(bw.shape, np.inf)
         window = send * self.dt                             # bytes
         # The epoch under way: the first pass (every page) unless started
@@ -600,7 +607,7 @@ class _MeanPrecopy:
             nbytes = n * self.page - zero * (self.page - ZERO_PAGE_BYTES)
             conv = active & (n < h)
             out[conv] = total[conv] + nbytes[conv] / stop[conv] + \
-                self.switchover
+                over[conv]
             # At a fixed point above the threshold only a low draw of the
             # written pages (Poisson-binomial, taken as normal) lets it
             # converge: a geometric number of further epochs.
@@ -611,7 +618,7 @@ class _MeanPrecopy:
                 hit = special.ndtr((np.ceil(h) - 0.5 - n) / sd)
                 go = stall & (hit > 1e-9)
                 out[go] = total[go] + (1 / hit[go] - 1) * T[go] + \
-                    h[go] * self.page / stop[go] + self.switchover
+                    h[go] * self.page / stop[go] + over[go]
             active &= ~conv & ~stall
             if not active.any():
                 break

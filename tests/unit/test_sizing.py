@@ -374,3 +374,43 @@ def test_the_planned_downtime_limit_holds_at_any_send_efficiency(
     wider = dataclasses.replace(st, downtime_limit=st.downtime_limit + 0.002)
     assert (np.ceil(wider.threshold_pages(guest.page_size)) - 1) * \
         (guest.page_size + 8) / wider.stop_rate > 0.05 * 0.98
+
+
+@pytest.mark.parametrize("model", ["precopy", "geometric", "montecarlo"])
+def test_a_send_backlog_lengthens_the_downtime_at_the_stop_rate(
+        guest, model):
+    kw = dict(bandwidth=40 * MIB, downtime_limit=0.05, model=model)
+    if model == "montecarlo":
+        kw["model"] = sizing.variants.MonteCarloModel(runs=50, seed=3)
+    base = predict(guest, **kw)
+    queued = predict(guest, send_backlog=2 * MIB, **kw)
+    assert queued.downtime.mean == pytest.approx(base.downtime.mean + 0.05)
+    assert queued.downtime.quantile(0.95) == pytest.approx(
+        base.downtime.quantile(0.95) + 0.05)
+    assert queued.total_time.mean == pytest.approx(
+        base.total_time.mean + 0.05)
+    # the same bytes across a faster stop-and-copy cost less
+    fast = predict(guest, send_backlog=2 * MIB, link_rate=400 * MIB, **kw)
+    fast0 = predict(guest, link_rate=400 * MIB, **kw)
+    assert fast.downtime.mean == pytest.approx(fast0.downtime.mean + 0.005)
+
+
+def test_the_planner_leaves_the_send_backlog_room_in_the_downtime(guest):
+    req = dict(deadline=2.0, max_downtime=0.05, confidence=0.95,
+               link_capacity=1e9)
+    base = plan(guest, **req)
+    queued = plan(guest, send_backlog=MIB, **req)
+    assert base.feasible and queued.feasible, (base.reason, queued.reason)
+    # the limit QEMU gets is the bound less the backlog at the plan's rate
+    assert queued.downtime_limit < base.downtime_limit
+    assert queued.prediction.downtime.quantile(0.999) <= 0.05 + 1e-9
+    assert queued.prediction.settings.send_backlog == MIB
+    # a backlog that alone takes the whole bound leaves no limit
+    pl = plan(guest, send_backlog=60 * MIB, **req)
+    assert not pl.feasible and "send backlog" in pl.reason
+
+
+def test_a_send_backlog_out_of_bounds_is_refused(guest):
+    for bad in (-1, 2 ** 31 + 1, 1.5):
+        with pytest.raises(ValueError, match="send_backlog"):
+            predict(guest, 40 * MIB, 0.05, send_backlog=bad)
