@@ -1,8 +1,9 @@
 """The oslo.privsep context for rtmig-nova's privileged operations.
 
 Everything that needs root (scheduling policies of other processes' threads,
-traffic control) runs through this context, as Nova does it: a privsep
-daemon holding only the capabilities below.
+traffic control, a socket option on QEMU's migration socket) runs through
+this context, as Nova does it: a privsep daemon holding only the
+capabilities below.
 """
 
 import contextlib
@@ -17,7 +18,9 @@ sys_admin_pctxt = priv_context.PrivContext(
     pypath=__name__ + ".sys_admin_pctxt",
     capabilities=[capabilities.CAP_SYS_NICE,
                   capabilities.CAP_NET_ADMIN,
-                  capabilities.CAP_SYS_ADMIN],
+                  capabilities.CAP_SYS_ADMIN,
+                  # pidfd_getfd(2) on QEMU's socket (send_queue)
+                  capabilities.CAP_SYS_PTRACE],
 )
 
 

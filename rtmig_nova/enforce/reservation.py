@@ -27,6 +27,7 @@ from rtmig_nova import safeio
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.enforce import netshape
+from rtmig_nova.enforce import send_queue
 
 LOG = logging.getLogger(__name__)
 DEFAULT_STATE_DIR = "/var/lib/rtmig-nova/reservations"
@@ -202,9 +203,44 @@ class ShapingRateStep:
             pass            # the interface or namespace is gone
 
 
+@dataclasses.dataclass
+class SendQueueStep:
+    """A cap of ``cap`` unsent bytes on the TCP connections of QEMU
+    process ``pid`` to ``peer`` (None: any address) at ports ``ports`` =
+    (lo, hi): a running migration's outgoing stream (:mod:`send_queue`)."""
+    pid: int
+    peer: str
+    ports: tuple
+    cap: int
+    kind = "send-queue"
+
+    def prepare(self):
+        send_queue.check_cap(self.cap)
+        sockets = send_queue.read_caps(self.pid, self.peer,
+                                       list(self.ports))
+        if not sockets:
+            raise ReservationError(
+                f"process {self.pid} has no connection to "
+                f"{self.peer or 'any address'} at ports "
+                f"{self.ports[0]}-{self.ports[1]}")
+        self._sockets = sockets
+        return {"pid": self.pid, "start": _thread_start(self.pid),
+                "sockets": sockets}
+
+    def apply(self):
+        send_queue.set_caps(self.pid, self._sockets, self.cap)
+
+    @staticmethod
+    def undo(record, connect=None):
+        # a pid reused by another process is not QEMU's: nothing to undo
+        if _thread_start(record["pid"], missing_ok=True) != record["start"]:
+            return
+        send_queue.set_caps(record["pid"], record["sockets"])
+
+
 STEP_KINDS = {cls.kind: cls for cls in
               (MigrationStep, CpuStep, DeadlineStep, ShapingStep,
-               ShapingRateStep)}
+               ShapingRateStep, SendQueueStep)}
 
 
 def migration_steps(uri, domain, bandwidth, max_downtime, cpu=None,
@@ -250,6 +286,27 @@ def migration_shaping(ifname, link_rate, bandwidth, ports, peer=None,
         migration=netshape.TrafficClass(
             "migration", rate,
             match=netshape.Match(dst_ports=tuple(ports), peer=peer)))
+
+
+def running_migration_steps(dom, thread_deadline=None, send_cap=None,
+                            peer=None, ports=netshape.MIGRATION_PORTS):
+    """The steps of a migration's reservation that need it running, on
+    the source: SCHED_DEADLINE ``thread_deadline`` = (runtime, deadline,
+    period) ns on QEMU's migration thread, and a cap of ``send_cap``
+    unsent bytes on its stream to ``peer`` at ``ports`` = (lo, hi)
+    (:class:`SendQueueStep`).  [] while the libvirt domain ``dom`` has no
+    migration thread yet (QEMU starts it once the stream is connected).
+    ``rtmig reserve``'s testbed runs and the Nova driver both call it."""
+    tids = libvirt_controls.migration_threads(dom)
+    if not tids:
+        return []
+    steps = []
+    if thread_deadline is not None:
+        steps += deadline_steps(tids, thread_deadline)
+    if send_cap:
+        steps.append(SendQueueStep(libvirt_controls.qemu_pid(dom), peer,
+                                   tuple(ports), send_cap))
+    return steps
 
 
 def deadline_steps(threads, deadline):

@@ -163,3 +163,28 @@ def test_nova_vm_records_survive_a_bad_neighbour(state):
         assert vms._records("u2") == []
     finally:
         conf.CONF.clear_override("reservation_state_dir", "rtmig")
+
+
+def test_running_steps_wait_for_the_thread_then_take_both(monkeypatch):
+    from rtmig_nova.enforce import libvirt_controls
+    threads = []
+    monkeypatch.setattr(libvirt_controls, "qemu_threads",
+                        lambda dom: list(threads))
+    monkeypatch.setattr(libvirt_controls, "qemu_pid", lambda dom: 4242)
+    dl = (2_000_000, 10_000_000, 10_000_000)
+    assert reservation.running_migration_steps(
+        "dom", dl, 65536, "10.0.0.2") == []
+    threads[:] = [(4242, "qemu-kvm"), (4250, "CPU 0/TCG"),
+                  (4260, "mig/src/main")]
+    deadline_step, queue_step = reservation.running_migration_steps(
+        "dom", dl, 65536, "10.0.0.2", (49152, 49215))
+    assert (deadline_step.kind, deadline_step.tid) == ("deadline", 4260)
+    assert (deadline_step.runtime_ns, deadline_step.deadline_ns,
+            deadline_step.period_ns) == dl
+    assert queue_step == reservation.SendQueueStep(
+        4242, "10.0.0.2", (49152, 49215), 65536)
+    # each alone
+    assert [s.kind for s in reservation.running_migration_steps(
+        "dom", None, 65536)] == ["send-queue"]
+    assert [s.kind for s in reservation.running_migration_steps(
+        "dom", dl, 0)] == ["deadline"]

@@ -1,0 +1,151 @@
+"""The cap on a migration socket's unsent bytes, set on another process's
+real TCP connection (loopback) as rtmig sets it on QEMU's."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from rtmig_nova import planning
+from rtmig_nova.enforce import reservation
+from rtmig_nova.enforce import send_queue
+
+# SIOCOUTQNSD: bytes in a TCP socket's write queue not yet sent.
+_SIOCOUTQNSD = 0x894B
+
+# The "QEMU": connects, then on each line of stdin writes without blocking
+# until the socket takes no more and prints the bytes it holds unsent.
+_WRITER = textwrap.dedent("""
+    import fcntl, socket, struct, sys
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    s.setblocking(False)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        try:
+            while True:
+                s.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        unsent = struct.unpack("i", fcntl.ioctl(s, %d, b"\\0" * 4))[0]
+        print(unsent, flush=True)
+""" % _SIOCOUTQNSD)
+
+
+@pytest.fixture
+def writer():
+    """(process, its peer's port) of a connected writer whose peer (this
+    test) never reads."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(port)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    conn = None
+    try:
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        assert proc.stdout.readline().strip() == "ready"
+        yield proc, port
+    finally:
+        proc.kill()
+        proc.wait()
+        if conn is not None:
+            conn.close()
+        listener.close()
+
+
+def _unsent_after_writing(proc):
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    return int(proc.stdout.readline())
+
+
+def test_the_cap_is_read_set_and_given_back(writer):
+    proc, port = writer
+    sockets = send_queue.read_caps(proc.pid, "127.0.0.1", [port, port])
+    assert len(sockets) == 1
+    fd, inode, before = sockets[0]
+    assert before == send_queue.UNSET
+    assert send_queue.set_caps(proc.pid, sockets, 32768) == 1
+    assert send_queue.read_caps(proc.pid, "127.0.0.1", [port, port]) == [
+        [fd, inode, 32768]]
+    assert send_queue.set_caps(proc.pid, sockets) == 1
+    assert send_queue.read_caps(proc.pid, "127.0.0.1", [port, port]) == [
+        [fd, inode, before]]
+    # other ports, or another peer, are not the migration's
+    assert send_queue.read_caps(proc.pid, "127.0.0.1",
+                                [port + 1, port + 1]) == []
+    assert send_queue.read_caps(proc.pid, "127.0.0.2", [port, port]) == []
+
+
+def test_the_cap_bounds_what_a_stalled_socket_holds_unsent(writer):
+    proc, port = writer
+    uncapped = _unsent_after_writing(proc)
+    cap = 32768
+    sockets = send_queue.read_caps(proc.pid, "127.0.0.1", [port, port])
+    send_queue.set_caps(proc.pid, sockets, cap)
+    # what was queued before stays; nothing more is taken past the cap
+    assert _unsent_after_writing(proc) == uncapped
+    assert uncapped > planning.send_backlog(cap)
+
+
+def test_a_capped_socket_takes_no_more_than_the_bound(writer):
+    proc, port = writer
+    cap = 32768
+    sockets = send_queue.read_caps(proc.pid, "127.0.0.1", [port, port])
+    send_queue.set_caps(proc.pid, sockets, cap)
+    unsent = _unsent_after_writing(proc)
+    assert 0 < unsent <= planning.send_backlog(cap)
+
+
+def test_a_reused_descriptor_is_left_alone(writer):
+    proc, port = writer
+    [[fd, inode, before]] = send_queue.read_caps(proc.pid, "127.0.0.1",
+                                                 [port, port])
+    assert send_queue.set_caps(proc.pid, [[fd, inode + 1, before]],
+                               32768) == 0
+    assert send_queue.read_caps(proc.pid, "127.0.0.1", [port, port])[0][2] \
+        == before
+
+
+def test_a_process_gone_has_nothing_to_restore(writer):
+    proc, port = writer
+    sockets = send_queue.read_caps(proc.pid, "127.0.0.1", [port, port])
+    proc.kill()
+    proc.wait()
+    assert send_queue.set_caps(proc.pid, sockets) == 0
+
+
+def test_the_reservation_step_caps_and_releases(writer, tmp_path):
+    proc, port = writer
+    res = reservation.Reservation(
+        [reservation.SendQueueStep(proc.pid, "127.0.0.1", (port, port),
+                                   32768)], str(tmp_path))
+    res.apply()
+    assert send_queue.read_caps(proc.pid, "127.0.0.1",
+                                [port, port])[0][2] == 32768
+    reservation.release(res.ident, str(tmp_path))
+    assert send_queue.read_caps(proc.pid, "127.0.0.1",
+                                [port, port])[0][2] == send_queue.UNSET
+    assert os.listdir(tmp_path) == []
+
+
+def test_no_connection_yet_refuses_the_step(writer, tmp_path):
+    proc, port = writer
+    res = reservation.Reservation(
+        [reservation.SendQueueStep(proc.pid, "127.0.0.1",
+                                   (port + 1, port + 1), 32768)],
+        str(tmp_path))
+    with pytest.raises(reservation.ReservationError, match="no connection"):
+        res.apply()
+
+
+@pytest.mark.parametrize("cap", [0, send_queue.MAX_CAP + 1, 2.5e4, True,
+                                 "64k"])
+def test_a_cap_out_of_bounds_is_refused(cap):
+    with pytest.raises(ValueError, match="unsent-bytes cap"):
+        send_queue.check_cap(cap)
