@@ -24,16 +24,18 @@ from rtmig_nova import units
 from rtmig_nova.cli.errors import EXIT_INFEASIBLE, EXIT_OK, CliError
 from rtmig_nova.cli.output import emit, print_json
 from rtmig_nova.cli.profiles import (
-    file_kind, read_npy, replacing, resolve_profile)
+    file_kind, load_profile, read_npy, replacing, resolve_profile)
 from rtmig_nova.cli.reports import (
-    QUANTILES, header_lines, plan_lines, prediction_lines, profile_info,
-    profile_show_lines, profile_summary, settings_line)
+    QUANTILES, header_lines, ordering_lines, plan_lines, prediction_lines,
+    profile_info, profile_show_lines, profile_summary, settings_line)
 
 # Defaults of the plan request (not configuration options).
 DEFAULT_DEADLINE = "60s"
 DEFAULT_MAX_DOWNTIME = "300ms"
 DEFAULT_LINK_CAPACITY = "1Gbit/s"
 DEFAULT_RUNS = 1000
+# compare-orders: each profile costs four predictions and four plans
+MAX_COMPARED_PROFILES = 64
 # Defaults of profile capture.
 DEFAULT_CAPTURE_BANDWIDTH = "8MB/s"
 
@@ -55,8 +57,8 @@ def _settings(args, defaults):
     """The MigrationSettings fields other than bandwidth and limit."""
     from rtmig_nova import planning
     s = {
-        "dirty_log": args.dirty_log or defaults.dirty_log,
-        "order": args.order or defaults.send_order,
+        "dirty_log": getattr(args, "dirty_log", None) or defaults.dirty_log,
+        "order": getattr(args, "order", None) or defaults.send_order,
         "qemu_version": _qemu_version(args, defaults),
         "check_interval": defaults.check_interval,
         "switchover_time": defaults.switchover_time,
@@ -156,8 +158,9 @@ def cmd_predict(args, defaults):
     return EXIT_OK
 
 
-def cmd_plan(args, defaults):
-    from rtmig_nova import model as rtmodel
+def _plan_request(args, defaults):
+    """(deadline s, max downtime s, confidence, link capacity bytes/s)
+    of a plan's options."""
     deadline = bounds.DEADLINE.parse(
         args.deadline if args.deadline is not None else DEFAULT_DEADLINE,
         "--deadline")
@@ -169,6 +172,12 @@ def cmd_plan(args, defaults):
     link = bounds.LINK_RATE.parse(
         args.link_capacity if args.link_capacity is not None
         else DEFAULT_LINK_CAPACITY, "--link-capacity")
+    return deadline, max_downtime, confidence, link
+
+
+def cmd_plan(args, defaults):
+    from rtmig_nova import model as rtmodel
+    deadline, max_downtime, confidence, link = _plan_request(args, defaults)
     cpu_cost = bounds.CPU_COST_PER_PAGE.parse(
         args.cpu_cost_per_page, "--cpu-cost-per-page") \
         if args.cpu_cost_per_page is not None else defaults.cpu_cost_per_page
@@ -191,6 +200,48 @@ def cmd_plan(args, defaults):
     emit(plan_lines(ref, profile, pl, cpu_cost, defaults.cpu_margin,
                     predictor))
     return status
+
+
+def cmd_compare_orders(args, defaults):
+    from rtmig_nova.model import ordering
+    from rtmig_nova.model.precopy import MigrationSettings
+    bw, limit = _bandwidth_and_limit(args)
+    deadline, max_downtime, confidence, link = _plan_request(args, defaults)
+    settings = _settings(args, defaults)
+    _check_link_rate(settings, bw, args)
+    for field in ("dirty_log", "order"):
+        settings.pop(field)
+    refs = args.profile or [defaults.default_profile]
+    if len(refs) > MAX_COMPARED_PROFILES:
+        raise CliError(f"--profile: at most {MAX_COMPARED_PROFILES} "
+                       f"profiles, got {len(refs)}")
+    rows = []
+    for ref in refs:
+        where = "--profile" if args.profile else "[rtmig] default_profile"
+        profile = load_profile(ref, where)
+        found = ordering.compare(ref, profile, MigrationSettings(
+            bandwidth=bw, downtime_limit=limit, **settings))
+        plan_settings = {k: v for k, v in settings.items()
+                         if k != "link_rate"}
+        rows += ordering.least_bandwidths(
+            found, profile, deadline, max_downtime, confidence, link,
+            cpu_margin=defaults.cpu_margin,
+            deadline_period=defaults.deadline_period,
+            cgroup_period_us=defaults.cgroup_period, **plan_settings)
+    if args.json:
+        print_json({"bandwidth_bytes_per_s": bw,
+                    "downtime_limit_s": limit, "deadline_s": deadline,
+                    "max_downtime_s": max_downtime,
+                    "confidence": confidence,
+                    "link_capacity_bytes_per_s": link,
+                    "rows": [dataclasses.asdict(r) for r in rows],
+                    "effect": [{"profile": w, "dirty_log": log, **ratios}
+                               for (w, log), ratios in
+                               ordering.effect(rows).items()]})
+        return EXIT_OK
+    emit(ordering_lines(rows, ordering.effect(rows), bw, limit, deadline,
+                        max_downtime, confidence, link))
+    return EXIT_OK
 
 
 def cmd_simulate(args, defaults):

@@ -17,8 +17,8 @@ import argparse
 from rtmig_nova.cli.commands import (
     DEFAULT_DEADLINE, DEFAULT_LINK_CAPACITY, DEFAULT_MAX_DOWNTIME,
     DEFAULT_CAPTURE_BANDWIDTH, DEFAULT_RUNS,
-    cmd_plan, cmd_predict, cmd_profile_capture, cmd_profile_convert,
-    cmd_profile_show, cmd_simulate)
+    cmd_compare_orders, cmd_plan, cmd_predict, cmd_profile_capture,
+    cmd_profile_convert, cmd_profile_show, cmd_simulate)
 from rtmig_nova.cli.errors import PROG, CliError
 from rtmig_nova.cli.reserve import (
     DEFAULT_MIGRATION_PORTS, DEFAULT_URI, cmd_reserve_apply,
@@ -64,7 +64,7 @@ def _add_profile_option(parser):
              "(default: [rtmig] default_profile, builtin:default)")
 
 
-def _add_model_options(parser, model=True, link_rate=True):
+def _add_model_options(parser, model=True, link_rate=True, orders=True):
     g = parser.add_argument_group(
         "model settings (defaults from the [rtmig] options)")
     if model:
@@ -73,12 +73,13 @@ def _add_model_options(parser, model=True, link_rate=True):
             help="model plugin: precopy, geometric, qemu-estimate, "
                  "montecarlo, or another installed one "
                  "(default: [rtmig] model, precopy)")
-    g.add_argument("--dirty-log", choices=("sync", "clear"),
-                   help="dirty-log semantics (default: [rtmig] dirty_log, "
-                        "sync)")
-    g.add_argument("--order", choices=("address", "rate"),
-                   help="send order of the pages in a round (default: "
-                        "[rtmig] send_order, address)")
+    if orders:
+        g.add_argument("--dirty-log", choices=("sync", "clear"),
+                       help="dirty-log semantics (default: [rtmig] "
+                            "dirty_log, sync)")
+        g.add_argument("--order", choices=("address", "rate"),
+                       help="send order of the pages in a round (default: "
+                            "[rtmig] send_order, address)")
     g.add_argument("--qemu-version", metavar="VER",
                    help="the QEMU release that migrates, e.g. 10.0: how its "
                         "rate limit counts bytes (default: [rtmig] "
@@ -218,6 +219,41 @@ def build_parser():
     _add_model_options(p, model=False)
     _add_json_option(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "compare-orders", parents=[common],
+        help="address order against cold-first order, both dirty logs",
+        description="Predict each profile's migration under QEMU's send "
+                    "order (by address) and cold-first order (hot pages "
+                    "last, the proposal of Checconi, Cucinotta and Stein), "
+                    "each under both dirty-log semantics (sync: TCG and "
+                    "KVM without manual protection; clear: "
+                    "KVM_CLEAR_DIRTY_LOG): P(converge), median total time, "
+                    "downtime and bytes sent, and the least bandwidth a "
+                    "deadline and downtime bound need.")
+    p.add_argument("--profile", metavar="P", action="append",
+                   help="dirty-page profile, a file or builtin:NAME; "
+                        "repeat for several (default: [rtmig] "
+                        "default_profile)")
+    p.add_argument("--bandwidth", metavar="RATE", required=True,
+                   help="migration bandwidth of the predictions")
+    p.add_argument("--downtime-limit", metavar="DUR", required=True,
+                   help="QEMU downtime-limit of the predictions")
+    p.add_argument("--deadline", metavar="DUR",
+                   help=f"deadline of the least-bandwidth plans (default: "
+                        f"{DEFAULT_DEADLINE})")
+    p.add_argument("--max-downtime", metavar="DUR",
+                   help=f"downtime bound of the plans (default: "
+                        f"{DEFAULT_MAX_DOWNTIME})")
+    p.add_argument("--confidence", metavar="P",
+                   help="the plans' confidence (default: [rtmig] "
+                        "confidence)")
+    p.add_argument("--link-capacity", metavar="RATE",
+                   help=f"the plans' link (default: "
+                        f"{DEFAULT_LINK_CAPACITY})")
+    _add_model_options(p, model=False, orders=False)
+    _add_json_option(p)
+    p.set_defaults(func=cmd_compare_orders)
 
     p = sub.add_parser(
         "profile", parents=[common], help="show or convert dirty profiles",

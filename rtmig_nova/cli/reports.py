@@ -137,6 +137,44 @@ def settings_line(st, model):
 
 # -- plan ---------------------------------------------------------------------
 
+def ordering_lines(rows, effect, bandwidth, limit, deadline, max_downtime,
+                   confidence, link):
+    """The table of ``rtmig compare-orders``: one row per profile, dirty
+    log and order, then the cold-first order's effect."""
+    def size(x):
+        return units.format_bytes(x) if math.isfinite(x) else "-"
+
+    def dur(x):
+        return units.format_duration(x) if math.isfinite(x) else "-"
+
+    out = [f"Predictions at {units.format_rate(bandwidth)}, downtime-limit "
+           f"{units.format_duration(limit)}; least bandwidth for "
+           f"{units.format_duration(deadline)} and "
+           f"{units.format_duration(max_downtime)} at confidence "
+           f"{confidence:g} over {units.format_rate(link)}; medians "
+           f"('-': does not converge)", ""]
+    out += table(
+        ["profile", "dirty log", "order", "P(converge)", "total", "downtime",
+         "sent", "least bandwidth"],
+        [[r.workload, r.dirty_log, r.order, f"{r.converges:.3f}",
+          dur(r.total_s), dur(r.downtime_s), size(r.sent_bytes),
+          "infeasible" if r.least_bandwidth is None
+          else units.format_rate(r.least_bandwidth)] for r in rows])
+    out += ["", "Cold-first against address order (rate / address; below "
+                "1: cold-first helps):", ""]
+
+    def ratio(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    out += table(
+        ["profile", "dirty log", "total", "downtime", "sent",
+         "least bandwidth"],
+        [[w, log, ratio(e["total_s"]), ratio(e["downtime_s"]),
+          ratio(e["sent_bytes"]), ratio(e["least_bandwidth"])]
+         for (w, log), e in effect.items()])
+    return out
+
+
 def plan_lines(ref, profile, pl, cpu_cost, cpu_margin, predictor):
     """The ``plan`` table."""
     out = header_lines(ref, profile)
