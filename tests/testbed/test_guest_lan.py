@@ -74,7 +74,8 @@ def test_a_video_stream_follows_its_guest_to_host_b(
     # (1200 bytes each) ...
     assert shaped_before - shaped_at_start >= \
         1200 * (arrival < read_at).sum()
-    assert (arrival < start).sum() > 50 * 14
+    # (the 50 frames waited for, 14 datagrams each, may be all there is)
+    assert (arrival < start).sum() >= 50 * 14
     # ... and comes from B after it: frames released after the switch-over
     after = frames[done > end + 1.0]
     assert after.size >= 40, "too few frames after the migration"
