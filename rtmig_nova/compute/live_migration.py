@@ -438,10 +438,15 @@ class RTLiveMigration:
             self._refuse_reservation(context, instance, e)
             return None
         held = [res]
-        if dl is not None:
+        cap = CONF.rtmig.send_queue_cap
+        pacing = None if shaping is None else \
+            reservation.migration_pacing(shaping)
+        if dl is not None or cap or pacing:
             guest.when_running = functools.partial(
                 self.reserve_migration_thread, context, instance, guest, dl,
-                held, connect)
+                held, connect, cap, migration_peer(dest, migrate_data),
+                (CONF.rtmig.migration_port_min,
+                 CONF.rtmig.migration_port_max), pacing)
         if CONF.rtmig.replan and mp.model_plan is not None and \
                 mp.dirty_profile is not None:
             guest.closed_loop = closed_loop.ClosedLoop(
@@ -458,10 +463,10 @@ class RTLiveMigration:
         """Raise the running migration ``mp`` of ``instance`` to
         ``bandwidth`` bytes/s (whole MiB/s): libvirt's migration speed, the
         migration thread's SCHED_DEADLINE runtime for it (if it runs under
-        it) and the migration's HTB class (``shaping``, the plan's), as one
-        reservation over the ones ``held`` (added to them: released with
-        them, last first).  Returns None, or why it was refused (nothing
-        changed).
+        it) and the migration's HTB class (``shaping``, the plan's) with
+        the stream's pacing, as one reservation over the ones ``held``
+        (added to them: released with them, last first).  Returns None,
+        or why it was refused (nothing changed).
 
         The emulator cgroup's CFS quota stays: libvirt changes it only
         outside a migration job ("cannot acquire state change lock (held
@@ -496,6 +501,12 @@ class RTLiveMigration:
                 steps.append(reservation.ShapingRateStep(
                     shaping.ifname, shaping.netns,
                     netshape.migration_rates(raised)))
+                # the stream's pacing follows its class
+                steps.append(reservation.SendQueueStep(
+                    libvirt_controls.qemu_pid(guest._domain),
+                    shaping.migration.match.peer,
+                    tuple(shaping.migration.match.dst_ports), None,
+                    reservation.migration_pacing(raised)))
             res = self._new_reservation(instance, steps, connect)
             res.apply()
         except (reservation.ReservationError, ValueError, OSError,
@@ -531,36 +542,52 @@ class RTLiveMigration:
             exception.MigrationError(reason=f"rtmig: {reason}"))
 
     def reserve_migration_thread(self, context, instance, guest, dl, held,
-                                 connect):
-        """SCHED_DEADLINE ``dl`` (runtime, deadline, period ns) on QEMU's
-        migration thread of the running migration of ``guest``, added to
-        ``held``.  Returns False while the thread does not exist yet (ask
-        again), True once done: applied, or refused, in which case the
-        migration is aborted (Nova rolls it back) after an
-        ``rtmig.admission.reject`` notification and an instance fault."""
+                                 connect, send_cap=0, peer=None,
+                                 ports=netshape.MIGRATION_PORTS,
+                                 pacing=None):
+        """What the migration of ``guest`` needs reserved once it runs
+        (:func:`reservation.running_migration_steps`), added to ``held``:
+        SCHED_DEADLINE ``dl`` (runtime, deadline, period ns; None: none)
+        on QEMU's migration thread, and on its stream to ``peer`` at
+        ``ports`` a cap of ``send_cap`` unsent bytes (``[rtmig]
+        send_queue_cap``; 0: none) and TCP pacing at ``pacing`` bytes/s
+        (its HTB class's payload rate; None: not paced).  Returns False
+        while the thread does not exist yet (ask again), True once done:
+        applied, or refused, in which case the migration is aborted (Nova
+        rolls it back) after an ``rtmig.admission.reject`` notification
+        and an instance fault."""
         try:
-            tids = libvirt_controls.migration_threads(guest._domain)
+            steps = reservation.running_migration_steps(
+                guest._domain, dl, send_cap, peer, ports, pacing)
         except (libvirt_controls.LibvirtError,
                 libvirt_controls._libvirt_of(guest._domain).libvirtError) \
                 as e:
             return self._abort(context, instance, guest, e)
-        if not tids:
+        if not steps:
             return False
-        res = self._new_reservation(
-            instance, reservation.deadline_steps(tids, dl), connect)
+        res = self._new_reservation(instance, steps, connect)
         try:
             res.apply()
         except (reservation.ReservationError, OSError) as e:
             return self._abort(context, instance, guest, e)
         held.append(res)
-        LOG.info("rtmig: migration thread %s under SCHED_DEADLINE %d/%d/%d "
-                 "ns", ",".join(map(str, tids)), *dl, instance=instance)
+        if dl is not None:
+            LOG.info("rtmig: migration thread %s under SCHED_DEADLINE "
+                     "%d/%d/%d ns", ",".join(str(s.tid) for s in steps
+                                             if s.kind == "deadline"),
+                     *dl, instance=instance)
+        if send_cap or pacing:
+            LOG.info("rtmig: migration stream: unsent bytes capped at %s, "
+                     "paced at %s bytes/s", send_cap or "-",
+                     "-" if pacing is None else "%.0f" % pacing,
+                     instance=instance)
         return True
 
     def _abort(self, context, instance, guest, error):
         self._refuse_reservation(
-            context, instance, f"SCHED_DEADLINE of the migration thread: "
-            f"{error}; migration aborted")
+            context, instance, f"the running migration's reservation "
+            f"(SCHED_DEADLINE of the migration thread, the stream's "
+            f"unsent-bytes cap): {error}; migration aborted")
         try:
             guest.abort_job()
         except libvirt_controls._libvirt_of(guest._domain).libvirtError as e:

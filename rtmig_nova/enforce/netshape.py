@@ -174,6 +174,12 @@ def frame_rate(payload_rate, mtu=1500):
     return payload_rate * (mtu + ETH_HEADER) / (mtu - TCP_IP_HEADERS)
 
 
+def payload_rate(frame_rate_, mtu=1500):
+    """The inverse of :func:`frame_rate`: TCP payload bytes/s in
+    full-size segments through a class of ``frame_rate_`` bytes/s."""
+    return frame_rate_ * (mtu - TCP_IP_HEADERS) / (mtu + ETH_HEADER)
+
+
 def _fmt_rate(value, scale=None):
     """``"60 MB/s"``: decimal units, the scale picked from ``scale``."""
     ref = abs(value if scale is None else scale)

@@ -205,17 +205,23 @@ class ShapingRateStep:
 
 @dataclasses.dataclass
 class SendQueueStep:
-    """A cap of ``cap`` unsent bytes on the TCP connections of QEMU
-    process ``pid`` to ``peer`` (None: any address) at ports ``ports`` =
-    (lo, hi): a running migration's outgoing stream (:mod:`send_queue`)."""
+    """A cap of ``cap`` unsent bytes and a pacing rate of ``pacing``
+    bytes/s of payload (each None: left as it is) on the TCP connections
+    of QEMU process ``pid`` to ``peer`` (None: any address) at ports
+    ``ports`` = (lo, hi): a running migration's outgoing stream
+    (:mod:`send_queue`)."""
     pid: int
     peer: str
     ports: tuple
     cap: int
+    pacing: float = None
     kind = "send-queue"
 
     def prepare(self):
-        send_queue.check_cap(self.cap)
+        if self.cap is not None:
+            send_queue.check_cap(self.cap)
+        if self.pacing is not None:
+            send_queue.check_pacing(self.pacing)
         sockets = send_queue.read_caps(self.pid, self.peer,
                                        list(self.ports))
         if not sockets:
@@ -228,7 +234,9 @@ class SendQueueStep:
                 "sockets": sockets}
 
     def apply(self):
-        send_queue.set_caps(self.pid, self._sockets, self.cap)
+        send_queue.set_caps(self.pid, self._sockets, self.cap,
+                            None if self.pacing is None
+                            else int(self.pacing))
 
     @staticmethod
     def undo(record, connect=None):
@@ -289,13 +297,16 @@ def migration_shaping(ifname, link_rate, bandwidth, ports, peer=None,
 
 
 def running_migration_steps(dom, thread_deadline=None, send_cap=None,
-                            peer=None, ports=netshape.MIGRATION_PORTS):
+                            peer=None, ports=netshape.MIGRATION_PORTS,
+                            pacing=None):
     """The steps of a migration's reservation that need it running, on
     the source: SCHED_DEADLINE ``thread_deadline`` = (runtime, deadline,
     period) ns on QEMU's migration thread, and a cap of ``send_cap``
-    unsent bytes on its stream to ``peer`` at ``ports`` = (lo, hi)
-    (:class:`SendQueueStep`).  [] while the libvirt domain ``dom`` has no
-    migration thread yet (QEMU starts it once the stream is connected).
+    unsent bytes on its stream to ``peer`` at ``ports`` = (lo, hi), paced
+    at ``pacing`` bytes/s of payload (None: not paced; the rate of its
+    HTB class, :func:`migration_pacing`) (:class:`SendQueueStep`).  []
+    while the libvirt domain ``dom`` has no migration thread yet (QEMU
+    starts it once the stream is connected).
     ``rtmig reserve``'s testbed runs and the Nova driver both call it."""
     tids = libvirt_controls.migration_threads(dom)
     if not tids:
@@ -303,10 +314,18 @@ def running_migration_steps(dom, thread_deadline=None, send_cap=None,
     steps = []
     if thread_deadline is not None:
         steps += deadline_steps(tids, thread_deadline)
-    if send_cap:
+    if send_cap or pacing:
         steps.append(SendQueueStep(libvirt_controls.qemu_pid(dom), peer,
-                                   tuple(ports), send_cap))
+                                   tuple(ports), send_cap or None, pacing))
     return steps
+
+
+def migration_pacing(shaping):
+    """Bytes/s of TCP payload the migration class of ``shaping`` (a
+    :class:`~netshape.ShapingPlan` of :func:`migration_shaping`) lets
+    through: the rate to pace the migration's stream at, so that its
+    segments leave no faster than the class sends them."""
+    return netshape.payload_rate(shaping.migration.rate)
 
 
 def deadline_steps(threads, deadline):

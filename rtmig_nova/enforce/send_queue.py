@@ -9,11 +9,16 @@ downtime grows by backlog / link rate beyond what the limit accounts for:
 about 100 ms on the testbed.
 
 ``TCP_NOTSENT_LOWAT`` on the socket bounds the unsent part: a blocking
-write waits while that many bytes or more are unsent.  QEMU does not set
-it, so it is set from outside: ``pidfd_getfd(2)`` (Linux 5.6) duplicates
-QEMU's descriptor (it needs ``CAP_SYS_PTRACE``), and an option set on the
-duplicate is the socket's.  The planner counts what a capped socket can
-hold in the downtime (:func:`rtmig_nova.planning.send_backlog`).
+write waits while that many bytes or more are unsent.  What TCP has sent
+but the link has not queues in the migration's HTB class, as deep as the
+congestion window (up to 390 kB measured there): ``SO_MAX_PACING_RATE``
+at the class's payload rate makes TCP pace its segments out at the rate
+the class lets through, so they do not queue (a shallower queue would
+drop them, and TCP stalls on local drops).  QEMU sets neither, so they
+are set from outside: ``pidfd_getfd(2)`` (Linux 5.6) duplicates QEMU's
+descriptor (it needs ``CAP_SYS_PTRACE``), and an option set on the
+duplicate is the socket's.  The planner counts what a capped, paced
+socket can hold in the downtime (:func:`rtmig_nova.planning.send_backlog`).
 """
 
 import ctypes
@@ -21,6 +26,7 @@ import errno
 import ipaddress
 import os
 import socket
+import struct
 
 from rtmig_nova import bounds
 from rtmig_nova.enforce import privileged
@@ -28,6 +34,8 @@ from rtmig_nova.enforce import privileged
 # A socket's value when nothing set it: the network namespace's
 # net.ipv4.tcp_notsent_lowat applies (by default no cap).
 UNSET = 0
+# SO_MAX_PACING_RATE's "unlimited" (~0U), as it reads back.
+UNLIMITED_PACING = 2**32 - 1
 # Least and largest cap set, bytes (0 is no cap: nothing to set).
 MIN_CAP = 1
 MAX_CAP = int(bounds.SEND_QUEUE_CAP.high)
@@ -37,6 +45,15 @@ _TCP_ESTABLISHED = "01"
 
 class SendQueueError(RuntimeError):
     """The socket could not be found or changed; the message is one line."""
+
+
+def check_pacing(rate):
+    """``rate`` (bytes/s) as an int, or ValueError."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or \
+            not 1 <= rate < UNLIMITED_PACING:
+        raise ValueError(f"pacing rate must be from 1 to "
+                         f"{UNLIMITED_PACING - 1} bytes/s, got {rate!r}")
+    return int(rate)
 
 
 def check_cap(cap):
@@ -110,20 +127,30 @@ def _dup_from(pid, fd):
         os.close(pidfd)
 
 
-def _swap_lowat(pid, fd, inode, value):
-    """Set TCP_NOTSENT_LOWAT of ``pid``'s ``fd`` (if it is still socket
-    ``inode``) to ``value`` (None: leave it); the previous value, or None
-    if it is no longer that socket."""
+# The two options, by the name a record gives their previous values in:
+# TCP_NOTSENT_LOWAT (bytes), SO_MAX_PACING_RATE (bytes/s of payload; ~0:
+# unlimited, read back as a 32-bit value).
+_OPTIONS = (("cap", socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT),
+            ("pacing", socket.SOL_SOCKET, 47))      # SO_MAX_PACING_RATE
+
+
+def _swap(pid, fd, inode, values):
+    """Set the :data:`_OPTIONS` of ``pid``'s ``fd`` (if it is still socket
+    ``inode``) named in ``values`` ({name: value}; the others left);
+    the previous values of both, [cap, pacing], or None if it is no
+    longer that socket."""
     mine = _dup_from(pid, fd)
     sock = socket.socket(fileno=mine)
     try:
         if os.fstat(mine).st_ino != inode:
             return None         # the descriptor was reused
-        before = sock.getsockopt(socket.IPPROTO_TCP,
-                                 socket.TCP_NOTSENT_LOWAT)
-        if value is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT,
-                            value)
+        # both are the kernel's unsigned ints: read and set as such
+        before = [struct.unpack("I", sock.getsockopt(level, opt, 4))[0]
+                  for _, level, opt in _OPTIONS]
+        for name, level, opt in _OPTIONS:
+            if values.get(name) is not None:
+                sock.setsockopt(level, opt,
+                                struct.pack("I", int(values[name])))
         return before
     finally:
         sock.detach()
@@ -132,15 +159,15 @@ def _swap_lowat(pid, fd, inode, value):
 
 @privileged.sys_admin_pctxt.entrypoint
 def read_caps(pid, peer, ports):
-    """Privileged: [[fd, inode, unsent-bytes cap], ...] of every TCP
-    connection of process ``pid`` to ``peer`` (None: any address) at ports
-    ``ports`` = (lo, hi): empty while there is none."""
+    """Privileged: [[fd, inode, unsent-bytes cap, pacing rate], ...] of
+    every TCP connection of process ``pid`` to ``peer`` (None: any
+    address) at ports ``ports`` = (lo, hi): empty while there is none."""
     out = []
     try:
         for fd, inode in sorted(socket_fds(pid, peer, ports).items()):
-            value = _swap_lowat(pid, fd, inode, None)
-            if value is not None:
-                out.append([fd, inode, value])
+            values = _swap(pid, fd, inode, {})
+            if values is not None:
+                out.append([fd, inode] + values)
     except OSError as e:
         raise SendQueueError(f"reading the migration socket of process "
                              f"{pid}: {e}") from None
@@ -148,23 +175,29 @@ def read_caps(pid, peer, ports):
 
 
 @privileged.sys_admin_pctxt.entrypoint
-def set_caps(pid, sockets, cap=None):
-    """Privileged: set the unsent-bytes cap of the ``sockets`` of process
-    ``pid`` (as :func:`read_caps` lists them) to ``cap`` bytes, or, with
-    None, back to the value listed, where the descriptor still holds the
-    same socket.  A socket gone has nothing to set: returns how many were
-    set."""
+def set_caps(pid, sockets, cap=None, pacing=None):
+    """Privileged: on the ``sockets`` of process ``pid`` (as
+    :func:`read_caps` lists them), cap the unsent bytes at ``cap`` and
+    the send rate at ``pacing`` bytes/s of payload (TCP paces its
+    segments out at it); with neither, put back the values listed.  Only
+    where the descriptor still holds the same socket; a socket gone has
+    nothing to set.  Returns how many were set."""
+    if cap is not None:
+        check_cap(cap)
+    if pacing is not None:
+        check_pacing(pacing)
     count = 0
-    for fd, inode, before in sockets:
-        value = int(before) if cap is None else check_cap(cap)
+    for fd, inode, *before in sockets:
+        values = dict(cap=cap, pacing=pacing) if cap or pacing else \
+            dict(zip(("cap", "pacing"), before))
         try:
-            if _swap_lowat(pid, int(fd), int(inode), value) is not None:
+            if _swap(pid, int(fd), int(inode), values) is not None:
                 count += 1
         except FileNotFoundError:
             continue            # the process ended
         except OSError as e:
             if e.errno in (errno.EBADF, errno.ESRCH):
                 continue        # the descriptor or the process is gone
-            raise SendQueueError(f"setting the unsent-bytes cap of process "
+            raise SendQueueError(f"setting the send options of process "
                                  f"{pid}'s fd {fd}: {e}") from None
     return count

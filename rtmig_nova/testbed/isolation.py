@@ -326,25 +326,30 @@ class _Reservations:
 class _WhenRunning:
     """``on_poll`` of the rtmig migration: SCHED_DEADLINE on QEMU's
     migration thread once it exists (the Nova driver's
-    ``reserve_migration_thread``) and on B's incoming vCPU threads once
-    they exist (its arrival watcher)."""
+    ``reserve_migration_thread``), with the cap on its socket's unsent
+    bytes (``send_cap``, ``[rtmig] send_queue_cap``; 0: none) and its
+    pacing at the migration class's rate (``pacing``, bytes/s), and on
+    B's incoming vCPU threads once they exist (its arrival watcher)."""
 
-    def __init__(self, reservations, name, pl, request):
+    def __init__(self, reservations, name, pl, request, send_cap=None,
+                 pacing=None):
         self.reservations = reservations
         self.name = name
         self.pl = pl
         self.request = request
-        self.thread_done = pl.cpu is None
+        self.send_cap = send_cap
+        self.pacing = pacing
+        self.thread_done = pl.cpu is None and not send_cap and not pacing
         self.incoming_done = False
 
     def __call__(self, dom, elapsed_s):
         if not self.thread_done:
-            tids = libvirt_controls.migration_threads(dom)
-            if tids:
-                self.reservations.apply("migration thread", (
-                    reservation.deadline_steps(
-                        tids, reservation.migration_thread_deadline(
-                            self.pl.cpu))))
+            steps = reservation.running_migration_steps(
+                dom, None if self.pl.cpu is None else
+                reservation.migration_thread_deadline(self.pl.cpu),
+                self.send_cap, hosts.IP_B, pacing=self.pacing)
+            if steps:
+                self.reservations.apply("migration thread", steps)
                 self.thread_done = True
         if not self.incoming_done:
             tids = hosts.incoming_vcpu_threads(self.name)
@@ -427,8 +432,9 @@ def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
     try:
         if pl is not None:
             bed.unshape(ends=("a",))
-            held.apply("link", [reservation.ShapingStep(link_shaping(
-                setup, pl, pl.settings.get("qemu_version", qemu)))])
+            shaping = link_shaping(setup, pl,
+                                   pl.settings.get("qemu_version", qemu))
+            held.apply("link", [reservation.ShapingStep(shaping)])
         rx = traffic.FrameReceiver(hosts.in_client(), rx_path, bound)
         if setup.noisy:
             names.append(_boot(bed, boot_files, guest_mod.kernel_cmdline(
@@ -448,7 +454,9 @@ def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
                 "bandwidth_bytes_per_s": pl.bandwidth,
                 "downtime_limit_s": pl.downtime_limit,
                 "destination_xml": dest_xml,
-                "on_poll": _WhenRunning(held, rt, pl, request)}
+                "on_poll": _WhenRunning(
+                    held, rt, pl, request, conf.CONF.rtmig.send_queue_cap,
+                    reservation.migration_pacing(shaping))}
         if setup.bulk:
             flow = traffic.BulkFlow(hosts.in_client(), hosts.IP_CLIENT,
                                     bound)

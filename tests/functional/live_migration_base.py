@@ -5,6 +5,7 @@ driver shim over Nova's fake libvirt, made to migrate as libvirt does."""
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -18,6 +19,7 @@ from rtmig_nova import conf
 from rtmig_nova import planning
 from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import netshape
+from rtmig_nova.enforce import send_queue
 from rtmig_nova.model import flavor as rtflavor
 from tests.functional import base
 
@@ -29,6 +31,28 @@ RT_SPECS = {
     'rtmig:net_rate': '10MB/s',
     'rtmig:migration_deadline': '60s',
     'rtmig:max_downtime': '300ms'}
+
+
+# A stand-in for QEMU's process: a loopback TCP connection to the first
+# free port of libvirt's migration range, both ends its own.
+_FAKE_QEMU = """
+import socket, time
+lo, hi = %d, %d
+for port in range(lo, hi + 1):
+    listener = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", port))
+        break
+    except OSError:
+        listener.close()
+else:
+    raise SystemExit("no free port in %%d-%%d" %% (lo, hi))
+listener.listen(1)
+stream = socket.create_connection(("127.0.0.1", port))
+peer, _ = listener.accept()
+print("connected", flush=True)
+time.sleep(120)
+"""
 
 
 class RTLiveMigrationBase(base.RTMigNovaBase):
@@ -65,13 +89,23 @@ class RTLiveMigrationBase(base.RTMigNovaBase):
         self.migration_thread = self._fake_migration_thread()
 
     def _fake_migration_thread(self):
-        # QEMU's migration thread, which Nova's fake libvirt has none of:
-        # a real process's (a green thread would be this test's own), so
-        # that the kernel really sets SCHED_DEADLINE on it and puts it back.
-        # It "exists" while a job runs, as QEMU's does.
-        proc = subprocess.Popen(['sleep', '120'])
+        # QEMU's migration thread and stream, which Nova's fake libvirt has
+        # none of: a real process's (a green thread would be this test's
+        # own), so that the kernel really sets SCHED_DEADLINE on it and
+        # the cap on its socket's unsent bytes, and puts them back.  It
+        # "exists" while a job runs, as QEMU's does; its stream goes to a
+        # port of libvirt's migration range on loopback.
+        # (both ends in that process: this one's eventlet-patched sockets
+        # do not keep an accepted connection open)
+        proc = subprocess.Popen(
+            [sys.executable, '-c', _FAKE_QEMU % netshape.MIGRATION_PORTS],
+            stdout=subprocess.PIPE, text=True)
         self.addCleanup(proc.wait, 10)
         self.addCleanup(proc.kill)
+        self.assertEqual('connected', proc.stdout.readline().strip())
+        self.useFixture(fixtures.MockPatch(
+            'rtmig_nova.enforce.libvirt_controls.qemu_pid',
+            new=lambda dom: proc.pid))
 
         def qemu_threads(dom):
             running = dom._job_type == fakelibvirt.VIR_DOMAIN_JOB_UNBOUNDED
@@ -85,6 +119,12 @@ class RTLiveMigrationBase(base.RTMigNovaBase):
         self.useFixture(fixtures.MonkeyPatch(
             'nova.tests.fixtures.libvirt.Domain.abortJob', abort))
         return proc.pid
+
+    def stream_options(self):
+        """[[fd, inode, unsent-bytes cap, pacing rate]] of the fake QEMU's
+        migration stream (send_queue.read_caps)."""
+        return send_queue.read_caps(self.migration_thread, None,
+                                    list(netshape.MIGRATION_PORTS))
 
     def _libvirt_like_fake(self):
         # What real libvirt does and Nova's fake leaves out: migration
@@ -150,6 +190,7 @@ class RTLiveMigrationBase(base.RTMigNovaBase):
         self.during[-1]['downtimes'] = list(self.downtimes)
         self.during[-1]['speeds'] = list(self.speeds)
         self.during[-1]['thread'] = deadline.get_attr(self.migration_thread)
+        self.during[-1]['stream'] = self.stream_options()
         self.during[-1]['cpu_end'] = dict(self.cpu.get(uuid, {}))
         if CONF.rtmig.migration_interface:
             self.during[-1]['htb'] = netshape.show(

@@ -17,7 +17,9 @@ from oslo_messaging.notify import _impl_test
 from rtmig_nova import conf
 from rtmig_nova import planning
 from rtmig_nova.enforce import deadline
+from rtmig_nova.enforce import netshape
 from rtmig_nova.enforce import reservation
+from rtmig_nova.enforce import send_queue
 from rtmig_nova.model import DirtyProfile
 from tests.functional import base
 from tests.functional import live_migration_base
@@ -91,6 +93,13 @@ class RTLiveMigrationTest(live_migration_base.RTLiveMigrationBase):
                           thread.period_ns))
         self.assertEqual(deadline.SCHED_OTHER,
                          deadline.get_attr(self.migration_thread).policy)
+        # its stream's unsent bytes capped (no HTB class here: not paced)
+        # while it ran, and given back
+        self.assertEqual([[CONF.rtmig.send_queue_cap,
+                           send_queue.UNLIMITED_PACING]],
+                         [s[2:] for s in during['stream']])
+        self.assertEqual([[send_queue.UNSET, send_queue.UNLIMITED_PACING]],
+                         [s[2:] for s in self.stream_options()])
         # the VM's reservation went with it: held on the destination (in
         # place when post_live_migration_at_destination returned), released
         # on the source
@@ -252,6 +261,13 @@ class RTLiveMigrationTest(live_migration_base.RTLiveMigrationBase):
         self.assertAlmostEqual(want, htb['migration']['rate'], delta=1)
         self.assertEqual(CONF.rtmig.link_capacity, htb['link']['rate'])
         self.assertIn('default', htb)
+        # QEMU's stream: its unsent bytes capped, paced at the class's
+        # payload rate while it ran; both given back
+        [[_, _, cap, pacing]] = self.during[0]['stream']
+        self.assertEqual(CONF.rtmig.send_queue_cap, cap)
+        self.assertAlmostEqual(netshape.payload_rate(want), pacing, delta=2)
+        self.assertEqual([[send_queue.UNSET, send_queue.UNLIMITED_PACING]],
+                         [s[2:] for s in self.stream_options()])
         # the interface is back to the kernel's default qdisc
         self.assert_unshaped(ifname)
         self.assertEqual([], self.migration_state_files())
