@@ -137,10 +137,12 @@ def send_backlog(cap):
     """The :class:`~rtmig_nova.model.precopy.MigrationSettings`
     ``send_backlog`` (bytes) of a host that caps a migration socket's
     unsent bytes at ``cap`` (``[rtmig] send_queue_cap``; 0: no cap, and
-    none counted): the cap and a segment past it.  What is in flight (in
-    the qdisc: about a millisecond of the link under TCP small queues) is
-    a time, in the calibrated switch-over time."""
-    return cap + GSO_MAX_BYTES if cap else 0
+    none counted): the cap, a segment a write queues past it, and a
+    segment in flight (TCP paced at its HTB class's rate keeps about that
+    in the class's queue).  Measured on the testbed at 7 MiB/s, 1461
+    samples: unsent p99 130 kB, in flight p99 58 kB, both p99 170 kB,
+    against this 192 KiB."""
+    return cap + 2 * GSO_MAX_BYTES if cap else 0
 
 
 def _freeze(options):

@@ -94,7 +94,7 @@ def _add_model_options(parser, model=True, link_rate=True, orders=True):
                         "migration socket and the link, sent during the "
                         "downtime, e.g. 128KiB (default: what [rtmig] "
                         "send_queue_cap lets a capped socket hold, the cap "
-                        "+ 64 KiB; 0 without a cap)")
+                        "+ 128 KiB; 0 without a cap)")
     g.add_argument("--setup-time", metavar="DUR",
                    help="fixed time before the first page is sent, added to "
                         "the total time, e.g. 300ms (default: [rtmig] "
