@@ -132,6 +132,15 @@ class Setup:
         SCHED_DEADLINE on the migration thread, 73 and 125 and a
         migration 40% slower than planned.  SCHED_DEADLINE on the
         migration thread (a hard CBS) bounds its CPU without it.
+    :ivar cpu_cost_per_page: the migration thread's CPU seconds per page
+        sent on this testbed under the experiment's load, the plans'
+        ``[rtmig] cpu_cost_per_page`` (None: the option's).  Under
+        SCHED_DEADLINE sized from the option's 2.5 us QEMU sent 55-65% of
+        the planned rate here (7 MiB/s plans: 4.3-4.6 MB/s; 4 MiB/s:
+        2.1-3.6 MB/s) and the pre-copy stopped converging: about 5.5-6.3
+        us a page (the veth's receive path and the bridge run in the
+        sender's time); without the thread's reservation a 5 MiB/s plan
+        took 16.2 s against 15.7 s predicted.
     """
     link_rate: float = 12.5e6
     deadline_s: float = 30.0
@@ -151,6 +160,7 @@ class Setup:
     stream_burst: float = 54e3
     capture_s: float = 20.0
     emulator_cap: bool = False
+    cpu_cost_per_page: float = 8e-6
 
     def request(self):
         """The RT guest's :class:`~rtmig_nova.model.flavor.RTRequest`: its
@@ -249,7 +259,8 @@ def plan(profile, setup, qemu_version, calibration=None):
     """The :class:`~rtmig_nova.model.sizing.Plan` of the RT guest's
     migration: :func:`ledger.migration_plan` (what the Nova driver calls)
     for ``setup.request()`` over :func:`migration_link`, with the
-    ``[rtmig]`` options, by QEMU ``qemu_version``, with the testbed's
+    ``[rtmig]`` options (the CPU cost per page ``setup``'s), by QEMU
+    ``qemu_version``, with the testbed's
     ``calibration`` (a calibration.json dict, or None) for the setup and
     switch-over times.  The calibrated link rate is the unshaped veth's,
     not this link's: left out.
@@ -257,6 +268,8 @@ def plan(profile, setup, qemu_version, calibration=None):
     :raises PlanInfeasible: no plan meets the request
     """
     options = planning.plan_options(conf.CONF.rtmig, qemu_version)
+    if setup.cpu_cost_per_page is not None:
+        options["cpu_cost_per_page"] = setup.cpu_cost_per_page
     options.update(validation.model_settings(calibration))
     options.pop("link_rate", None)
     link = migration_link(setup, options["qemu_version"])
