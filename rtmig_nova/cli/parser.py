@@ -64,6 +64,22 @@ def _add_profile_option(parser):
              "(default: [rtmig] default_profile, builtin:default)")
 
 
+def _add_plan_request_options(parser):
+    """A plan's request: deadline, downtime bound, confidence, link."""
+    parser.add_argument("--deadline", metavar="DUR",
+                        help=f"time for the whole migration (default: "
+                             f"{DEFAULT_DEADLINE})")
+    parser.add_argument("--max-downtime", metavar="DUR",
+                        help=f"longest the guest may be stopped (default: "
+                             f"{DEFAULT_MAX_DOWNTIME})")
+    parser.add_argument("--confidence", metavar="P",
+                        help="required probability in (0, 1), e.g. 0.95 or "
+                             "95%% (default: [rtmig] confidence, 0.95)")
+    parser.add_argument("--link-capacity", metavar="RATE",
+                        help=f"what the migration link can carry (default: "
+                             f"{DEFAULT_LINK_CAPACITY})")
+
+
 def _add_model_options(parser, model=True, link_rate=True, orders=True):
     g = parser.add_argument_group(
         "model settings (defaults from the [rtmig] options)")
@@ -173,18 +189,7 @@ def build_parser():
                     "is an answer, not an error: the exit status is 0 "
                     "unless --fail-infeasible is given.")
     _add_profile_option(p)
-    p.add_argument("--deadline", metavar="DUR",
-                   help=f"time for the whole migration (default: "
-                        f"{DEFAULT_DEADLINE})")
-    p.add_argument("--max-downtime", metavar="DUR",
-                   help=f"longest the guest may be stopped (default: "
-                        f"{DEFAULT_MAX_DOWNTIME})")
-    p.add_argument("--confidence", metavar="P",
-                   help="required probability in (0, 1), e.g. 0.95 or 95%% "
-                        "(default: [rtmig] confidence, 0.95)")
-    p.add_argument("--link-capacity", metavar="RATE",
-                   help=f"what the migration link can carry (default: "
-                        f"{DEFAULT_LINK_CAPACITY})")
+    _add_plan_request_options(p)
     p.add_argument("--cpu-cost-per-page", metavar="DUR",
                    help="migration-thread CPU time per page sent, e.g. "
                         "2.5us (default: [rtmig] cpu_cost_per_page)")
@@ -239,18 +244,7 @@ def build_parser():
                    help="migration bandwidth of the predictions")
     p.add_argument("--downtime-limit", metavar="DUR", required=True,
                    help="QEMU downtime-limit of the predictions")
-    p.add_argument("--deadline", metavar="DUR",
-                   help=f"deadline of the least-bandwidth plans (default: "
-                        f"{DEFAULT_DEADLINE})")
-    p.add_argument("--max-downtime", metavar="DUR",
-                   help=f"downtime bound of the plans (default: "
-                        f"{DEFAULT_MAX_DOWNTIME})")
-    p.add_argument("--confidence", metavar="P",
-                   help="the plans' confidence (default: [rtmig] "
-                        "confidence)")
-    p.add_argument("--link-capacity", metavar="RATE",
-                   help=f"the plans' link (default: "
-                        f"{DEFAULT_LINK_CAPACITY})")
+    _add_plan_request_options(p)
     _add_model_options(p, model=False, orders=False)
     _add_json_option(p)
     p.set_defaults(func=cmd_compare_orders)
