@@ -52,9 +52,14 @@ def test_an_rtmig_run_keeps_the_stream_within_its_plan(
     assert row["frames"] > (setup.settle_s + row["total_time_s"]) / \
         setup.period_s * 0.9
     assert row["lost_frames"] == 0
+    # the guest's pause: with QEMU's socket capped and paced, and the
+    # plan counting what it can still hold, within twice the bound (95-165
+    # ms against 100 ms in the experiment; 135-474 ms, median 219, before
+    # the socket was capped).  The viewer's freeze is longer still: on TCG
+    # the guest catches up on B under its 40% vCPU reservation (gaps
+    # 187-346 ms).
+    assert row["downtime_ms"] <= 2 * setup.max_downtime_s * 1e3
     # the neighbour and the bulk flow cost the stream no deadline: its
-    # misses are the frames of the switch-over's freeze, no more.  (The
-    # freeze itself is not yet within the plan's downtime bound on this
-    # link: 276-685 ms against 100 ms, QEMU's downtime 300-580 ms.)
+    # misses are the frames of the switch-over's freeze, no more.
     assert row["misses"] <= row["max_gap_ms"] / (setup.period_s * 1e3) + 1
     assert row["misses"] <= 0.01 * row["frames"]
