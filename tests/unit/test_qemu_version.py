@@ -26,7 +26,7 @@ def test_auto_takes_the_host_s_and_a_setting_wins():
                           "deadline_period", "cgroup_period", "dirty_log",
                           "send_order", "check_interval", "switchover_time",
                           "setup_time", "setup_time_sd", "send_rate_sd",
-                          "max_rounds")})
+                          "max_rounds", "send_queue_cap")})
     assert planning.plan_options(group, 10000002)["qemu_version"] == "10.0"
 
 
