@@ -172,7 +172,7 @@ Unit: none (a switch).
 """),
     bounded_int(
         'send_queue_cap', bounds.SEND_QUEUE_CAP,
-        default=65536,
+        default=0,
         help="""
 Cap, in bytes, on the data a real-time live migration's stream holds unsent
 in its socket on the source, set (``TCP_NOTSENT_LOWAT``) on QEMU's socket as
@@ -181,7 +181,13 @@ once they are in the socket: on a link or HTB class slower than QEMU's burst
 the socket's send buffer fills (350-725 kB measured at 7 MiB/s), the guest
 stops with that backlog still to cross, and the downtime grows by backlog /
 link rate beyond the downtime limit.  The planner counts the cap and one
-64 KiB segment past it in the downtime (none with 0).  Setting it needs
+64 KiB segment past it, and one in flight, in the downtime (none with 0).
+Off by default: a capped socket makes QEMU's migration thread wake for
+every few segments, and under its SCHED_DEADLINE reservation it then needs
+more CPU a page than ``cpu_cost_per_page``'s default: on the TCG testbed a
+65536 cap with the 2.5 us default sent 55-65% of the planned rate and the
+migration stopped converging.  Set it (65536 is the value measured) with a
+``cpu_cost_per_page`` measured under load.  Setting it needs
 ``pidfd_getfd`` (Linux 5.6) and CAP_SYS_PTRACE for the privsep daemon; a
 kernel that refuses aborts the migration, which Nova rolls back.  At most
 67108864 (64 MiB).

@@ -141,6 +141,8 @@ class Setup:
         us a page (the veth's receive path and the bridge run in the
         sender's time); without the thread's reservation a 5 MiB/s plan
         took 16.2 s against 15.7 s predicted.
+    :ivar send_queue_cap: the ``[rtmig] send_queue_cap`` of the plans and
+        of QEMU's socket, bytes (0: none)
     """
     link_rate: float = 12.5e6
     deadline_s: float = 30.0
@@ -161,6 +163,7 @@ class Setup:
     capture_s: float = 20.0
     emulator_cap: bool = False
     cpu_cost_per_page: float = 8e-6
+    send_queue_cap: int = 65536
 
     def request(self):
         """The RT guest's :class:`~rtmig_nova.model.flavor.RTRequest`: its
@@ -270,6 +273,7 @@ def plan(profile, setup, qemu_version, calibration=None):
     options = planning.plan_options(conf.CONF.rtmig, qemu_version)
     if setup.cpu_cost_per_page is not None:
         options["cpu_cost_per_page"] = setup.cpu_cost_per_page
+    options["send_backlog"] = planning.send_backlog(setup.send_queue_cap)
     options.update(validation.model_settings(calibration))
     options.pop("link_rate", None)
     link = migration_link(setup, options["qemu_version"])
@@ -340,7 +344,7 @@ class _WhenRunning:
     """``on_poll`` of the rtmig migration: SCHED_DEADLINE on QEMU's
     migration thread once it exists (the Nova driver's
     ``reserve_migration_thread``), with the cap on its socket's unsent
-    bytes (``send_cap``, ``[rtmig] send_queue_cap``; 0: none) and its
+    bytes (``send_cap``, the setup's ``send_queue_cap``; 0: none) and its
     pacing at the migration class's rate (``pacing``, bytes/s), and on
     B's incoming vCPU threads once they exist (its arrival watcher)."""
 
@@ -468,7 +472,7 @@ def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
                 "downtime_limit_s": pl.downtime_limit,
                 "destination_xml": dest_xml,
                 "on_poll": _WhenRunning(
-                    held, rt, pl, request, conf.CONF.rtmig.send_queue_cap,
+                    held, rt, pl, request, setup.send_queue_cap,
                     reservation.migration_pacing(shaping))}
         if setup.bulk:
             flow = traffic.BulkFlow(hosts.in_client(), hosts.IP_CLIENT,
