@@ -480,16 +480,16 @@ class RTLiveMigration:
             connect=connect)
         lv = libvirt_controls._libvirt_of(guest._domain)
         try:
+            thread_deadline = pacing = None
+            peer, ports = None, netshape.MIGRATION_PORTS
             if self._thread_deadline(mp) is not None:
                 pl = mp.model_plan
-                cpu = sizing.cpu_reservation(
-                    bandwidth, mp.dirty_profile.page_size,
-                    pl.cpu_cost_per_page, pl.cpu_margin,
-                    mp.cpu.period_ns / 1e9, mp.cpu.cgroup_period_us,
-                    mp.qemu_version or sizing.DEFAULT_QEMU_VERSION)
-                tids = libvirt_controls.migration_threads(guest._domain)
-                steps += reservation.deadline_steps(
-                    tids, reservation.migration_thread_deadline(cpu))
+                thread_deadline = reservation.migration_thread_deadline(
+                    sizing.cpu_reservation(
+                        bandwidth, mp.dirty_profile.page_size,
+                        pl.cpu_cost_per_page, pl.cpu_margin,
+                        mp.cpu.period_ns / 1e9, mp.cpu.cgroup_period_us,
+                        mp.qemu_version or sizing.DEFAULT_QEMU_VERSION))
             if shaping is not None:
                 raised = reservation.migration_shaping(
                     shaping.ifname, shaping.link_rate,
@@ -502,11 +502,12 @@ class RTLiveMigration:
                     shaping.ifname, shaping.netns,
                     netshape.migration_rates(raised)))
                 # the stream's pacing follows its class
-                steps.append(reservation.SendQueueStep(
-                    libvirt_controls.qemu_pid(guest._domain),
-                    shaping.migration.match.peer,
-                    tuple(shaping.migration.match.dst_ports), None,
-                    reservation.migration_pacing(raised)))
+                pacing = reservation.migration_pacing(raised)
+                peer = shaping.migration.match.peer
+                ports = tuple(shaping.migration.match.dst_ports)
+            # the cap set when the migration started stays: only re-paced
+            steps += reservation.running_migration_steps(
+                guest._domain, thread_deadline, None, peer, ports, pacing)
             res = self._new_reservation(instance, steps, connect)
             res.apply()
         except (reservation.ReservationError, ValueError, OSError,

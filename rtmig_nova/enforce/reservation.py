@@ -215,6 +215,10 @@ class SendQueueStep:
     ports: tuple
     cap: int
     pacing: float = None
+    # the connections prepare() found and recorded (read_caps' rows):
+    # apply() changes these, and only these
+    sockets: list = dataclasses.field(default=None, init=False, repr=False,
+                                      compare=False)
     kind = "send-queue"
 
     def prepare(self):
@@ -222,19 +226,20 @@ class SendQueueStep:
             send_queue.check_cap(self.cap)
         if self.pacing is not None:
             send_queue.check_pacing(self.pacing)
-        sockets = send_queue.read_caps(self.pid, self.peer,
-                                       list(self.ports))
-        if not sockets:
+        start = _thread_start(self.pid, missing_ok=True)
+        if start is None:
+            raise ReservationError(f"QEMU process {self.pid} is gone")
+        self.sockets = send_queue.read_caps(self.pid, self.peer,
+                                            list(self.ports))
+        if not self.sockets:
             raise ReservationError(
                 f"process {self.pid} has no connection to "
                 f"{self.peer or 'any address'} at ports "
                 f"{self.ports[0]}-{self.ports[1]}")
-        self._sockets = sockets
-        return {"pid": self.pid, "start": _thread_start(self.pid),
-                "sockets": sockets}
+        return {"pid": self.pid, "start": start, "sockets": self.sockets}
 
     def apply(self):
-        send_queue.set_caps(self.pid, self._sockets, self.cap,
+        send_queue.set_caps(self.pid, self.sockets, self.cap,
                             None if self.pacing is None
                             else int(self.pacing))
 

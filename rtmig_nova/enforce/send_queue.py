@@ -75,20 +75,25 @@ def _addr(hex_addr):
 
 def connections(pid):
     """(inode, peer address, peer port) of every established TCP
-    connection in the network namespace of process ``pid``."""
+    connection in the network namespace of process ``pid``;
+    ProcessLookupError if there is no such process."""
     out = []
+    tables = 0
     for name in ("tcp", "tcp6"):
         try:
             with open(f"/proc/{int(pid)}/net/{name}") as f:
                 lines = f.read().splitlines()[1:]
         except FileNotFoundError:
-            continue
+            continue            # (tcp6: IPv6 is off)
+        tables += 1
         for line in lines:
             cols = line.split()
             if len(cols) < 10 or cols[3] != _TCP_ESTABLISHED:
                 continue
             host, port = cols[2].rsplit(":", 1)
             out.append((int(cols[9]), _addr(host), int(port, 16)))
+    if not tables:
+        raise ProcessLookupError(errno.ESRCH, f"process {pid} is gone")
     return out
 
 
@@ -112,12 +117,21 @@ def socket_fds(pid, peer, ports):
     return fds
 
 
+_libc = None
+
+
+def _syscall(*args):
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc.syscall(*args)
+
+
 def _dup_from(pid, fd):
     """A descriptor of ours for process ``pid``'s ``fd``."""
     pidfd = os.pidfd_open(pid)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        got = libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+        got = _syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
         if got < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"pidfd_getfd({pid}, {fd}): "

@@ -185,6 +185,10 @@ class RTClosedLoopTest(live_migration_base.RTLiveMigrationBase):
                                htb['migration']['rate'], delta=1)
         self.assertAlmostEqual(want['default'][0], htb['default']['rate'],
                                delta=1)
+        # the stream is re-paced at the widened class's payload rate
+        [[_, _, _, pacing]] = self.during[0]['stream']
+        self.assertAlmostEqual(netshape.payload_rate(want['migration'][0]),
+                               pacing, delta=2)
         self.assert_unshaped(ifname)
         self.assert_all_released(server)
 

@@ -124,6 +124,21 @@ def test_a_process_gone_has_nothing_to_restore(writer):
     assert send_queue.set_caps(proc.pid, sockets) == 0
 
 
+def test_reading_the_sockets_of_a_process_gone_says_so(writer, tmp_path):
+    proc, port = writer
+    proc.kill()
+    proc.wait()
+    with pytest.raises(send_queue.SendQueueError, match="is gone"):
+        send_queue.read_caps(proc.pid, "127.0.0.1", [port, port])
+    res = reservation.Reservation(
+        [reservation.SendQueueStep(proc.pid, "127.0.0.1", (port, port),
+                                   32768)], str(tmp_path))
+    with pytest.raises(reservation.ReservationError,
+                       match=f"process {proc.pid} is gone"):
+        res.apply()
+    assert os.listdir(tmp_path) == []
+
+
 def test_the_reservation_step_caps_and_releases(writer, tmp_path):
     proc, port = writer
     res = reservation.Reservation(
