@@ -8,9 +8,16 @@ capabilities below.
 
 import contextlib
 import os
+import warnings
 
-from oslo_privsep import capabilities
-from oslo_privsep import priv_context
+with warnings.catch_warnings():
+    # oslo.privsep imports eventlet only to see whether something else
+    # monkey-patched it; eventlet's own deprecation notice, printed on every
+    # rtmig command, is not for rtmig's users (Nova's services import
+    # eventlet before this anyway)
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    from oslo_privsep import capabilities
+    from oslo_privsep import priv_context
 
 sys_admin_pctxt = priv_context.PrivContext(
     "rtmig_nova",
