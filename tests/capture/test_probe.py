@@ -4,6 +4,8 @@ guest (root and a libvirtd at qemu:///system)."""
 import json
 import os
 import socket
+import time
+import types
 import uuid
 
 import numpy as np
@@ -327,6 +329,44 @@ def test_undone_after_an_empty_trace(tmp_path):
         probe.capture(mon, tmp_path / "log", duration=0.3, poll=0.05)
     assert mon.state() == before
     assert mon.status == "cancelled"
+
+
+class _LateFollower:
+    """A trace that virtlogd copies late: nothing on the first reads."""
+
+    path = "trace.log"
+
+    def __init__(self, data, late_reads=1):
+        self.chunks = [b""] * late_reads + [data]
+
+    def read(self):
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+def test_a_first_pass_traced_late_is_still_read_at_the_switch_over():
+    # QEMU reached pre-switchover before virtlogd had copied the first
+    # pass's trace: once seen in testbed CI ("converged in its first
+    # pass"); the rest of the trace is read before deciding.
+    from rtmig_nova.capture import trace
+    lines = ("1@1700000000.000001:migration_bitmap_sync_end dirty_pages 9\n"
+             "1@1700000000.000100:ram_save_page pc.ram: offset: 0x1000 "
+             "host: 0x1\n"
+             "1@1700000000.100000:migration_bitmap_sync_end dirty_pages 1\n")
+
+    class Converging(_FakeMonitor):
+        def cmd(self, command, **args):
+            out = super().cmd(command, **args)
+            if command == "migrate":
+                self.status = "pre-switchover"     # at once
+            return out
+
+    mon = Converging()
+    parser = trace.TraceParser()
+    sink = types.SimpleNamespace(uri="exec:cat > /dev/null")
+    assert probe._probe_cycle(mon, _LateFollower(lines.encode()), parser,
+                              sink, time.monotonic() + 5, 4 << 20, 4 << 20,
+                              0.01, 0, 0, time.monotonic(), None) is True
+    assert parser.first_pass_pages == 1
 
 
 @needs_libvirtd
