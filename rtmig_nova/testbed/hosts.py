@@ -1033,6 +1033,10 @@ class Testbed:
         ``downtime_limit_s``  the limit read back from the source, s
         ``max_iteration_seen``  highest iteration seen while polling
         ``started_at``        time.monotonic() when the migration started
+        ``paused_at``         time.monotonic() when libvirt on A reported
+                              the guest paused (None: not seen)
+        ``resumed_at``        ... and libvirt on B resumed it
+                              (:class:`PauseWatch`)
         ``progress``          (seconds since the start, bytes sent,
                               iteration) of every poll (every 50 ms)
         ``guest_check``       the integrity check's IntegrityCheck, or None
@@ -1043,8 +1047,10 @@ class Testbed:
             else None
         libvirt = _quiet_libvirt()
         conn = libvirt.open(URI_A)
+        events = contextlib.ExitStack()
         try:
             dom = conn.lookupByName(domain_name)
+            watch = events.enter_context(PauseWatch(domain_name))
             params = {libvirt.VIR_MIGRATE_PARAM_URI: MIGRATE_URI}
             if destination_xml is not None:
                 params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = destination_xml
@@ -1149,7 +1155,13 @@ class Testbed:
                                    ) from box["error"]
             wall = box["end"] - start
             mark = None if console is None else guest.console_mark(console)
+            # B resumed the guest before the call returned; its event
+            # may still be on the way
+            until = time.monotonic() + 2.0
+            while watch.resumed_at is None and time.monotonic() < until:
+                time.sleep(0.01)
         finally:
+            events.close()
             conn.close()
         raw = _bounded(lambda: _completed_stats(libvirt, domain_name),
                        CALL_TIMEOUT)
@@ -1159,7 +1171,8 @@ class Testbed:
                                      else got_ms / 1000.0),
                    max_iteration_seen=max(max_iter,
                                           out.get("iterations") or 0),
-                   started_at=start, progress=progress)
+                   started_at=start, progress=progress,
+                   paused_at=watch.paused_at, resumed_at=watch.resumed_at)
         if want_ms is not None and got_ms is None:
             out["downtime_limit_s"] = want_ms / 1000.0
         out["guest_check"] = None
@@ -1171,6 +1184,75 @@ class Testbed:
                 exc.stats = out
                 raise
         return out
+
+
+_EVENT_LOOP = threading.Lock()
+_event_loop_running = False
+
+
+def _event_loop(libvirt):
+    """libvirt's default event loop, run in a daemon thread of this
+    process from the first call on: connections opened after it deliver
+    domain events."""
+    global _event_loop_running
+    with _EVENT_LOOP:
+        if _event_loop_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, daemon=True,
+                         name="rtmtb-libvirt-events").start()
+        _event_loop_running = True
+
+
+class PauseWatch:
+    """When libvirt saw domain ``name`` paused on A and resumed on B
+    (``time.monotonic()``, s): the guest's pause as the hypervisors see
+    it, QEMU's downtime plus what libvirt does before it resumes the
+    guest on B (its Finish call over the link).  A context manager;
+    ``paused_at`` and ``resumed_at`` stay None for what did not
+    happen."""
+
+    def __init__(self, name):
+        self.name = name
+        self.paused_at = self.resumed_at = None
+        self._conns = []
+
+    def __enter__(self):
+        libvirt = _quiet_libvirt()
+        _event_loop(libvirt)
+        life = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
+        for uri, event, attr in (
+                (URI_A, libvirt.VIR_DOMAIN_EVENT_SUSPENDED, "paused_at"),
+                (URI_B, libvirt.VIR_DOMAIN_EVENT_RESUMED, "resumed_at")):
+            def seen(_conn, dom, ev, _detail, _opaque, event=event,
+                     attr=attr):
+                now = time.monotonic()
+                if dom.name() == self.name and ev == event and \
+                        getattr(self, attr) is None:
+                    setattr(self, attr, now)
+            conn = libvirt.open(uri)
+            self._conns.append(
+                (conn, conn.domainEventRegisterAny(None, life, seen, None)))
+        return self
+
+    def __exit__(self, *exc):
+        for conn, callback in self._conns:
+            with contextlib.suppress(Exception):
+                conn.domainEventDeregisterAny(callback)
+            conn.close()
+        self._conns = []
+
+    @property
+    def paused_s(self):
+        """Paused on A to resumed on B, s (None: not both seen)."""
+        if self.paused_at is None or self.resumed_at is None:
+            return None
+        return self.resumed_at - self.paused_at
 
 
 def destroy_domain(uri, name):

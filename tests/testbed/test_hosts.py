@@ -167,6 +167,10 @@ def test_live_migration_from_a_to_b(workdir):
         assert stats["bandwidth_limit_bytes_per_s"] == 32 * hosts.MIB
         assert stats["downtime_limit_s"] == pytest.approx(0.05)
         assert stats["wall_time_s"] >= stats["total_time_s"]
+        # libvirt's events: paused on A, then resumed on B, within the call
+        start, paused, resumed = (stats["started_at"], stats["paused_at"],
+                                  stats["resumed_at"])
+        assert start < paused < resumed < start + stats["wall_time_s"] + 2
         print("migration stats:", {k: v for k, v in stats.items()
                                    if k != "libvirt"})
     finally:
