@@ -65,8 +65,10 @@ from rtmig_nova.model import ledger
 from rtmig_nova.model import precopy
 from rtmig_nova.testbed import cases
 from rtmig_nova.testbed import guest as guest_mod
+from rtmig_nova.testbed import guest_cpu
 from rtmig_nova.testbed import hosts
 from rtmig_nova.testbed import playout
+from rtmig_nova.testbed import reserved
 from rtmig_nova.testbed import traffic
 from rtmig_nova.testbed import validation
 
@@ -309,37 +311,6 @@ def link_shaping(setup, pl, qemu_version):
     return shaping
 
 
-class _Reservations:
-    """The rtmig scenario's reservations, each applied all or nothing
-    with its state file in ``state_dir``, released last first."""
-
-    def __init__(self, state_dir, label):
-        self.state_dir = state_dir
-        self.label = label
-        self.held = []
-        self.applied = []       # what was reserved, in order
-
-    def apply(self, what, steps):
-        res = reservation.Reservation(steps, self.state_dir,
-                                      label="%s %s" % (self.label, what))
-        res.apply()
-        self.held.append(res)
-        self.applied.append(what)
-
-    def release(self):
-        """Undo every reservation; raises the first failure after trying
-        them all."""
-        failed = None
-        while self.held:
-            res = self.held.pop()
-            try:
-                reservation.release(res.ident, res.state_dir)
-            except (reservation.ReservationError, OSError) as exc:
-                failed = failed or exc
-        if failed is not None:
-            raise failed
-
-
 class _WhenRunning:
     """``on_poll`` of the rtmig migration: SCHED_DEADLINE on QEMU's
     migration thread once it exists (the Nova driver's
@@ -431,8 +402,8 @@ def run(bed, boot_files, scenario, setup=Setup(), index=0, out_dir=None,
     if os.path.exists(rx_path):
         os.unlink(rx_path)
     bound = setup.settle_s + setup.deadline_s * 3 + setup.after_s + 120
-    held = _Reservations(os.path.join(out_dir, "reservations"),
-                         "isolation %s-%d" % (scenario, index))
+    held = reserved.Reservations(os.path.join(out_dir, "reservations"),
+                                 "isolation %s-%d" % (scenario, index))
     with privileged.in_process_as_root():
         try:
             return _run(bed, boot_files, scenario, setup, index, log, pl,
@@ -444,7 +415,7 @@ def run(bed, boot_files, scenario, setup=Setup(), index=0, out_dir=None,
 
 def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
          bound, held):
-    names, flow, rx = [], None, None
+    names, flow, rx, sampler = [], None, None, None
     measured, error = None, None
     try:
         if pl is not None:
@@ -462,9 +433,9 @@ def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
         migrate_args = {"downtime_steps":
                         nova_downtime_steps(setup.memory_mib),
                         "auto_converge": scenario == "auto-converge"}
+        dest_xml, vcpus = _domain_facts(rt)
         if pl is not None:
             request = setup.request()
-            dest_xml, vcpus = _domain_facts(rt)
             held.apply("vcpu on A", reservation.deadline_steps(
                 vcpus, vm_reservation.vcpu_deadline(request)))
             migrate_args = {
@@ -484,6 +455,7 @@ def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
             held.apply("migration", reservation.migration_steps(
                 hosts.URI_A, rt, pl.bandwidth, pl.downtime_limit, cpu=cpu))
         log("%s %d: migrating" % (scenario, index))
+        sampler = guest_cpu.VcpuSampler(rt, vcpus).start()
         try:
             measured = bed.migrate(rt, timeout=setup.deadline_s * 3,
                                    **migrate_args)
@@ -494,7 +466,10 @@ def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
             error = "integrity: %s" % exc
             measured = exc.stats
         time.sleep(setup.after_s)
+        measured = dict(measured or {}, vcpu_cpu=sampler.stop())
     finally:
+        if sampler is not None:
+            sampler.stop()
         stream_end = time.monotonic()
         sent = _cleanup(flow, rx, names, bed, held)
     records = traffic.read_records(rx_path)
@@ -531,7 +506,8 @@ FIELDS = ("scenario", "run", "frames", "misses", "lost_frames",
           "predicted_total_hi_s", "downtime_ms", "max_downtime_ms",
           "downtime_limit_ms", "bandwidth_limit_bytes_per_s",
           "transferred_bytes", "iterations", "bulk_bytes", "integrity_ok",
-          "period_ms", "tolerance_ms", "error")
+          "period_ms", "tolerance_ms", "paused_ms", "resume_to_frame_ms",
+          "error")
 
 
 def score(scenario, index, setup, records, measured, error, bulk_bytes,
@@ -556,6 +532,12 @@ def score(scenario, index, setup, records, measured, error, bulk_bytes,
         freeze_s = max(freeze_s, stream_end_s - float(complete.max()))
     m = measured or {}
     check = m.get("guest_check")
+    paused_ms = resume_to_frame_ms = None
+    if m.get("paused_at") is not None and m.get("resumed_at") is not None:
+        paused_ms = (m["resumed_at"] - m["paused_at"]) * 1e3
+        after = complete[complete >= m["resumed_at"]]
+        if after.size:
+            resume_to_frame_ms = (float(after.min()) - m["resumed_at"]) * 1e3
     row = {
         "scenario": scenario, "run": index, "frames": po.count,
         "misses": po.misses, "lost_frames": po.lost,
@@ -578,10 +560,15 @@ def score(scenario, index, setup, records, measured, error, bulk_bytes,
         "period_ms": setup.period_s * 1e3,
         "tolerance_ms": setup.tolerance_s * 1e3,
         "integrity_ok": None if check is None else bool(check.ok),
+        "paused_ms": paused_ms,
+        "resume_to_frame_ms": resume_to_frame_ms,
         "error": error or "",
     }
     row["timeline"] = m.get("progress", [])
     row["started_at"] = m.get("started_at")
+    row["paused_at"] = m.get("paused_at")
+    row["resumed_at"] = m.get("resumed_at")
+    row["vcpu_cpu"] = m.get("vcpu_cpu", [])
     row["playout"] = po
     row["lateness_s"] = np.asarray(po.lateness_s)
     return row
@@ -742,7 +729,10 @@ def run_experiment(out_dir, workdir, boot_files, runs, setup=Setup(),
                           log, profile, calibration)
                 with open(timeline_path(out_dir, scenario, index), "w") as f:
                     json.dump({"started_at": row["started_at"],
-                               "progress": row["timeline"]}, f)
+                               "progress": row["timeline"],
+                               "paused_at": row["paused_at"],
+                               "resumed_at": row["resumed_at"],
+                               "vcpu_cpu": row["vcpu_cpu"]}, f)
             except Exception as exc:
                 # a run that failed (a guest that did not boot, a helper
                 # that did not start, libvirt, a refused reservation) is

@@ -24,6 +24,7 @@ import statistics
 
 import numpy as np
 
+from rtmig_nova.testbed import guest_cpu
 from rtmig_nova.testbed import isolation
 from rtmig_nova.testbed import playout
 from rtmig_nova.testbed import traffic
@@ -63,7 +64,9 @@ def summary(rows):
     period is at most the downtime bound), ``integrity_ok``, ``frames``,
     ``misses``, ``miss_ratio`` and the medians of the total time (of the
     migrations that completed), predicted total, downtime and longest
-    gap."""
+    gap, and of the guest's pause as libvirt saw it (``paused_ms``: on A
+    to resumed on B) and the time from its resumption to the next frame
+    at the client (``resume_to_frame_ms``)."""
     out = {}
     for scenario in isolation.SCENARIOS:
         mine = [r for (s, _), r in sorted(rows.items()) if s == scenario]
@@ -86,6 +89,9 @@ def summary(rows):
                                          for r in ok),
             "downtime_ms": _median(r.get("downtime_ms") for r in ok),
             "max_gap_ms": _median(r["max_gap_ms"] for r in ok),
+            "paused_ms": _median(r.get("paused_ms") for r in ok),
+            "resume_to_frame_ms": _median(r.get("resume_to_frame_ms")
+                                          for r in ok),
         }
     return out
 
@@ -166,8 +172,10 @@ def plot_lateness(out_dir, rows, path):
 
 def plot_timeline(out_dir, rows, path):
     """One migration per scenario (its first completed run): the rate the
-    migration sent at and the frames' completion gaps, against time from
-    the migration's start."""
+    migration sent at, the frames' completion gaps, the share of a CPU
+    the guest's vCPUs received (on A, then on B) and when libvirt saw the
+    guest paused (dashed) and resumed (solid), against time from the
+    migration's start."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -181,7 +189,7 @@ def plot_timeline(out_dir, rows, path):
                 chosen.append(r)
                 break
     fig, axes = plt.subplots(len(chosen) or 1, 1, sharex=True,
-                             figsize=(8, 2.4 * max(len(chosen), 1)),
+                             figsize=(9, 2.4 * max(len(chosen), 1)),
                              squeeze=False)
     for ax, r in zip(axes[:, 0], chosen):
         tl = _timeline(out_dir, r)
@@ -205,6 +213,17 @@ def plot_timeline(out_dir, rows, path):
         ax2.axhline(r["period_ms"] + r["max_downtime_ms"], color="tab:red",
                     ls=":", lw=1)
         ax2.set_ylabel("frame gap ms", color="tab:red")
+        for key in ("paused_at", "resumed_at"):
+            if tl.get(key) is not None:
+                ax.axvline(tl[key] - start, color="grey", lw=0.8,
+                           ls="--" if key == "paused_at" else "-")
+        at, share = guest_cpu.cpu_share(tl.get("vcpu_cpu") or [])
+        if at.size:
+            ax3 = ax.twinx()
+            ax3.spines["right"].set_position(("axes", 1.1))
+            ax3.plot(at - start, 100 * share, color="tab:green", lw=1)
+            ax3.set_ylim(bottom=0)
+            ax3.set_ylabel("guest vCPU %", color="tab:green")
         ax.set_title("%s run %d: %.1f s, downtime %s ms, longest gap "
                      "%.0f ms" % (r["scenario"], r["run"],
                                   r["total_time_s"],
@@ -238,23 +257,28 @@ def write_report(out_dir, meta):
     lines += ["- %s: %s" % (k, v) for k, v in meta.items()]
     lines += ["", "| scenario | runs | deadline met | freeze within bound "
               "| misses / frames | total s (predicted) | downtime ms "
-              "| longest gap ms | integrity ok |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| longest gap ms | paused ms | resume to frame ms "
+              "| integrity ok |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for scenario, s in summ.items():
-        lines.append(
-            "| %s | %d%s | %d | %d | %d / %d (%s%%) | %s (%s) | %s | %s | "
-            "%d |" % (scenario, s["runs"],
-                      " (+%d failed)" % s["failed"] if s["failed"] else "",
-                      s["deadline_met"], s["gap_within_bound"], s["misses"],
-                      s["frames"], _fmt(None if s["miss_ratio"] is None
-                                        else 100 * s["miss_ratio"], ".2f"),
-                      _fmt(s["total_time_s"], ".1f"),
-                      _fmt(s["predicted_total_s"], ".1f"),
-                      _fmt(s["downtime_ms"], ".0f"),
-                      _fmt(s["max_gap_ms"], ".0f"), s["integrity_ok"]))
+        cells = (scenario, s["runs"],
+                 " (+%d failed)" % s["failed"] if s["failed"] else "",
+                 s["deadline_met"], s["gap_within_bound"], s["misses"],
+                 s["frames"], _fmt(None if s["miss_ratio"] is None
+                                   else 100 * s["miss_ratio"], ".2f"),
+                 _fmt(s["total_time_s"], ".1f"),
+                 _fmt(s["predicted_total_s"], ".1f"),
+                 _fmt(s["downtime_ms"], ".0f"), _fmt(s["max_gap_ms"], ".0f"),
+                 _fmt(s["paused_ms"], ".0f"),
+                 _fmt(s["resume_to_frame_ms"], ".0f"), s["integrity_ok"])
+        lines.append("| %s | %d%s | %d | %d | %d / %d (%s%%) | %s (%s) | %s "
+                     "| %s | %s | %s | %d |" % cells)
     lines += ["", "Medians over the completed runs; a freeze is the longest "
               "gap between frames beyond one period, held against the "
-              "downtime bound.", ""]
+              "downtime bound.  Paused: from libvirt on A reporting the "
+              "guest paused to libvirt on B resuming it (QEMU's downtime "
+              "and libvirt's hand-over); resume to frame: from then to the "
+              "next frame complete at the client.", ""]
     v = verdict(summ)
     if v:
         lines += ["rtmig targets:", ""]

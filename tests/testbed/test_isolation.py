@@ -63,3 +63,12 @@ def test_an_rtmig_run_keeps_the_stream_within_its_plan(
     # misses are the frames of the switch-over's freeze, no more.
     assert row["misses"] <= row["max_gap_ms"] / (setup.period_s * 1e3) + 1
     assert row["misses"] <= 0.01 * row["frames"]
+    # libvirt saw the guest paused for at least QEMU's downtime (its
+    # events arrive a few ms late) before B resumed it; the next frame
+    # followed
+    assert row["paused_ms"] >= row["downtime_ms"] - 10
+    assert 0 <= row["resume_to_frame_ms"] <= row["max_gap_ms"]
+    # the guest's vCPUs were sampled running on A, then on B
+    cpu = row["vcpu_cpu"]
+    assert cpu[0][1] is not None and cpu[-1][2] is not None
+    assert cpu[-1][2] > 0

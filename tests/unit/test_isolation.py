@@ -62,10 +62,13 @@ def test_a_run_is_scored_from_the_clients_records():
     measured = {"total_time_s": 9.5, "downtime_s": 0.2,
                 "transferred_bytes": 1e8, "iterations": 4,
                 "guest_check": check, "progress": [(0.05, 1000, 1)],
-                "started_at": 3.0}
+                "started_at": 3.0, "paused_at": 9.82, "resumed_at": 10.0}
     row = isolation.score("stock", 2, setup,
                           _records(300, pause_after=120, pause_s=0.2),
                           measured, None, 12345)
+    # frame 121 completes at 10.0402 (9.84 + 0.2 + 2 datagrams' 0.1 ms)
+    assert row["paused_ms"] == pytest.approx(180)
+    assert row["resume_to_frame_ms"] == pytest.approx(40.2, abs=0.01)
     assert row["scenario"] == "stock" and row["run"] == 2
     assert row["frames"] == 300 and row["misses"] == 1
     assert row["lost_frames"] == 0
@@ -190,7 +193,9 @@ def _fake_run(calls, fail=()):
         measured = {"total_time_s": 12.0 + index, "downtime_s": 0.05,
                     "guest_check": types.SimpleNamespace(ok=True),
                     "progress": [(0.0, 0, 1), (0.5, 3e6, 1), (1.0, 6e6, 2)],
-                    "started_at": 9.0}
+                    "started_at": 9.0, "paused_at": 8.95, "resumed_at": 9.2,
+                    "vcpu_cpu": [(9.0, 1.0, None), (9.5, 1.05, 0.0),
+                                 (10.0, None, 0.04)]}
         return isolation.score(scenario, index, setup, records, measured,
                                None, 1000, pl)
     return run
@@ -236,6 +241,7 @@ def test_the_experiment_resumes_from_its_csv(tmp_path, monkeypatch):
     # the 300 ms pause is a 340 ms gap: beyond the 100 ms bound
     assert s["gap_within_bound"] == 0
     assert s["frames"] == 400 and s["misses"] == 2
+    assert s["paused_ms"] == pytest.approx(250)
     verdict = isolation_report.verdict(summ)
     assert verdict == {"deadline met in every run": True,
                        "freeze within the downtime bound in every run":
