@@ -90,6 +90,21 @@ def add_parser(sub, common, add_json_option):
                         "setup time, switch-over time and link rate first "
                         "(0: none, the models then use the [rtmig] "
                         "defaults) (default: %(default)s)")
+    q.add_argument("--calibration", metavar="FILE",
+                   help="the calibration.json of an earlier `experiment "
+                        "validate` on this host, used instead of "
+                        "calibrating again (--calibration-runs is then "
+                        "ignored)")
+    q.add_argument("--link", choices=("unshaped", "shaped"),
+                   default="unshaped",
+                   help="unshaped: the veth as it is; shaped: each real "
+                        "migration over an HTB class capped at what QEMU "
+                        "sends (a 1 Gbit/s link), its stream paced at the "
+                        "class's rate with its unsent bytes capped at 64 "
+                        "KiB, as the Nova driver does with [rtmig] "
+                        "migration_interface and send_queue_cap = 65536 "
+                        "(default: "
+                        "%(default)s)")
     q.add_argument("--output-dir", metavar="DIR", default=DEFAULT_OUTPUT_DIR,
                    help="where the CSV, plot and report go (default: "
                         "%(default)s)")
@@ -236,6 +251,8 @@ def cmd_experiment_validate(args, defaults):
                                         "--downtime-limit")
     capture_s = bounds.CAPTURE_DURATION.parse(args.capture_duration,
                                               "--capture-duration")
+    given_calibration = _calibration(args.calibration)
+    link = v.ShapedLink() if args.link == "shaped" else None
     if not limit <= 10:
         # The testbed's guests migrate in seconds: a longer limit stops
         # them at once and validates nothing.
@@ -275,7 +292,8 @@ def cmd_experiment_validate(args, defaults):
             results, calibration = v.run_experiment(
                 os.path.join(build_dir, "testbed"), boot_files, runs,
                 downtime_limit=limit, capture_s=capture_s,
-                calibration_runs=cal_runs,
+                calibration_runs=cal_runs, calibration=given_calibration,
+                link=link,
                 profile_dir=os.path.join(args.output_dir, "profiles"),
                 progress=progress, log=lambda m: bar.write(m,
                                                            file=sys.stderr))
@@ -298,7 +316,14 @@ def cmd_experiment_validate(args, defaults):
                        f"after a first pass at "
                        f"{v.PROBE_FIRST_PASS_BANDWIDTH / v.MIB:.0f} MiB/s, of "
                        f"a twin of the migrated guest",
-            "machine": f"{os.cpu_count()} cores, accel TCG"}
+            "machine": f"{os.cpu_count()} cores, accel TCG",
+            "link": "unshaped veth" if link is None else (
+                f"shaped: HTB on A's end of a {link.link_rate * 8 / 1e9:g} "
+                f"Gbit/s link, the migration's class capped at what QEMU "
+                f"sends, its stream paced at the class's rate, unsent "
+                f"bytes capped at {link.send_cap // 1024} KiB")}
+    if given_calibration is not None:
+        meta["calibration from"] = args.calibration
     if calibration:
         meta[CALIBRATION_META] = _calibration_line(calibration)
     # Kept before the report is drawn: with them `experiment report` can

@@ -39,10 +39,15 @@ import threading
 import uuid
 
 from rtmig_nova import bounds
+from rtmig_nova import planning
 from rtmig_nova.enforce import libvirt_controls
+from rtmig_nova.enforce import netshape
+from rtmig_nova.enforce import privileged
+from rtmig_nova.enforce import reservation
 from rtmig_nova.model import precopy
 from rtmig_nova.testbed import guest as guest_mod
 from rtmig_nova.testbed import hosts
+from rtmig_nova.testbed import reserved
 from rtmig_nova.testbed.cases import (  # noqa: F401  (also offered here)
     DEFAULT_CALIBRATION_RUNS, DEFAULT_CAPTURE_S, DEFAULT_DOWNTIME_LIMIT,
     DEFAULT_PROBE_BANDWIDTH, DEFAULT_REPETITIONS, DEFAULT_WORKLOADS, IDLE,
@@ -74,6 +79,7 @@ class RunResult:
     timed_out: bool = False
     error: str = None
     timeout_s: float = None          # s after which it would be aborted
+    link: "ShapedLink" = None        # None: the veth unshaped
 
     def flat(self):
         """One flat dict (a CSV row)."""
@@ -81,7 +87,11 @@ class RunResult:
                "bandwidth_bytes_per_s": self.bandwidth,
                "downtime_limit_s": self.downtime_limit,
                "timed_out": self.timed_out, "timeout_s": self.timeout_s,
-               "error": self.error or ""}
+               "error": self.error or "",
+               "shaped_link_rate_bytes_per_s":
+                   None if self.link is None else self.link.link_rate,
+               "shaped_send_cap_bytes":
+                   None if self.link is None else self.link.send_cap}
         row.update({f"profile_{k}": v
                     for k, v in self.profile_summary.items()})
         m = self.measured or {}
@@ -279,8 +289,57 @@ def capture_profile(bed, boot_files, workload, capture_s=DEFAULT_CAPTURE_S,
         destroy_domain(hosts.URI_A, name)
 
 
+@dataclasses.dataclass(frozen=True)
+class ShapedLink:
+    """The migration's stream over a shaped link, as the Nova driver
+    shapes it with ``[rtmig] migration_interface``: on A's end of the
+    veth an HTB hierarchy of a ``link_rate`` bytes/s link whose migration
+    class is hard-capped at what QEMU sends under its bandwidth
+    (:func:`reservation.migration_shaping`), the stream paced at the
+    class's rate and its unsent bytes capped at ``send_cap`` (once the
+    migration runs, :func:`reservation.running_migration_steps`).  The
+    models are told the class's payload rate as the link and the
+    backlog the cap leaves (:func:`planning.send_backlog`)."""
+    link_rate: float = 125e6        # bytes/s: 1 Gbit/s
+    send_cap: int = 65536           # bytes
+
+    def shaping(self, bandwidth, qemu_version):
+        """The :class:`~netshape.ShapingPlan` for a migration at
+        ``bandwidth`` bytes/s by QEMU ``qemu_version``."""
+        return reservation.migration_shaping(
+            hosts.VETH_A, self.link_rate, bandwidth,
+            netshape.MIGRATION_PORTS, peer=hosts.IP_B,
+            qemu_version=qemu_version)
+
+    def settings(self, bandwidth, qemu_version):
+        """MigrationSettings fields for a migration over it."""
+        return {"link_rate": netshape.payload_rate(
+                    self.shaping(bandwidth, qemu_version).migration.rate),
+                "send_backlog": planning.send_backlog(self.send_cap)}
+
+
+class _ShapeWhenRunning:
+    """``on_poll`` of a migration over a :class:`ShapedLink`: the cap and
+    the pacing on QEMU's stream once it is connected."""
+
+    def __init__(self, held, link, plan):
+        self.held, self.link, self.plan = held, link, plan
+        self.done = False
+
+    def __call__(self, dom, elapsed_s):
+        if self.done:
+            return
+        steps = reservation.running_migration_steps(
+            dom, None, self.link.send_cap, hosts.IP_B,
+            pacing=reservation.migration_pacing(self.plan))
+        if steps:
+            self.held.apply("migration stream", steps)
+            self.done = True
+
+
 def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
-                     timeout, boot_timeout=BOOT_TIMEOUT):
+                     timeout, boot_timeout=BOOT_TIMEOUT, link=None,
+                     qemu_version=None):
     """Boot a fresh guest running ``workload`` on host A and live-migrate it
     to B with ``bandwidth`` (bytes/s, a whole MiB/s) and ``downtime_limit``
     (s); returns (statistics or None if it timed out after ``timeout`` s).
@@ -291,20 +350,35 @@ def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
     integrity check on B found lost: writes, or pages for video; None if
     it could not tell) and ``integrity_error`` (why the check failed, or
     None): a migration that lost writes is kept, marked, not dropped.
-    The guest is destroyed."""
+    ``link``: a :class:`ShapedLink` to migrate over (QEMU
+    ``qemu_version``'s send rate sizes its class), reserved for the
+    migration and released after it (None: the veth as it is).  The
+    guest is destroyed."""
     name = _boot(bed, boot_files, workload, boot_timeout)
+    held = reserved.Reservations(os.path.join(bed.workdir, "reservations"),
+                                 "validation %s" % workload.label)
     try:
-        with ThreadCpuSampler(name) as cpu:
+        with ThreadCpuSampler(name) as cpu, privileged.in_process_as_root():
+            on_poll = None
             try:
+                if link is not None:
+                    plan = link.shaping(bandwidth, qemu_version)
+                    held.apply("link", [reservation.ShapingStep(plan)])
+                    on_poll = _ShapeWhenRunning(held, link, plan)
                 measured = bed.migrate(name, bandwidth_bytes_per_s=bandwidth,
                                        downtime_limit_s=downtime_limit,
-                                       timeout=timeout)
+                                       timeout=timeout, on_poll=on_poll)
                 integrity_error = None
             except hosts.MigrationTimeout:
                 return None
             except guest_mod.GuestIntegrityError as e:
                 measured, integrity_error = e.stats, str(e)
                 measured["guest_check"] = e.check
+            except reservation.ReservationError as e:
+                raise hosts.TestbedError("reserving the shaped link: %s"
+                                         % e) from e
+            finally:
+                held.release()
         measured.pop("libvirt", None)
         check = measured.pop("guest_check", None)
         measured["guest_lost"] = None if check is None else check.lost
@@ -598,7 +672,8 @@ def model_settings(calibration):
 def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
             repetition=0, capture_s=DEFAULT_CAPTURE_S,
             probe_bandwidth=DEFAULT_PROBE_BANDWIDTH, boot_timeout=BOOT_TIMEOUT,
-            timeout=None, log=None, settings=None, profile_dir=None):
+            timeout=None, log=None, settings=None, profile_dir=None,
+            link=None):
     """One run (see the module doc) on the running testbed ``bed`` with the
     guest image ``boot_files`` = (kernel, initrd).  ``bandwidth``: bytes/s
     (libvirt applies whole MiB/s: the prediction uses the applied value);
@@ -608,8 +683,10 @@ def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
     fields for every
     model (see :func:`model_settings`).  ``profile_dir``: where to keep the
     captured profile (:func:`profile_path`), so that a later model can be
-    scored on the same captures.  Returns a :class:`RunResult`; no guest
-    is left."""
+    scored on the same captures.  ``link``: a :class:`ShapedLink` the
+    real migration goes over (the capture's probes go over the veth
+    unshaped, as the isolation experiment's do).  Returns a
+    :class:`RunResult`; no guest is left."""
     log = log or (lambda msg: None)
     applied = max(1, int(round(bandwidth / MIB))) * MIB
     downtime_limit = max(1, int(round(downtime_limit * 1000))) / 1000.0
@@ -627,18 +704,34 @@ def run_one(bed, boot_files, workload, bandwidth, downtime_limit,
                "write_rate_per_s": profile.write_rate,
                "capture_rounds": cap.rounds, "capture_cycles": cap.cycles,
                "qemu_version": profile.metadata.get("qemu_version")}
-    settings = dict(settings or {})
-    if settings.get("link_rate") is not None:
-        settings["link_rate"] = max(settings["link_rate"], applied)
+    settings = run_settings(settings, applied, link,
+                            profile.metadata.get("qemu_version"))
     predicted, timeout = predict_all(profile, applied, downtime_limit,
                                      timeout=timeout, **settings)
-    log("%s: migrating at %.0f MiB/s, downtime limit %g ms"
-        % (workload.label, applied / MIB, downtime_limit * 1000))
+    log("%s: migrating at %.0f MiB/s, downtime limit %g ms%s"
+        % (workload.label, applied / MIB, downtime_limit * 1000,
+           "" if link is None else ", over the shaped link"))
     measured = migrate_measured(bed, boot_files, workload, applied,
-                                downtime_limit, timeout, boot_timeout)
+                                downtime_limit, timeout, boot_timeout,
+                                link, settings.get("qemu_version"))
     return RunResult(workload.label, repetition, applied, downtime_limit,
                      summary, predicted, measured, measured is None,
-                     timeout_s=timeout)
+                     timeout_s=timeout, link=link)
+
+
+def run_settings(settings, bandwidth, link=None, profile_qemu=None):
+    """The models' MigrationSettings fields for one run at ``bandwidth``
+    bytes/s: the host's (``settings``, :func:`model_settings`), the link
+    at least the bandwidth, or a :class:`ShapedLink`'s (by the host's
+    QEMU, else the profile's ``profile_qemu``)."""
+    out = dict(settings or {})
+    if link is not None:
+        qemu = out.get("qemu_version") or profile_qemu or \
+            precopy.DEFAULT_QEMU_VERSION
+        out.update(link.settings(bandwidth, qemu), qemu_version=qemu)
+    elif out.get("link_rate") is not None:
+        out["link_rate"] = max(out["link_rate"], bandwidth)
+    return out
 
 
 def rescore(rows, profile_dir, calibration, models=MODELS):
@@ -662,9 +755,12 @@ def rescore(rows, profile_dir, calibration, models=MODELS):
             continue
         profile = DirtyProfile.load(path)
         bw = row["bandwidth_bytes_per_s"]
-        st = dict(settings)
-        if st.get("link_rate") is not None:
-            st["link_rate"] = max(st["link_rate"], bw)
+        link = None
+        if row.get("shaped_link_rate_bytes_per_s"):
+            link = ShapedLink(float(row["shaped_link_rate_bytes_per_s"]),
+                              int(row["shaped_send_cap_bytes"]))
+        st = run_settings(settings, bw, link,
+                          profile.metadata.get("qemu_version"))
         predicted, _ = predict_all(profile, bw, row["downtime_limit_s"],
                                    models, timeout=row.get("timeout_s"),
                                    **st)
@@ -710,33 +806,35 @@ def run_experiment(workdir, boot_files, runs,
                    probe_bandwidth=DEFAULT_PROBE_BANDWIDTH,
                    boot_timeout=BOOT_TIMEOUT, progress=None, log=None,
                    calibration_runs=DEFAULT_CALIBRATION_RUNS,
-                   profile_dir=None):
+                   profile_dir=None, link=None, calibration=None):
     """Bring the testbed up in ``workdir``, calibrate the host's fixed
     costs (:func:`calibrate`, ``calibration_runs`` times; 0: none), do
     every run of ``runs`` (from :func:`plan_runs`) with them, tear it down
     (also on error or Ctrl-C).  A run that fails is recorded with its
     ``error`` and the experiment goes on.  ``progress(done, total,
-    result)`` is called after each run; ``profile_dir``: see
-    :func:`run_one`.  Returns (the :class:`RunResult` list, the
-    calibration)."""
+    result)`` is called after each run; ``profile_dir`` and ``link``:
+    see :func:`run_one`.  ``calibration``: one made before (a
+    calibration.json dict), used instead of calibrating again.  Returns
+    (the :class:`RunResult` list, the calibration)."""
     from rtmig_nova.capture import probe
     results = []
     bed = hosts.up(workdir)
     try:
-        calibration = calibrate(bed, boot_files, calibration_runs,
-                                boot_timeout,
-                                log) if calibration_runs else None
+        if calibration is None and calibration_runs:
+            calibration = calibrate(bed, boot_files, calibration_runs,
+                                    boot_timeout, log)
         settings = model_settings(calibration)
         for i, (workload, bandwidth, rep) in enumerate(runs):
             try:
                 res = run_one(bed, boot_files, workload, bandwidth,
                               downtime_limit, rep, capture_s,
                               probe_bandwidth, boot_timeout, log=log,
-                              settings=settings, profile_dir=profile_dir)
+                              settings=settings, profile_dir=profile_dir,
+                              link=link)
             except (probe.ProbeError, hosts.TestbedError) as e:
                 res = RunResult(workload.label, rep, bandwidth,
                                 downtime_limit, {}, {}, None,
-                                error=" ".join(str(e).split()))
+                                error=" ".join(str(e).split()), link=link)
             results.append(res)
             if progress is not None:
                 progress(i + 1, len(runs), res)

@@ -503,6 +503,8 @@ def test_help_exits_zero(capsys):
      "--downtime-limit"),
     (["experiment", "validate", "--calibration-runs", "-1"],
      "--calibration-runs"),
+    (["experiment", "validate", "--calibration", "missing.json"],
+     "--calibration: missing.json: No such file"),
     (["predict", "--bandwidth", "100MiB/s", "--downtime-limit", "300ms",
       "--link-rate", "10MiB/s"], "link_rate"),
     (["predict", "--bandwidth", "100MiB/s", "--downtime-limit", "300ms",

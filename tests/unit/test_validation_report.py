@@ -454,3 +454,56 @@ def test_a_spread_from_few_calibration_runs_is_widened_to_the_predictive():
     assert cal["setup_time_sample_sd_s"] == pytest.approx(sample, abs=1e-3)
     assert cal["setup_time_sd_s"] == pytest.approx(
         v.predictive_sd(cal["setup_time_sample_sd_s"], 3))
+
+
+def test_a_shaped_link_gives_the_models_its_class_and_backlog():
+    from rtmig_nova import planning
+    from rtmig_nova.enforce import netshape
+    from rtmig_nova.model import precopy
+    link = v.ShapedLink()
+    host = {"setup_time": 0.2, "link_rate": 2e8, "qemu_version": "10.0"}
+    st = v.run_settings(host, 8 * v.MIB, link)
+    # the class carries what QEMU 10 sends under 8 MiB/s, in frames
+    sent = precopy.send_rate(8 * v.MIB, 4096, qemu_version="10.0")
+    assert st["link_rate"] == pytest.approx(sent, rel=0.01)
+    assert st["link_rate"] == pytest.approx(netshape.payload_rate(
+        link.shaping(8 * v.MIB, "10.0").migration.rate))
+    assert st["send_backlog"] == planning.send_backlog(65536) > 65536
+    assert st["setup_time"] == 0.2 and st["qemu_version"] == "10.0"
+    # unshaped: the host's link, at least the bandwidth
+    assert v.run_settings(host, 8 * v.MIB)["link_rate"] == 2e8
+    assert v.run_settings(host, 300e6)["link_rate"] == 300e6
+    assert "send_backlog" not in v.run_settings(host, 8 * v.MIB)
+    # without the host's QEMU, the profile's
+    st7 = v.run_settings({}, 8 * v.MIB, link, profile_qemu="7.2")
+    assert st7["qemu_version"] == "7.2"
+    assert st7["link_rate"] < st["link_rate"]     # 7.2 sends ~1% over
+
+
+def test_a_run_records_its_link_and_a_rescore_uses_it(tmp_path):
+    import numpy as np
+    from rtmig_nova.model.profile import DirtyProfile
+    rates = np.zeros(32768)
+    rates[:2000] = 0.2
+    prof = DirtyProfile.from_rates(rates)
+    prof.metadata["qemu_version"] = "10.0"
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    rows = []
+    for rep, link in enumerate((None, v.ShapedLink())):
+        prof.save(v.profile_path(str(profiles), "uniform", 8 * v.MIB, rep))
+        res = _run("uniform", 8, 3.0, 0.05, (3.0, 0.05), (3.0, 0.05),
+                   (3.0, 0.05), rep=rep)
+        res.link = link
+        rows.append(res.flat())
+    assert rows[0]["shaped_link_rate_bytes_per_s"] is None
+    assert rows[1]["shaped_link_rate_bytes_per_s"] == 125e6
+    assert rows[1]["shaped_send_cap_bytes"] == 65536
+    cal = {"setup_time_s": 0.2, "switchover_time_s": 0.01,
+           "link_rate_bytes_per_s": 2e8, "qemu_version": "10.0"}
+    unshaped, shaped = v.rescore(rows, str(profiles), cal,
+                                 models=("precopy",))
+    # the same profile: the shaped link's backlog and its class's rate
+    # lengthen the downtime
+    assert shaped["precopy_downtime_s_p50"] > \
+        unshaped["precopy_downtime_s_p50"] + 0.015
