@@ -23,6 +23,7 @@ from rtmig_nova.cli.output import emit, print_json
 # Microversion at which Nova validates extra specs (2.86).
 API_VERSION = "2.86"
 _OPTIONS = (("vcpu_reservation", "rtmig:vcpu_reservation"),
+            ("vcpu_reclaim", "rtmig:vcpu_reclaim"),
             ("net_rate", "rtmig:net_rate"),
             ("deadline", "rtmig:migration_deadline"),
             ("max_downtime", "rtmig:max_downtime"),
@@ -46,6 +47,10 @@ def add_parser(sub, common, add_json):
     p.add_argument("--vcpu-reservation", required=True,
                    metavar="RUNTIME/PERIOD",
                    help="CPU time per vCPU and period, e.g. 2ms/10ms")
+    p.add_argument("--vcpu-reclaim", action="store_const", const="true",
+                   help="let each vCPU also run on CPU time no reservation "
+                        "uses (SCHED_FLAG_RECLAIM): its runtime is then a "
+                        "guarantee but not a cap")
     p.add_argument("--net-rate", metavar="RATE",
                    help="the VM's reserved network rate, e.g. 10MB/s")
     p.add_argument("--deadline", required=True, metavar="DURATION",

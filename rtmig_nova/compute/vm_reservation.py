@@ -38,6 +38,7 @@ import time
 from oslo_log import log as logging
 
 from rtmig_nova import conf
+from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.enforce import reservation
 
@@ -56,6 +57,14 @@ def vcpu_deadline(request):
     runtime = int(round(request.runtime * NS))
     period = int(round(request.period * NS))
     return runtime, period, period
+
+
+def vcpu_steps(tids, request):
+    """The reservation steps of vCPU threads ``tids`` under ``request``:
+    :func:`vcpu_deadline` on each, reclaiming idle CPU time if the flavor
+    asks for it (``rtmig:vcpu_reclaim``)."""
+    flags = deadline.SCHED_FLAG_RECLAIM if request.reclaim else 0
+    return reservation.deadline_steps(tids, vcpu_deadline(request), flags)
 
 
 class VMReservationError(RuntimeError):
@@ -121,7 +130,7 @@ class RTVMReservations:
                 f"flavor has {instance.flavor.vcpus}")
         self._release(instance.uuid, connect)
         res = reservation.Reservation(
-            reservation.deadline_steps(tids, vcpu_deadline(request)),
+            vcpu_steps(tids, request),
             CONF.rtmig.reservation_state_dir,
             label=self.label_prefix + instance.uuid, connect=connect)
         try:
@@ -130,8 +139,9 @@ class RTVMReservations:
             raise VMReservationError(
                 f"SCHED_DEADLINE of instance {instance.uuid}'s vCPUs: "
                 f"{e}") from None
-        LOG.info("rtmig: vCPU threads %s under SCHED_DEADLINE %d/%d/%d ns",
+        LOG.info("rtmig: vCPU threads %s under SCHED_DEADLINE %d/%d/%d ns%s",
                  ",".join(map(str, tids)), *vcpu_deadline(request),
+                 " (reclaiming)" if request.reclaim else "",
                  instance=instance)
         return res
 

@@ -41,6 +41,15 @@ SCHED_IDLE = 5
 SCHED_DEADLINE = 6
 SCHED_EXT = 7
 
+# include/uapi/linux/sched.h: a SCHED_DEADLINE thread with this flag may
+# use, beyond its runtime, the bandwidth that no admitted deadline thread
+# is using (GRUB): its runtime stays guaranteed, but it is no longer a
+# cap, and what it takes beyond it is taken from best-effort threads.
+SCHED_FLAG_RECLAIM = 0x02
+# The flags apply_deadline() sets (others: reset-on-fork, overrun
+# signals, utilisation clamps, are not a reservation's business).
+DEADLINE_FLAGS = SCHED_FLAG_RECLAIM
+
 POLICY_NAMES = {
     SCHED_OTHER: "SCHED_OTHER",
     SCHED_FIFO: "SCHED_FIFO",
@@ -227,9 +236,10 @@ def get_attr(tid):
 
 
 @privileged.sys_admin_pctxt.entrypoint
-def set_deadline(tid, runtime_ns, deadline_ns, period_ns):
+def set_deadline(tid, runtime_ns, deadline_ns, period_ns, flags=0):
     """Privileged: put thread ``tid`` under SCHED_DEADLINE with the given
-    runtime, relative deadline and period, all in ns.
+    runtime, relative deadline and period, all in ns, and ``SCHED_FLAG_*``
+    ``flags``.
 
     Checks nothing but the thread id; call :func:`apply_deadline`.
 
@@ -237,8 +247,8 @@ def set_deadline(tid, runtime_ns, deadline_ns, period_ns):
         EINVAL: parameters; EPERM: not permitted; ESRCH: no such thread)
     """
     _sched_setattr(_check_tid(tid), SchedAttr(
-        SCHED_DEADLINE, runtime_ns=runtime_ns, deadline_ns=deadline_ns,
-        period_ns=period_ns))
+        SCHED_DEADLINE, flags=flags, runtime_ns=runtime_ns,
+        deadline_ns=deadline_ns, period_ns=period_ns))
 
 
 @privileged.sys_admin_pctxt.entrypoint
@@ -387,13 +397,29 @@ def validate_deadline(runtime_ns, deadline_ns, period_ns):
     return runtime_ns, deadline_ns, period_ns
 
 
-def apply_deadline(tid, reservation_or_numbers):
+def validate_flags(flags):
+    """Check the ``SCHED_FLAG_*`` bits of a reservation: 0 or
+    :data:`SCHED_FLAG_RECLAIM`.
+
+    :returns: ``flags`` as an int
+    :raises ValueError: naming the bits that are not allowed
+    """
+    if not _is_int(flags) or flags < 0 or flags & ~DEADLINE_FLAGS:
+        raise ValueError(f"flags must be 0 or SCHED_FLAG_RECLAIM "
+                         f"({SCHED_FLAG_RECLAIM}), got {flags!r}")
+    return int(flags)
+
+
+def apply_deadline(tid, reservation_or_numbers, flags=0):
     """Put thread ``tid`` under SCHED_DEADLINE.
 
     :param reservation_or_numbers: a
         :class:`~rtmig_nova.model.sizing.CpuReservation` (its
         ``runtime_ns``, ``deadline_ns``, ``period_ns``) or a
         ``(runtime_ns, deadline_ns, period_ns)`` triple, ns
+    :param flags: 0 (the runtime is a guarantee and a cap) or
+        :data:`SCHED_FLAG_RECLAIM` (a guarantee; idle deadline bandwidth
+        may be used beyond it)
     :returns: the thread's previous :class:`SchedAttr`, for :func:`restore`
     :raises ValueError: naming the argument, before anything is changed
     :raises DeadlineRefused: (a ValueError) if the kernel refuses:
@@ -407,13 +433,14 @@ def apply_deadline(tid, reservation_or_numbers):
     tid = _check_tid(tid)
     runtime_ns, deadline_ns, period_ns = validate_deadline(
         *_reservation_numbers(reservation_or_numbers))
+    flags = validate_flags(flags)
     previous = get_attr(tid)
     try:
-        set_deadline(tid, runtime_ns, deadline_ns, period_ns)
+        set_deadline(tid, runtime_ns, deadline_ns, period_ns, flags)
     except OSError as exc:
         raise _refusal(exc, tid, SchedAttr(
-            SCHED_DEADLINE, runtime_ns=runtime_ns, deadline_ns=deadline_ns,
-            period_ns=period_ns)) from None
+            SCHED_DEADLINE, flags=flags, runtime_ns=runtime_ns,
+            deadline_ns=deadline_ns, period_ns=period_ns)) from None
     return previous
 
 

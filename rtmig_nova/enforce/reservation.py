@@ -120,22 +120,26 @@ class CpuStep:
 
 @dataclasses.dataclass
 class DeadlineStep:
-    """SCHED_DEADLINE on one thread (ns)."""
+    """SCHED_DEADLINE on one thread (ns), with ``SCHED_FLAG_*`` ``flags``
+    (0, or :data:`deadline.SCHED_FLAG_RECLAIM`)."""
     tid: int
     runtime_ns: int
     deadline_ns: int
     period_ns: int
+    flags: int = 0
     kind = "deadline"
 
     def prepare(self):
         deadline.validate_deadline(self.runtime_ns, self.deadline_ns,
                                    self.period_ns)
+        deadline.validate_flags(self.flags)
         return {"tid": self.tid, "start": _thread_start(self.tid),
                 "previous": list(deadline.get_attr(self.tid).as_tuple())}
 
     def apply(self):
         deadline.apply_deadline(
-            self.tid, (self.runtime_ns, self.deadline_ns, self.period_ns))
+            self.tid, (self.runtime_ns, self.deadline_ns, self.period_ns),
+            self.flags)
 
     @staticmethod
     def undo(record, connect=None):
@@ -333,11 +337,12 @@ def migration_pacing(shaping):
     return netshape.payload_rate(shaping.migration.rate)
 
 
-def deadline_steps(threads, deadline):
-    """SCHED_DEADLINE ``deadline`` = (runtime, deadline, period) ns on each
-    of ``threads`` (thread ids)."""
+def deadline_steps(threads, deadline, flags=0):
+    """SCHED_DEADLINE ``deadline`` = (runtime, deadline, period) ns with
+    ``SCHED_FLAG_*`` ``flags`` on each of ``threads`` (thread ids)."""
     runtime, dl, period = deadline
-    return [DeadlineStep(tid, runtime, dl, period) for tid in threads]
+    return [DeadlineStep(tid, runtime, dl, period, flags)
+            for tid in threads]
 
 
 def migration_thread_deadline(cpu):

@@ -79,6 +79,9 @@ class RTRequest:
     :ivar confidence: probability with which both must hold
     :ivar profile: dirty profile to plan with (``builtin:NAME`` or a name
         known to the hosts) when no capture of the instance exists
+    :ivar reclaim: whether each vCPU may run beyond its runtime on CPU
+        time no reservation is using (SCHED_DEADLINE's reclaiming), taken
+        from best-effort threads; False: the runtime is also a cap
     """
     runtime: float
     period: float
@@ -87,6 +90,7 @@ class RTRequest:
     max_downtime: float
     confidence: float
     profile: str
+    reclaim: bool = False
 
     @property
     def utilisation(self):
@@ -150,6 +154,21 @@ def _rate(text, key):
     return value
 
 
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _boolean(text, key):
+    """true/yes/on/1 or false/no/off/0, any case (as Nova reads its own
+    boolean extra specs)."""
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise SpecError(f"{key}: expected true or false, got {text[:60]!r}")
+
+
 def _profile(text, key):
     if len(text) > MAX_PROFILE_NAME or not _PROFILE_NAME.fullmatch(text):
         raise SpecError(f"{key}: expected builtin:NAME or a profile name "
@@ -181,6 +200,14 @@ SPECS = (
          "constant-bandwidth server on one physical CPU; runtime at least "
          "1024 ns and at most the period, period 1 ms to 1 s).",
          _reservation),
+    Spec("rtmig:vcpu_reclaim", "true or false", False, "false",
+         "Whether each vCPU may also run on CPU time that no reservation "
+         "on its physical CPU is using (SCHED_DEADLINE's reclaiming, "
+         "SCHED_FLAG_RECLAIM), taking it from best-effort tasks: its "
+         "runtime stays guaranteed but is no longer a cap.  Shortens the "
+         "guest's catch-up after a live migration's switch-over on a "
+         "loaded host; admission counts the runtime only either way.",
+         _boolean),
     Spec("rtmig:net_rate", "a rate, e.g. 10MB/s or 80Mbit/s", False, "0",
          "Network rate reserved for the VM's own traffic on the host's "
          "link, bytes/s (bits/s with 'bit').",
@@ -254,7 +281,8 @@ def parse_specs(extra_specs):
                      deadline=values["rtmig:migration_deadline"],
                      max_downtime=values["rtmig:max_downtime"],
                      confidence=values["rtmig:confidence"],
-                     profile=values["rtmig:profile"])
+                     profile=values["rtmig:profile"],
+                     reclaim=values["rtmig:vcpu_reclaim"])
 
 
 def cpu_units(utilisation):

@@ -63,6 +63,9 @@ class RTLiveMigrationBase(base.RTMigNovaBase):
     WEIGHT_CLASSES = ['nova.scheduler.weights.all_weighers',
                       'rtmig_nova.scheduler.weights.RTHeadroomWeigher']
 
+    # the RT flavor's rtmig: specs (a subclass may change them)
+    rt_specs = RT_SPECS
+
     def setUp(self):
         super().setUp()
         _impl_test.reset()
@@ -166,9 +169,9 @@ class RTLiveMigrationBase(base.RTMigNovaBase):
         patch('schedulerParametersFlags', get_cpu)
         patch('setSchedulerParametersFlags', set_cpu)
         patch('XMLDesc', live_xml)
-        specs = rtflavor.flavor_properties(1, RT_SPECS)
+        specs = rtflavor.flavor_properties(1, self.rt_specs)
         self.flavor = self.make_flavor('rt', 1, specs)
-        self.request = rtflavor.parse_specs(RT_SPECS)
+        self.request = rtflavor.parse_specs(self.rt_specs)
 
     def _migrate(self, domain, destination, params, flags):
         # Runs in Nova's migration thread: stay "running" long enough for
@@ -260,12 +263,13 @@ class RTLiveMigrationBase(base.RTMigNovaBase):
         want = (5_000_000, 10_000_000, 10_000_000)      # RT_SPECS's 5ms/10ms
         pids = self.vcpu_pids(host, server)
         self.assertEqual(1, len(pids))
+        flags = deadline.SCHED_FLAG_RECLAIM if self.request.reclaim else 0
         for pid in pids:
             attr = deadline.get_attr(pid)
             self.assertEqual(
-                (deadline.SCHED_DEADLINE,) + want,
+                (deadline.SCHED_DEADLINE,) + want + (flags,),
                 (attr.policy, attr.runtime_ns, attr.deadline_ns,
-                 attr.period_ns))
+                 attr.period_ns, attr.flags))
 
     def assert_vcpus_free(self, host, server):
         for pid in self.vcpu_pids(host, server):

@@ -21,6 +21,7 @@ from rtmig_nova.enforce import netshape
 from rtmig_nova.enforce import reservation
 from rtmig_nova.enforce import send_queue
 from rtmig_nova.model import DirtyProfile
+from rtmig_nova.model import flavor as rtflavor
 from tests.functional import base
 from tests.functional import live_migration_base
 
@@ -559,3 +560,26 @@ class RTLiveMigrationTest(live_migration_base.RTLiveMigrationBase):
         (_uuid, params, _flags), = self.migrate_calls
         self.assertEqual(round(self.expected_plan().bandwidth / 2 ** 20),
                          params['bandwidth'])
+
+
+class RTLiveMigrationReclaimTest(live_migration_base.RTLiveMigrationBase):
+    """A flavor with ``rtmig:vcpu_reclaim=true``: its vCPU reclaims idle
+    CPU time under its reservation, from spawn and on the destination."""
+
+    rt_specs = {**live_migration_base.RT_SPECS,
+                'rtmig:vcpu_reclaim': 'true'}
+
+    def test_the_vcpu_reclaims_on_both_hosts(self):
+        self.flags(enforce_vcpu_reservation=True, group='rtmig')
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        self.assertTrue(self.request.reclaim)
+        self.assert_vcpus_reserved('compute1', server)      # with the flag
+        self._live_migrate(server, api=self.admin_api)
+        self.assertEqual('compute2', self.server_host(server))
+        self.assert_vcpus_reserved('compute2', server)
+        self.assert_vcpus_free('compute1', server)
+        # the flag changes what the vCPU may use, not what it claims
+        usages = self._get_provider_usages(
+            self._get_provider_uuid_by_host('compute2'))
+        self.assertEqual(500, usages[rtflavor.CPU_CLASS])

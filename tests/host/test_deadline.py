@@ -11,6 +11,7 @@ import select
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 from oslo_privsep import priv_context
@@ -23,6 +24,13 @@ from rtmig_nova.model.sizing import CpuReservation
 
 MS = 1000000
 SLEEPER = "import time; print('ready', flush=True); time.sleep(60)"
+SPINNER = """
+import time
+print('ready', flush=True)
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    pass
+"""
 # Threads named as QEMU names its vCPU and migration threads (Python 3.11
 # does not name OS threads, so each thread writes its own comm).
 QEMU_LIKE = """
@@ -61,8 +69,8 @@ class Host:
         assert line.strip() == "ready", f"helper did not start: {line!r}"
         return proc
 
-    def apply(self, tid, reservation):
-        saved = deadline.apply_deadline(tid, reservation)
+    def apply(self, tid, reservation, flags=0):
+        saved = deadline.apply_deadline(tid, reservation, flags)
         self.changed.append((tid, saved))
         return saved
 
@@ -206,6 +214,47 @@ def test_bad_parameters_change_nothing(host, numbers, name):
     assert not isinstance(info.value, DeadlineRefused)   # never asked
     assert "\n" not in str(info.value)
     assert deadline.get_attr(proc.pid) == before
+
+
+@pytest.mark.parametrize("flags", [1, 4, 3, -2, 1.0, None])
+def test_flags_other_than_reclaim_are_refused_before_asking(host, flags):
+    proc = host.spawn()
+    before = deadline.get_attr(proc.pid)
+    with pytest.raises(ValueError, match="flags") as info:
+        host.apply(proc.pid, (MS, 10 * MS, 10 * MS), flags)
+    assert not isinstance(info.value, DeadlineRefused)
+    assert deadline.get_attr(proc.pid) == before
+
+
+def cpu_share(pid, seconds):
+    """Share of one CPU process ``pid`` ran for over ``seconds``
+    (/proc/PID/schedstat's run time, ns)."""
+    def ran():
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    t0, r0 = time.monotonic(), ran()
+    time.sleep(seconds)
+    return (ran() - r0) / 1e9 / (time.monotonic() - t0)
+
+
+def test_reclaiming_thread_runs_beyond_its_runtime(host):
+    # A spinning thread under 1ms/10ms: capped at 10% of a CPU, and with
+    # SCHED_FLAG_RECLAIM given the deadline bandwidth nobody uses (what
+    # rtmig:vcpu_reclaim asks for).
+    admission_control()
+    proc = host.spawn(SPINNER)
+    saved = host.apply(proc.pid, (MS, 10 * MS, 10 * MS))
+    capped = cpu_share(proc.pid, 1.0)
+    host.apply(proc.pid, (MS, 10 * MS, 10 * MS), deadline.SCHED_FLAG_RECLAIM)
+    now = deadline.get_attr(proc.pid)
+    assert now.flags == deadline.SCHED_FLAG_RECLAIM
+    assert (now.runtime_ns, now.period_ns) == (MS, 10 * MS)
+    reclaiming = cpu_share(proc.pid, 1.0)
+    assert capped < 0.15, f"capped at 0.1 CPU, ran {capped:.3f}"
+    assert reclaiming > 0.3, (f"reclaiming, ran {reclaiming:.3f} of a CPU "
+                              f"(capped: {capped:.3f})")
+    deadline.restore(proc.pid, saved)
+    assert deadline.get_attr(proc.pid) == saved
 
 
 @pytest.mark.parametrize("tid", [0, -1, "1", None])

@@ -26,6 +26,7 @@ def test_defaults_and_units():
     assert r.utilisation == pytest.approx(0.2)
     assert r.net_rate == 0 and r.confidence == 0.95
     assert r.profile == "builtin:default"
+    assert r.reclaim is False
     r = flavor.parse_specs({**BASE, "rtmig:net_rate": "80Mbit/s",
                             "rtmig:confidence": "99%"})
     assert r.net_rate == pytest.approx(10e6) and r.confidence == 0.99
@@ -44,6 +45,8 @@ def test_defaults_and_units():
     ("rtmig:max_downtime", "3000s", "outside"),
     ("rtmig:confidence", "1", "rtmig:confidence"),
     ("rtmig:confidence", "0.9999999", "at most 0.999999"),
+    ("rtmig:vcpu_reclaim", "maybe", "true or false"),
+    ("rtmig:vcpu_reclaim", "", "true or false"),
     ("rtmig:profile", "../etc/passwd", "no path"),
     ("rtmig:profile", "/tmp/x.json", "no path"),
     ("rtmig:bogus", "1", "unknown extra spec"),
@@ -52,6 +55,17 @@ def test_bad_values_name_the_key(key, value, words):
     with pytest.raises(flavor.SpecError) as e:
         flavor.parse_specs({**BASE, key: value})
     assert key in str(e.value) and words in str(e.value)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("true", True), ("True", True), ("yes", True), ("1", True),
+    ("on", True), ("false", False), ("FALSE", False), ("no", False),
+    ("0", False), (" off ", False)])
+def test_vcpu_reclaim_reads_as_novas_booleans(text, value):
+    r = flavor.parse_specs({**BASE, "rtmig:vcpu_reclaim": text})
+    assert r.reclaim is value
+    # reclaiming changes what a vCPU may use, not what it reserves
+    assert r.cpu_units_per_vcpu == flavor.parse_specs(BASE).cpu_units_per_vcpu
 
 
 def test_required_keys():
@@ -114,6 +128,14 @@ def test_rtmig_flavor_command(capsys):
                          "60s", "--max-downtime", "300ms", "--json")
     doc = json.loads(out)
     assert flavor.check_placement_request(2, doc["extra_specs"]) == ""
+    assert "rtmig:vcpu_reclaim" not in doc["extra_specs"]
+    code, out, err = run(capsys, "flavor", "rt", "--vcpus", "2",
+                         "--vcpu-reservation", "2ms/10ms", "--vcpu-reclaim",
+                         "--deadline", "60s", "--max-downtime", "300ms",
+                         "--json")
+    specs = json.loads(out)["extra_specs"]
+    assert specs["rtmig:vcpu_reclaim"] == "true"
+    assert flavor.parse_specs(specs).reclaim is True
 
 
 @pytest.mark.parametrize("argv", [

@@ -20,6 +20,19 @@ def test_a_vcpu_gets_its_runtime_every_period():
         2_000_000, 10_000_000, 10_000_000)
 
 
+def test_the_flavor_says_whether_a_vcpu_reclaims():
+    from rtmig_nova.enforce import deadline
+    capped = vm_reservation.vcpu_steps([11, 12], REQUEST)
+    assert [(s.tid, s.runtime_ns, s.period_ns, s.flags) for s in capped] \
+        == [(11, 2_000_000, 10_000_000, 0), (12, 2_000_000, 10_000_000, 0)]
+    reclaiming = flavor.parse_specs({'rtmig:vcpu_reservation': '2ms/10ms',
+                                     'rtmig:vcpu_reclaim': 'true',
+                                     'rtmig:migration_deadline': '30s',
+                                     'rtmig:max_downtime': '300ms'})
+    steps = vm_reservation.vcpu_steps([11], reclaiming)
+    assert [s.flags for s in steps] == [deadline.SCHED_FLAG_RECLAIM]
+
+
 def test_an_arrival_that_never_comes_is_reported_not_waited_for():
     vms = vm_reservation.RTVMReservations('h')
     vms.watch_arrival(INSTANCE, REQUEST, lambda: None, timeout=0.2)
