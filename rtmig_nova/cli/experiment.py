@@ -537,7 +537,9 @@ def cmd_experiment_isolation(args, defaults):
             "request": f"deadline {setup.deadline_s:g} s, downtime "
                        f"{setup.max_downtime_s * 1e3:g} ms, confidence "
                        f"{setup.confidence:g}, vCPU "
-                       f"{setup.vcpu_reservation}, stream "
+                       f"{setup.vcpu_reservation}"
+                       f"{' reclaiming' if setup.vcpu_reclaim else ''}, "
+                       f"stream "
                        f"{setup.stream_rate / 1e3:g} kB/s",
             "calibration": args.calibration or "none ([rtmig] defaults)"}
     try:

@@ -101,6 +101,8 @@ def test_the_rt_flavor_is_parsed_as_novas_validators_parse_it():
     assert (req.runtime, req.period) == pytest.approx((0.003, 0.01))
     assert req.confidence == pytest.approx(0.9)
     assert req.net_rate == pytest.approx(512e3)
+    assert req.reclaim is True
+    assert isolation.Setup(vcpu_reclaim=False).request().reclaim is False
 
 
 def _video_like(busy_pages=232, rate=3.125, mib=128):
