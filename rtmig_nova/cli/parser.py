@@ -236,10 +236,10 @@ def build_parser():
                     "KVM_CLEAR_DIRTY_LOG): P(converge), median total time, "
                     "downtime and bytes sent, and the least bandwidth a "
                     "deadline and downtime bound need.")
-    p.add_argument("--profile", metavar="P", action="append",
-                   help="dirty-page profile, a file or builtin:NAME; "
-                        "repeat for several (default: [rtmig] "
-                        "default_profile)")
+    p.add_argument("--profile", metavar="P", action="extend", nargs="+",
+                   help="dirty-page profiles, files or builtin:NAME; "
+                        "several after one --profile or the option "
+                        "repeated (default: [rtmig] default_profile)")
     p.add_argument("--bandwidth", metavar="RATE", required=True,
                    help="migration bandwidth of the predictions")
     p.add_argument("--downtime-limit", metavar="DUR", required=True,

@@ -71,3 +71,17 @@ def test_compare_orders_prints_every_case_and_the_effect(capsys):
 ])
 def test_compare_orders_refuses_bad_input_in_one_line(capsys, argv):
     assert_one_error_line(*run(capsys, "compare-orders", *argv))
+
+
+@pytest.mark.parametrize("profiles", [
+    ["--profile", "builtin:default", "docs/isolation/profile.json"],
+    ["--profile", "builtin:default", "--profile",
+     "docs/isolation/profile.json"],
+])
+def test_compare_orders_takes_several_profiles_either_way(capsys, profiles):
+    # a shell's brace expansion gives one --profile then several paths
+    code, out, err = run(capsys, "compare-orders", "--bandwidth", "40MiB/s",
+                         "--downtime-limit", "50ms", "--json", *profiles)
+    assert code == 0, err
+    names = {r["workload"] for r in json.loads(out)["rows"]}
+    assert names == {"builtin:default", "docs/isolation/profile.json"}
