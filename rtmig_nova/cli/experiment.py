@@ -196,6 +196,10 @@ def _bandwidths(text):
     return out
 
 
+def _capped_or_reclaiming(setup):
+    return "reclaiming" if setup.migration_thread_reclaim else "capped"
+
+
 def _qemu_version():
     try:
         out = subprocess.run(["qemu-system-x86_64", "--version"],
@@ -539,6 +543,8 @@ def cmd_experiment_isolation(args, defaults):
                        f"{setup.confidence:g}, vCPU "
                        f"{setup.vcpu_reservation}"
                        f"{' reclaiming' if setup.vcpu_reclaim else ''}, "
+                       f"migration thread "
+                       f"{_capped_or_reclaiming(setup)}, "
                        f"stream "
                        f"{setup.stream_rate / 1e3:g} kB/s",
             "calibration": args.calibration or "none ([rtmig] defaults)"}

@@ -416,6 +416,11 @@ def _add_reserve_parser(sub, common):
                    help="relative deadline (default: the plan's "
                         "cpu.deadline_ns with the plan's period, else the "
                         "period)")
+    g.add_argument("--deadline-reclaim", action="store_true",
+                   help="SCHED_FLAG_RECLAIM: the threads may also run on "
+                        "CPU time no reservation uses, so the runtime is "
+                        "a guarantee, not a cap ([rtmig] "
+                        "migration_thread_reclaim for the Nova driver)")
     g = q.add_argument_group(
         "traffic shaping (HTB on the migration interface; optional)")
     g.add_argument("--interface", metavar="IF",

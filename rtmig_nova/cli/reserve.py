@@ -91,6 +91,7 @@ class Request:
     label: str
     state_dir: str
     plan_qemu: str = None       # the --plan's QEMU release, if it says
+    deadline_reclaim: bool = False   # --deadline-reclaim
 
 
 def _plan_number(doc, key, where, kind, bound):
@@ -293,10 +294,10 @@ def _deadline(args, plan):
     options = (args.deadline_runtime, args.deadline_period,
                args.deadline_deadline)
     if not (args.deadline_thread or args.deadline_vcpus):
-        if any(o is not None for o in options):
-            raise CliError("--deadline-runtime, --deadline-period and "
-                           "--deadline-deadline need --deadline-thread or "
-                           "--deadline-vcpus")
+        if any(o is not None for o in options) or args.deadline_reclaim:
+            raise CliError("--deadline-runtime, --deadline-period, "
+                           "--deadline-deadline and --deadline-reclaim "
+                           "need --deadline-thread or --deadline-vcpus")
         return None
     runtime = _ns(args.deadline_runtime, "--deadline-runtime") \
         if args.deadline_runtime is not None else \
@@ -370,7 +371,8 @@ def build_request(args, defaults):
                    vcpus=args.deadline_vcpus, deadline=deadline,
                    shaping=shaping, label=args.label or "",
                    state_dir=state_dir,
-                   plan_qemu=plan.qemu_version if plan else None)
+                   plan_qemu=plan.qemu_version if plan else None,
+                   deadline_reclaim=bool(args.deadline_reclaim))
 
 
 # -- the enforcement layer ---------------------------------------------------
@@ -487,7 +489,9 @@ def _check_plan_qemu(req, host_qemu):
 def _steps(req, threads, plan, enf):
     return enf.reservation.migration_steps(
         req.uri, req.domain, req.bandwidth, req.downtime_limit, cpu=req.cpu,
-        deadline=req.deadline, threads=threads, shaping=plan)
+        deadline=req.deadline, threads=threads, shaping=plan,
+        deadline_flags=enf.deadline.SCHED_FLAG_RECLAIM
+        if req.deadline_reclaim else 0)
 
 
 def _apply(res, enf):

@@ -360,6 +360,13 @@ class RTLiveMigration:
             return None
         return reservation.migration_thread_deadline(mp.cpu)
 
+    @staticmethod
+    def _thread_flags():
+        """``SCHED_FLAG_*`` of the migration thread's SCHED_DEADLINE:
+        reclaiming unless ``[rtmig] migration_thread_reclaim`` is off."""
+        return deadline.SCHED_FLAG_RECLAIM \
+            if CONF.rtmig.migration_thread_reclaim else 0
+
     def _shaping(self, mp, dest, migrate_data):
         """The HTB plan of the migration's stream on ``[rtmig]
         migration_interface``, or None (no interface set)."""
@@ -507,7 +514,8 @@ class RTLiveMigration:
                 ports = tuple(shaping.migration.match.dst_ports)
             # the cap set when the migration started stays: only re-paced
             steps += reservation.running_migration_steps(
-                guest._domain, thread_deadline, None, peer, ports, pacing)
+                guest._domain, thread_deadline, None, peer, ports, pacing,
+                self._thread_flags())
             res = self._new_reservation(instance, steps, connect)
             res.apply()
         except (reservation.ReservationError, ValueError, OSError,
@@ -559,7 +567,8 @@ class RTLiveMigration:
         and an instance fault."""
         try:
             steps = reservation.running_migration_steps(
-                guest._domain, dl, send_cap, peer, ports, pacing)
+                guest._domain, dl, send_cap, peer, ports, pacing,
+                self._thread_flags())
         except (libvirt_controls.LibvirtError,
                 libvirt_controls._libvirt_of(guest._domain).libvirtError) \
                 as e:
@@ -574,9 +583,10 @@ class RTLiveMigration:
         held.append(res)
         if dl is not None:
             LOG.info("rtmig: migration thread %s under SCHED_DEADLINE "
-                     "%d/%d/%d ns", ",".join(str(s.tid) for s in steps
-                                             if s.kind == "deadline"),
-                     *dl, instance=instance)
+                     "%d/%d/%d ns%s", ",".join(str(s.tid) for s in steps
+                                               if s.kind == "deadline"),
+                     *dl, " (reclaiming)" if self._thread_flags() else "",
+                     instance=instance)
         if send_cap or pacing:
             LOG.info("rtmig: migration stream: unsent bytes capped at %s, "
                      "paced at %s bytes/s", send_cap or "-",

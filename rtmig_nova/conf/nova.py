@@ -170,6 +170,22 @@ False only the CFS quota holds: a cap, not a guarantee.
 
 Unit: none (a switch).
 """),
+    cfg.BoolOpt(
+        'migration_thread_reclaim',
+        default=True,
+        help="""
+With ``migration_thread_deadline``, give the migration thread's
+SCHED_DEADLINE reservation ``SCHED_FLAG_RECLAIM``: beyond its runtime it may
+run on CPU time no SCHED_DEADLINE reservation on its CPU is using, taken from
+best-effort tasks, so the runtime is a guarantee but not a cap.  Admission
+counts the runtime either way.  The pre-copy's CPU is bounded by the
+bandwidth limit anyway; the stop phase (final bitmap sync, last RAM pass,
+device state) needs a burst that a hard cap stretches: on the testbed QEMU's
+downtime was 105-154 ms capped against 87-96 ms reclaiming, 3 runs each
+(docs/results-isolation.md).  False: a hard cap (constant-bandwidth server).
+
+Unit: none (a switch).
+"""),
     bounded_int(
         'send_queue_cap', bounds.SEND_QUEUE_CAP,
         default=0,

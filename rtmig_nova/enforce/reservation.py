@@ -261,12 +261,14 @@ STEP_KINDS = {cls.kind: cls for cls in
 
 
 def migration_steps(uri, domain, bandwidth, max_downtime, cpu=None,
-                    deadline=None, threads=(), shaping=None, connect=None):
+                    deadline=None, threads=(), shaping=None, connect=None,
+                    deadline_flags=0):
     """The steps of a migration's reservation on one host, in the order
     they are applied: libvirt's migration speed (bytes/s) and maximum
     downtime (s) of ``domain``; the CFS bandwidth of its cgroups (``cpu``:
     libvirt's :data:`~libvirt_controls.CPU_PARAMS`, us); SCHED_DEADLINE
-    ``deadline`` = (runtime, deadline, period) ns on each of ``threads``;
+    ``deadline`` = (runtime, deadline, period) ns with ``SCHED_FLAG_*``
+    ``deadline_flags`` on each of ``threads``;
     the HTB ``shaping`` plan (a :class:`~netshape.ShapingPlan`).  The one
     place a plan becomes steps: ``rtmig reserve apply`` and the Nova driver
     both call it."""
@@ -275,7 +277,7 @@ def migration_steps(uri, domain, bandwidth, max_downtime, cpu=None,
     if cpu:
         steps.append(CpuStep(uri, domain, dict(cpu), connect=connect))
     if deadline is not None:
-        steps += deadline_steps(threads, deadline)
+        steps += deadline_steps(threads, deadline, deadline_flags)
     if shaping is not None:
         steps.append(ShapingStep(shaping))
     return steps
@@ -307,10 +309,12 @@ def migration_shaping(ifname, link_rate, bandwidth, ports, peer=None,
 
 def running_migration_steps(dom, thread_deadline=None, send_cap=None,
                             peer=None, ports=netshape.MIGRATION_PORTS,
-                            pacing=None):
+                            pacing=None, thread_flags=0):
     """The steps of a migration's reservation that need it running, on
     the source: SCHED_DEADLINE ``thread_deadline`` = (runtime, deadline,
-    period) ns on QEMU's migration thread, and a cap of ``send_cap``
+    period) ns with ``SCHED_FLAG_*`` ``thread_flags`` (0, or
+    :data:`deadline.SCHED_FLAG_RECLAIM`: the runtime is a guarantee, not a
+    cap) on QEMU's migration thread, and a cap of ``send_cap``
     unsent bytes on its stream to ``peer`` at ``ports`` = (lo, hi), paced
     at ``pacing`` bytes/s of payload (None: not paced; the rate of its
     HTB class, :func:`migration_pacing`) (:class:`SendQueueStep`).  []
@@ -322,7 +326,7 @@ def running_migration_steps(dom, thread_deadline=None, send_cap=None,
         return []
     steps = []
     if thread_deadline is not None:
-        steps += deadline_steps(tids, thread_deadline)
+        steps += deadline_steps(tids, thread_deadline, thread_flags)
     if send_cap or pacing:
         steps.append(SendQueueStep(libvirt_controls.qemu_pid(dom), peer,
                                    tuple(ports), send_cap or None, pacing))

@@ -56,6 +56,7 @@ import numpy as np
 from rtmig_nova import conf
 from rtmig_nova import planning
 from rtmig_nova.compute import vm_reservation
+from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import libvirt_controls
 from rtmig_nova.enforce import netshape
 from rtmig_nova.enforce import privileged
@@ -151,6 +152,11 @@ class Setup:
         took 16.2 s against 15.7 s predicted.
     :ivar send_queue_cap: the ``[rtmig] send_queue_cap`` of the plans and
         of QEMU's socket, bytes (0: none)
+    :ivar migration_thread_reclaim: ``[rtmig] migration_thread_reclaim``:
+        the migration thread's SCHED_DEADLINE with SCHED_FLAG_RECLAIM.  On
+        by default: capped, its overrun in the stop phase left it 6-10 ms
+        runnable but not running and QEMU's downtime was 105-154 ms, with
+        reclaiming 87-96 ms, in 3 runs each (docs/results-isolation.md)
     """
     link_rate: float = 12.5e6
     deadline_s: float = 30.0
@@ -173,6 +179,7 @@ class Setup:
     emulator_cap: bool = False
     cpu_cost_per_page: float = 8e-6
     send_queue_cap: int = 65536
+    migration_thread_reclaim: bool = True
 
     def request(self):
         """The RT guest's :class:`~rtmig_nova.model.flavor.RTRequest`: its
@@ -328,13 +335,14 @@ class _WhenRunning:
     B's incoming vCPU threads once they exist (its arrival watcher)."""
 
     def __init__(self, reservations, name, pl, request, send_cap=None,
-                 pacing=None):
+                 pacing=None, thread_flags=0):
         self.reservations = reservations
         self.name = name
         self.pl = pl
         self.request = request
         self.send_cap = send_cap
         self.pacing = pacing
+        self.thread_flags = thread_flags
         self.thread_done = pl.cpu is None and not send_cap and not pacing
         self.incoming_done = False
 
@@ -343,7 +351,8 @@ class _WhenRunning:
             steps = reservation.running_migration_steps(
                 dom, None if self.pl.cpu is None else
                 reservation.migration_thread_deadline(self.pl.cpu),
-                self.send_cap, hosts.IP_B, pacing=self.pacing)
+                self.send_cap, hosts.IP_B, pacing=self.pacing,
+                thread_flags=self.thread_flags)
             if steps:
                 self.reservations.apply("migration thread", steps)
                 self.thread_done = True
@@ -450,7 +459,9 @@ def _run(bed, boot_files, scenario, setup, index, log, pl, qemu, rx_path,
                 "destination_xml": dest_xml,
                 "on_poll": _WhenRunning(
                     held, rt, pl, request, setup.send_queue_cap,
-                    reservation.migration_pacing(shaping))}
+                    reservation.migration_pacing(shaping),
+                    deadline.SCHED_FLAG_RECLAIM
+                    if setup.migration_thread_reclaim else 0)}
         if setup.bulk:
             flow = traffic.BulkFlow(hosts.in_client(), hosts.IP_CLIENT,
                                     bound)

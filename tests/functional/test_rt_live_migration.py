@@ -92,6 +92,9 @@ class RTLiveMigrationTest(live_migration_base.RTLiveMigrationBase):
                           pl.cpu.period_ns),
                          (thread.runtime_ns, thread.deadline_ns,
                           thread.period_ns))
+        # reclaiming ([rtmig] migration_thread_reclaim, on by default)
+        self.assertEqual(deadline.SCHED_FLAG_RECLAIM,
+                         thread.flags & deadline.SCHED_FLAG_RECLAIM)
         self.assertEqual(deadline.SCHED_OTHER,
                          deadline.get_attr(self.migration_thread).policy)
         # its stream's unsent bytes capped (no HTB class here: not paced)
@@ -114,6 +117,22 @@ class RTLiveMigrationTest(live_migration_base.RTLiveMigrationBase):
         dest = etree.fromstring(params['destination_xml'])
         self.assertIsNone(dest.find('./cputune/emulator_quota'))
         self.assertEqual(dest.find('./uuid').text, server['id'])
+
+    def test_the_migration_thread_capped_without_reclaim(self):
+        # [rtmig] migration_thread_reclaim = False: the same runtime, as a
+        # hard cap (no SCHED_FLAG_RECLAIM)
+        self.flags(migration_thread_reclaim=False, group='rtmig')
+        self.start_rt_computes(2, cpus=4)
+        server = self.boot_rt('compute1')
+        self._live_migrate(server, api=self.admin_api)
+        self.assertEqual('compute2', self.server_host(server))
+        pl = self.expected_plan()
+        thread = self.during[0]['thread']
+        self.assertEqual(deadline.SCHED_DEADLINE, thread.policy)
+        self.assertEqual(0, thread.flags & deadline.SCHED_FLAG_RECLAIM)
+        self.assertEqual(pl.cpu.runtime_ns, thread.runtime_ns)
+        self.assertEqual(deadline.SCHED_OTHER,
+                         deadline.get_attr(self.migration_thread).policy)
 
     def test_a_failed_migration_releases_the_reservation(self):
         self.flags(enforce_vcpu_reservation=True, group='rtmig')

@@ -244,7 +244,8 @@ def test_explicit_options_override_the_plan(host, plans, capsys):
     assert _snapshot(host) == before
 
 
-def test_deadline_vcpus(host, plans, capsys):
+@pytest.mark.parametrize("reclaim", [False, True])
+def test_deadline_vcpus(host, plans, capsys, reclaim):
     plan_file, plan = plans["feasible"]
     vcpus = lc.vcpu_threads(host["dom"])
     assert len(vcpus) == 2
@@ -252,12 +253,16 @@ def test_deadline_vcpus(host, plans, capsys):
     code, out, err = run(capsys, "reserve", "apply", "--domain",
                          host["name"], "--plan", plan_file,
                          "--deadline-vcpus", "--state-dir", host["state"],
-                         "--json")
+                         "--json", *(["--deadline-reclaim"] if reclaim
+                                     else []))
     assert code == 0, err
     assert json.loads(out)["applied"] == ["migration", "cpu", "deadline",
                                           "deadline"]
     for tid in vcpus:
-        assert deadline.get_attr(tid).policy == deadline.SCHED_DEADLINE
+        attr = deadline.get_attr(tid)
+        assert attr.policy == deadline.SCHED_DEADLINE
+        assert attr.flags & deadline.SCHED_FLAG_RECLAIM == (
+            deadline.SCHED_FLAG_RECLAIM if reclaim else 0)
     code, out, err = run(capsys, "reserve", "release", "--all",
                          "--state-dir", host["state"])
     assert code == 0, err

@@ -88,6 +88,8 @@ BAD = {
                                           "--vcpu-period", "100ms"],
     "deadline options without a thread": APPLY + [
         "--plan", "{plan}", "--deadline-runtime", "1ms"],
+    "reclaim without a thread": APPLY + ["--plan", "{plan}",
+                                         "--deadline-reclaim"],
     "deadline thread without runtime": APPLY + [
         "--bandwidth", "1e8", "--downtime-limit", "1",
         "--deadline-thread", "1234"],
@@ -156,6 +158,7 @@ def test_request_from_plan_and_overrides(capsys, files):
     assert req.cpu == {"emulator_period": 100000, "emulator_quota": 1000}
     assert req.threads == [7, 9]
     assert req.deadline == (63876, 10000000, 10000000)
+    assert req.deadline_reclaim is False
     assert req.shaping == {"ifname": "eth0", "netns": None,
                            "link_rate": 125e6, "rate": 8388608.0,
                            "ports": (49152, 49215), "peer": None}
@@ -185,8 +188,10 @@ def test_request_without_a_plan(capsys):
     assert req.cpu == {} and req.deadline is None and req.shaping is None
     req = _args(capsys, *APPLY, "--bandwidth", "1e8", "--downtime-limit",
                 "1", "--deadline-thread", "5", "--deadline-runtime", "1ms",
-                "--deadline-period", "10ms", "--deadline-deadline", "4ms")
+                "--deadline-period", "10ms", "--deadline-deadline", "4ms",
+                "--deadline-reclaim")
     assert req.deadline == (1000000, 4000000, 10000000)
+    assert req.deadline_reclaim is True
 
 
 def test_state_dir_from_the_config_file(capsys, tmp_path):

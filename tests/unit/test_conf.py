@@ -48,6 +48,7 @@ EXPECTED_DEFAULTS = {
     'migration_profile_sources': ['instance', 'dirty_rate', 'flavor'],
     'enforce_vcpu_reservation': True,
     'migration_thread_deadline': True,
+    'migration_thread_reclaim': True,
     'send_queue_cap': 0,
     'migration_interface': '',
     'migration_port_min': 49152,

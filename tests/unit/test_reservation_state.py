@@ -12,6 +12,7 @@ import pytest
 from rtmig_nova import bounds
 from rtmig_nova import conf
 from rtmig_nova.compute import vm_reservation
+from rtmig_nova.enforce import deadline
 from rtmig_nova.enforce import reservation
 
 
@@ -181,6 +182,10 @@ def test_running_steps_wait_for_the_thread_then_take_both(monkeypatch):
     assert (deadline_step.kind, deadline_step.tid) == ("deadline", 4260)
     assert (deadline_step.runtime_ns, deadline_step.deadline_ns,
             deadline_step.period_ns) == dl
+    assert deadline_step.flags == 0
+    reclaiming, = reservation.running_migration_steps(
+        "dom", dl, thread_flags=deadline.SCHED_FLAG_RECLAIM)
+    assert reclaiming.flags == deadline.SCHED_FLAG_RECLAIM
     assert queue_step == reservation.SendQueueStep(
         4242, "10.0.0.2", (49152, 49215), 65536)
     # each alone
