@@ -357,9 +357,13 @@ def _calibration_line(calibration):
     link = calibration.get("link_rate_bytes_per_s")
     link = f"{link / v.MIB:.0f} MiB/s" if isinstance(link, (int, float)) \
         else "?"
+    eff = calibration.get("send_efficiency")
+    eff = f"{eff:.3f}" if isinstance(eff, (int, float)) else "?"
+    over = ", rate-limited legs over the shaped link" \
+        if calibration.get("shaped_link") else ""
     return (f"setup {ms('setup_time_s')} ms (sd {ms('setup_time_sd_s')} "
             f"ms), switch-over {ms('switchover_time_s', 1)} ms, link "
-            f"{link} (used by every model)")
+            f"{link}, send efficiency {eff}{over} (used by every model)")
 
 
 def cmd_experiment_report(args, defaults):

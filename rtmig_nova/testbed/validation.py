@@ -395,7 +395,7 @@ def migrate_measured(bed, boot_files, workload, bandwidth, downtime_limit,
 
 
 def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
-              log=None, warmup=True):
+              log=None, warmup=True, link=None):
     """The host's fixed costs, from migrations of an idle guest (the image
     with no workload: it dirties almost nothing, so its migration is the
     first pass and the fixed parts):
@@ -432,7 +432,15 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
                           is ``send_rate_sample_sd``), the model's
                           ``send_rate_sd``;
     ``qemu_version``      host A's QEMU release ("MAJOR.MINOR"), whose
-                          send rate the setup time is computed with.
+                          send rate the setup time is computed with;
+    ``shaped_link``       None, or the :class:`ShapedLink` ``link``'s
+                          ``link_rate`` and ``send_cap`` that the two
+                          rate-limited migrations went over (their class
+                          and pacing, as the runs over that link have
+                          them: the setup and the send efficiency are
+                          then the shaped stream's; the unlimited one
+                          stays on the veth as it is, whose rate a class
+                          cannot exceed).
 
     With ``warmup``, one idle migration first is measured and discarded:
     the first migration on freshly started hosts is slower (host B's first
@@ -444,23 +452,26 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
     runs = []
     bounded = BOUNDED_IDLE_BANDWIDTH
     discarded = None
+
+    def idle(bandwidth, over=link):
+        return migrate_measured(bed, boot_files, IDLE, bandwidth, 0.05, 60,
+                                boot_timeout, link=over, qemu_version=qemu)
     if warmup:
         log("calibration warm-up")
-        discarded = migrate_measured(bed, boot_files, IDLE, bounded, 0.05,
-                                     60, boot_timeout)
+        discarded = idle(bounded)
     for i in range(repetitions):
         log("calibration %d/%d" % (i + 1, repetitions))
-        a = migrate_measured(bed, boot_files, IDLE, bounded, 0.05, 60,
-                             boot_timeout)
-        slow = migrate_measured(bed, boot_files, IDLE, SLOW_IDLE_BANDWIDTH,
-                                0.05, 60, boot_timeout)
-        b = migrate_measured(bed, boot_files, IDLE, 8192 * MIB, 0.05, 60,
-                             boot_timeout)
+        a = idle(bounded)
+        slow = idle(SLOW_IDLE_BANDWIDTH)
+        b = idle(8192 * MIB, over=None)
         if a is None or b is None or slow is None:
             raise hosts.TestbedError("an idle guest's migration timed out")
         runs.append({"bounded": a, "slow": slow, "unbounded": b})
     out = derive_calibration(runs, qemu)
     out["warmup"] = discarded
+    out["shaped_link"] = None if link is None else {
+        "link_rate_bytes_per_s": link.link_rate,
+        "send_cap_bytes": link.send_cap}
     return out
 
 
@@ -813,8 +824,9 @@ def run_experiment(workdir, boot_files, runs,
     (also on error or Ctrl-C).  A run that fails is recorded with its
     ``error`` and the experiment goes on.  ``progress(done, total,
     result)`` is called after each run; ``profile_dir`` and ``link``:
-    see :func:`run_one`.  ``calibration``: one made before (a
-    calibration.json dict), used instead of calibrating again.  Returns
+    see :func:`run_one` (a calibration made here goes over ``link`` too).
+    ``calibration``: one made before (a calibration.json dict), used
+    instead of calibrating again.  Returns
     (the :class:`RunResult` list, the calibration)."""
     from rtmig_nova.capture import probe
     results = []
@@ -822,7 +834,7 @@ def run_experiment(workdir, boot_files, runs,
     try:
         if calibration is None and calibration_runs:
             calibration = calibrate(bed, boot_files, calibration_runs,
-                                    boot_timeout, log)
+                                    boot_timeout, log, link=link)
         settings = model_settings(calibration)
         for i, (workload, bandwidth, rep) in enumerate(runs):
             try:

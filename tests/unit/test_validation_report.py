@@ -435,6 +435,23 @@ def test_a_kept_calibration_is_derived_again_by_this_build():
         assert v.recalibrated(kept) == kept
 
 
+def test_a_calibration_over_the_shaped_link_says_so_when_derived_again():
+    from rtmig_nova.cli import experiment
+    setup, link = 0.2, 2.4e8
+    run = {"bounded": _idle_migration(v.BOUNDED_IDLE_BANDWIDTH, setup, link),
+           "slow": _idle_migration(v.SLOW_IDLE_BANDWIDTH, setup, link),
+           "unbounded": _idle_migration(8192 * v.MIB, setup, link)}
+    shaped = dict(v.derive_calibration([run], "10.0"), shaped_link={
+        "link_rate_bytes_per_s": 125e6, "send_cap_bytes": 65536})
+    again = v.recalibrated(shaped)
+    assert again["shaped_link"] == shaped["shaped_link"]
+    line = experiment._calibration_line(again)
+    assert "over the shaped link" in line
+    assert "send efficiency %.3f" % again["send_efficiency"] in line
+    assert "shaped" not in experiment._calibration_line(
+        dict(again, shaped_link=None))
+
+
 def test_a_spread_from_few_calibration_runs_is_widened_to_the_predictive():
     # t(2) at 95% is 2.920, t(9) 1.833, the normal's 1.645: the next
     # value's 5-95% range from three samples is twice the samples' own.
