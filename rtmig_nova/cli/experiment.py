@@ -12,8 +12,10 @@
 
 """``rtmig experiment validate``: the model against real migrations on the
 two-host testbed (:mod:`rtmig_nova.testbed.validation`); ``rtmig
-experiment isolation``: a real-time guest's frame deadlines during its
-migration, stock and with rtmig (:mod:`rtmig_nova.testbed.isolation`)."""
+experiment calibrate``: the host's fixed costs alone, for ``--calibration``;
+``rtmig experiment isolation``: a real-time guest's frame deadlines during
+its migration, stock and with rtmig (:mod:`rtmig_nova.testbed.isolation`).
+"""
 
 import dataclasses
 import csv
@@ -21,6 +23,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -110,6 +113,30 @@ def add_parser(sub, common, add_json_option):
                         "%(default)s)")
     add_json_option(q)
     q.set_defaults(func=cmd_experiment_validate)
+    c = esub.add_parser(
+        "calibrate", parents=[common],
+        help="measure the testbed host's fixed migration costs",
+        description="Migrate an idle guest between the testbed's hosts: a "
+                    "discarded warm-up, then --repetitions times at 32 "
+                    "MiB/s, 8 MiB/s and without a limit, and write the "
+                    "host's setup time (and its spread), switch-over time, "
+                    "link rate and send efficiency, the medians, to "
+                    "--output: the calibration.json that `experiment "
+                    "validate --calibration` and `experiment isolation "
+                    "--calibration` take.  Needs root, QEMU and libvirt "
+                    "(host A's libvirtd running).  About 15 s a migration.")
+    c.add_argument("--repetitions", metavar="N", default="3",
+                   help="rounds of the three migrations (default: "
+                        "%(default)s)")
+    c.add_argument("--link", choices=("unshaped", "shaped"),
+                   default="unshaped",
+                   help="shaped: the two rate-limited migrations over the "
+                        "shaped link of `experiment validate --link "
+                        "shaped` (default: %(default)s)")
+    c.add_argument("--output", metavar="FILE", default="calibration.json",
+                   help="the calibration to write (default: %(default)s)")
+    add_json_option(c)
+    c.set_defaults(func=cmd_experiment_calibrate)
     r = esub.add_parser(
         "report", parents=[common],
         help="score a validation experiment again with this build's models",
@@ -237,6 +264,72 @@ def _boot_files(prefix):
     build_dir = tempfile.mkdtemp(prefix=prefix)
     os.chmod(build_dir, 0o755)
     return build_dir, (image.find_kernel(), image.build_initramfs(build_dir))
+
+
+# s one idle migration of the calibration takes here (boot included)
+CALIBRATION_MIGRATION_S = 15
+CALIBRATION_LEGS = 3        # migrations per repetition
+
+
+def cmd_experiment_calibrate(args, defaults):
+    from tqdm import tqdm
+
+    from rtmig_nova.testbed import hosts
+    from rtmig_nova.testbed import validation as v
+    reps = bounds.REPETITIONS.parse(args.repetitions, "--repetitions")
+    out = os.path.abspath(args.output)
+    if os.path.isdir(out):
+        raise CliError(f"--output: {args.output} is a directory")
+    if not os.path.isdir(os.path.dirname(out)):
+        raise CliError(f"--output: {os.path.dirname(out)}: no such "
+                       f"directory")
+    if os.geteuid() != 0:
+        raise CliError("experiment calibrate needs root (network "
+                       "namespaces, a second libvirtd, QEMU's log files)")
+    link = v.ShapedLink() if args.link == "shaped" else None
+    steps = 1 + reps
+    print(f"rtmig experiment calibrate: {1 + reps * CALIBRATION_LEGS} idle "
+          f"migrations, about "
+          f"{(1 + reps * CALIBRATION_LEGS) * CALIBRATION_MIGRATION_S / 60:.0f}"
+          f" min", file=sys.stderr)
+    build_dir, boot_files = _boot_files("rtmig-calibrate-")
+    with tqdm(total=steps, file=sys.stderr, desc="rtmig calibrate",
+              unit="step", dynamic_ncols=True,
+              disable=not sys.stderr.isatty()) as bar:
+        started = []
+
+        def log(message):       # a message starts each step
+            if started:
+                bar.update(1)
+            started.append(message)
+            bar.set_postfix_str(message)
+        bed = None
+        try:
+            bed = hosts.up(os.path.join(build_dir, "testbed"))
+            calibration = v.calibrate(bed, boot_files, reps, log=log,
+                                      link=link)
+            bar.update(1)
+        except hosts.TestbedError as e:
+            raise CliError(f"{e} (the testbed's files: {build_dir})") \
+                from None
+        finally:
+            if bed is not None:
+                bed.down()
+    shutil.rmtree(build_dir, ignore_errors=True)
+    calibration["date"] = datetime.datetime.now(
+        datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        with open(out, "w") as f:
+            json.dump(calibration, f, indent=1)
+    except OSError as e:
+        raise CliError(f"--output: {args.output}: {e.strerror}") from None
+    if args.json:
+        print_json({"output": args.output,
+                    **{k: val for k, val in calibration.items()
+                       if k not in ("runs", "warmup")}})
+        return EXIT_OK
+    emit([f"wrote {args.output}", "  " + _calibration_line(calibration)])
+    return EXIT_OK
 
 
 def cmd_experiment_validate(args, defaults):
