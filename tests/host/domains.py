@@ -1,6 +1,8 @@
 """A throw-away running TCG domain on the host's libvirtd, for tests."""
 
 import contextlib
+import os
+import re
 import uuid
 
 DOMAIN_XML = """<domain type='qemu'>
@@ -19,10 +21,33 @@ def _conn():
     return libvirt.open(URI)
 
 
+def _owner(name):
+    """The pid in a test domain's name (``PREFIX`` PID ``-`` HEX), or None
+    for a name of another form (an older run's, which is stale)."""
+    m = re.fullmatch(re.escape(PREFIX) + r"(\d+)-[0-9a-f]+", name)
+    return int(m.group(1)) if m else None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale(conn):
-    """Destroy test domains an earlier, crashed run left running."""
+    """Destroy test domains an earlier, crashed run left running: those
+    whose owning test process is gone, so that two test runs on one host
+    leave each other's domains alone."""
     for dom in conn.listAllDomains():
-        if dom.name().startswith(PREFIX) and dom.isActive():
+        name = dom.name()
+        if not name.startswith(PREFIX) or not dom.isActive():
+            continue
+        owner = _owner(name)
+        if owner is None or not _alive(owner):
             dom.destroy()
 
 
@@ -33,7 +58,7 @@ def transient_domain():
     conn = _conn()
     remove_stale(conn)
     dom = conn.createXML(DOMAIN_XML.format(
-        name=PREFIX + uuid.uuid4().hex[:8]), 0)
+        name=f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"), 0)
     try:
         yield dom
     finally:
