@@ -467,29 +467,38 @@ def calibrate(bed, boot_files, repetitions=3, boot_timeout=BOOT_TIMEOUT,
         if a is None or b is None or slow is None:
             raise hosts.TestbedError("an idle guest's migration timed out")
         runs.append({"bounded": a, "slow": slow, "unbounded": b})
-    out = derive_calibration(runs, qemu)
+    out = derive_calibration(runs, qemu, link)
     out["warmup"] = discarded
-    out["shaped_link"] = None if link is None else {
-        "link_rate_bytes_per_s": link.link_rate,
-        "send_cap_bytes": link.send_cap}
     return out
 
 
-def derive_calibration(runs, qemu):
+def derive_calibration(runs, qemu, link=None):
     """The calibration (see :func:`calibrate`) from its idle migrations:
     ``runs`` of ``{"bounded":, "slow":, "unbounded":}`` measured
     statistics (bandwidths :data:`BOUNDED_IDLE_BANDWIDTH`,
-    :data:`SLOW_IDLE_BANDWIDTH` and unbounded), on QEMU ``qemu``.  Each
+    :data:`SLOW_IDLE_BANDWIDTH` and unbounded), on QEMU ``qemu``, the
+    two bounded ones over ``link`` (a :class:`ShapedLink`, or None).  Each
     run gains its derived values; the result holds the medians and
     ``runs``.  Kept apart from the measuring so that a later build derives
-    the same measurements again (:func:`rescore`)."""
+    the same measurements again (:func:`rescore`).
+
+    Over a shaped link the models are given its class's rate and the
+    capped socket's backlog (:meth:`ShapedLink.settings`), so the
+    switch-over is the bounded migration's downtime less the backlog at
+    the class's rate (the model adds it back), and its pre-copy is
+    modelled at the class's rate."""
+    shaped = None if link is None else \
+        link.settings(BOUNDED_IDLE_BANDWIDTH, qemu)
+    backlog_s = 0.0 if shaped is None else \
+        shaped["send_backlog"] / shaped["link_rate"]
     derived = []
     for r in runs:
         a, slow, b = r["bounded"], r["slow"], r["unbounded"]
-        setup, link = _idle_setup_and_link(a, b, qemu)
+        setup, link_rate = _idle_setup_and_link(
+            a, b, qemu, None if shaped is None else shaped["link_rate"])
         derived.append(dict(r, setup_time_s=setup,
-                            switchover_time_s=a["downtime_s"],
-                            link_rate_bytes_per_s=link,
+                            switchover_time_s=a["downtime_s"] - backlog_s,
+                            link_rate_bytes_per_s=link_rate,
                             send_efficiency=_send_efficiency(
                                 (slow, SLOW_IDLE_BANDWIDTH),
                                 (a, BOUNDED_IDLE_BANDWIDTH), qemu)))
@@ -510,6 +519,9 @@ def derive_calibration(runs, qemu):
         statistics.median(effs) if len(effs) > 1 else 0.0
     out["send_rate_sd"] = predictive_sd(out["send_rate_sample_sd"],
                                         len(effs))
+    out["shaped_link"] = None if link is None else {
+        "link_rate_bytes_per_s": link.link_rate,
+        "send_cap_bytes": link.send_cap}
     out["runs"] = runs
     return out
 
@@ -572,7 +584,7 @@ def _idle_precopy_time(measured, bandwidth, qemu, link_rate):
         bandwidth, page, qemu_version=qemu)
 
 
-def _idle_setup_and_link(bounded, unbounded, qemu):
+def _idle_setup_and_link(bounded, unbounded, qemu, shaped_rate=None):
     """(setup time s, link rate bytes/s or None) from an idle guest's
     migrations at :data:`BOUNDED_IDLE_BANDWIDTH` and without a rate
     limit: the setup is what the bounded one took beyond the model's
@@ -581,7 +593,8 @@ def _idle_setup_and_link(bounded, unbounded, qemu):
     its pre-copy time, not counted twice); the link rate is the unbounded
     one's bytes over its sending time, its stop-and-copy's included.  The
     two depend on each other through the bounded migration's last burst:
-    a fixed point."""
+    a fixed point.  ``shaped_rate``: bytes/s of the class the bounded one
+    went through (None: the veth as it is), its pre-copy's link then."""
     setup = bounded["total_time_s"] - bounded["downtime_s"] - \
         bounded["transferred_bytes"] / precopy.send_rate(
             BOUNDED_IDLE_BANDWIDTH, PAGE_SIZE, qemu_version=qemu)
@@ -595,7 +608,8 @@ def _idle_setup_and_link(bounded, unbounded, qemu):
         link = unbounded["transferred_bytes"] / sending if sending > 0 \
             else None
         setup = bounded["total_time_s"] - bounded["downtime_s"] - \
-            _idle_precopy_time(bounded, BOUNDED_IDLE_BANDWIDTH, qemu, link)
+            _idle_precopy_time(bounded, BOUNDED_IDLE_BANDWIDTH, qemu,
+                               link if shaped_rate is None else shaped_rate)
     return setup, link
 
 
@@ -621,8 +635,23 @@ def recalibrated(calibration):
             all(readable(r) for r in runs)):
         return calibration
     out = dict(calibration)
-    out.update(derive_calibration(runs, qemu))
+    out.update(derive_calibration(runs, qemu,
+                                  _shaped_link_of(calibration)))
     return out
+
+
+def _shaped_link_of(calibration):
+    """The :class:`ShapedLink` a calibration.json's ``shaped_link`` names,
+    or None (none, or not readable)."""
+    doc = calibration.get("shaped_link")
+    if not isinstance(doc, dict):
+        return None
+    rate, cap = doc.get("link_rate_bytes_per_s"), doc.get("send_cap_bytes")
+    if not (isinstance(rate, (int, float)) and not isinstance(rate, bool)
+            and math.isfinite(rate) and rate > 0 and isinstance(cap, int)
+            and not isinstance(cap, bool) and cap >= 0):
+        return None
+    return ShapedLink(float(rate), cap)
 
 
 def _send_efficiency(slow, fast, qemu):

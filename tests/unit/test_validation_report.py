@@ -441,10 +441,21 @@ def test_a_calibration_over_the_shaped_link_says_so_when_derived_again():
     run = {"bounded": _idle_migration(v.BOUNDED_IDLE_BANDWIDTH, setup, link),
            "slow": _idle_migration(v.SLOW_IDLE_BANDWIDTH, setup, link),
            "unbounded": _idle_migration(8192 * v.MIB, setup, link)}
-    shaped = dict(v.derive_calibration([run], "10.0"), shaped_link={
-        "link_rate_bytes_per_s": 125e6, "send_cap_bytes": 65536})
-    again = v.recalibrated(shaped)
+    plain = v.derive_calibration([run], "10.0")
+    assert plain["shaped_link"] is None
+    shaped = v.derive_calibration([run], "10.0", v.ShapedLink())
+    assert shaped["shaped_link"] == {"link_rate_bytes_per_s": 125e6,
+                                     "send_cap_bytes": 65536}
+    # the model adds the capped socket's backlog at the class's rate to
+    # every shaped downtime: the calibrated switch-over leaves it out
+    st = v.ShapedLink().settings(v.BOUNDED_IDLE_BANDWIDTH, "10.0")
+    assert plain["switchover_time_s"] - shaped["switchover_time_s"] == \
+        pytest.approx(st["send_backlog"] / st["link_rate"])
+    assert shaped["switchover_time_s"] > 0
+    again = v.recalibrated(dict(shaped, setup_time_s=9.0))
     assert again["shaped_link"] == shaped["shaped_link"]
+    assert again["switchover_time_s"] == shaped["switchover_time_s"]
+    assert again["setup_time_s"] == pytest.approx(shaped["setup_time_s"])
     line = experiment._calibration_line(again)
     assert "over the shaped link" in line
     assert "send efficiency %.3f" % again["send_efficiency"] in line
