@@ -171,7 +171,8 @@ def plot_lateness(out_dir, rows, path):
 
 
 def plot_timeline(out_dir, rows, path):
-    """One migration per scenario (its first completed run): the rate the
+    """One migration per scenario (its first run that completed, neither
+    timed out nor failed its integrity check): the rate the
     migration sent at, the frames' completion gaps, the share of a CPU
     the guest's vCPUs received (on A, then on B) and when libvirt saw the
     guest paused (dashed) and resumed (solid), against time from the
@@ -183,9 +184,11 @@ def plot_timeline(out_dir, rows, path):
     for scenario in isolation.SCENARIOS:
         for (s, _), r in sorted(rows.items()):
             if s == scenario and isolation.measured(r) and r["frames"] \
+                    and not r.get("error") \
                     and r.get("total_time_s") is not None \
                     and os.path.exists(isolation.timeline_path(
-                        out_dir, s, r["run"])):
+                        out_dir, s, r["run"])) \
+                    and _timeline(out_dir, r).get("started_at") is not None:
                 chosen.append(r)
                 break
     fig, axes = plt.subplots(len(chosen) or 1, 1, sharex=True,

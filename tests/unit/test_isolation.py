@@ -181,7 +181,7 @@ class _Bed:
         self.down_called += 1
 
 
-def _fake_run(calls, fail=()):
+def _fake_run(calls, fail=(), timed_out=()):
     def run(bed, boot_files, scenario, setup, index, out_dir, log, profile,
             calibration):
         calls.append((scenario, index))
@@ -198,8 +198,15 @@ def _fake_run(calls, fail=()):
                     "started_at": 9.0, "paused_at": 8.95, "resumed_at": 9.2,
                     "vcpu_cpu": [(9.0, 1.0, None), (9.5, 1.05, 0.0),
                                  (10.0, None, 0.04)]}
+        error = None
+        if (scenario, index) in timed_out:
+            # as run() records a migration it aborted: no start, no
+            # progress, the abort time as its total
+            measured = {"total_time_s": 90.0, "started_at": None,
+                        "vcpu_cpu": measured["vcpu_cpu"]}
+            error = "timed out: aborted after 90 s"
         return isolation.score(scenario, index, setup, records, measured,
-                               None, 1000, pl)
+                               error, 1000, pl)
     return run
 
 
@@ -233,6 +240,14 @@ def test_the_experiment_resumes_from_its_csv(tmp_path, monkeypatch):
     calls.clear()
     isolation.run_experiment(out, str(tmp_path / "w"), None, runs)
     assert calls == [] and len(beds) == 2
+    # a stock run that timed out (no start, no progress: the report's
+    # timeline takes the scenario's next run)
+    rows_path = os.path.join(out, isolation.CSV_NAME)
+    os.remove(rows_path)
+    monkeypatch.setattr(isolation, "run",
+                        _fake_run(calls, timed_out={("stock", 0)}))
+    rows = isolation.run_experiment(out, str(tmp_path / "w"), None, runs)
+    assert rows[("stock", 0)]["error"].startswith("timed out")
 
     pytest.importorskip("matplotlib")
     from rtmig_nova.testbed import isolation_report
