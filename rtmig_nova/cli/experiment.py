@@ -395,7 +395,9 @@ def cmd_experiment_validate(args, defaults):
                 progress=progress, log=lambda m: bar.write(m,
                                                            file=sys.stderr))
         except hosts.TestbedError as e:
-            raise CliError(str(e)) from None
+            raise CliError(f"{e} (the testbed's files: {build_dir})") \
+                from None
+    shutil.rmtree(build_dir, ignore_errors=True)
     meta = {"date": start.strftime("%Y-%m-%d %H:%M UTC"),
             "qemu": _qemu_version(),
             "workloads": "; ".join(f"{w.label} = {w.cmdline()}, "
@@ -606,7 +608,9 @@ def cmd_experiment_isolation(args, defaults):
         minutes += ISOLATION_CAPTURE_S / 60.0
     print(f"rtmig experiment isolation: {len(todo)} of {len(runs)} runs to "
           f"do, about {minutes:.0f} min", file=sys.stderr)
-    build_dir, boot_files = _boot_files("rtmig-isolation-")
+    # nothing to do: no image to build, only the report to write
+    build_dir, boot_files = _boot_files("rtmig-isolation-") if todo \
+        else (None, None)
     start = datetime.datetime.now(datetime.timezone.utc)
     setup = isolation.Setup()
     with tqdm(total=len(todo), file=sys.stderr, desc="rtmig isolation",
@@ -623,11 +627,14 @@ def cmd_experiment_isolation(args, defaults):
                       file=sys.stderr)
         try:
             isolation.run_experiment(
-                args.output_dir, os.path.join(build_dir, "testbed"),
+                args.output_dir, os.path.join(build_dir or "", "testbed"),
                 boot_files, runs, setup, calibration, progress,
                 log=lambda m: bar.write(m, file=sys.stderr))
         except hosts.TestbedError as e:
-            raise CliError(str(e)) from None
+            raise CliError(f"{e} (the testbed's files: {build_dir})") \
+                from None
+    if build_dir is not None:
+        shutil.rmtree(build_dir, ignore_errors=True)
     meta = {"date": start.strftime("%Y-%m-%d %H:%M UTC"),
             "qemu": _qemu_version(),
             "machine": f"{os.cpu_count()} cores, accel TCG",
