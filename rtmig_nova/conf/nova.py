@@ -180,9 +180,10 @@ run on CPU time no SCHED_DEADLINE reservation on its CPU is using, taken from
 best-effort tasks, so the runtime is a guarantee but not a cap.  Admission
 counts the runtime either way.  The pre-copy's CPU is bounded by the
 bandwidth limit anyway; the stop phase (final bitmap sync, last RAM pass,
-device state) needs a burst that a hard cap stretches: on the testbed QEMU's
-downtime was 105-154 ms capped against 87-96 ms reclaiming, 3 runs each
-(docs/results-isolation.md).  False: a hard cap (constant-bandwidth server).
+device state) needs a burst that a hard cap stretches: on two testbed
+machines the median QEMU downtime went from 139 and 128 ms capped to 92 and
+95 ms reclaiming, 3 runs a side each (docs/results-isolation.md).  False: a
+hard cap (constant-bandwidth server).
 
 Unit: none (a switch).
 """),

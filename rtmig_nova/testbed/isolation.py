@@ -155,8 +155,9 @@ class Setup:
     :ivar migration_thread_reclaim: ``[rtmig] migration_thread_reclaim``:
         the migration thread's SCHED_DEADLINE with SCHED_FLAG_RECLAIM.  On
         by default: capped, its overrun in the stop phase left it 6-10 ms
-        runnable but not running and QEMU's downtime was 105-154 ms, with
-        reclaiming 87-96 ms, in 3 runs each (docs/results-isolation.md)
+        runnable but not running; QEMU's median downtime on two machines
+        was 139 and 128 ms capped, 92 and 95 ms reclaiming, 3 runs a side
+        each (docs/results-isolation.md)
     """
     link_rate: float = 12.5e6
     deadline_s: float = 30.0
