@@ -28,7 +28,8 @@ def _owner(name):
     return int(m.group(1)) if m else None
 
 
-def _alive(pid):
+def alive(pid):
+    """Whether process ``pid`` exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -47,7 +48,7 @@ def remove_stale(conn):
         if not name.startswith(PREFIX) or not dom.isActive():
             continue
         owner = _owner(name)
-        if owner is None or not _alive(owner):
+        if owner is None or not alive(owner):
             dom.destroy()
 
 

@@ -17,6 +17,7 @@ from pyroute2 import NetNS
 
 from rtmig_nova.enforce import netshape
 from rtmig_nova.enforce.netshape import Match, ShapingPlan, TrafficClass
+from tests.host import domains
 
 PREFIX = "rtmigtest-"
 NS_A = f"{PREFIX}a-{os.getpid()}"
@@ -39,16 +40,6 @@ def _ip(*args):
                    timeout=10)
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stale_namespaces():
     """Our namespaces left by a crashed run (owner pid gone), and ours."""
     try:
@@ -59,7 +50,7 @@ def _stale_namespaces():
     for name in names:
         m = re.fullmatch(re.escape(PREFIX) + r"[ab]-(\d+)", name)
         if m and (int(m.group(1)) == os.getpid()
-                  or not _alive(int(m.group(1)))):
+                  or not domains.alive(int(m.group(1)))):
             out.append(name)
     return out
 
