@@ -17,6 +17,7 @@ experiment calibrate``: the host's fixed costs alone, for ``--calibration``;
 its migration, stock and with rtmig (:mod:`rtmig_nova.testbed.isolation`).
 """
 
+import contextlib
 import dataclasses
 import csv
 import datetime
@@ -223,10 +224,6 @@ def _bandwidths(text):
     return out
 
 
-def _capped_or_reclaiming(setup):
-    return "reclaiming" if setup.migration_thread_reclaim else "capped"
-
-
 def _qemu_version():
     try:
         out = subprocess.run(["qemu-system-x86_64", "--version"],
@@ -266,6 +263,25 @@ def _boot_files(prefix):
     return build_dir, (image.find_kernel(), image.build_initramfs(build_dir))
 
 
+@contextlib.contextmanager
+def _guest_image(prefix, needed=True):
+    """(build directory, boot files) of the testbed guest
+    (:func:`_boot_files`) for the block's testbed (its workdir goes in the
+    build directory), removed after it; kept when the testbed fails
+    (hosts.TestbedError, raised as a CliError that names it).  Not
+    ``needed``: (None, None), nothing built."""
+    if not needed:
+        yield None, None
+        return
+    from rtmig_nova.testbed import hosts
+    build_dir, boot_files = _boot_files(prefix)
+    try:
+        yield build_dir, boot_files
+    except hosts.TestbedError as e:
+        raise CliError(f"{e} (the testbed's files: {build_dir})") from None
+    shutil.rmtree(build_dir, ignore_errors=True)
+
+
 # s one idle migration of the calibration takes here (boot included)
 CALIBRATION_MIGRATION_S = 15
 CALIBRATION_LEGS = 3        # migrations per repetition
@@ -287,35 +303,28 @@ def cmd_experiment_calibrate(args, defaults):
         raise CliError("experiment calibrate needs root (network "
                        "namespaces, a second libvirtd, QEMU's log files)")
     link = v.ShapedLink() if args.link == "shaped" else None
-    steps = 1 + reps
-    print(f"rtmig experiment calibrate: {1 + reps * CALIBRATION_LEGS} idle "
-          f"migrations, about "
-          f"{(1 + reps * CALIBRATION_LEGS) * CALIBRATION_MIGRATION_S / 60:.0f}"
-          f" min", file=sys.stderr)
-    build_dir, boot_files = _boot_files("rtmig-calibrate-")
-    with tqdm(total=steps, file=sys.stderr, desc="rtmig calibrate",
-              unit="step", dynamic_ncols=True,
-              disable=not sys.stderr.isatty()) as bar:
-        started = []
+    migrations = 1 + reps * CALIBRATION_LEGS    # the warm-up first
+    print(f"rtmig experiment calibrate: {migrations} idle migrations, about "
+          f"{migrations * CALIBRATION_MIGRATION_S / 60:.0f} min",
+          file=sys.stderr)
+    # a step each: the warm-up, then each repetition
+    with _guest_image("rtmig-calibrate-") as (build_dir, boot_files), \
+            tqdm(total=1 + reps, file=sys.stderr, desc="rtmig calibrate",
+                 unit="step", dynamic_ncols=True,
+                 disable=not sys.stderr.isatty()) as bar:
+        begun = []
 
-        def log(message):       # a message starts each step
-            if started:
-                bar.update(1)
-            started.append(message)
+        def log(message):       # each message starts a step, ending one
+            bar.update(1 if begun else 0)
+            begun.append(message)
             bar.set_postfix_str(message)
-        bed = None
+        bed = hosts.up(os.path.join(build_dir, "testbed"))
         try:
-            bed = hosts.up(os.path.join(build_dir, "testbed"))
             calibration = v.calibrate(bed, boot_files, reps, log=log,
                                       link=link)
-            bar.update(1)
-        except hosts.TestbedError as e:
-            raise CliError(f"{e} (the testbed's files: {build_dir})") \
-                from None
         finally:
-            if bed is not None:
-                bed.down()
-    shutil.rmtree(build_dir, ignore_errors=True)
+            bed.down()
+        bar.update(1)
     calibration["date"] = datetime.datetime.now(
         datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     try:
@@ -335,7 +344,7 @@ def cmd_experiment_calibrate(args, defaults):
 def cmd_experiment_validate(args, defaults):
     from tqdm import tqdm
 
-    from rtmig_nova.testbed import hosts, report
+    from rtmig_nova.testbed import report
     from rtmig_nova.testbed import validation as v
     workloads = _workloads(args.workloads)
     bandwidths = None if args.bandwidths is None else \
@@ -371,11 +380,11 @@ def cmd_experiment_validate(args, defaults):
             f"({bounds.EXPERIMENT_RUNS.why})")
     _can_run("validate", "QEMU's log files", args.output_dir)
     runs = v.plan_runs(workloads, bandwidths, reps)
-    build_dir, boot_files = _boot_files("rtmig-validate-")
     start = datetime.datetime.now(datetime.timezone.utc)
-    with tqdm(total=len(runs), file=sys.stderr, desc="rtmig validate",
-              unit="run", dynamic_ncols=True,
-              disable=not sys.stderr.isatty()) as bar:
+    with _guest_image("rtmig-validate-") as (build_dir, boot_files), \
+            tqdm(total=len(runs), file=sys.stderr, desc="rtmig validate",
+                 unit="run", dynamic_ncols=True,
+                 disable=not sys.stderr.isatty()) as bar:
         def progress(done, total, res):
             bar.update(done - bar.n)
             what = "error: " + res.error if res.error else (
@@ -385,19 +394,13 @@ def cmd_experiment_validate(args, defaults):
             bar.write(f"{done}/{total} {res.workload} rep {res.repetition} "
                       f"{res.bandwidth / v.MIB:.0f} MiB/s: {what}",
                       file=sys.stderr)
-        try:
-            results, calibration = v.run_experiment(
-                os.path.join(build_dir, "testbed"), boot_files, runs,
-                downtime_limit=limit, capture_s=capture_s,
-                calibration_runs=cal_runs, calibration=given_calibration,
-                link=link,
-                profile_dir=os.path.join(args.output_dir, "profiles"),
-                progress=progress, log=lambda m: bar.write(m,
-                                                           file=sys.stderr))
-        except hosts.TestbedError as e:
-            raise CliError(f"{e} (the testbed's files: {build_dir})") \
-                from None
-    shutil.rmtree(build_dir, ignore_errors=True)
+        results, calibration = v.run_experiment(
+            os.path.join(build_dir, "testbed"), boot_files, runs,
+            downtime_limit=limit, capture_s=capture_s,
+            calibration_runs=cal_runs, calibration=given_calibration,
+            link=link,
+            profile_dir=os.path.join(args.output_dir, "profiles"),
+            progress=progress, log=lambda m: bar.write(m, file=sys.stderr))
     meta = {"date": start.strftime("%Y-%m-%d %H:%M UTC"),
             "qemu": _qemu_version(),
             "workloads": "; ".join(f"{w.label} = {w.cmdline()}, "
@@ -587,7 +590,7 @@ def _check_profile(output_dir, todo):
 def cmd_experiment_isolation(args, defaults):
     from tqdm import tqdm
 
-    from rtmig_nova.testbed import hosts, isolation
+    from rtmig_nova.testbed import isolation
     from rtmig_nova.testbed import isolation_report
     scenarios = _scenarios(args.scenarios)
     reps = bounds.REPETITIONS.parse(args.repetitions, "--repetitions")
@@ -608,14 +611,14 @@ def cmd_experiment_isolation(args, defaults):
         minutes += ISOLATION_CAPTURE_S / 60.0
     print(f"rtmig experiment isolation: {len(todo)} of {len(runs)} runs to "
           f"do, about {minutes:.0f} min", file=sys.stderr)
-    # nothing to do: no image to build, only the report to write
-    build_dir, boot_files = _boot_files("rtmig-isolation-") if todo \
-        else (None, None)
     start = datetime.datetime.now(datetime.timezone.utc)
     setup = isolation.Setup()
-    with tqdm(total=len(todo), file=sys.stderr, desc="rtmig isolation",
-              unit="run", dynamic_ncols=True,
-              disable=not sys.stderr.isatty()) as bar:
+    # nothing to do: no image to build, only the report to write
+    with _guest_image("rtmig-isolation-", needed=bool(todo)) as (
+            build_dir, boot_files), \
+            tqdm(total=len(todo), file=sys.stderr, desc="rtmig isolation",
+                 unit="run", dynamic_ncols=True,
+                 disable=not sys.stderr.isatty()) as bar:
         def progress(k, total, row):
             bar.update(k - bar.n)
             what = "error: " + row["error"] if row.get("error") else (
@@ -625,16 +628,11 @@ def cmd_experiment_isolation(args, defaults):
                    row["misses"], row["frames"]))
             bar.write(f"{row['scenario']} run {row['run']}: {what}",
                       file=sys.stderr)
-        try:
-            isolation.run_experiment(
-                args.output_dir, os.path.join(build_dir or "", "testbed"),
-                boot_files, runs, setup, calibration, progress,
-                log=lambda m: bar.write(m, file=sys.stderr))
-        except hosts.TestbedError as e:
-            raise CliError(f"{e} (the testbed's files: {build_dir})") \
-                from None
-    if build_dir is not None:
-        shutil.rmtree(build_dir, ignore_errors=True)
+        isolation.run_experiment(
+            args.output_dir, os.path.join(build_dir or "", "testbed"),
+            boot_files, runs, setup, calibration, progress,
+            log=lambda m: bar.write(m, file=sys.stderr))
+    thread = "reclaiming" if setup.migration_thread_reclaim else "capped"
     meta = {"date": start.strftime("%Y-%m-%d %H:%M UTC"),
             "qemu": _qemu_version(),
             "machine": f"{os.cpu_count()} cores, accel TCG",
@@ -647,8 +645,7 @@ def cmd_experiment_isolation(args, defaults):
                        f"{setup.confidence:g}, vCPU "
                        f"{setup.vcpu_reservation}"
                        f"{' reclaiming' if setup.vcpu_reclaim else ''}, "
-                       f"migration thread "
-                       f"{_capped_or_reclaiming(setup)}, "
+                       f"migration thread {thread}, "
                        f"stream "
                        f"{setup.stream_rate / 1e3:g} kB/s",
             "calibration": args.calibration or "none ([rtmig] defaults)"}
